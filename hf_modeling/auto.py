@@ -1,0 +1,157 @@
+"""Load any latent checkpoint: released (transformers 4.52 layout) or saved by this project.
+
+The released checkpoints say ``model_type: gpt2`` / ``llama`` and name the
+latent class only in ``architectures`` (``COCONUTGPT2``, ``CODIGPT2``,
+``ColarLlama``, ``COCONUTGPT2ForTokenClassification``); some carry the latent
+token ids in config.json, others only in the tokenizer.  ``AutoLatentModel``
+reads the raw config.json, picks the class, fills in missing ids from the
+tokenizer and loads the weights with the ordinary ``from_pretrained``.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
+from .modeling_latent import CODIGPT2, COCONUTGPT2, ColarLlama
+
+LATENT_TOKENS = {"latent_start_id": "<|start-latent|>", "latent_id": "<|latent|>", "latent_end_id": "<|end-latent|>"}
+COLAR_END_MARKER = "###"
+
+# architectures name -> (config class, model class); the RM module adds its classes
+ARCHITECTURES = {
+    "COCONUTGPT2": (CoconutConfig, COCONUTGPT2),
+    "CODIGPT2": (CodiConfig, CODIGPT2),
+    "ColarLlama": (ColarConfig, ColarLlama),
+}
+
+
+def register_architecture(name, config_class, model_class):
+    """Let ``AutoLatentModel`` load checkpoints whose ``architectures`` is ``name``."""
+    ARCHITECTURES[name] = (config_class, model_class)
+
+
+def resolve_checkpoint(path_or_id, revision=None, token=None, cache_dir=None):
+    """A local folder as is; otherwise a Hub id downloaded (or found in the cache) by huggingface_hub."""
+    path = Path(os.fspath(path_or_id)).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is a folder but has no config.json; it is not a model checkpoint.")
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file; pass the checkpoint folder that holds config.json.")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(str(path_or_id), revision=revision, token=token, cache_dir=cache_dir))
+    except HFValidationError as err:
+        raise FileNotFoundError(
+            f"{path_or_id!r} is neither a local checkpoint folder nor a valid Hub id ({err})."
+        ) from err
+    except Exception as err:  # offline, unknown repo, no network
+        raise OSError(
+            f"Could not get checkpoint {path_or_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}). "
+            "If you are offline (HF_HUB_OFFLINE=1 or no network), download it beforehand with "
+            f"`huggingface-cli download {path_or_id}` or pass the path of a local copy."
+        ) from err
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _tokenizer_ids(folder, names):
+    """Ids of special tokens from the folder's tokenizer, or {} if it has none."""
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        return {}
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = {}
+    for field, text in names.items():
+        token_id = tok.convert_tokens_to_ids(text)
+        if token_id is not None and token_id != tok.unk_token_id:
+            ids[field] = token_id
+    return ids
+
+
+def latent_config(folder):
+    """Build this project's config object for the checkpoint in ``folder``."""
+    folder = Path(folder)
+    raw = _read_json(folder / "config.json")
+    by_type = {cfg.model_type: (cfg, model) for cfg, model in ARCHITECTURES.values()}
+    if raw.get("model_type") in by_type:
+        config_class, model_class = by_type[raw["model_type"]]
+    else:
+        names = [a for a in raw.get("architectures") or [] if a in ARCHITECTURES]
+        if not names:
+            raise ValueError(
+                f"{folder}/config.json describes no latent model: model_type={raw.get('model_type')!r}, "
+                f"architectures={raw.get('architectures')!r}. Known architectures: {sorted(ARCHITECTURES)}."
+            )
+        config_class, model_class = ARCHITECTURES[names[0]]
+    fields = {k: v for k, v in raw.items() if k not in ("model_type", "transformers_version", "auto_map")}
+    wanted = dict(LATENT_TOKENS)
+    if issubclass(config_class, ColarConfig):
+        wanted["end_marker_id"] = COLAR_END_MARKER
+    missing = {f: t for f, t in wanted.items() if fields.get(f) is None}
+    if missing:
+        found = _tokenizer_ids(folder, missing)
+        fields.update(found)
+        still = sorted(set(missing) - set(found))
+        required = ["end_marker_id", "latent_id"] if issubclass(config_class, ColarConfig) else list(LATENT_TOKENS)
+        required = getattr(config_class, "required_latent_ids", required)  # the LatentRM needs none
+        lacking = [f for f in still if f in required]
+        if lacking:
+            raise ValueError(
+                f"{folder}: the latent token ids {lacking} are neither in config.json nor in the tokenizer "
+                f"(tokens {[wanted[f] for f in lacking]}). A latent checkpoint's tokenizer must have the added "
+                "tokens <|start-latent|>, <|latent|>, <|end-latent|>."
+            )
+    return config_class(**fields), model_class
+
+
+class AutoLatentModel:
+    """``AutoLatentModel.from_pretrained(path_or_hub_id, **kwargs)`` -> the right latent model class."""
+
+    def __init__(self):
+        raise EnvironmentError("Use AutoLatentModel.from_pretrained(path_or_hub_id).")
+
+    @classmethod
+    def from_pretrained(cls, path_or_id, *, revision=None, token=None, cache_dir=None, **kwargs):
+        folder = resolve_checkpoint(path_or_id, revision=revision, token=token, cache_dir=cache_dir)
+        config, model_class = latent_config(folder)
+        for key, value in list(kwargs.items()):
+            if hasattr(config, key) and key not in ("dtype", "device_map", "attn_implementation"):
+                setattr(config, key, kwargs.pop(key))
+        return model_class.from_pretrained(str(folder), config=config, **kwargs)
+
+
+def load_latent_tokenizer(path_or_id, config=None, revision=None, token=None, cache_dir=None):
+    """The checkpoint's tokenizer, left padded, with a pad token, checked against ``config``."""
+    from transformers import AutoTokenizer
+
+    folder = resolve_checkpoint(path_or_id, revision=revision, token=token, cache_dir=cache_dir)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if config is not None:
+        wanted = dict(LATENT_TOKENS)
+        if isinstance(config, ColarConfig):
+            wanted = {"latent_id": "<|latent|>", "end_marker_id": COLAR_END_MARKER}
+        for field, text in wanted.items():
+            token_id = tok.convert_tokens_to_ids(text)
+            expected = getattr(config, field, None)
+            if token_id is None or token_id == tok.unk_token_id:
+                raise ValueError(
+                    f"The tokenizer of {path_or_id} has no token {text!r}; latent checkpoints need the added "
+                    "tokens <|start-latent|>, <|latent|>, <|end-latent|>."
+                )
+            if expected is not None and token_id != expected:
+                raise ValueError(
+                    f"Tokenizer and config disagree on {text!r}: tokenizer id {token_id}, config {field}={expected}."
+                )
+    return tok
