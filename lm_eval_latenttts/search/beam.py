@@ -1,0 +1,217 @@
+"""RM-guided beam search over latent steps.
+
+Per question: B beams.  At each latent step every beam branches into C
+stochastic candidates (Monte Carlo dropout or Gaussian noise via
+``LatentSampler``), the LatentRM scores each candidate's new latent with one
+incremental forward on its own KV cache, and the B best candidates survive.
+After the last latent step the B beams decode their answers greedily and the
+beam with the best trajectory score is chosen.
+
+Compute: each latent step costs B*C backbone latent forwards (rows) per
+question, so a search of L steps spends ``B*C*L`` per question, the same as
+best-of-N with ``N = B*C`` (``latent_forward_passes`` reports the total).
+Answer decoding costs B rows per question instead of N.
+
+Details:
+
+* The prompt pass runs once per question; its state is repeated to the B
+  beams (with ``dropout_scope='all'`` the prompt's dropout draw is shared by
+  the beams of a question).
+* At step 1 all B beams are the same prefix, so the first step draws B*C
+  candidates from it.
+* ``select_by='step'`` (default, as in the paper) ranks candidates by the RM
+  score of the new step; ``'cumulative'`` by the sum of the path's step scores.
+  Ties go to the earlier candidate (beam order, then candidate order).
+* Dynamic backbones (CoLaR): a beam that has emitted the end marker stops;
+  only one copy of it competes (ranked by its last step score for
+  ``'step'``), and it takes no further latent steps.
+* The final choice is by trajectory score (``reduction``: 'sum' by default).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from hf_modeling.latent_generation import LatentSampler, _as_list
+from hf_modeling.modeling_latent_rm import REDUCTIONS, reduce_step_scores
+
+SELECT_BY = ("step", "cumulative")
+
+
+@dataclass
+class BeamSearchResult:
+    """Outcome of :func:`rm_beam_search` for Q questions, B beams, L latent steps, T answer tokens.
+
+    answer_ids: (Q, T) answer tokens of each question's chosen beam (pad after EOS).
+    chosen: (Q,) index of the chosen beam.
+    beam_answer_ids: (Q, B, T) answers of all final beams.
+    beam_scores: (Q, B) trajectory scores of the final beams.
+    beam_step_scores: (Q, B, L) step scores along each beam's path (0 on skipped steps).
+    beam_step_mask: (Q, B, L) which steps the beam took.
+    beam_latents: (Q, B, L, hidden) the beams' latent vectors.
+    latent_forward_passes: backbone latent forwards spent (rows fed, summed over steps).
+    rm_forward_rows: rows the RM scored incrementally (one per candidate per step).
+    answer_forward_passes: backbone forwards (rows x tokens) spent decoding answers.
+    """
+
+    answer_ids: torch.Tensor
+    chosen: torch.Tensor
+    beam_answer_ids: torch.Tensor
+    beam_scores: torch.Tensor
+    beam_step_scores: torch.Tensor
+    beam_step_mask: torch.Tensor
+    beam_latents: torch.Tensor
+    latent_forward_passes: int
+    rm_forward_rows: int
+    answer_forward_passes: int
+
+    @property
+    def num_beams(self):
+        return self.beam_scores.shape[1]
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+
+
+@torch.no_grad()
+def rm_beam_search(
+    backbone,
+    rm,
+    input_ids,
+    attention_mask=None,
+    *,
+    num_beams=4,
+    num_candidates=4,
+    latent_sampling="dropout",
+    dropout_p=0.0,
+    noise_std=0.0,
+    dropout_scope="all",
+    seed=None,
+    generator=None,
+    latent_length=None,
+    max_latent_length=None,
+    max_new_tokens=32,
+    eos_token_id=None,
+    pad_token_id=None,
+    select_by="step",
+    reduction="sum",
+):
+    """RM-guided beam search for a batch of left-padded prompts; see the module docstring.
+
+    Args:
+        backbone: a latent model (COCONUTGPT2, CODIGPT2, ColarLlama).
+        rm: a LatentRM of the backbone's size (``check_backbone`` is enforced).
+        num_beams (B), num_candidates (C): integers >= 1.
+        latent_sampling, dropout_p, noise_std, dropout_scope, seed, generator:
+            as in ``backbone.generate``; with sampling off the C candidates of a
+            beam are identical, and B=C=1 is plain greedy decoding.
+        select_by: 'step' (RM score of the new step) or 'cumulative'.
+        reduction: trajectory score for the final choice ('sum', 'min', 'last', 'mean').
+    Returns:
+        :class:`BeamSearchResult`.
+    """
+    _check_count("num_beams", num_beams)
+    _check_count("num_candidates", num_candidates)
+    if select_by not in SELECT_BY:
+        raise ValueError(f"select_by must be one of {SELECT_BY}; got {select_by!r}.")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+    rm.check_backbone(backbone)
+    B, C = num_beams, num_candidates
+
+    device = backbone.get_input_embeddings().weight.device
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    backbone._check_prompts(input_ids, attention_mask)
+    if backbone.dynamic_latent_length:
+        steps = max_latent_length if max_latent_length is not None else backbone.config.max_latent_length
+    else:
+        steps = latent_length if latent_length is not None else backbone.config.latent_length
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"latent length must be an integer >= 0; got {steps!r}.")
+    max_new_tokens = backbone._fit_context(attention_mask, steps, max_new_tokens)
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+    sampler = LatentSampler(latent_sampling, dropout_p, noise_std, dropout_scope, generator)
+    eos_token_id = eos_token_id if eos_token_id is not None else backbone.config.eos_token_id
+    if pad_token_id is None:
+        pad_token_id = backbone.config.pad_token_id
+        if pad_token_id is None:
+            pad_token_id = _as_list(eos_token_id)[0] if _as_list(eos_token_id) else 0
+
+    Q = input_ids.shape[0]
+    rm_device = rm.get_input_embeddings().weight.device
+    was_training = (backbone.training, rm.training)
+    backbone.eval()
+    rm.eval()
+    latent_forwards = 0
+    rm_rows = 0
+    try:
+        with sampler.attached(backbone):
+            state = backbone.prefill(input_ids, attention_mask, sampler).repeat_interleave(B)
+            rm_state = rm.rm_prefill(input_ids, attention_mask).repeat_interleave(B)
+            rows = Q * B
+            path_scores = torch.zeros(rows, 0, device=rm_device)
+            path_active = torch.zeros(rows, 0, dtype=torch.bool, device=rm_device)
+            last_score = torch.zeros(rows, device=rm_device)
+            for _ in range(steps):
+                if backbone.dynamic_latent_length and bool(state.stopped.all()):
+                    break
+                cand = state.repeat_interleave(C)
+                cand_rm = rm_state.repeat_interleave(C)
+                latent = backbone.latent_step(cand, sampler)
+                active = cand.latent_active[-1].to(rm_device)
+                latent_forwards += cand.rows
+                score = rm.rm_step(cand_rm, latent.to(rm_device), active)
+                rm_rows += cand.rows
+                cand_scores = torch.cat([path_scores.repeat_interleave(C, dim=0), score[:, None]], dim=1)
+                cand_active = torch.cat([path_active.repeat_interleave(C, dim=0), active[:, None]], dim=1)
+                cand_last = torch.where(active, score, last_score.repeat_interleave(C))
+                if select_by == "step":
+                    key = cand_last.clone()
+                else:
+                    key = torch.where(cand_active, cand_scores, torch.zeros_like(cand_scores)).sum(-1)
+                key = torch.nan_to_num(key.float(), nan=float("-inf"))
+                key = key.view(Q, B, C)
+                # one copy of a stopped beam competes; identical prefixes at step 1 count once per candidate
+                dup = torch.zeros(Q, B, C, dtype=torch.bool, device=rm_device)
+                dup[:, :, 1:] = (~active.view(Q, B, C))[:, :, 1:]
+                key = key.masked_fill(dup, float("-inf")).view(Q, B * C)
+                # stable top-B: sort descending, ties keep the earlier index
+                order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :B]
+                index = (order + torch.arange(Q, device=rm_device)[:, None] * (B * C)).flatten()
+                state = cand.select(index.to(device))
+                rm_state = cand_rm.select(index)
+                path_scores = cand_scores[index]
+                path_active = cand_active[index]
+                last_score = cand_last[index]
+            answers = backbone.decode_answer(state, max_new_tokens, eos_token_id, pad_token_id)
+    finally:
+        backbone.train(was_training[0])
+        rm.train(was_training[1])
+
+    taken = path_scores.shape[1]
+    traj = reduce_step_scores(path_scores, path_active, reduction)
+    beam_scores = traj.view(Q, B)
+    chosen = torch.nan_to_num(beam_scores, nan=float("-inf")).argmax(-1)
+    beam_answers = answers.view(Q, B, -1)
+    hidden = state.hidden.shape[-1]
+    if taken:
+        latents = torch.stack(state.latents, dim=1).view(Q, B, taken, hidden)
+    else:
+        latents = state.hidden.new_zeros(Q, B, 0, hidden)
+    return BeamSearchResult(
+        answer_ids=beam_answers[torch.arange(Q, device=beam_answers.device), chosen.to(beam_answers.device)],
+        chosen=chosen,
+        beam_answer_ids=beam_answers,
+        beam_scores=beam_scores,
+        beam_step_scores=path_scores.view(Q, B, taken),
+        beam_step_mask=path_active.view(Q, B, taken),
+        beam_latents=latents,
+        latent_forward_passes=latent_forwards,
+        rm_forward_rows=rm_rows,
+        answer_forward_passes=int(answers.shape[0] * answers.shape[1]),
+    )

@@ -1,0 +1,159 @@
+import pytest
+import torch
+
+from hf_modeling import AutoLatentModel, load_latent_tokenizer
+from hf_modeling.configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
+from hf_modeling.modeling_latent_rm import COCONUTGPT2ForTokenClassification, LatentRMLlamaForTokenClassification
+from lm_eval_latenttts.search import best_of_n_generate, latent_forward_passes_of, rm_beam_search
+from tiny_models import make_checkpoint, make_tokenizer, prompt_text
+
+QUESTIONS = ("1+2=?", "What is twelve times three, approximately?", "7-5")
+
+
+def make_rm(backbone, seed=5, cls=COCONUTGPT2ForTokenClassification, config_cls=LatentRMGPT2Config, **extra):
+    torch.manual_seed(seed)
+    c = backbone.config
+    if config_cls is LatentRMGPT2Config:
+        config = config_cls(
+            vocab_size=c.vocab_size, n_embd=c.n_embd, n_layer=2, n_head=2, n_positions=256,
+            latent_id=c.latent_id, latent_start_id=c.latent_start_id, latent_end_id=c.latent_end_id, **extra,
+        )
+    else:
+        config = config_cls(
+            vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, latent_id=c.latent_id, **extra,
+        )
+    return cls(config).eval()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("beam")
+    folder = make_checkpoint(root / "coconut", "coconut")
+    backbone = AutoLatentModel.from_pretrained(folder).eval()
+    tok = load_latent_tokenizer(folder, backbone.config)
+    enc = tok([prompt_text("coconut", q) for q in QUESTIONS], return_tensors="pt", padding=True)
+    return dict(backbone=backbone, rm=make_rm(backbone), tok=tok, enc=enc)
+
+
+def test_b1_c1_no_sampling_equals_greedy(setup):
+    backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
+    greedy = backbone.generate(enc.input_ids, enc.attention_mask, max_new_tokens=6, return_dict_in_generate=True)
+    res = rm_beam_search(
+        backbone, rm, enc.input_ids, enc.attention_mask, num_beams=1, num_candidates=1,
+        latent_sampling=None, max_new_tokens=6,
+    )
+    assert torch.equal(res.answer_ids, greedy.answer_ids)
+    torch.testing.assert_close(res.beam_latents[:, 0], greedy.latents)
+    # its scores are the RM's scores of the greedy rollout
+    scores = rm.score_rollouts(greedy)
+    torch.testing.assert_close(res.beam_step_scores[:, 0], scores.step_scores, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(res.beam_scores[:, 0], scores.trajectory_scores, atol=1e-4, rtol=1e-4)
+    assert res.latent_forward_passes == 3 * 6
+
+
+def test_beam_search_keeps_best_and_counts_compute(setup):
+    backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
+    B, C = 2, 3
+    res = rm_beam_search(
+        backbone, rm, enc.input_ids, enc.attention_mask, num_beams=B, num_candidates=C,
+        latent_sampling="noise", noise_std=0.7, seed=0, max_new_tokens=5,
+    )
+    Q = len(QUESTIONS)
+    assert res.beam_answer_ids.shape[:2] == (Q, B) and res.answer_ids.shape[0] == Q
+    assert res.beam_step_scores.shape == (Q, B, 6) and res.beam_latents.shape == (Q, B, 6, 32)
+    assert res.latent_forward_passes == Q * B * C * 6 == res.rm_forward_rows
+    # final choice is the best trajectory score; chosen answer is that beam's answer
+    assert torch.equal(res.chosen, res.beam_scores.argmax(-1))
+    for q in range(Q):
+        assert torch.equal(res.answer_ids[q], res.beam_answer_ids[q, res.chosen[q]])
+    torch.testing.assert_close(res.beam_scores, res.beam_step_scores.sum(-1))
+    # beams are sorted by their last step score (select_by='step')
+    last = res.beam_step_scores[:, :, -1]
+    assert bool((last[:, 0] >= last[:, 1]).all())
+    # the kept beams' step scores are what the RM gives their latent paths from scratch
+    state = rm.rm_prefill(enc.input_ids, enc.attention_mask).repeat_interleave(B)
+    rescored = rm.rm_step(state, res.beam_latents.reshape(Q * B, 6, 32)).view(Q, B, 6)
+    torch.testing.assert_close(rescored, res.beam_step_scores, atol=1e-4, rtol=1e-4)
+    # each kept step is the best of the candidates: greedy selection beats a random pick on average
+    same = rm_beam_search(
+        backbone, rm, enc.input_ids, enc.attention_mask, num_beams=B, num_candidates=C,
+        latent_sampling="noise", noise_std=0.7, seed=0, max_new_tokens=5,
+    )
+    assert torch.equal(same.answer_ids, res.answer_ids)  # seeded: reproducible
+
+
+def test_beam_search_step_scores_beat_sampling(setup):
+    backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
+    beam = rm_beam_search(
+        backbone, rm, enc.input_ids, enc.attention_mask, num_beams=1, num_candidates=8,
+        latent_sampling="noise", noise_std=1.0, seed=1, max_new_tokens=2,
+    )
+    sampled = backbone.generate(
+        enc.input_ids, enc.attention_mask, latent_sampling="noise", noise_std=1.0, num_return_sequences=8,
+        seed=2, max_new_tokens=2, return_dict_in_generate=True,
+    )
+    first_step = rm.score_rollouts(sampled).step_scores[:, 0].view(3, 8)
+    # step 1 of the beam is the max over 8 candidates: typically above the mean of 8 samples
+    assert bool((beam.beam_step_scores[:, 0, 0] >= first_step.mean(-1)).all())
+
+
+def test_best_of_n_picks_highest_scoring(setup):
+    backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
+    n = 4
+    res = best_of_n_generate(
+        backbone, rm, enc.input_ids, enc.attention_mask, n=n, latent_sampling="noise", noise_std=0.7,
+        seed=0, max_new_tokens=4,
+    )
+    scores = rm.score_rollouts(res.output).trajectory_scores.view(3, n)
+    assert torch.equal(res.chosen, scores.argmax(-1))
+    for q in range(3):
+        assert torch.equal(res.answer_ids[q], res.output.answer_ids[q * n + int(scores[q].argmax())])
+    assert res.latent_forward_passes == latent_forward_passes_of(res.output) == 3 * n * 6
+
+
+def test_dynamic_backbone_beam_search(tmp_path):
+    tok = make_tokenizer(colar=True)
+    tok.padding_side = "left"
+    backbone = AutoLatentModel.from_pretrained(make_checkpoint(tmp_path / "colar", "colar", tokenizer=tok)).eval()
+    # a random CoLaR never emits "###"; stop on a feature of the hidden state so that row lengths vary
+    backbone.latent_should_stop = lambda h: h[:, 0] > 1.0
+    rm = make_rm(backbone, cls=LatentRMLlamaForTokenClassification, config_cls=LatentRMLlamaConfig)
+    enc = tok([prompt_text("colar", q) for q in QUESTIONS[:2]], return_tensors="pt", padding=True)
+    greedy = backbone.generate(enc.input_ids, enc.attention_mask, max_new_tokens=3, return_dict_in_generate=True)
+    res = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, num_beams=1, num_candidates=1,
+                         latent_sampling=None, max_new_tokens=3)
+    assert torch.equal(res.answer_ids, greedy.answer_ids)
+    assert torch.equal(res.beam_step_mask[:, 0].sum(-1), greedy.latent_lengths)
+    torch.testing.assert_close(res.beam_scores[:, 0], rm.score_rollouts(greedy).trajectory_scores, atol=1e-4, rtol=1e-4)
+    res = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, num_beams=2, num_candidates=2,
+                         latent_sampling="noise", noise_std=2.0, seed=0, max_new_tokens=3)
+    assert res.beam_scores.shape == (2, 2)
+    assert bool((~res.beam_step_mask).any())  # some beams stopped early
+    assert bool((res.beam_step_scores[~res.beam_step_mask] == 0).all())
+
+
+def test_bad_arguments(setup, tmp_path):
+    backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
+    for kwargs, match in (
+        (dict(num_beams=0), "num_beams must be an integer >= 1; got 0"),
+        (dict(num_candidates=0), "num_candidates must be an integer >= 1; got 0"),
+        (dict(num_beams=1.5), "num_beams must be an integer >= 1"),
+        (dict(select_by="best"), "select_by"),
+        (dict(reduction="max"), "reduction"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, latent_sampling=None, **kwargs)
+    small = COCONUTGPT2ForTokenClassification(
+        LatentRMGPT2Config(vocab_size=backbone.config.vocab_size, n_embd=16, n_layer=1, n_head=2)
+    )
+    with pytest.raises(ValueError, match="hidden size 16 does not match .*latent size 32"):
+        rm_beam_search(backbone, small, enc.input_ids, enc.attention_mask, latent_sampling=None)
+    with pytest.raises(ValueError, match="hidden size 16 does not match"):
+        best_of_n_generate(backbone, small, enc.input_ids, enc.attention_mask, n=2)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        best_of_n_generate(backbone, rm, enc.input_ids, enc.attention_mask, n=0)
+    wrong_ids = make_rm(backbone)
+    wrong_ids.config.latent_end_id = backbone.config.latent_end_id + 1
+    with pytest.raises(ValueError, match="latent_end_id=.* does not match the backbone"):
+        rm_beam_search(backbone, wrong_ids, enc.input_ids, enc.attention_mask, latent_sampling=None)
