@@ -1,0 +1,167 @@
+"""Command line of lm-eval-latenttts: ``python -m lm_eval_latenttts <subcommand> ...`` / ``latent-tts <subcommand>``.
+
+Subcommands are registered in ``SUBCOMMANDS`` with :func:`register_subcommand`
+(name, help, a function adding the options to an ``argparse`` parser, and a
+function running the parsed arguments).  Heavy modules (torch, transformers,
+datasets) are imported only inside the run functions, so ``--help`` is fast.
+To add a subcommand, write its two functions and one ``register_subcommand``
+call below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+SUBCOMMANDS = {}
+
+
+def register_subcommand(name, help, configure, run):
+    """Add ``name``: ``configure(parser)`` adds its options, ``run(args)`` executes it (returns an exit code or None)."""
+    SUBCOMMANDS[name] = (help, configure, run)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+# ---------------------------------------------------------------------------------- annotate
+def _configure_annotate(p):
+    p.add_argument("--model", required=True, help="latent backbone checkpoint (local folder or Hub id)")
+    p.add_argument("--data", required=True,
+                   help="training questions: JSON list or JSONL of {question, answer[, steps]} (GSM8K layout)")
+    p.add_argument("--output-dir", required=True,
+                   help="annotation folder (shards + annotation_config.json); rerun the same command to resume")
+    p.add_argument("-N", "--num-trajectories", type=int, default=8, help="stochastic trajectories per question")
+    p.add_argument("-M", "--num-continuations", type=int, default=16,
+                   help="Monte Carlo continuations from each latent step's prefix")
+    p.add_argument("--sampling", choices=("dropout", "noise"), default="dropout",
+                   help="source of randomness: Monte Carlo dropout or Gaussian noise on the fed-back latents")
+    p.add_argument("--dropout-p", type=float, default=0.1, help="dropout probability (with --sampling dropout)")
+    p.add_argument("--noise-std", type=float, default=0.5, help="noise sigma (with --sampling noise)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed; each question's generator is seeded from (seed, question id)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="answer tokens decoded after the latents")
+    p.add_argument("--latent-length", type=int, default=None,
+                   help="latent steps (fixed backbones) or the cap (dynamic); default: the model config's")
+    p.add_argument("--limit", type=int, default=None, help="annotate only the first LIMIT questions of the file")
+    p.add_argument("--keep-all", action="store_true",
+                   help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
+    p.add_argument("--max-batch-rows", type=int, default=1024, help="continuation rows per forward pass")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="model dtype")
+    p.add_argument("--shard-size", type=int, default=50, help="questions per written shard")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_annotate(args):
+    from lm_eval_latenttts.annotate import AnnotateConfig, annotate
+
+    config = AnnotateConfig(
+        model=args.model, data=args.data, output_dir=args.output_dir,
+        num_trajectories=args.num_trajectories, num_continuations=args.num_continuations,
+        sampling=args.sampling, dropout_p=args.dropout_p if args.sampling == "dropout" else 0.0,
+        noise_std=args.noise_std if args.sampling == "noise" else 0.0, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, latent_length=args.latent_length, limit=args.limit,
+        keep_all=args.keep_all, max_batch_rows=args.max_batch_rows, dtype=args.dtype,
+        shard_size=args.shard_size, threads=args.threads, progress=not args.no_progress,
+    )
+    stats = annotate(config)
+    print(json.dumps(stats, indent=2))
+
+
+# ---------------------------------------------------------------------------------- train-rm
+def _configure_train_rm(p):
+    p.add_argument("--annotations", required=True, help="annotation folder written by `annotate`")
+    p.add_argument("--output-dir", required=True,
+                   help="where the trained RM (save_pretrained + README.md model card) and checkpoints go")
+    p.add_argument("--init", default=None,
+                   help="backbone checkpoint (fresh classifier head) or existing LatentRM; "
+                        "default: the backbone recorded in the annotation")
+    p.add_argument("--loss", choices=("contrastive", "bce"), default="contrastive",
+                   help="step-wise contrastive loss over the N trajectories (SPEC) or BCE on step values")
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over the training questions")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=int, default=4, help="questions (each with its N trajectories) per micro-batch")
+    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation micro-batches")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW, cosine schedule)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (0: off)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="training precision")
+    p.add_argument("--lora-r", type=int, default=0, help="LoRA rank via peft (0: full fine-tuning); merged on save")
+    p.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha")
+    p.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout")
+    p.add_argument("--eval-fraction", type=float, default=0.1,
+                   help="fraction of annotated questions held out for recall@1 evaluation")
+    p.add_argument("--eval-annotations", default=None,
+                   help="a separate annotation folder for evaluation (then nothing is held out)")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every K optimizer steps (0: each epoch)")
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every K optimizer steps (0: each epoch)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the head init, shuffling and the eval split")
+    p.add_argument("--resume", action="store_true", help="continue from the latest OUTPUT_DIR/checkpoints/step-*")
+    p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the saved RM folder to this Hub repo")
+    p.add_argument("--hub-private", action="store_true", help="create the Hub repo as private")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_train_rm(args):
+    from lm_eval_latenttts.rm_training import TrainConfig, train_rm
+
+    names = ("annotations", "output_dir", "init", "loss", "epochs", "max_steps", "batch_size", "grad_accum", "lr",
+             "warmup_ratio", "weight_decay", "max_grad_norm", "precision", "lora_r", "lora_alpha", "lora_dropout",
+             "eval_fraction", "eval_annotations", "eval_every", "save_every", "seed", "resume", "push_to_hub",
+             "hub_private", "threads")
+    config = TrainConfig(**{k: getattr(args, k) for k in names}, progress=not args.no_progress)
+    summary = train_rm(config)
+    brief = {k: v for k, v in summary.items() if k not in ("history", "annotation_config", "config")}
+    print(json.dumps(brief, indent=2, default=str))
+
+
+register_subcommand("annotate", "step-wise Monte Carlo annotation of latent trajectories (LatentRM labels)",
+                    _configure_annotate, _run_annotate)
+register_subcommand("train-rm", "train a LatentRM on an annotation folder", _configure_train_rm, _run_train_rm)
+
+
+# ------------------------------------------------------------------------------------ entry
+def build_parser(prog="latent-tts"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_text, configure, _) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+        configure(p)
+    return parser
+
+
+def _execute(run, args):
+    try:
+        code = run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+def main(argv=None, prog="latent-tts"):
+    args = build_parser(prog).parse_args(argv)
+    return _execute(SUBCOMMANDS[args.command][2], args)
+
+
+def _single(name):
+    def entry(argv=None):
+        help_text, configure, run = SUBCOMMANDS[name]
+        parser = argparse.ArgumentParser(prog=f"latent-tts-{name}", description=help_text, formatter_class=_Formatter)
+        configure(parser)
+        return _execute(run, parser.parse_args(argv))
+
+    return entry
+
+
+annotate_main = _single("annotate")
+train_rm_main = _single("train-rm")
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,638 @@
+"""Training of the LatentRM on step-wise Monte Carlo annotations (see ``annotate.py``).
+
+* Loss (SPEC): at each latent step t, a softmax of the RM's step scores over
+  the N trajectories of the same question; ``loss = -sum_n label[n,t] *
+  log softmax[n,t]``, summed over t and averaged over questions.  Padded
+  trajectories / steps are masked.  ``loss="bce"``: binary cross-entropy of
+  ``sigmoid(score)`` against the step values, as an alternative.
+* One training example is one question with its N trajectories; a batch of Q
+  questions becomes Q*N rows ``prompt + latent slots`` (right padded) whose
+  latent slots hold the trajectory's vectors, and the step scores are the RM's
+  outputs at those slots -- the same positions ``score_rollouts`` reads.
+* Evaluation: recall@1 on held-out questions -- does the trajectory with the
+  highest RM score (sum of step scores) reach the right answer; reported with
+  the random-pick baseline (mean trajectory accuracy) of the same questions.
+* An accelerate loop: AdamW, lr 1e-4, cosine schedule with 10% warm-up,
+  gradient accumulation, bf16/fp32, optional LoRA (peft), checkpoints under
+  ``OUT/checkpoints/step-*`` that ``resume=True`` continues from.
+* The final RM is written with ``save_pretrained`` (safetensors + the modeling
+  code + ``auto_map``), the tokenizer, ``training_summary.json`` and a model
+  card ``README.md``; ``push_to_hub`` uploads that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("contrastive", "bce")
+SUMMARY_FILE = "training_summary.json"
+
+
+# ------------------------------------------------------------------------------------ losses
+def _check_scores(scores, labels, mask):
+    if scores.dim() != 3:
+        raise ValueError(f"scores must be (questions, trajectories, steps); got shape {tuple(scores.shape)}.")
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels shape {tuple(labels.shape)} does not match scores {tuple(scores.shape)}.")
+    if mask is None:
+        mask = torch.ones_like(scores, dtype=torch.bool)
+    if mask.shape != scores.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match scores {tuple(scores.shape)}.")
+    return mask.bool()
+
+
+def stepwise_contrastive_loss(scores, labels, mask=None):
+    """SPEC's step-wise contrastive loss.
+
+    scores, labels: (Q, N, T) -- step scores and Monte Carlo step values of the N trajectories of Q
+    questions; mask: (Q, N, T) bool, False on padded trajectories / steps.
+    At each (q, t): ``-sum_n labels * log_softmax_n(scores)`` over the valid n; summed over t;
+    averaged over the questions that have a valid entry.
+    """
+    mask = _check_scores(scores, labels, mask)
+    trajectories = mask.any(-1).sum(-1)  # (Q,) valid trajectories per question
+    most = int(trajectories.max()) if trajectories.numel() else 0
+    if scores.shape[1] < 2 or most < 2:
+        raise ValueError(
+            "The step-wise contrastive loss compares the N trajectories of a question, so it needs N >= 2 "
+            f"trajectories per question (got at most {most}). Annotate with "
+            "--num-trajectories >= 2, or use --loss bce."
+        )
+    scores = scores.float()
+    masked = scores.masked_fill(~mask, float("-inf"))
+    log_p = torch.log_softmax(masked, dim=1)  # over trajectories
+    log_p = torch.where(mask, log_p, torch.zeros_like(log_p))  # fully masked (q, t) gives NaN -> 0
+    per_question = -(labels.float() * log_p).sum(dim=(1, 2))
+    valid = mask.flatten(1).any(-1)
+    if not bool(valid.any()):
+        return scores.sum() * 0.0
+    return per_question[valid].mean()
+
+
+def stepwise_bce_loss(scores, labels, mask=None):
+    """Binary cross-entropy of ``sigmoid(score)`` against the step values, mean over valid entries."""
+    mask = _check_scores(scores, labels, mask)
+    if not bool(mask.any()):
+        return scores.sum() * 0.0
+    loss = F.binary_cross_entropy_with_logits(scores.float(), labels.float().clamp(0, 1), reduction="none")
+    return loss[mask].mean()
+
+
+def compute_loss(kind, scores, labels, mask=None):
+    if kind == "contrastive":
+        return stepwise_contrastive_loss(scores, labels, mask)
+    if kind == "bce":
+        return stepwise_bce_loss(scores, labels, mask)
+    raise ValueError(f"loss must be one of {LOSSES}; got {kind!r}.")
+
+
+# ---------------------------------------------------------------------------------- batches
+def question_example(row):
+    """Tensors of one annotated question (a row of ``load_annotations``)."""
+    n = len(row["latents"])
+    steps = [len(v) for v in row["step_values"]]
+    hidden = next((len(lat[0]) for lat in row["latents"] if lat), None)
+    if hidden is None:
+        raise ValueError(f"Question {row['question_id']}: no trajectory has a latent step.")
+    t_max = max(steps)
+    latents = torch.zeros(n, t_max, hidden)
+    values = torch.zeros(n, t_max)
+    mask = torch.zeros(n, t_max, dtype=torch.bool)
+    for i, (lat, val) in enumerate(zip(row["latents"], row["step_values"])):
+        if lat:
+            tens = torch.tensor(lat, dtype=torch.float32)
+            if tens.dim() != 2 or tens.shape[1] != hidden or tens.shape[0] != len(val):
+                raise ValueError(f"Question {row['question_id']}: malformed latents of trajectory {i}.")
+            latents[i, : len(lat)] = tens
+            values[i, : len(val)] = torch.tensor(val, dtype=torch.float32)
+            mask[i, : len(val)] = True
+    return {
+        "question_id": int(row["question_id"]),
+        "prompt_ids": torch.tensor(row["prompt_ids"], dtype=torch.long),
+        "latents": latents,
+        "values": values,
+        "mask": mask,
+        "correct": torch.tensor(row["correct"], dtype=torch.bool),
+    }
+
+
+class RMCollator:
+    """Groups the N trajectories of each question: Q questions -> Q*N_max right-padded rows.
+
+    Returns input_ids / attention_mask / position_ids (rows, L), latents (rows, T, H), slot_index
+    (rows, T) positions of the latent slots, and values / mask (Q, N, T), traj_mask (Q, N), correct (Q, N).
+    """
+
+    def __init__(self, latent_id, pad_token_id):
+        self.latent_id = int(latent_id)
+        self.pad_token_id = int(pad_token_id)
+
+    def __call__(self, examples):
+        q = len(examples)
+        n = max(e["latents"].shape[0] for e in examples)
+        t = max(e["latents"].shape[1] for e in examples)
+        h = examples[0]["latents"].shape[2]
+        length = max(e["prompt_ids"].numel() for e in examples) + t
+        rows = q * n
+        input_ids = torch.full((rows, length), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros(rows, length, dtype=torch.long)
+        latents = torch.zeros(rows, t, h)
+        slot_index = torch.zeros(rows, t, dtype=torch.long)
+        values = torch.zeros(q, n, t)
+        mask = torch.zeros(q, n, t, dtype=torch.bool)
+        traj_mask = torch.zeros(q, n, dtype=torch.bool)
+        correct = torch.zeros(q, n, dtype=torch.bool)
+        for i, e in enumerate(examples):
+            if e["latents"].shape[2] != h:
+                raise ValueError("Latent vectors of different widths in one batch; the annotation is malformed.")
+            p = e["prompt_ids"]
+            ni, ti = e["latents"].shape[:2]
+            values[i, :ni, :ti] = e["values"]
+            mask[i, :ni, :ti] = e["mask"]
+            traj_mask[i, :ni] = True
+            correct[i, :ni] = e["correct"]
+            for j in range(ni):
+                r = i * n + j
+                k = int(e["mask"][j].sum())
+                input_ids[r, : p.numel()] = p
+                input_ids[r, p.numel() : p.numel() + k] = self.latent_id
+                attention[r, : p.numel() + k] = 1
+                latents[r, :ti] = e["latents"][j]
+                slot_index[r] = p.numel() + torch.arange(t).clamp(max=max(k - 1, 0))
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "position_ids": positions,
+            "latents": latents,
+            "slot_index": slot_index,
+            "values": values,
+            "mask": mask,
+            "traj_mask": traj_mask,
+            "correct": correct,
+        }
+
+
+def step_scores(model, batch):
+    """RM step scores (Q, N, T) of a collated batch (with gradient)."""
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        latents=batch["latents"],
+    )
+    logits = out.logits[..., 0] if hasattr(out, "logits") else out[0][..., 0]
+    scores = logits.gather(1, batch["slot_index"])  # (rows, T)
+    q, n, t = batch["values"].shape
+    return scores.view(q, n, t)
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_kind):
+    """recall@1 of the RM's top trajectory (sum of step scores), the random-pick baseline and the loss."""
+    was_training = model.training
+    model.eval()
+    hits, baseline, questions, loss_total, batches = 0.0, 0.0, 0, 0.0, 0
+    try:
+        for batch in loader:
+            scores = step_scores(model, batch).float()
+            mask = batch["mask"]
+            traj = torch.where(mask, scores, torch.zeros_like(scores)).sum(-1)
+            traj = traj.masked_fill(~batch["traj_mask"], float("-inf"))
+            top = traj.argmax(-1)
+            correct = batch["correct"]
+            hits += float(correct.gather(1, top[:, None]).float().sum())
+            baseline += float((correct.float().sum(-1) / batch["traj_mask"].float().sum(-1)).sum())
+            questions += correct.shape[0]
+            try:
+                loss_total += float(compute_loss(loss_kind, scores, batch["values"], mask))
+                batches += 1
+            except ValueError:
+                pass
+    finally:
+        model.train(was_training)
+    if questions == 0:
+        return {}
+    return {
+        "eval_recall_at_1": hits / questions,
+        "eval_random_pick": baseline / questions,
+        "eval_loss": loss_total / max(batches, 1),
+        "eval_questions": questions,
+    }
+
+
+# ------------------------------------------------------------------------------ the model
+def _rm_classes(backbone_config):
+    from hf_modeling import (
+        COCONUTGPT2ForTokenClassification,
+        LatentRMGPT2Config,
+        LatentRMLlamaConfig,
+        LatentRMLlamaForTokenClassification,
+    )
+    from transformers import GPT2Config, LlamaConfig
+
+    if isinstance(backbone_config, GPT2Config):
+        return LatentRMGPT2Config, COCONUTGPT2ForTokenClassification
+    if isinstance(backbone_config, LlamaConfig):
+        return LatentRMLlamaConfig, LatentRMLlamaForTokenClassification
+    raise ValueError(f"No LatentRM class for a {type(backbone_config).__name__} backbone (GPT-2 or Llama only).")
+
+
+_NOT_COPIED = {
+    "model_type", "architectures", "auto_map", "transformers_version", "id2label", "label2id", "num_labels",
+    "_name_or_path", "dtype", "torch_dtype", "latent_length", "max_latent_length", "projector",
+    "projector_hidden_size", "projector_dropout", "latent_intermediate_size", "latent_embedding_std",
+}
+
+
+def is_rm_checkpoint(path):
+    from hf_modeling import resolve_checkpoint
+
+    folder = resolve_checkpoint(path)
+    raw = json.loads((Path(folder) / "config.json").read_text())
+    archs = raw.get("architectures") or []
+    return any("TokenClassification" in a for a in archs) or str(raw.get("model_type", "")).startswith("latent_rm")
+
+
+def load_rm(init, dtype=torch.float32):
+    """(rm, tokenizer, source kind): from an existing RM, or a fresh head on a backbone's transformer."""
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer, resolve_checkpoint
+    from hf_modeling.auto import latent_config
+
+    folder = resolve_checkpoint(init)
+    if is_rm_checkpoint(folder):
+        rm = AutoLatentModel.from_pretrained(str(folder), dtype=dtype)
+        source = "rm"
+    else:
+        backbone_config, _ = latent_config(folder)
+        config_class, rm_class = _rm_classes(backbone_config)
+        fields = {k: v for k, v in backbone_config.to_dict().items() if k not in _NOT_COPIED}
+        config = config_class(**{k: v for k, v in fields.items() if k in config_class().to_dict() or k.endswith("_id")},
+                              num_labels=1)
+        rm = rm_class.from_pretrained(str(folder), config=config, dtype=dtype)
+        source = "backbone"
+    try:
+        tokenizer = load_latent_tokenizer(str(folder))
+    except Exception:  # an RM folder without tokenizer files
+        tokenizer = None
+    return rm, tokenizer, source
+
+
+def check_rm_against_data(rm, hidden_size, backbone_config=None):
+    """Clear errors when the annotated latents (or the annotating backbone) do not fit the RM."""
+    size = rm.get_input_embeddings().weight.shape[1]
+    if hidden_size != size:
+        raise ValueError(
+            f"The annotation's latent vectors have {hidden_size} dimensions but the LatentRM's hidden size is "
+            f"{size}: the RM must be initialised from the backbone that produced the annotation (or an RM of "
+            "the same size)."
+        )
+    if rm.config.latent_id is None:
+        raise ValueError("The LatentRM config has no latent_id; initialise it from a latent backbone checkpoint.")
+    if backbone_config is not None:
+        rm.check_backbone(backbone_config)
+
+
+# -------------------------------------------------------------------------------- settings
+@dataclass
+class TrainConfig:
+    annotations: str
+    output_dir: str
+    init: str | None = None  # backbone or RM checkpoint; default: the annotation's backbone
+    loss: str = "contrastive"
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 4  # questions per micro-batch
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16
+    lora_r: int = 0
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    eval_fraction: float = 0.1
+    eval_annotations: str | None = None
+    eval_every: int = 0  # optimizer steps; 0: at the end of each epoch
+    save_every: int = 0  # optimizer steps; 0: at the end of each epoch
+    seed: int = 0
+    resume: bool = False
+    push_to_hub: str | None = None
+    hub_private: bool = False
+    threads: int | None = None
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def validate(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}.")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16; got {self.precision!r}.")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}.")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1); got {self.eval_fraction}.")
+        if self.lora_r < 0:
+            raise ValueError("lora_r must be >= 0 (0: full fine-tuning).")
+
+
+def split_questions(ids, fraction, seed):
+    """Deterministic train / held-out split of question ids."""
+    ids = sorted(ids)
+    if fraction <= 0 or len(ids) < 2:
+        return ids, []
+    rng = random.Random(f"rm-split:{seed}")
+    shuffled = ids[:]
+    rng.shuffle(shuffled)
+    k = min(max(1, round(len(ids) * fraction)), len(ids) - 1)
+    held = set(shuffled[:k])
+    return [i for i in ids if i not in held], sorted(held)
+
+
+class _Examples(torch.utils.data.Dataset):
+    def __init__(self, ds, indices):
+        self.ds, self.indices = ds, list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return question_example(self.ds[self.indices[i]])
+
+
+def _lora(model, cfg):
+    from peft import LoraConfig, get_peft_model
+
+    if model.config.model_type.endswith("gpt2") or hasattr(model, "transformer"):
+        targets, head, fan = ["c_attn", "c_proj", "c_fc"], ["classifier"], True
+    else:
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        head, fan = ["score"], False
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        target_modules=targets, modules_to_save=head, fan_in_fan_out=fan)
+    return get_peft_model(model, config)
+
+
+def _unwrap_rm(model):
+    """The plain RM (LoRA merged) to save."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def _latest_checkpoint(folder):
+    ckpts = sorted(Path(folder).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def _annotation_backbone(annotations):
+    path = Path(annotations) / "annotation_config.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {}
+
+
+def train_rm(cfg):
+    """Train a LatentRM as configured; returns the summary dict (also written to OUT)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from lm_eval_latenttts.annotate import load_annotations
+
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    out = Path(cfg.output_dir)
+    ann_config = _annotation_backbone(cfg.annotations)
+    ds = load_annotations(cfg.annotations)
+    n_max = max(len(c) for c in ds["correct"])
+    if cfg.loss == "contrastive" and n_max < 2:
+        raise ValueError(
+            "The step-wise contrastive loss needs N >= 2 trajectories per question, but the annotation has "
+            f"N = {n_max}. Annotate with --num-trajectories >= 2, or use --loss bce."
+        )
+    init = cfg.init or ann_config.get("model")
+    if not init:
+        raise ValueError("No --init checkpoint given and the annotation folder does not name its backbone.")
+
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+                              gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    rm, tokenizer, source = load_rm(init)
+    hidden = len(next(lat for lat in ds[0]["latents"] if lat)[0])
+    backbone_config = None
+    if ann_config.get("model") and os.path.exists(str(ann_config["model"])):
+        from hf_modeling.auto import latent_config
+
+        try:
+            backbone_config, _ = latent_config(ann_config["model"])
+        except Exception:
+            backbone_config = None
+        if tokenizer is None:
+            from hf_modeling import load_latent_tokenizer
+
+            tokenizer = load_latent_tokenizer(ann_config["model"])
+    check_rm_against_data(rm, hidden, backbone_config)
+    max_prompt = max(len(p) for p in ds["prompt_ids"])
+    if max_prompt and max(max(p) for p in ds["prompt_ids"]) >= rm.config.vocab_size:
+        raise ValueError("The annotation's prompt token ids exceed the LatentRM's vocabulary; RM/backbone mismatch.")
+
+    # data
+    if cfg.eval_annotations:
+        eval_ds = load_annotations(cfg.eval_annotations)
+        train_idx, eval_idx = list(range(len(ds))), list(range(len(eval_ds)))
+    else:
+        eval_ds = ds
+        ids = ds["question_id"]
+        train_ids, held_ids = split_questions(ids, cfg.eval_fraction, cfg.seed)
+        pos = {qid: i for i, qid in enumerate(ids)}
+        train_idx, eval_idx = [pos[i] for i in train_ids], [pos[i] for i in held_ids]
+    pad = rm.config.pad_token_id
+    if pad is None:
+        pad = rm.config.eos_token_id if isinstance(rm.config.eos_token_id, int) else 0
+    collator = RMCollator(rm.config.latent_id, pad)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = torch.utils.data.DataLoader(_Examples(ds, train_idx), batch_size=cfg.batch_size, shuffle=True,
+                                               collate_fn=collator, generator=generator)
+    eval_loader = torch.utils.data.DataLoader(_Examples(eval_ds, eval_idx), batch_size=cfg.batch_size,
+                                              collate_fn=collator) if eval_idx else None
+
+    if cfg.lora_r:
+        rm = _lora(rm, cfg)
+    params = [p for p in rm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.grad_accum))
+    total = cfg.max_steps or max(1, math.ceil(updates_per_epoch * cfg.epochs))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total)), total)
+    rm, optimizer, scheduler = accelerator.prepare(rm, optimizer, scheduler)
+    device = accelerator.device
+
+    ckpt_root = out / "checkpoints"
+    step, epoch, start_batch, history = 0, 0, 0, []
+    if cfg.resume:
+        latest = _latest_checkpoint(ckpt_root)
+        if latest is None:
+            logger.warning("--resume: no checkpoint under %s; starting from scratch.", ckpt_root)
+        else:
+            accelerator.load_state(str(latest))
+            state = json.loads((latest / "trainer_state.json").read_text())
+            step, epoch, start_batch, history = state["step"], state["epoch"], state["batch"], state["history"]
+            logger.info("Resumed from %s (step %d).", latest, step)
+
+    def save_checkpoint(at_epoch, at_batch):
+        path = ckpt_root / f"step-{step}"
+        tmp = ckpt_root / f".tmp-step-{step}"
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(
+                {"step": step, "epoch": at_epoch, "batch": at_batch, "history": history}))
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(tmp, path)
+            for old in sorted(ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    metrics_start = None
+    if eval_loader is not None and step == 0:
+        metrics_start = evaluate(rm, _device_loader(eval_loader, device), cfg.loss)
+        history.append({"step": 0, **metrics_start})
+    bar = tqdm(total=total, initial=step, desc="train-rm", unit="step", disable=not cfg.progress)
+    rm.train()
+    t0 = time.perf_counter()
+    running = []
+    accum = cfg.grad_accum
+    n_batches = len(train_loader)
+    while step < total:
+        # a fixed permutation per epoch: skipping the first `start_batch` batches resumes mid-epoch
+        generator.manual_seed(cfg.seed * 1000003 + epoch)
+        for b, batch in enumerate(train_loader):
+            if b < start_batch:
+                continue
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with accelerator.autocast():
+                scores = step_scores(rm, batch)
+            loss = compute_loss(cfg.loss, scores.float(), batch["values"], batch["mask"])
+            # the last group of an epoch may be shorter than grad_accum
+            group = min(accum, n_batches - (b // accum) * accum)
+            accelerator.backward(loss / group)
+            running.append(float(loss.detach()))
+            end_of_epoch = b == n_batches - 1
+            if (b + 1) % accum and not end_of_epoch:
+                continue
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            bar.update(1)
+            record = {"step": step, "loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0]}
+            running = []
+            if eval_loader is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                            or (not cfg.eval_every and end_of_epoch) or step == total):
+                record.update(evaluate(rm, _device_loader(eval_loader, device), cfg.loss))
+            history.append(record)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "eval_recall_at_1")})
+            if (cfg.save_every and step % cfg.save_every == 0) or (not cfg.save_every and end_of_epoch) \
+                    or step == total:
+                save_checkpoint(epoch + 1 if end_of_epoch else epoch, 0 if end_of_epoch else b + 1)
+            if step >= total:
+                break
+        epoch += 1
+        start_batch = 0
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    accelerator.wait_for_everyone()
+    final_metrics = next((h for h in reversed(history) if "eval_recall_at_1" in h), {})
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    summary = {
+        "init": str(init),
+        "init_kind": source,
+        "annotations": os.path.abspath(cfg.annotations),
+        "annotation_config": ann_config,
+        "train_questions": len(train_idx),
+        "eval_questions": len(eval_idx),
+        "trajectories_per_question": n_max,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "optimizer_steps": step,
+        "seconds": seconds,
+        "first_loss": train_losses[0] if train_losses else None,
+        "last_loss": train_losses[-1] if train_losses else None,
+        "eval_before": metrics_start or {},
+        "eval_after": {k: v for k, v in final_metrics.items() if k.startswith("eval_")},
+        "history": history,
+    }
+    if accelerator.is_main_process:
+        final = _unwrap_rm(accelerator.unwrap_model(rm))
+        save_rm(final, tokenizer, out, summary)
+        if cfg.push_to_hub:
+            summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private)
+    return summary
+
+
+def _device_loader(loader, device):
+    for batch in loader:
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+def save_rm(rm, tokenizer, out, summary):
+    """save_pretrained (safetensors, modeling code, auto_map) + tokenizer + summary + model card."""
+    from lm_eval_latenttts.model_card import model_card
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rm.config.architectures = [type(rm).__name__]
+    rm.save_pretrained(str(out), safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    (out / "README.md").write_text(model_card(summary, rm))
+    return out
+
+
+def push_to_hub(folder, repo_id, private=False, token=None):
+    """Upload the saved RM folder to the Hub repo ``repo_id``; returns the commit URL."""
+    import huggingface_hub
+
+    api = huggingface_hub.HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(folder_path=str(folder), repo_id=repo_id,
+                             commit_message="Upload LatentRM trained with lm-eval-latenttts",
+                             ignore_patterns=["checkpoints/*"])
+
+
+__all__ = [
+    "LOSSES",
+    "TrainConfig",
+    "RMCollator",
+    "compute_loss",
+    "evaluate",
+    "load_rm",
+    "push_to_hub",
+    "save_rm",
+    "split_questions",
+    "step_scores",
+    "stepwise_bce_loss",
+    "stepwise_contrastive_loss",
+    "train_rm",
+]

@@ -1,0 +1,202 @@
+"""Step-wise Monte Carlo annotation on tiny random checkpoints (no Hub)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)  # tiny tensors: extra threads only add contention on a shared CPU
+
+from tiny_models import make_checkpoint  # noqa: E402
+
+from lm_eval_latenttts import annotate as ann  # noqa: E402
+from lm_eval_latenttts.annotate import (  # noqa: E402
+    AnnotateConfig,
+    AnnotationDataError,
+    annotate,
+    load_annotations,
+    load_questions,
+)
+
+N, M = 3, 2
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+
+    folder = make_checkpoint(tmp_path_factory.mktemp("ck") / "coconut", "coconut", seed=1)
+    model = AutoLatentModel.from_pretrained(str(folder))
+    model.config.latent_length = 3
+    tok = load_latent_tokenizer(str(folder), model.config)
+    return folder, model, tok
+
+
+@pytest.fixture()
+def questions(tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps([{"question": f"{i} plus {i}?", "steps": [], "answer": str(2 * i)} for i in range(5)]))
+    return path
+
+
+def _config(backbone, data, out, **kw):
+    args = dict(model=str(backbone[0]), data=str(data), output_dir=str(out), num_trajectories=N,
+                num_continuations=M, dropout_p=0.3, max_new_tokens=4, latent_length=3, keep_all=True,
+                shard_size=2, progress=False)
+    args.update(kw)
+    return AnnotateConfig(**args)
+
+
+def _run(backbone, cfg, **kw):
+    return annotate(cfg, model=backbone[1], tokenizer=backbone[2], **kw)
+
+
+def _rows(ds):
+    return {r["question_id"]: r for r in ds}
+
+
+def test_values_and_shapes(backbone, questions, tmp_path):
+    stats = _run(backbone, _config(backbone, questions, tmp_path / "out"))
+    assert stats["kept"] == 5 and stats["dropped"] == 0
+    # per question: N trajectories, continuations at steps 0..T-2, the last step decoded once
+    assert stats["continuations"] == 5 * (N * M * 2 + N)
+    ds = load_annotations(tmp_path / "out")
+    assert ds["question_id"] == list(range(5))
+    hidden = backbone[1].config.n_embd
+    for row in ds:
+        lat = torch.tensor(row["latents"])
+        vals = torch.tensor(row["step_values"])
+        assert lat.shape == (N, 3, hidden)
+        assert vals.shape == (N, 3)
+        assert bool(((vals >= 0) & (vals <= 1)).all())
+        # values are fractions of M continuations; the last step is the trajectory's own correctness
+        assert bool(((vals * M).round() == vals * M).all())
+        assert vals[:, -1].tolist() == [float(c) for c in row["correct"]]
+        assert row["num_steps"] == [3] * N and len(row["answers"]) == N
+        assert row["prompt_ids"][-1] == backbone[1].config.latent_start_id
+
+
+def test_labels_reach_gold_answer(backbone, questions, tmp_path, monkeypatch):
+    # make every answer "right" for an odd gold so that values are 1 there and 0 elsewhere
+    monkeypatch.setattr("lm_eval_latenttts.aggregation.answers_equal", lambda a, b: b in ("2", "6"))
+    _run(backbone, _config(backbone, questions, tmp_path / "out"))
+    rows = _rows(load_annotations(tmp_path / "out"))
+    assert torch.tensor(rows[1]["step_values"]).eq(1).all() and all(rows[1]["correct"])
+    assert torch.tensor(rows[2]["step_values"]).eq(0).all() and not any(rows[2]["correct"])
+
+
+def test_all_right_or_all_wrong_dropped(backbone, questions, tmp_path):
+    stats = _run(backbone, _config(backbone, questions, tmp_path / "out", keep_all=False))
+    assert stats["kept"] == 0 and stats["dropped"] == 5  # random model: always wrong
+    assert ann.done_question_ids(tmp_path / "out") == set(range(5))
+    with pytest.raises(AnnotationDataError, match="no questions"):
+        load_annotations(tmp_path / "out")
+
+
+def test_resume_after_interruption(backbone, questions, tmp_path):
+    reference = _rows(load_annotations(_run_and_path(backbone, questions, tmp_path / "ref")))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_three(qid, seen=[]):
+        seen.append(qid)
+        if len(seen) == 3:
+            raise Stop
+
+    out = tmp_path / "out"
+    with pytest.raises(Stop):
+        _run(backbone, _config(backbone, questions, out), on_question_done=stop_after_three)
+    assert ann.done_question_ids(out) == {0, 1}  # one complete shard of 2; question 2 was in flight
+    # a half-written shard left by a killed run is ignored and cleaned up
+    (out / ".tmp-r000-00009-123").mkdir()
+    stats = _run(backbone, _config(backbone, questions, out))
+    assert stats["already_done"] == 2 and stats["questions"] == 3
+    ds = load_annotations(out)
+    assert ds["question_id"] == list(range(5))
+    for qid, row in _rows(ds).items():
+        assert row["step_values"] == reference[qid]["step_values"]
+        assert row["latents"] == reference[qid]["latents"]
+    assert not list(out.glob(".tmp-*"))
+    # a rerun after completion does nothing
+    assert _run(backbone, _config(backbone, questions, out))["questions"] == 0
+
+
+def _run_and_path(backbone, questions, out, **kw):
+    _run(backbone, _config(backbone, questions, out, **kw))
+    return out
+
+
+def test_sharding_over_ranks_matches_single_process(backbone, questions, tmp_path, monkeypatch):
+    reference = _rows(load_annotations(_run_and_path(backbone, questions, tmp_path / "ref")))
+    out = tmp_path / "out"
+    for rank in (0, 1):
+        monkeypatch.setattr(ann, "_dist_state", lambda r=rank: (r, 2, torch.device("cpu"), lambda: None))
+        stats = _run(backbone, _config(backbone, questions, out))
+        assert stats["questions"] == (3 if rank == 0 else 2)
+    rows = _rows(load_annotations(out))
+    assert sorted(rows) == list(range(5))
+    for qid in rows:
+        assert rows[qid]["latents"] == reference[qid]["latents"]
+        assert rows[qid]["step_values"] == reference[qid]["step_values"]
+
+
+def test_changed_arguments_refuse_to_resume(backbone, questions, tmp_path):
+    _run(backbone, _config(backbone, questions, tmp_path / "out", limit=2))
+    with pytest.raises(ValueError, match="different arguments.*num_continuations"):
+        _run(backbone, _config(backbone, questions, tmp_path / "out", limit=2, num_continuations=M + 1))
+
+
+def test_noise_sampling_and_prefix_sharing_keeps_prefix(backbone, questions, tmp_path):
+    cfg = _config(backbone, questions, tmp_path / "out", sampling="noise", dropout_p=0.0, noise_std=0.5, limit=2)
+    _run(backbone, cfg)
+    ds = load_annotations(tmp_path / "out")
+    lat = torch.tensor(ds[0]["latents"])
+    assert not torch.allclose(lat[0], lat[1])  # trajectories differ
+
+
+def test_dynamic_backbone(tmp_path, questions):
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+
+    folder = make_checkpoint(tmp_path / "colar", "colar", seed=0)
+    model = AutoLatentModel.from_pretrained(str(folder))
+    tok = load_latent_tokenizer(str(folder), model.config)
+    cfg = AnnotateConfig(model=str(folder), data=str(questions), output_dir=str(tmp_path / "out"),
+                         num_trajectories=2, num_continuations=2, dropout_p=0.2, max_new_tokens=3,
+                         keep_all=True, limit=2, progress=False)
+    annotate(cfg, model=model, tokenizer=tok)
+    for row in load_annotations(tmp_path / "out"):
+        assert [len(v) for v in row["step_values"]] == row["num_steps"]
+        assert all(1 <= k <= model.config.max_latent_length for k in row["num_steps"])
+
+
+def test_bad_inputs(tmp_path, backbone, questions):
+    with pytest.raises(AnnotationDataError, match="does not exist"):
+        load_annotations(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AnnotationDataError, match="no annotation shards"):
+        load_annotations(tmp_path / "empty")
+    from datasets import Dataset
+
+    bad = tmp_path / "bad" / "shard-r000-00000"
+    Dataset.from_list([{"question_id": 0, "text": "x"}]).save_to_disk(str(bad))
+    (bad / "manifest.json").write_text(json.dumps({"kept": [0], "dropped": []}))
+    with pytest.raises(AnnotationDataError, match="missing columns"):
+        load_annotations(tmp_path / "bad")
+    with pytest.raises(ValueError, match=">= 2"):
+        _config(backbone, questions, tmp_path / "o", num_trajectories=1, keep_all=False).validate()
+    with pytest.raises(ValueError, match="dropout_p"):
+        _config(backbone, questions, tmp_path / "o", dropout_p=0.0).validate()
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text('{"question": "a", "answer": "1"}\n\n{"question": "b", "answer": "#### 2"}\n')
+    assert [q["gold"] for q in load_questions(jsonl)] == ["1", "2"]
+    (tmp_path / "bad.json").write_text('[{"q": 1}]')
+    with pytest.raises(ValueError, match="question"):
+        load_questions(tmp_path / "bad.json")
+
+
+def test_question_seed_is_stable():
+    assert ann.question_seed(0, 5) == ann.question_seed(0, 5)
+    assert ann.question_seed(0, 5) != ann.question_seed(1, 5) != ann.question_seed(0, 6)

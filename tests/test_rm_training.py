@@ -1,0 +1,241 @@
+"""LatentRM losses and training on tiny random checkpoints (no Hub, no network)."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+from tiny_models import make_checkpoint  # noqa: E402
+
+from lm_eval_latenttts import annotate as ann  # noqa: E402
+from lm_eval_latenttts.rm_training import (  # noqa: E402
+    RMCollator,
+    TrainConfig,
+    load_rm,
+    question_example,
+    step_scores,
+    stepwise_bce_loss,
+    stepwise_contrastive_loss,
+    train_rm,
+)
+
+HIDDEN = 32
+
+
+# ------------------------------------------------------------------------------ losses
+def test_contrastive_loss_by_hand():
+    scores = torch.tensor([[[1.0, 0.0], [2.0, -1.0], [0.0, 3.0]]])  # (Q=1, N=3, T=2)
+    labels = torch.tensor([[[0.5, 1.0], [1.0, 0.0], [0.0, 0.25]]])
+    expected = 0.0
+    for t in range(2):
+        col = [scores[0, n, t].item() for n in range(3)]
+        z = math.log(sum(math.exp(c) for c in col))
+        expected += -sum(labels[0, n, t].item() * (col[n] - z) for n in range(3))
+    assert stepwise_contrastive_loss(scores, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_contrastive_loss_masks_and_averages_over_questions():
+    scores = torch.tensor([[[1.0, 0.0], [2.0, -1.0], [50.0, 50.0]], [[0.3, 0.1], [0.2, 0.4], [0.0, 0.0]]])
+    labels = torch.tensor([[[0.5, 1.0], [1.0, 0.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+    mask = torch.ones(2, 3, 2, dtype=torch.bool)
+    mask[0, 2] = False  # padded trajectory of question 0
+    mask[1, 2] = False
+    mask[1, :, 1] = False  # question 1 has a single step
+    q0 = stepwise_contrastive_loss(scores[:1, :2], labels[:1, :2])
+    q1 = stepwise_contrastive_loss(scores[1:, :2, :1], labels[1:, :2, :1])
+    assert stepwise_contrastive_loss(scores, labels, mask).item() == pytest.approx(((q0 + q1) / 2).item(), rel=1e-6)
+
+
+def test_contrastive_loss_needs_two_trajectories():
+    with pytest.raises(ValueError, match="N >= 2"):
+        stepwise_contrastive_loss(torch.zeros(2, 1, 3), torch.zeros(2, 1, 3))
+    mask = torch.zeros(1, 3, 2, dtype=torch.bool)
+    mask[0, 0] = True
+    with pytest.raises(ValueError, match="N >= 2"):
+        stepwise_contrastive_loss(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), mask)
+
+
+def test_bce_loss_by_hand():
+    scores = torch.tensor([[[0.0, 2.0], [-1.0, 1.0]]])
+    labels = torch.tensor([[[0.5, 1.0], [0.0, 0.25]]])
+    mask = torch.tensor([[[True, True], [True, False]]])
+    sig = torch.sigmoid(scores)
+    terms = -(labels * torch.log(sig) + (1 - labels) * torch.log(1 - sig))
+    assert stepwise_bce_loss(scores, labels, mask).item() == pytest.approx(terms[mask].mean().item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ck") / "coconut", "coconut", seed=2, hidden=HIDDEN)
+
+
+def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HIDDEN, seed=0):
+    """A synthetic annotation: trajectories whose latents carry their label (learnable)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(backbone_dir))
+    start = tok.convert_tokens_to_ids("<|start-latent|>")
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.randn(hidden, generator=g)
+    rows = []
+    for q in range(questions):
+        correct = [i % 2 == 0 for i in range(n)]
+        latents, values = [], []
+        for i in range(n):
+            v = torch.full((steps,), 0.9 if correct[i] else 0.1)
+            z = torch.randn(steps, hidden, generator=g) * 0.5 + (1.0 if correct[i] else -1.0) * direction
+            latents.append(z.tolist())
+            values.append(v.tolist())
+        rows.append({
+            "question_id": q, "question": f"q{q}", "gold": "1",
+            "prompt_ids": tok(f"q{q}")["input_ids"] + [start],
+            "latents": latents, "step_values": values, "num_steps": [steps] * n, "correct": correct,
+            "answers": ["1" if c else "2" for c in correct], "answer_texts": [""] * n, "num_continuations": 4,
+        })
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ann.CONFIG_FILE).write_text(json.dumps({"model": str(backbone_dir), "num_trajectories": n,
+                                                      "num_continuations": 4, "sampling": "dropout",
+                                                      "dropout_p": 0.1, "data": "synthetic"}))
+    ann._write_shard(folder, 0, rows, list(range(questions)), [])
+    return folder
+
+
+# ------------------------------------------------------------------------------ training
+def test_rm_from_backbone_has_fresh_one_output_head(backbone_dir):
+    rm, tok, source = load_rm(str(backbone_dir))
+    assert source == "backbone" and rm.config.num_labels == 1 and rm.classifier.out_features == 1
+    assert rm.config.latent_id == tok.convert_tokens_to_ids("<|latent|>")
+
+
+def test_few_steps_lower_the_loss(backbone_dir, tmp_path):
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=4)
+    ds = ann.load_annotations(folder)
+    rm, _, _ = load_rm(str(backbone_dir))
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id)([question_example(r) for r in ds])
+    opt = torch.optim.AdamW(rm.parameters(), lr=1e-3)
+    rm.train()
+    losses = []
+    for _ in range(15):
+        loss = stepwise_contrastive_loss(step_scores(rm, batch), batch["values"], batch["mask"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1
+
+
+def test_step_scores_match_score_rollouts(backbone_dir, tmp_path):
+    """Training reads the RM outputs at the same positions as inference (score_rollouts)."""
+    from hf_modeling import LatentGenerateOutput
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=2)
+    ds = ann.load_annotations(folder)
+    rm, _, _ = load_rm(str(backbone_dir))
+    rm.eval()
+    ex = [question_example(r) for r in ds]
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id)(ex)
+    with torch.no_grad():
+        train_view = step_scores(rm, batch)[0]  # (N, T)
+    e = ex[0]
+    n, t = e["latents"].shape[:2]
+    prompt = e["prompt_ids"][None].repeat(n, 1)
+    seq = torch.cat([prompt, torch.full((n, t), rm.config.latent_id)], 1)
+    out = LatentGenerateOutput(sequences=seq, attention_mask=torch.ones_like(seq), latents=e["latents"],
+                               latent_lengths=torch.full((n,), t), prompt_length=prompt.shape[1],
+                               num_return_sequences=n)
+    assert torch.allclose(rm.score_rollouts(out).step_scores, train_view, atol=1e-4)
+
+
+def test_train_save_card_push_and_resume(backbone_dir, tmp_path, monkeypatch):
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=10)
+    out = tmp_path / "rm"
+    cfg = TrainConfig(annotations=str(folder), output_dir=str(out), max_steps=4, batch_size=2, lr=1e-3,
+                      eval_fraction=0.2, save_every=2, progress=False)
+    summary = train_rm(cfg)
+    assert summary["optimizer_steps"] == 4 and summary["eval_questions"] == 2
+    assert 0 <= summary["eval_after"]["eval_recall_at_1"] <= 1
+    files = set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "README.md", "training_summary.json", "tokenizer.json"} <= files
+    assert {"modeling_latent_rm.py", "configuration_latent_rm.py"} <= files
+    config = json.loads((out / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForTokenClassification"].endswith("COCONUTGPT2ForTokenClassification")
+    assert config["architectures"] == ["COCONUTGPT2ForTokenClassification"]
+    assert len(config.get("id2label", {"0": "LABEL_0"})) == 1
+    card = (out / "README.md").read_text()
+    assert "recall@1" in card and "contrastive" in card and "score_rollouts" in card and str(backbone_dir) in card
+
+    # the saved RM reloads (our loader and trust_remote_code) and continues training from it
+    from hf_modeling import AutoLatentModel
+    from transformers import AutoModelForTokenClassification
+
+    assert type(AutoLatentModel.from_pretrained(str(out))).__name__ == "COCONUTGPT2ForTokenClassification"
+    remote = AutoModelForTokenClassification.from_pretrained(str(out), trust_remote_code=True)
+    assert remote.config.num_labels == 1
+
+    # resume: drop the last checkpoint, rerun -> continues from step 2 and ends at step 4
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step-2", "step-4"]
+    import shutil
+
+    shutil.rmtree(out / "checkpoints" / "step-4")
+    cfg.resume = True
+    resumed = train_rm(cfg)
+    assert resumed["optimizer_steps"] == 4
+    assert [h["step"] for h in resumed["history"]] == [0, 1, 2, 3, 4]
+    assert resumed["history"][:3] == summary["history"][:3]
+
+    # push to hub: the HfApi calls are mocked, the folder is what gets uploaded
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id))
+
+        def upload_folder(self, folder_path, repo_id, **kw):
+            calls.append(("upload", repo_id, folder_path))
+            assert os.path.isfile(os.path.join(folder_path, "README.md"))
+            return "https://hub/commit"
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    cfg2 = TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm2"), init=str(out), max_steps=1,
+                       batch_size=4, eval_fraction=0.0, push_to_hub="me/latent-rm", progress=False, loss="bce")
+    pushed = train_rm(cfg2)
+    assert pushed["init_kind"] == "rm"
+    assert calls == [("create", "me/latent-rm"), ("upload", "me/latent-rm", str(tmp_path / "rm2"))]
+
+
+def test_lora_training_saves_merged_rm(backbone_dir, tmp_path):
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=4)
+    out = tmp_path / "rm"
+    train_rm(TrainConfig(annotations=str(folder), output_dir=str(out), max_steps=2, batch_size=2, lora_r=4,
+                         eval_fraction=0.25, progress=False))
+    from safetensors.torch import load_file
+
+    keys = load_file(str(out / "model.safetensors")).keys()
+    assert not any("lora" in k for k in keys) and "classifier.weight" in keys
+
+
+def test_bad_inputs(backbone_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ann.AnnotationDataError):
+        train_rm(TrainConfig(annotations=str(empty), output_dir=str(tmp_path / "o"), progress=False))
+    one = _write_annotation(tmp_path / "one", backbone_dir, questions=3, n=1)
+    with pytest.raises(ValueError, match="N >= 2"):
+        train_rm(TrainConfig(annotations=str(one), output_dir=str(tmp_path / "o"), progress=False))
+    wide = _write_annotation(tmp_path / "wide", backbone_dir, questions=3, hidden=HIDDEN + 8)
+    with pytest.raises(ValueError, match="hidden size"):
+        train_rm(TrainConfig(annotations=str(wide), output_dir=str(tmp_path / "o"), progress=False))
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(annotations="x", output_dir="y", loss="mse").validate()
