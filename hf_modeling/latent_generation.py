@@ -235,6 +235,12 @@ class LatentGenerationMixin:
     """
 
     dynamic_latent_length = False
+    latent_kind = None  # "coconut" | "codi" | "colar": prompt and answer formats (SPEC)
+    prompt_template = "{question}"
+
+    def format_prompt(self, question):
+        """The backbone's prompt format (SPEC) around a bare question, ending with the start marker."""
+        return self.prompt_template.replace("{question}", question)
 
     # -- hooks the backbones override -------------------------------------------------
     def backbone(self):

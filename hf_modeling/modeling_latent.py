@@ -37,12 +37,16 @@ class COCONUTGPT2(_GPT2LatentMixin, GPT2LMHeadModel):
     """COCONUT: GPT-2 feeding back its last hidden state as is."""
 
     config_class = CoconutConfig
+    latent_kind = "coconut"
+    prompt_template = "{question}\n<|start-latent|>"
 
 
 class CODIGPT2(_GPT2LatentMixin, GPT2LMHeadModel):
     """CODI: GPT-2 feeding back ``projector(h)``."""
 
     config_class = CodiConfig
+    latent_kind = "codi"
+    prompt_template = "{question}<|start-latent|>"
 
     def __init__(self, config):
         super().__init__(config)
@@ -69,6 +73,8 @@ class ColarLlama(LatentGenerationMixin, LlamaForCausalLM):
     """
 
     config_class = ColarConfig
+    latent_kind = "colar"
+    prompt_template = "Question: {question} Let's think step by step:(Thinking speed: 2)###"
     dynamic_latent_length = True
 
     def __init__(self, config):

@@ -141,17 +141,6 @@ def backbone_kind(model):
     return _backbone_kind(model)
 
 
-def prompt_text(kind, question):
-    """The backbone's prompt format (SPEC.md)."""
-    if kind == "coconut":
-        return question + "\n<|start-latent|>"
-    if kind == "codi":
-        return question + "<|start-latent|>"
-    if kind == "colar":
-        return f"Question: {question} Let's think step by step:(Thinking speed: 2)###"
-    raise ValueError(f"Unknown backbone {kind!r}.")
-
-
 def question_seed(seed, question_id):
     """Generator seed of one question: a function of (seed, question id) only, so sharding does not matter."""
     digest = hashlib.sha256(f"latent-tts-annotate:{int(seed)}:{int(question_id)}".encode()).digest()
@@ -534,7 +523,7 @@ def annotate(config, *, model=None, tokenizer=None, on_question_done=None):
                position=rank, dynamic_ncols=True)
     try:
         for q in mine:
-            prompt_ids = tokenizer(prompt_text(kind, q["question"]))["input_ids"]
+            prompt_ids = tokenizer(model.format_prompt(q["question"]))["input_ids"]
             record, cont = annotate_question(
                 model, tokenizer, kind, prompt_ids, q["gold"],
                 num_trajectories=config.num_trajectories, num_continuations=config.num_continuations,
@@ -666,5 +655,4 @@ __all__ = [
     "validate_annotations",
     "done_question_ids",
     "question_seed",
-    "prompt_text",
 ]

@@ -339,3 +339,10 @@ def test_config_without_latent_ids(tiny_checkpoints):
     model = COCONUTGPT2(config)
     with pytest.raises(ValueError, match="latent_id"):
         model.generate(torch.tensor([[1, 2, 3]]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_format_prompt_follows_spec(tiny_checkpoints, kind):
+    model, tok = load(tiny_checkpoints[kind])
+    assert model.format_prompt("What is 2+3?") == prompt_text(kind, "What is 2+3?")
+    assert tok(model.format_prompt("Q?")).input_ids[-1] == model.start_marker_id()

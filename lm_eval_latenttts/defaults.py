@@ -1,0 +1,57 @@
+"""The shipped default model, its LatentRM and the test-time settings they were tuned for.
+
+``lm_eval --model latent_tts`` with no ``pretrained`` runs these, offline: a
+tiny COCONUT-layout backbone and its LatentRM trained on the synthetic
+arithmetic task (``lm_eval_latenttts.arith``) by the recipes in
+``lm_eval_latenttts.recipes``.  No torch import here: the lm-eval argument
+checks read it.
+"""
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CHECKPOINTS_DIR = PACKAGE_DIR / "checkpoints"
+DEFAULT_MODEL_DIR = CHECKPOINTS_DIR / "arith-coconut"
+DEFAULT_RM_DIR = CHECKPOINTS_DIR / "arith-rm"
+ARITH_TEST = PACKAGE_DIR / "data" / "arith_test.json"
+ARITH_VALID = PACKAGE_DIR / "data" / "arith_valid.json"
+
+# model_args used when ``pretrained`` is not given (measured best on the valid split;
+# see README "Scaling report").  Any of them can still be overridden.
+SHIPPED_RUN_DEFAULTS = {
+    "sampling": "noise",
+    "noise_std": 0.6,
+    "dropout_p": 0.2,
+    "n": 16,
+    "aggregate": "best_of_n",
+    "max_new_tokens": 8,
+}
+
+
+def _require(path, what, recipe):
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"The shipped {what} is missing at {path}. Reinstall lm-eval-latenttts, pass pretrained=/rm= "
+            f"explicitly, or regenerate it with `{recipe}`."
+        )
+    return path
+
+
+def default_model_path():
+    return _require(DEFAULT_MODEL_DIR, "default latent model", "python -m lm_eval_latenttts.recipes.train_backbone")
+
+
+def default_rm_path():
+    """The shipped LatentRM, or None when it is not there (the backbone still runs)."""
+    return DEFAULT_RM_DIR if (DEFAULT_RM_DIR / "config.json").is_file() else None
+
+
+def default_arith_test_path():
+    if not ARITH_TEST.is_file():
+        raise FileNotFoundError(f"The shipped latent_arith test split is missing at {ARITH_TEST}.")
+    return ARITH_TEST
+
+
+def default_sampling(model_path=None):
+    """Sampling strengths for the scaling report: the shipped settings for the shipped model."""
+    return {"dropout_p": SHIPPED_RUN_DEFAULTS["dropout_p"], "noise_std": SHIPPED_RUN_DEFAULTS["noise_std"]}
