@@ -1,0 +1,253 @@
+"""``LatentTTSModel`` in-process: model_args checks, prompts, harness formats, bad input, data loaders."""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lm_eval.api.instance import Instance  # noqa: E402
+
+from lm_eval_latenttts.lm_eval_model import LatentTTSModel, default_pretrained  # noqa: E402
+from lm_eval_latenttts.model_args import LatentTTSArgumentError, parse_model_args  # noqa: E402
+from lm_eval_latenttts.tasks import utils as task_utils  # noqa: E402
+from test_lm_eval_plugin import make_rm, rigged_checkpoint  # noqa: E402
+from tiny_models import make_checkpoint  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latent_models")
+    return {
+        "codi": rigged_checkpoint(root / "codi"),
+        "coconut": make_checkpoint(root / "coconut", kind="coconut"),
+        "colar": make_checkpoint(root / "colar", kind="colar"),
+        "rm": make_rm(root / "rm"),
+        "rm_big": make_rm(root / "rm_big", hidden=48),
+    }
+
+
+def req(context, **gen):
+    return Instance("generate_until", {}, (context, gen), 0)
+
+
+def payload_req(question, **gen):
+    return req(question, latent_tts_payload=True, **gen)
+
+
+# ----------------------------------------------------------------------------- model_args
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"nn": 3}, ["unknown key", "nn", "Valid keys", "sampling"]),
+        ({"n": "many"}, ["n='many'", "integer", "Valid keys"]),
+        ({"n": 0}, ["n=0", "integer >= 1"]),
+        ({"sampling": "gumbel"}, ["sampling", "dropout", "noise"]),
+        ({"dropout_p": 1.5, "sampling": "dropout"}, ["dropout_p", "[0.0, 1.0)"]),
+        ({"dropout_p": 0.2}, ["dropout_p=0.2", "sampling=dropout"]),
+        ({"aggregate": "best_of_n"}, ["needs a LatentRM", "rm="]),
+        ({"batch_size": "big"}, ["batch_size", "integer"]),
+        ({"dtype": "int8"}, ["dtype", "float32"]),
+    ],
+)
+def test_bad_model_args(kwargs, words):
+    with pytest.raises(LatentTTSArgumentError) as info:
+        parse_model_args(kwargs)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_model_args_types_from_cli_strings():
+    s = parse_model_args({"n": "8", "sampling": "Noise", "batch_size": "auto", "seed": 3, "noise_std": "0.5",
+                          "trust_remote_code": True})
+    assert parse_model_args({"sampling": "none"})["sampling"] is None
+    assert s["n"] == 8 and s["sampling"] == "noise" and s["batch_size"] == "auto" and s["noise_std"] == 0.5
+
+
+def test_bad_gen_kwargs(ckpts):
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
+    with pytest.raises(LatentTTSArgumentError, match="unknown key 'nn'"):
+        lm.generate_until([payload_req("q", nn=2)])
+    with pytest.raises(LatentTTSArgumentError, match="needs a LatentRM"):
+        lm.generate_until([payload_req("q", aggregate="weighted")])
+
+
+# ----------------------------------------------------------------------------- harness formats
+def test_builtin_gsm8k_zero_shot_and_filters(ckpts):
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", dropout_p=0.1)
+    gen = {"until": ["Question:", "</s>", "<|im_end|>"], "do_sample": False, "temperature": 0.0}
+    harness = lm.generate_until([req("Question: Tom has 3 apples. How many?\nAnswer:", **gen)])[0]
+    bare = json.loads(lm.generate_until([payload_req("Tom has 3 apples. How many?")])[0])
+    assert harness == f"#### {bare['answer']}"  # the harness wrapper is stripped: same question, same answer
+    strict = re.findall(r"#### (\-?[0-9\.\,]+)", harness)  # gsm8k's strict-match
+    flexible = [m[0] or m[1] for m in re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", harness)]  # flexible-extract
+    assert strict and strict[0] == bare["answer"] and flexible[-1] == bare["answer"]
+
+
+def test_few_shot_context_is_a_clear_error(ckpts):
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
+    ctx = "Question: 1+1?\nAnswer: 2\n\nQuestion: 2+2?\nAnswer: 4\n\nQuestion: 3+3?\nAnswer:"
+    with pytest.raises(ValueError, match="zero-shot"):
+        lm.generate_until([req(ctx, until=["Question:"])])
+
+
+def test_loglikelihood_not_supported(ckpts):
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
+    for fn in (lm.loglikelihood, lm.loglikelihood_rolling):
+        with pytest.raises(NotImplementedError, match="generate_until"):
+            fn([])
+
+
+# ----------------------------------------------------------------------------- backbones, aggregation, bad input
+@pytest.mark.parametrize("kind", ["coconut", "codi", "colar"])
+def test_each_backbone_runs_n_rollouts_in_one_call(ckpts, kind, monkeypatch):
+    lm = LatentTTSModel(pretrained=str(ckpts[kind]), device="cpu", n=5, sampling="noise", batch_size=2)
+    calls = []
+    original = lm.model.generate
+
+    def counting(*args, **kwargs):
+        calls.append((args[0].shape[0], kwargs["num_return_sequences"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "generate", counting)
+    outs = lm.generate_until([payload_req(f"What is {i} times 2?") for i in range(3)])
+    assert [json.loads(o)["n"] for o in outs] == [5, 5, 5]
+    assert calls == [(2, 5), (1, 5)]  # 2 questions x 5 rollouts per call, not 15 calls
+    assert lm.get_model_info()["latent_tts"]["backbone"] == kind
+
+
+def test_long_and_empty_questions_are_scored_wrong(ckpts, caplog):
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=2, sampling="dropout")
+    outs = lm.generate_until([payload_req("word " * 400), payload_req("  "), payload_req("What is 2 plus 2?")])
+    first, second, third = (json.loads(o) for o in outs)
+    assert "context window" in first["error"] and second["error"] == "the question is empty"
+    assert len(third["candidates"]) == 2 and "error" not in third
+    metrics = task_utils.process_results({"answer": "0"}, [outs[0]])
+    assert metrics["acc"] == 0 and metrics["coverage"] == 0 and metrics["pass@2"] == 0
+    assert "scored as wrong" in caplog.text
+
+
+def test_rm_aggregations_and_beam(ckpts):
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm"]), device="cpu", n=4,
+                        sampling="dropout", aggregate="weighted")
+    p = json.loads(lm.generate_until([payload_req("What is 5 plus 5?")])[0])
+    assert p["aggregate"] == "weighted" and p["answer"] == p["weighted"] and p["has_rm"]
+    beam = json.loads(lm.generate_until([payload_req("What is 5 plus 5?", aggregate="beam", beams=3,
+                                                     candidates=2)])[0])
+    assert beam["aggregate"] == "beam" and len(beam["candidates"]) == 3
+    assert beam["answer"] == beam["candidates"][beam["chosen"]]["answer"]
+
+
+def test_rm_that_does_not_match_the_backbone(ckpts):
+    with pytest.raises(LatentTTSArgumentError, match="does not match the backbone"):
+        LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm_big"]), device="cpu")
+    with pytest.raises(LatentTTSArgumentError, match="not a LatentRM"):
+        LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["coconut"]), device="cpu")
+
+
+def test_unreachable_hub_id_offline():
+    with pytest.raises(OSError, match="offline|download"):
+        LatentTTSModel(pretrained="ModalityDance/no-such-latent-model", device="cpu")
+
+
+# ----------------------------------------------------------------------------- data
+def test_process_results_on_plain_text():
+    assert task_utils.process_results({"answer": "18"}, ["so the answer is 18"])["acc"] == 1.0
+    out = task_utils.process_results(
+        {"answer": "18"},
+        [json.dumps({"answer": "18", "majority": "17", "n": 4, "has_rm": False,
+                     "candidates": [{"answer": a} for a in ("17", "17", "18.0", None)]})])
+    assert out["acc"] == 1 and out["majority"] == 0 and out["single_acc"] == 0.25 and out["coverage"] == 1
+    assert out["pass@1"] == pytest.approx(0.25) and out["pass@2"] == pytest.approx(0.5) and out["pass@4"] == 1
+
+
+def test_local_file_override_and_layouts(tmp_path, monkeypatch):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (
+        {"question": "a", "answer": "x\n#### 1,234"}, {"input": "b", "target": 5.0}, {"question": "c", "final_ans": 7})))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LATENT_TTS_DATA_MULTIARITH", "d.jsonl")
+    docs = list(task_utils.load_multiarith()["test"])
+    assert docs == [{"question": "a", "answer": "1234"}, {"question": "b", "answer": "5"},
+                    {"question": "c", "answer": "7"}]
+    docs = list(task_utils.load_gsm_hard(latent_gsm_hard_data=str(path))["test"])  # --metadata route
+    assert len(docs) == 3
+
+
+def test_hub_dataset_offline_error_names_the_override(monkeypatch):
+    monkeypatch.delenv("LATENT_TTS_DATA_GSM8K", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(Exception, match="LATENT_TTS_DATA_GSM8K"):
+        task_utils.load_gsm8k()
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+def test_shared_data_layout(monkeypatch):
+    for name, fn, count in (("GSM8K", task_utils.load_gsm8k, 1319), ("GSM_HARD", task_utils.load_gsm_hard, 1318),
+                            ("MULTIARITH", task_utils.load_multiarith, 580)):
+        file = {"GSM8K": "gsm_test.json", "GSM_HARD": "gsm_hard.json", "MULTIARITH": "multiarith.json"}[name]
+        monkeypatch.setenv(f"LATENT_TTS_DATA_{name}", str(SHARED_DATA / file))
+        docs = fn()["test"]
+        assert len(docs) == count and docs[0]["question"] and docs[0]["answer"]
+
+
+def test_shipped_arith_and_default_checkpoint():
+    if not task_utils.SHIPPED_ARITH.is_file():
+        pytest.skip("shipped arith split not built yet")
+    docs = task_utils.load_arith()["test"]
+    assert len(docs) > 0 and docs[0]["answer"].lstrip("-").isdigit()
+    try:
+        folder = default_pretrained()
+    except FileNotFoundError as err:
+        assert "pretrained=" in str(err)
+        pytest.skip("shipped checkpoint not built yet")
+    lm = LatentTTSModel(device="cpu")
+    assert lm.pretrained == folder and lm.backbone == "coconut"
+    out = json.loads(lm.generate_until([payload_req(docs[0]["question"])])[0])
+    assert len(out["candidates"]) == 1
+
+
+def test_batch_size_auto_backs_off_on_out_of_memory(ckpts, monkeypatch):
+    import torch
+
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", batch_size="auto",
+                        max_batch_size=8)
+    original = lm.model.generate
+    sizes = []
+
+    def limited(*args, **kwargs):
+        if args[0].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        sizes.append(args[0].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "generate", limited)
+    outs = lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(7)])
+    assert all(len(json.loads(o)["candidates"]) == 3 for o in outs)
+    assert sum(sizes) == 7 and max(sizes) == 2 and lm.batch_sizes == {0: 2}
+
+
+def test_one_question_too_big_draws_its_rollouts_in_pieces(ckpts, monkeypatch):
+    import torch
+
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm"]), device="cpu", n=6, sampling="noise")
+    original = lm.model.generate
+    calls = []
+
+    def limited(*args, **kwargs):
+        if kwargs["num_return_sequences"] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        calls.append(kwargs["num_return_sequences"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "generate", limited)
+    p = json.loads(lm.generate_until([payload_req("What is 3 plus 3?")])[0])
+    assert len(p["candidates"]) == 6 and sum(calls) == 6 and max(calls) <= 2
+    assert all(isinstance(c["score"], float) for c in p["candidates"])

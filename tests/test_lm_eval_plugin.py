@@ -1,0 +1,271 @@
+"""``lm_eval --model latent_tts``: the real CLI on tiny local models and a small local task file.
+
+The CLI runs are the slow part (lm-eval indexes its ~10k task YAMLs at start-up),
+so a few runs are shared by many assertions: a single-process run with an RM,
+dropout sampling, ``--gen_kwargs`` overrides, ``--limit`` and ``--log_samples``; the
+same run data-parallel under ``accelerate launch`` (2 CPU processes, gloo); and
+one run with bad ``model_args``.
+"""
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_models import LATENT_TOKENS, make_checkpoint, make_tokenizer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+N_DOCS = 8
+LIMIT = 7
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _lm_eval_cmd():
+    exe = Path(sys.executable).parent / "lm_eval"
+    return [str(exe)] if exe.exists() else [shutil.which("lm_eval") or "lm_eval"]
+
+
+def rigged_checkpoint(folder, kind="codi", chars="0123456789", scale=6.0):
+    """A tiny random checkpoint whose answers are digits (so answers can be extracted and scored)."""
+    from safetensors.torch import load_file, save_file
+
+    make_checkpoint(folder, kind=kind)
+    tok = make_tokenizer()
+    state = load_file(str(Path(folder) / "model.safetensors"))
+    key = "lm_head.weight" if kind == "colar" else "transformer.wte.weight"
+    ids = [tok.convert_tokens_to_ids(c) for c in chars]
+    state[key][ids] *= scale
+    save_file(state, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
+    return Path(folder)
+
+
+def make_rm(folder, hidden=32, n_layer=2):
+    """A tiny LatentRM in the released layout (GPT2ForTokenClassification, architectures renamed)."""
+    from transformers import GPT2Config, GPT2ForTokenClassification
+
+    tok = make_tokenizer()
+    torch.manual_seed(3)
+    eos = tok.eos_token_id
+    config = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=hidden, n_layer=n_layer, n_head=2,
+                        num_labels=1, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    GPT2ForTokenClassification(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    raw = json.loads((Path(folder) / "config.json").read_text())
+    raw["architectures"] = ["COCONUTGPT2ForTokenClassification"]
+    for field, text in zip(("latent_start_id", "latent_id", "latent_end_id"), LATENT_TOKENS):
+        raw[field] = tok.convert_tokens_to_ids(text)
+    (Path(folder) / "config.json").write_text(json.dumps(raw))
+    return Path(folder)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm_eval_latent")
+    codi = rigged_checkpoint(root / "tiny-codi")
+    rm = make_rm(root / "tiny-rm")
+    docs = [{"question": f"Tom has {i} apples and buys {i} more. How many?", "answer": "0" if i % 2 == 0 else "7",
+             "steps": []} for i in range(N_DOCS - 2)]
+    docs.append({"question": "", "answer": "3", "steps": []})  # empty question -> scored wrong, run goes on
+    docs.append({"question": "many words " * 200, "answer": "0", "steps": []})  # longer than the context window
+    data = root / "data.json"
+    data.write_text(json.dumps(docs))
+    # the built-in gsm8k task (its prompt, filters and metric), pointed at a local file in GSM8K's layout
+    import importlib.util
+
+    builtin = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks" / "gsm8k" / "gsm8k.yaml"
+    gsm = root / "gsm_local.jsonl"
+    gsm.write_text("\n".join(json.dumps({"question": d["question"], "answer": f"So.\n#### {d['answer']}"})
+                             for d in docs[: N_DOCS - 2]))
+    tasks = root / "tasks"
+    tasks.mkdir()
+    (tasks / "gsm8k_local.yaml").write_text(
+        f"include: {builtin}\ntask: gsm8k_local\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {gsm}\n    train: {gsm}\n"
+    )
+    return {"root": root, "codi": codi, "rm": rm, "data": data, "tasks": tasks}
+
+
+def _run_args(s, out):
+    return [
+        "--model", "latent_tts",
+        "--model_args", f"pretrained={s['codi']},rm={s['rm']},n=2,sampling=dropout,dropout_p=0.3,device=cpu",
+        "--gen_kwargs", "n=4,max_new_tokens=12",
+        "--tasks", "latent_gsm8k,gsm8k_local",
+        "--include_path", str(s["tasks"]),
+        "--num_fewshot", "0",
+        "--limit", str(LIMIT),
+        "--log_samples",
+        "--output_path", str(out),
+    ]
+
+
+def _results(out):
+    files = glob.glob(str(Path(out) / "*" / "results_*.json"))
+    assert len(files) == 1, files
+    rows = {}
+    for task in ("latent_gsm8k", "gsm8k_local"):
+        samples = glob.glob(str(Path(out) / "*" / f"samples_{task}_*.jsonl"))
+        assert len(samples) == 1, samples
+        found = [json.loads(line) for line in Path(samples[0]).read_text().splitlines() if line.strip()]
+        rows[task] = sorted(found, key=lambda r: (r["doc_id"], r["filter"]))
+    results = json.loads(Path(files[0]).read_text())
+    results["builtin_samples"] = rows["gsm8k_local"]
+    return results, rows["latent_gsm8k"], Path(files[0]).parent
+
+
+@pytest.fixture(scope="module")
+def single_run(setup):
+    out = setup["root"] / "out_single"
+    proc = subprocess.run(_lm_eval_cmd() + _run_args(setup, out), cwd=setup["root"], capture_output=True, text=True,
+                          env=_env(LATENT_TTS_DATA_GSM8K=setup["data"]), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc, _results(out)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def parallel_run(setup):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.exists():
+        pytest.skip("accelerate CLI not installed")
+    out = setup["root"] / "out_parallel"
+    cmd = [str(accelerate), "launch", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--cpu", "--main_process_port", str(_free_port()), "-m", "lm_eval"]
+    proc = subprocess.run(cmd + _run_args(setup, out), cwd=setup["root"], capture_output=True, text=True,
+                          env=_env(LATENT_TTS_DATA_GSM8K=setup["data"]), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc, _results(out)
+
+
+# ----------------------------------------------------------------------------- plugin discovery
+def test_hook_is_cheap_and_keeps_builtin_models():
+    code = (
+        "import sys\n"
+        "assert any(type(f).__name__ == '_Finder' for f in sys.meta_path), 'plugin hook not installed'\n"
+        "assert 'torch' not in sys.modules and 'lm_eval' not in sys.modules\n"
+        "from lm_eval.api.registry import get_model, model_registry\n"
+        "import lm_eval.models\n"
+        "assert 'latent_tts' in model_registry and 'hf' in model_registry and 'vllm' in model_registry\n"
+        "assert 'torch' not in sys.modules, 'registration must stay lazy'\n"
+        "from lm_eval.tasks import TaskManager\n"
+        "tm = TaskManager(include_path=[])\n"
+        "names = set(tm.all_tasks)\n"
+        "assert {'latent_gsm8k', 'latent_gsm_hard', 'latent_multiarith', 'latent_arith', 'latent_math'} <= names\n"
+        "assert 'gsm8k' in names\n"
+        "assert not any(t.startswith('latent_') for t in TaskManager(include_defaults=False).all_tasks)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_package_import_is_light():
+    code = "import sys, lm_eval_latenttts; assert 'torch' not in sys.modules; print(lm_eval_latenttts.__all__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ----------------------------------------------------------------------------- single-process CLI run
+def test_metric_rows(single_run):
+    proc, (results, samples, folder) = single_run
+    res = results["results"]["latent_gsm8k"]
+    rows = ["acc", "single_acc", "majority", "best_of_n", "weighted", "coverage", "pass@1", "pass@2", "pass@4"]
+    for name in rows:
+        value = res[f"{name},none"]
+        assert 0.0 <= value <= 1.0, (name, value)
+        assert f"{name}_stderr,none" in res
+        assert res["coverage,none"] >= value - 1e-9, (name, value)
+        assert name in proc.stdout  # a row of the printed table
+    assert "pass@8,none" not in res  # k only up to N = 4
+    # the rigged CODI answers "0" with sampling off; with dropout most rollouts still do
+    assert res["coverage,none"] > 0
+    assert res["sample_len"] == LIMIT
+
+
+def test_model_info_and_output_folder(single_run, setup):
+    _, (results, _, folder) = single_run
+    info = results["config"]["latent_tts"]
+    assert info["backbone"] == "codi" and info["backbone_class"] == "CODIGPT2"
+    assert info["rm"] == str(setup["rm"]) and info["sampling"] == "dropout" and info["dropout_p"] == 0.3
+    assert info["aggregate"] == "best_of_n"  # the default with an RM
+    assert "tiny-codi" in folder.name  # output folder named after `pretrained`
+
+
+def test_samples_and_gen_kwargs_override(single_run):
+    _, (_, samples, _) = single_run
+    assert [s["doc_id"] for s in samples] == list(range(LIMIT))  # --limit
+    for s in samples[: LIMIT - 1]:
+        payload = json.loads(s["resps"][0][0])
+        assert payload["n"] == 4 and len(payload["candidates"]) == 4  # --gen_kwargs n=4 beats model_args n=2
+        assert payload["has_rm"] and payload["aggregate"] == "best_of_n"
+        for cand in payload["candidates"]:
+            assert set(cand) >= {"answer", "score", "text"} and isinstance(cand["score"], float)
+        chosen = payload["chosen"]
+        scores = [c["score"] for c in payload["candidates"]]
+        assert scores[chosen] == max(scores)
+        assert payload["answer"] == payload["candidates"][chosen]["answer"]
+        for key in ("acc", "coverage", "pass@4"):
+            assert key in s
+    empty = samples[LIMIT - 1]  # the empty question: scored wrong, run completed
+    assert json.loads(empty["resps"][0][0])["error"] == "the question is empty"
+    assert empty["acc"] == 0 and empty["coverage"] == 0
+
+
+# ----------------------------------------------------------------------------- data parallel
+def test_data_parallel_matches_single_process(single_run, parallel_run):
+    _, (single, single_samples, _) = single_run
+    _, (par, par_samples, _) = parallel_run
+    assert [s["doc_id"] for s in par_samples] == [s["doc_id"] for s in single_samples]
+    # each question's rollouts are seeded from (seed, question): same answers whatever the split
+    for a, b in zip(single_samples, par_samples):
+        pa, pb = json.loads(a["resps"][0][0]), json.loads(b["resps"][0][0])
+        assert [c["answer"] for c in pa["candidates"]] == [c["answer"] for c in pb["candidates"]]
+        assert pa["answer"] == pb["answer"]
+    for key, value in single["results"]["latent_gsm8k"].items():
+        if key.endswith(",none") and "stderr" not in key:
+            assert par["results"]["latent_gsm8k"][key] == pytest.approx(value), key
+
+
+# ----------------------------------------------------------------------------- errors
+def test_bad_model_args_through_cli(setup):
+    proc = subprocess.run(
+        _lm_eval_cmd() + ["--model", "latent_tts", "--model_args", f"pretrained={setup['codi']},n=many,samplng=x",
+                          "--tasks", "latent_gsm8k", "--limit", "1"],
+        cwd=setup["root"], capture_output=True, text=True, env=_env(LATENT_TTS_DATA_GSM8K=setup["data"]), timeout=600,
+    )
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    assert "samplng" in err and "Valid keys" in err and "dropout_p" in err
+
+
+def test_builtin_gsm8k_zero_shot_through_cli(single_run):
+    _, (results, samples, _) = single_run
+    res = results["results"]["gsm8k_local"]
+    assert res["exact_match,strict-match"] == res["exact_match,flexible-extract"]
+    # same questions, same seeds: the built-in task scores exactly the aggregated answers of latent_gsm8k
+    expected = [float(s["acc"]) for s in samples[: N_DOCS - 2]]
+    assert res["exact_match,flexible-extract"] == pytest.approx(sum(expected) / len(expected))
+    for row in results["builtin_samples"]:
+        assert row["resps"][0][0].startswith("#### ")
+        assert row["arguments"]["gen_args_0"]["arg_0"].startswith("Question: ")
