@@ -38,6 +38,8 @@ _BACKBONES = ("coconut", "codi", "colar")
 def _backbone_kind(backbone):
     """'coconut' / 'codi' / 'colar' from a backbone name, class name, model_type or model object."""
     if not isinstance(backbone, str):
+        if getattr(backbone, "latent_kind", None):
+            return backbone.latent_kind
         config = getattr(backbone, "config", None)
         names = [type(backbone).__name__, str(getattr(config, "model_type", ""))]
         names += list(getattr(config, "architectures", None) or [])

@@ -30,12 +30,11 @@ import json
 import logging
 import os
 import re
-from pathlib import Path
 
 import torch
 from lm_eval.api.model import LM
 
-from lm_eval_latenttts import aggregation
+from lm_eval_latenttts import aggregation, defaults
 from lm_eval_latenttts.model_args import (
     LatentTTSArgumentError,
     parse_model_args,
@@ -45,30 +44,34 @@ from lm_eval_latenttts.model_args import (
 
 logger = logging.getLogger("lm_eval_latenttts")
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-SHIPPED_CHECKPOINT = "arith-coconut"
-
 _HARNESS_QA = re.compile(r"^\s*Question:\s*(?P<q>.*?)\s*\n\s*Answer:\s*$", re.DOTALL)
 
 
 def default_pretrained():
-    """Folder of the checkpoint shipped with the package (``lm_eval_latenttts/checkpoints/arith-coconut``)."""
-    folder = PACKAGE_DIR / "checkpoints" / SHIPPED_CHECKPOINT
-    if not (folder / "config.json").is_file():
+    """Folder of the checkpoint shipped with the package (clear error if it is not installed)."""
+    try:
+        return str(defaults.default_model_path())
+    except FileNotFoundError as err:
         raise FileNotFoundError(
-            f"The default checkpoint {folder} is not installed (no config.json). Pass "
-            "model_args pretrained=<Hub id or folder>, e.g. pretrained=ModalityDance/latent-tts-coconut, "
-            "or reinstall lm-eval-latenttts."
-        )
-    return str(folder)
+            f"{err} Or pass model_args pretrained=<Hub id or folder>, e.g. pretrained=ModalityDance/latent-tts-coconut."
+        ) from None
 
 
-def backbone_kind(model):
-    name = type(model).__name__.lower()
-    for kind in ("coconut", "codi", "colar"):
-        if kind in name:
-            return kind
-    raise ValueError(f"{type(model).__name__} is not a latent reasoning backbone (COCONUT, CODI or CoLaR).")
+def apply_shipped_defaults(arg_dict):
+    """No ``pretrained``: run the shipped model with its LatentRM and the settings it was tuned for.
+
+    Keys the user gave win; the resolved path is written back into ``arg_dict``
+    (the dict lm-eval logs), so results and the output folder name the checkpoint.
+    """
+    if arg_dict.get("pretrained") not in (None, ""):
+        return arg_dict
+    arg_dict["pretrained"] = default_pretrained()
+    rm = defaults.default_rm_path()
+    if rm is not None and arg_dict.get("rm") in (None, ""):
+        arg_dict["rm"] = str(rm)
+    for key, value in defaults.SHIPPED_RUN_DEFAULTS.items():
+        arg_dict.setdefault(key, value)
+    return arg_dict
 
 
 def _is_oom(err):
@@ -122,7 +125,7 @@ class LatentTTSModel(LM):
         dtype = self._pick_dtype(s["dtype"])
         self.model = AutoLatentModel.from_pretrained(self.pretrained, revision=s["revision"], dtype=dtype)
         self.model.to(self._device).eval()
-        self.backbone = backbone_kind(self.model)
+        self.backbone = aggregation._backbone_kind(self.model)
         self.tokenizer = load_latent_tokenizer(self.pretrained, self.model.config, revision=s["revision"])
         self.rm = None
         if s["rm"] is not None:
@@ -146,8 +149,7 @@ class LatentTTSModel(LM):
         the output folder are named after the checkpoint actually used.
         """
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
-        if "pretrained" not in arg_dict or arg_dict.get("pretrained") in (None, ""):
-            arg_dict["pretrained"] = default_pretrained()
+        apply_shipped_defaults(arg_dict)
         return cls(**arg_dict, **extra)
 
     @classmethod
@@ -293,16 +295,7 @@ class LatentTTSModel(LM):
 
     def _prompt_ids(self, question):
         """Token ids of the backbone's prompt (SPEC), ending with the start marker."""
-        cfg = self.model.config
-        tok = self.tokenizer
-        if self.backbone == "coconut":
-            ids = tok(question + "\n")["input_ids"] + [cfg.latent_start_id]
-        elif self.backbone == "codi":
-            ids = tok(question)["input_ids"] + [cfg.latent_start_id]
-        else:
-            text = f"Question: {question} Let's think step by step:(Thinking speed: 2)"
-            ids = tok(text)["input_ids"] + [cfg.end_marker_id]
-        return ids
+        return self.tokenizer(self.model.format_prompt(question))["input_ids"]
 
     def _latent_steps(self, settings):
         cfg = self.model.config

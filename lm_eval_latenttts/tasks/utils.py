@@ -35,10 +35,11 @@ import logging
 import os
 from pathlib import Path
 
+from lm_eval_latenttts import defaults
+
 logger = logging.getLogger("lm_eval_latenttts.tasks")
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-SHIPPED_ARITH = PACKAGE_DIR / "data" / "arith_test.json"
+SHIPPED_ARITH = defaults.ARITH_TEST
 
 HUB_SOURCES = {
     "gsm8k": ("openai/gsm8k", "main", "test"),
