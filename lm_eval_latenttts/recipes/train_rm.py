@@ -1,0 +1,106 @@
+"""Recipe: the shipped LatentRM for the shipped arithmetic model, from scratch, in one command.
+
+    python -m lm_eval_latenttts.recipes.train_rm
+
+1. writes ``--train-questions`` questions of the arithmetic task's train split
+   (disjoint from the shipped valid/test splits);
+2. annotates them with the backbone (step-wise Monte Carlo values: N
+   trajectories, M continuations per latent step; ``lm_eval_latenttts.annotate``);
+3. trains the LatentRM with the step-wise contrastive loss
+   (``lm_eval_latenttts.rm_training``), initialised from the backbone;
+4. installs the final RM (weights, modeling code, tokenizer, model card) at
+   ``--out`` (default: the package's ``checkpoints/arith-rm``), replacing the
+   old one only once the new one is complete.
+
+Every stage resumes: rerun the same command after an interruption.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from lm_eval_latenttts import defaults
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m lm_eval_latenttts.recipes.train_rm", description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--backbone", default=str(defaults.DEFAULT_MODEL_DIR), help="latent backbone to annotate with")
+    p.add_argument("--out", default=str(defaults.DEFAULT_RM_DIR), help="where the final RM is installed")
+    p.add_argument("--work-dir", default="runs/arith-rm", help="annotation shards, training checkpoints, logs")
+    p.add_argument("--train-questions", type=int, default=600, help="training questions to annotate")
+    p.add_argument("--num-trajectories", "-N", type=int, default=8, help="trajectories per question")
+    p.add_argument("--num-continuations", "-M", type=int, default=16, help="continuations per latent step")
+    p.add_argument("--sampling", choices=["dropout", "noise"], default=defaults.SHIPPED_RUN_DEFAULTS["sampling"],
+                   help="how trajectories and continuations are sampled")
+    p.add_argument("--dropout-p", type=float, default=defaults.SHIPPED_RUN_DEFAULTS["dropout_p"])
+    p.add_argument("--noise-std", type=float, default=defaults.SHIPPED_RUN_DEFAULTS["noise_std"])
+    p.add_argument("--keep-all", action="store_true",
+                   help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
+    p.add_argument("--epochs", type=float, default=3.0, help="RM training epochs")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on RM optimizer steps (tests use a few)")
+    p.add_argument("--batch-size", type=int, default=8, help="questions per RM training batch")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (cosine, 10%% warm-up)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def install(src, dest):
+    """Copy the final RM (not the training checkpoints) to ``dest`` atomically."""
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"))
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from lm_eval_latenttts import arith
+    from lm_eval_latenttts.annotate import AnnotateConfig, annotate
+    from lm_eval_latenttts.rm_training import TrainConfig, train_rm
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    train_file = arith.write_splits(str(work), seed=0, n_train=args.train_questions, splits=("train",))["train"]
+
+    ann_dir = work / "annotations"
+    ann = annotate(AnnotateConfig(
+        model=args.backbone, data=train_file, output_dir=str(ann_dir),
+        num_trajectories=args.num_trajectories, num_continuations=args.num_continuations,
+        sampling=args.sampling, dropout_p=args.dropout_p if args.sampling == "dropout" else 0.0,
+        noise_std=args.noise_std if args.sampling == "noise" else 0.0, seed=args.seed,
+        max_new_tokens=defaults.SHIPPED_RUN_DEFAULTS["max_new_tokens"], keep_all=args.keep_all, threads=args.threads,
+        progress=not args.no_progress,
+    ))
+    annotated = time.time()
+    summary = train_rm(TrainConfig(
+        annotations=str(ann_dir), output_dir=str(work / "rm"), init=args.backbone, epochs=args.epochs,
+        max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=True,
+        threads=args.threads, progress=not args.no_progress,
+        extra={"recipe": "python -m lm_eval_latenttts.recipes.train_rm", "train_questions": args.train_questions},
+    ))
+    install(work / "rm", args.out)
+    report = {
+        "annotation": ann, "annotation_seconds": annotated - started, "training_seconds": time.time() - annotated,
+        "eval_before": summary.get("eval_before"), "eval_after": summary.get("eval_after"), "out": str(args.out),
+    }
+    print(json.dumps(report, indent=2, default=str))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The shipped-RM recipe end to end for a few steps on a tiny random backbone."""
+
+import json
+
+from tiny_models import make_checkpoint
+
+from hf_modeling import AutoLatentModel
+from lm_eval_latenttts.recipes import train_rm
+
+
+def test_train_rm_recipe_runs_and_installs_a_loadable_rm(tmp_path):
+    backbone = make_checkpoint(tmp_path / "backbone", "coconut")
+    out = tmp_path / "arith-rm"
+    argv = [
+        "--backbone", str(backbone), "--out", str(out), "--work-dir", str(tmp_path / "work"),
+        "--train-questions", "6", "-N", "2", "-M", "2", "--keep-all", "--max-steps", "2", "--batch-size", "2",
+        "--threads", "1", "--no-progress",
+    ]
+    report = train_rm.main(argv)
+    assert report["annotation"]["kept"] == 6
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert not (out / "checkpoints").exists()  # training checkpoints are not installed
+    rm = AutoLatentModel.from_pretrained(out)
+    assert type(rm).__name__ == "COCONUTGPT2ForTokenClassification"
+    assert json.loads((out / "config.json").read_text())["latent_id"] == rm.config.latent_id
+    # rerunning resumes every stage instead of redoing it
+    again = train_rm.main(argv)
+    assert again["annotation"]["questions"] == 0 and again["annotation"]["already_done"] == 6
