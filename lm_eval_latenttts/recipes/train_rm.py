@@ -38,8 +38,8 @@ def build_parser():
     p.add_argument("--num-continuations", "-M", type=int, default=16, help="continuations per latent step")
     p.add_argument("--sampling", choices=["dropout", "noise"], default=defaults.SHIPPED_RUN_DEFAULTS["sampling"],
                    help="how trajectories and continuations are sampled")
-    p.add_argument("--dropout-p", type=float, default=defaults.SHIPPED_RUN_DEFAULTS["dropout_p"])
-    p.add_argument("--noise-std", type=float, default=defaults.SHIPPED_RUN_DEFAULTS["noise_std"])
+    p.add_argument("--dropout-p", type=float, default=defaults.SHIPPED_STRENGTH["dropout"][1])
+    p.add_argument("--noise-std", type=float, default=defaults.SHIPPED_STRENGTH["noise"][1])
     p.add_argument("--keep-all", action="store_true",
                    help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
     p.add_argument("--epochs", type=float, default=3.0, help="RM training epochs")
