@@ -1,0 +1,107 @@
+"""The backbone training recipe runs a few steps and writes the released COCONUT layout."""
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lm_eval_latenttts.recipes import train_backbone as tb  # noqa: E402
+
+ARGS = ["--small", "--no-progress", "--threads", "1", "--n-eval", "8", "--ckpt-every", "2"]
+
+
+def _check_layout(out):
+    import torch
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["model_type"] == "gpt2" and cfg["architectures"] == ["COCONUTGPT2"]
+    assert cfg["latent_length"] == 2
+    tok = AutoTokenizer.from_pretrained(out)
+    for field, name in [("latent_id", "<|latent|>"), ("latent_start_id", "<|start-latent|>"),
+                        ("latent_end_id", "<|end-latent|>"), ("target_id", ">>")]:
+        assert cfg[field] == tok.convert_tokens_to_ids(name)
+        assert cfg[field] != tok.unk_token_id
+    assert cfg["eos_token_id"] == cfg["pad_token_id"] == tok.eos_token_id == tok.pad_token_id
+    # tokenizer round-trips task text and does not crash on arbitrary text
+    text = "Start at 47, plus 8, then times 3. Answer mod 100?\n<|start-latent|><|latent|><|end-latent|>### 65"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    assert cfg["latent_start_id"] in ids and cfg["latent_end_id"] in ids
+    assert tok("Ünïcode, tabs\tand zebra 日本")["input_ids"]
+    model = GPT2LMHeadModel.from_pretrained(out)
+    assert model.config.n_embd == 32
+    from safetensors import safe_open
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "transformer.wte.weight" in keys and "transformer.h.0.attn.c_attn.weight" in keys
+    with torch.no_grad():
+        out_ = model(torch.tensor([ids]))
+    assert out_.logits.shape == (1, len(ids), len(tok))
+
+
+def test_recipe_few_steps(tmp_path):
+    out = str(tmp_path / "ckpt")
+    tb.main(ARGS + ["--out", out, "--max-steps", "4"])
+    _check_layout(out)
+    assert not os.path.exists(os.path.join(out, "train_state.pt"))
+    with open(os.path.join(out, "training_info.json")) as f:
+        info = json.load(f)
+    assert info["step"] == 4 and info["complete"]
+
+
+def test_recipe_resume(tmp_path):
+    out = str(tmp_path / "ckpt")
+    tb.main(ARGS + ["--out", out, "--max-steps", "4", "--max-minutes", "0"])  # stops at once
+    assert os.path.exists(os.path.join(out, "train_state.pt"))
+    tb.main(ARGS + ["--out", out, "--max-steps", "4", "--resume"])
+    with open(os.path.join(out, "training_info.json")) as f:
+        assert json.load(f)["step"] == 4
+    _check_layout(out)
+
+
+def test_latent_generate_runs(tmp_path):
+    tok = tb.build_tokenizer()
+    model = tb.build_model(tok, 1, 16, 2, 0.1, 0)
+    qs = ["Start at 47, plus 8, then times 3. Answer mod 100?", "hi"]  # unequal lengths: left pad
+    for kw in ({}, {"dropout_p": 0.2}, {"noise_sigma": 0.5}):
+        outs = tb.latent_generate(model, tok, qs, 2, max_new_tokens=3, **kw)
+        assert len(outs) == 2 and all(isinstance(o, str) for o in outs)
+
+
+def test_help_documents_options(capsys):
+    with pytest.raises(SystemExit):
+        tb.main(["--help"])
+    text = capsys.readouterr().out
+    for opt in ("--out", "--resume", "--max-minutes", "--max-steps", "--small", "--seed",
+                "--stage-steps", "--latents-per-step", "--resid-pdrop", "--latent-noise"):
+        assert opt in text
+
+
+SHIPPED = os.path.join(os.path.dirname(tb.__file__), "..", "checkpoints", "arith-coconut")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "model.safetensors")),
+                    reason="shipped checkpoint not present")
+def test_shipped_checkpoint_latent_accuracy():
+    import torch
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from lm_eval_latenttts import arith
+
+    size = sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in os.listdir(SHIPPED))
+    assert size < 15 * 2 ** 20
+    assert not os.path.exists(os.path.join(SHIPPED, "train_state.pt"))
+    with open(os.path.join(SHIPPED, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["architectures"] == ["COCONUTGPT2"] and cfg["latent_length"] == 2
+    tok = AutoTokenizer.from_pretrained(SHIPPED)
+    model = GPT2LMHeadModel.from_pretrained(SHIPPED).eval()
+    torch.set_num_threads(1)
+    exs = arith.load_split("test")[:100]
+    preds = tb.latent_generate(model, tok, [e["question"] for e in exs], cfg["latent_length"])
+    acc = sum(tb.extract_answer(p) == e["answer"] for p, e in zip(preds, exs)) / len(exs)
+    assert 0.25 <= acc <= 0.95, acc
