@@ -24,7 +24,7 @@ SHIPPED_RUN_DEFAULTS = {
     "max_new_tokens": 8,
 }
 # the sampling strength the shipped model was tuned with, per sampling method
-SHIPPED_STRENGTH = {"dropout": ("dropout_p", 0.2), "noise": ("noise_std", 0.6)}
+SHIPPED_STRENGTH = {"dropout": ("dropout_p", 0.2), "noise": ("noise_std", 1.0)}
 # with the shipped RM present, the aggregated answer is the RM's best-of-N
 SHIPPED_RM_AGGREGATE = "best_of_n"
 

@@ -33,7 +33,7 @@ def build_parser():
     p.add_argument("--backbone", default=str(defaults.DEFAULT_MODEL_DIR), help="latent backbone to annotate with")
     p.add_argument("--out", default=str(defaults.DEFAULT_RM_DIR), help="where the final RM is installed")
     p.add_argument("--work-dir", default="runs/arith-rm", help="annotation shards, training checkpoints, logs")
-    p.add_argument("--train-questions", type=int, default=600, help="training questions to annotate")
+    p.add_argument("--train-questions", type=int, default=5000, help="training questions to annotate")
     p.add_argument("--num-trajectories", "-N", type=int, default=8, help="trajectories per question")
     p.add_argument("--num-continuations", "-M", type=int, default=16, help="continuations per latent step")
     p.add_argument("--sampling", choices=["dropout", "noise"], default=defaults.SHIPPED_RUN_DEFAULTS["sampling"],
@@ -42,10 +42,10 @@ def build_parser():
     p.add_argument("--noise-std", type=float, default=defaults.SHIPPED_STRENGTH["noise"][1])
     p.add_argument("--keep-all", action="store_true",
                    help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
-    p.add_argument("--epochs", type=float, default=3.0, help="RM training epochs")
+    p.add_argument("--epochs", type=float, default=6.0, help="RM training epochs")
     p.add_argument("--max-steps", type=int, default=None, help="cap on RM optimizer steps (tests use a few)")
-    p.add_argument("--batch-size", type=int, default=8, help="questions per RM training batch")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (cosine, 10%% warm-up)")
+    p.add_argument("--batch-size", type=int, default=16, help="questions per RM training batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine, 10%% warm-up)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
