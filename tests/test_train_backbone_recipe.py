@@ -63,13 +63,16 @@ def test_recipe_resume(tmp_path):
     _check_layout(out)
 
 
-def test_latent_generate_runs(tmp_path):
+def test_evaluation_uses_the_project_rollout_with_shared_weights(tmp_path):
     tok = tb.build_tokenizer()
     model = tb.build_model(tok, 1, 16, 2, 0.1, 0)
-    qs = ["Start at 47, plus 8, then times 3. Answer mod 100?", "hi"]  # unequal lengths: left pad
-    for kw in ({}, {"dropout_p": 0.2}, {"noise_sigma": 0.5}):
-        outs = tb.latent_generate(model, tok, qs, 2, max_new_tokens=3, **kw)
-        assert len(outs) == 2 and all(isinstance(o, str) for o in outs)
+    model.train()
+    latent = tb.as_latent_model(model, tok, 2)
+    assert latent.transformer is model.transformer and latent.lm_head is model.lm_head
+    exs = [{"question": "Start at 47, plus 8, then times 3. Answer mod 100?", "answer": "65"},
+           {"question": "hi", "answer": "1"}]  # unequal lengths: left padding
+    acc = tb.evaluate(model, tok, exs, 2, max_new_tokens=3)
+    assert 0.0 <= acc <= 1.0 and model.training  # training mode restored
 
 
 def test_help_documents_options(capsys):
@@ -87,7 +90,6 @@ SHIPPED = os.path.join(os.path.dirname(tb.__file__), "..", "checkpoints", "arith
 @pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "model.safetensors")),
                     reason="shipped checkpoint not present")
 def test_shipped_checkpoint_latent_accuracy():
-    import torch
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     from lm_eval_latenttts import arith
@@ -100,8 +102,5 @@ def test_shipped_checkpoint_latent_accuracy():
     assert cfg["architectures"] == ["COCONUTGPT2"] and cfg["latent_length"] == 2
     tok = AutoTokenizer.from_pretrained(SHIPPED)
     model = GPT2LMHeadModel.from_pretrained(SHIPPED).eval()
-    torch.set_num_threads(1)
-    exs = arith.load_split("test")[:100]
-    preds = tb.latent_generate(model, tok, [e["question"] for e in exs], cfg["latent_length"])
-    acc = sum(tb.extract_answer(p) == e["answer"] for p, e in zip(preds, exs)) / len(exs)
-    assert 0.25 <= acc <= 0.95, acc
+    acc = tb.evaluate(model, tok, arith.load_split("test")[:100], cfg["latent_length"])
+    assert 0.30 <= acc <= 0.85, acc

@@ -37,7 +37,7 @@ Shipped run (defaults: 4 layers, width 128, 3600 steps = 800 CoT + 600 one-laten
 + 2200 two-latent, batch 128, 1 thread): 42.6 min on a shared 2-core CPU,
 3.2 MB checkpoint; greedy latent accuracy on the 500-question test split 74.0%;
 N=16 MC dropout p=0.2: single 69.7%, majority 73.6%, coverage 86.2%
-(measure with ``python -m lm_eval_latenttts.recipes.eval_backbone``).
+(measure with ``python benchmarks/scaling.py``).
 """
 
 from __future__ import annotations
@@ -117,13 +117,6 @@ def build_model(tok, n_layer: int, n_embd: int, n_head: int, resid_pdrop: float,
         bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, tie_word_embeddings=True)
     torch.manual_seed(seed)
     return GPT2LMHeadModel(cfg)
-
-
-def set_resid_dropout(model, p: float) -> None:
-    """Set the residual dropout probability (attention and MLP output dropout)."""
-    for blk in model.transformer.h:
-        blk.attn.resid_dropout.p = p
-        blk.mlp.dropout.p = p
 
 
 def export(model, tok, out_dir: str, latent_length: int, extra: Optional[Dict] = None) -> None:
@@ -216,69 +209,39 @@ def train_loss(model, tok, examples, stage: int, latents_per_step: int, noise: f
 
 
 # --------------------------------------------------------------------------- inference
-@torch.no_grad()
-def latent_generate(model, tok, questions: Sequence[str], n_latent: int, dropout_p: float = 0.0,
-                    noise_sigma: float = 0.0, max_new_tokens: int = 8, batch_size: int = 512,
-                    generator: Optional[torch.Generator] = None) -> List[str]:
-    """Latent inference: prompt, ``n_latent`` fed-back steps, end-latent, greedy answer.
+def as_latent_model(model, tok, latent_length: int):
+    """The training model seen as the project's ``COCONUTGPT2`` (weights shared, not copied).
 
-    ``dropout_p > 0``: residual dropout active during the prompt pass and the
-    latent steps (off while decoding). ``noise_sigma > 0``: Gaussian noise added
-    to every fed-back latent vector. Returns the decoded answer texts.
+    Evaluation then runs exactly the rollout the shipped checkpoint gets at test time.
     """
+    from hf_modeling import COCONUTGPT2, CoconutConfig
+
+    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures")}
+    fields.update(latent_ids(tok), latent_length=latent_length)
+    latent = COCONUTGPT2(CoconutConfig(**fields))
+    latent.transformer, latent.lm_head = model.transformer, model.lm_head
+    return latent
+
+
+@torch.no_grad()
+def evaluate(model, tok, examples, n_latent: int, max_new_tokens: int = 8, batch_size: int = 512) -> float:
+    """Greedy accuracy with ``n_latent`` latent steps (the rest of the chain, if any, decoded as text)."""
+    from lm_eval_latenttts.aggregation import answers_equal, extract_answer
+
+    latent = as_latent_model(model, tok, n_latent)
     was_training = model.training
-    train_p = model.transformer.h[0].attn.resid_dropout.p
-    end = tok.convert_tokens_to_ids(END_LATENT)
-    eos = tok.eos_token_id
-    texts: List[str] = []
+    correct = 0
     try:
-        for b0 in range(0, len(questions), batch_size):
-            qs = [q + "\n" + START_LATENT for q in questions[b0:b0 + batch_size]]
-            enc = tok(qs, padding=True, return_tensors="pt", add_special_tokens=False)
-            if dropout_p > 0:
-                set_resid_dropout(model, dropout_p)
-                model.train()
-            else:
-                model.eval()
-            past, mask, pos = latent_forward(model, enc["input_ids"], enc["attention_mask"],
-                                             n_latent, noise_sigma, generator)
-            model.eval()
-            B = len(qs)
-            cur = torch.full((B, 1), end, dtype=torch.long)
-            done = torch.zeros(B, dtype=torch.bool)
-            gen = []
-            for _ in range(max_new_tokens):
-                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-                out = model.transformer(input_ids=cur, attention_mask=mask, position_ids=pos,
-                                        cache=past, use_cache=True)
-                past = out.cache
-                nxt = model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
-                nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
-                gen.append(nxt)
-                done |= nxt == eos
-                cur = nxt[:, None]
-                pos = pos + 1
-                if bool(done.all()):
-                    break
-            gen_t = torch.stack(gen, 1)
-            for row in gen_t.tolist():
-                if eos in row:
-                    row = row[:row.index(eos)]
-                texts.append(tok.decode(row, skip_special_tokens=True))
+        for b0 in range(0, len(examples), batch_size):
+            chunk = examples[b0:b0 + batch_size]
+            enc = tok([latent.format_prompt(e["question"]) for e in chunk], padding=True, return_tensors="pt",
+                      add_special_tokens=False)
+            answer_ids = latent.generate(**enc, max_new_tokens=max_new_tokens, return_dict_in_generate=True).answer_ids
+            texts = tok.batch_decode(answer_ids, skip_special_tokens=True)
+            correct += sum(answers_equal(extract_answer(t, "coconut"), e["answer"]) for t, e in zip(texts, chunk))
     finally:
-        set_resid_dropout(model, train_p)
         model.train(was_training)
-    return texts
-
-
-def extract_answer(text: str) -> str:
-    """COCONUT answer extraction: the text after the last ``#``, stripped."""
-    return text.split("#")[-1].strip().replace(",", "")
-
-
-def evaluate(model, tok, examples, n_latent: int, **kw) -> float:
-    preds = latent_generate(model, tok, [e["question"] for e in examples], n_latent, **kw)
-    return sum(extract_answer(p) == e["answer"] for p, e in zip(preds, examples)) / max(1, len(examples))
+    return correct / max(1, len(examples))
 
 
 # --------------------------------------------------------------------------- schedule
@@ -454,12 +417,9 @@ def main(argv=None):
                       "last": history[-1] if history else None}))
 
 
-@torch.no_grad()
 def evaluate_stage(model, tok, examples, stage: int, latents_per_step: int) -> float:
     """Accuracy with ``stage`` latent steps and the remaining steps generated as text."""
-    preds = latent_generate(model, tok, [e["question"] for e in examples],
-                            stage * latents_per_step, max_new_tokens=40)
-    return sum(extract_answer(p) == e["answer"] for p, e in zip(preds, examples)) / max(1, len(examples))
+    return evaluate(model, tok, examples, stage * latents_per_step, max_new_tokens=40)
 
 
 if __name__ == "__main__":
