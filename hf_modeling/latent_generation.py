@@ -217,6 +217,19 @@ class LatentGenerateOutput(ModelOutput):
         return self.sequences[:, self.answer_start :]
 
 
+@dataclass
+class RolloutSetup:
+    """Checked inputs and resolved settings of one rollout (see ``prepare_rollout``)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    steps: int  # latent steps (fixed backbones) or their cap (dynamic)
+    max_new_tokens: int
+    sampler: LatentSampler
+    eos_token_id: object
+    pad_token_id: int
+
+
 def _as_list(token_ids):
     if token_ids is None:
         return []
@@ -374,6 +387,33 @@ class LatentGenerationMixin:
                 "backbone's prompt format (e.g. COCONUT: question + '\\n<|start-latent|>')."
             )
 
+    def prepare_rollout(self, input_ids, attention_mask=None, *, latent_sampling=None, dropout_p=0.0, noise_std=0.0,
+                        dropout_scope="all", seed=None, generator=None, latent_length=None, max_latent_length=None,
+                        max_new_tokens=32, eos_token_id=None, pad_token_id=None):
+        """Check the prompts and settings of a rollout and resolve their defaults (shared by every search)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        device = self.get_input_embeddings().weight.device
+        input_ids = input_ids.to(device)
+        attention_mask = attention_mask.to(device)
+        self._check_prompts(input_ids, attention_mask)
+        if self.dynamic_latent_length:
+            steps = max_latent_length if max_latent_length is not None else self.config.max_latent_length
+        else:
+            steps = latent_length if latent_length is not None else self.config.latent_length
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"latent length must be an integer >= 0; got {steps!r}.")
+        max_new_tokens = self._fit_context(attention_mask, steps, max_new_tokens)
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+        sampler = LatentSampler(latent_sampling, dropout_p, noise_std, dropout_scope, generator)
+        eos_token_id = eos_token_id if eos_token_id is not None else self.config.eos_token_id
+        if pad_token_id is None:
+            pad_token_id = self.config.pad_token_id
+            if pad_token_id is None:
+                pad_token_id = _as_list(eos_token_id)[0] if _as_list(eos_token_id) else 0
+        return RolloutSetup(input_ids, attention_mask, steps, max_new_tokens, sampler, eos_token_id, pad_token_id)
+
     # -- the public entry point --------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -424,29 +464,15 @@ class LatentGenerationMixin:
         n = num_return_sequences
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"num_return_sequences must be an integer >= 1; got {n!r}.")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        device = self.get_input_embeddings().weight.device
-        input_ids = input_ids.to(device)
-        attention_mask = attention_mask.to(device)
-        self._check_prompts(input_ids, attention_mask)
-
-        if self.dynamic_latent_length:
-            steps = max_latent_length if max_latent_length is not None else self.config.max_latent_length
-        else:
-            steps = latent_length if latent_length is not None else self.config.latent_length
-        if not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"latent length must be an integer >= 0; got {steps!r}.")
-        max_new_tokens = self._fit_context(attention_mask, steps, max_new_tokens)
-
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=device).manual_seed(int(seed))
-        sampler = LatentSampler(latent_sampling, dropout_p, noise_std, dropout_scope, generator)
-        eos_token_id = eos_token_id if eos_token_id is not None else self.config.eos_token_id
-        if pad_token_id is None:
-            pad_token_id = self.config.pad_token_id
-            if pad_token_id is None:
-                pad_token_id = _as_list(eos_token_id)[0] if _as_list(eos_token_id) else 0
+        setup = self.prepare_rollout(
+            input_ids, attention_mask, latent_sampling=latent_sampling, dropout_p=dropout_p, noise_std=noise_std,
+            dropout_scope=dropout_scope, seed=seed, generator=generator, latent_length=latent_length,
+            max_latent_length=max_latent_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+        )
+        input_ids, attention_mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
+        steps, max_new_tokens = setup.steps, setup.max_new_tokens
+        eos_token_id, pad_token_id = setup.eos_token_id, setup.pad_token_id
 
         was_training = self.training
         self.eval()

@@ -263,17 +263,6 @@ def _finish(model, state, sampler, steps_left, max_new_tokens, eos, pad):
     return model.decode_answer(state, max_new_tokens, eos, pad)
 
 
-def generation_settings(model, config_latent_length=None):
-    steps = config_latent_length
-    if steps is None:
-        steps = model.config.max_latent_length if model.dynamic_latent_length else model.config.latent_length
-    eos = model.config.eos_token_id
-    pad = model.config.pad_token_id
-    if pad is None:
-        pad = _eos_list(eos)[0] if _eos_list(eos) else 0
-    return int(steps), eos, pad
-
-
 import torch  # noqa: E402  (kept below the pure-Python helpers on purpose: they are cheap to import)
 
 
@@ -285,17 +274,14 @@ def annotate_question(model, tokenizer, kind, prompt_ids, gold, *, num_trajector
     ``record`` has ``latents`` (N, steps, hidden) tensor, ``step_values`` (N, steps) with NaN on the
     steps a dynamic row skipped, ``num_steps`` (N,), ``correct`` (N,) bool, ``answers``, ``answer_texts``.
     """
-    from hf_modeling.latent_generation import LatentSampler
-
     n, m = num_trajectories, num_continuations
-    device = model.get_input_embeddings().weight.device
-    steps, eos, pad = generation_settings(model, latent_length)
-    ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
-    mask = torch.ones_like(ids)
-    model._check_prompts(ids, mask)
-    max_new_tokens = model._fit_context(mask, steps, max_new_tokens)
-    generator = torch.Generator(device=device).manual_seed(int(seed))
-    sampler = LatentSampler(dropout_scope="all", generator=generator, **sampler_kwargs)
+    setup = model.prepare_rollout(
+        torch.tensor([list(prompt_ids)], dtype=torch.long), latent_sampling=sampler_kwargs["mode"],
+        dropout_p=sampler_kwargs["dropout_p"], noise_std=sampler_kwargs["noise_std"], dropout_scope="all",
+        seed=int(seed), latent_length=latent_length, max_latent_length=latent_length, max_new_tokens=max_new_tokens,
+    )
+    ids, mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
+    steps, max_new_tokens, eos, pad = setup.steps, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id
     judge = _Judge(tokenizer, kind, gold, eos)
     values = []  # per step: (N,) float, NaN where inactive / filled later
     continuations = 0
@@ -304,7 +290,7 @@ def annotate_question(model, tokenizer, kind, prompt_ids, gold, *, num_trajector
     try:
         with sampler.attached(model):
             if sampler.prompt_is_deterministic:
-                state = model.prefill(ids, mask, sampler).select(torch.zeros(n, dtype=torch.long, device=device))
+                state = model.prefill(ids, mask, sampler).select(torch.zeros(n, dtype=torch.long, device=ids.device))
             else:
                 state = model.prefill(ids.expand(n, -1), mask.expand(n, -1), sampler)
             for t in range(steps):

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import torch
 
-from hf_modeling.latent_generation import LatentSampler, _as_list
 from hf_modeling.modeling_latent_rm import REDUCTIONS, reduce_step_scores
 
 SELECT_BY = ("step", "cumulative")
@@ -122,25 +121,15 @@ def rm_beam_search(
     B, C = num_beams, num_candidates
 
     device = backbone.get_input_embeddings().weight.device
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    backbone._check_prompts(input_ids, attention_mask)
-    if backbone.dynamic_latent_length:
-        steps = max_latent_length if max_latent_length is not None else backbone.config.max_latent_length
-    else:
-        steps = latent_length if latent_length is not None else backbone.config.latent_length
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"latent length must be an integer >= 0; got {steps!r}.")
-    max_new_tokens = backbone._fit_context(attention_mask, steps, max_new_tokens)
-    if generator is None and seed is not None:
-        generator = torch.Generator(device=device).manual_seed(int(seed))
-    sampler = LatentSampler(latent_sampling, dropout_p, noise_std, dropout_scope, generator)
-    eos_token_id = eos_token_id if eos_token_id is not None else backbone.config.eos_token_id
-    if pad_token_id is None:
-        pad_token_id = backbone.config.pad_token_id
-        if pad_token_id is None:
-            pad_token_id = _as_list(eos_token_id)[0] if _as_list(eos_token_id) else 0
+    setup = backbone.prepare_rollout(
+        input_ids, attention_mask, latent_sampling=latent_sampling, dropout_p=dropout_p, noise_std=noise_std,
+        dropout_scope=dropout_scope, seed=seed, generator=generator, latent_length=latent_length,
+        max_latent_length=max_latent_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    input_ids, attention_mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
+    steps, max_new_tokens = setup.steps, setup.max_new_tokens
+    eos_token_id, pad_token_id = setup.eos_token_id, setup.pad_token_id
 
     Q = input_ids.shape[0]
     rm_device = rm.get_input_embeddings().weight.device
