@@ -25,8 +25,8 @@ SHIPPED_RUN_DEFAULTS = {
 }
 # the sampling strength the shipped model was tuned with, per sampling method
 SHIPPED_STRENGTH = {"dropout": ("dropout_p", 0.2), "noise": ("noise_std", 1.0)}
-# with the shipped RM present, the aggregated answer is the RM's best-of-N
-SHIPPED_RM_AGGREGATE = "best_of_n"
+# with the shipped RM: RM-weighted vote, measured >= majority at every N (best-of-N was below majority)
+SHIPPED_RM_AGGREGATE = "weighted"
 
 
 def _require(path, what, recipe):

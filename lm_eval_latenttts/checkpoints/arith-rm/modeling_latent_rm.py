@@ -1,0 +1,405 @@
+"""LatentRM: a reward model that scores every latent step of a latent rollout.
+
+A LatentRM is the backbone architecture (GPT-2 or Llama) with a one-output
+token-classification head.  Its input is the rollout's prompt tokens followed
+by the latent trajectory: the latent slots hold the fed-back vectors as input
+embeddings (not rows of the embedding table).
+
+**Which output is the score of step t.**  The score of latent step t is the
+classifier output at the position of latent slot t, i.e. the position whose
+input embedding is the t-th fed-back vector.  The RM has then seen the prompt
+and latents 1..t, exactly the prefix whose Monte Carlo value is the training
+label of step t.  The trajectory score is the sum of its step scores (SPEC);
+``min``, ``last`` and ``mean`` are available as alternatives.
+
+**Sharing the prompt.**  The N rollouts of a question share its prompt, so
+:meth:`score_rollouts` runs the RM's prompt pass once per question, repeats
+the KV cache N times and then feeds all latent vectors of all rows in one
+forward pass.  Beam search uses :meth:`rm_prefill` / :meth:`rm_step` /
+:class:`RMState` to score one latent step at a time with the RM's own cache.
+
+Class names follow the released checkpoint (``COCONUTGPT2ForTokenClassification``,
+``transformer.*`` + ``classifier.*`` weights).  Only torch, transformers and
+sibling files are imported: this file is copied next to saved checkpoints for
+``trust_remote_code`` loading.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import GPT2ForTokenClassification, LlamaModel, LlamaPreTrainedModel
+from transformers.cache_utils import DynamicCache
+from transformers.modeling_outputs import TokenClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
+from .latent_generation import _map_cache
+
+REDUCTIONS = ("sum", "min", "last", "mean")
+LATENT_ID_FIELDS = ("latent_id", "latent_start_id", "latent_end_id")
+
+
+@dataclass
+class RMScores(ModelOutput):
+    """Scores of latent rollouts.
+
+    step_scores: (rows, steps) float; the score of step t of each row (0.0 where
+        ``step_mask`` is False, i.e. steps beyond the row's ``latent_lengths``).
+    step_mask: (rows, steps) bool; which steps the row actually took.
+    trajectory_scores: (rows,) the reduction of the valid step scores (a row with
+        no latent step gets 0.0).
+    reduction: the reduction used ('sum', 'min', 'last' or 'mean').
+    """
+
+    step_scores: torch.Tensor | None = None
+    step_mask: torch.Tensor | None = None
+    trajectory_scores: torch.Tensor | None = None
+    reduction: str | None = None
+
+
+@dataclass
+class RMState:
+    """The RM's incremental state for a batch of rows (KV cache, mask, next position)."""
+
+    cache: DynamicCache
+    attention_mask: torch.Tensor  # (rows, cached length)
+    positions: torch.Tensor  # (rows,) position id of the next input
+
+    @property
+    def rows(self):
+        return self.positions.shape[0]
+
+    def select(self, index):
+        """A new state with rows ``index`` (repeats allowed); the original stays valid."""
+        return self._map(lambda t: t[index])
+
+    def repeat_interleave(self, n):
+        """A new state in which each row becomes n consecutive rows."""
+        return self._map(lambda t: t.repeat_interleave(n, dim=0))
+
+    def _map(self, fn):
+        return RMState(cache=_map_cache(self.cache, fn), attention_mask=fn(self.attention_mask), positions=fn(self.positions))
+
+
+def reduce_step_scores(step_scores, step_mask, reduction="sum"):
+    """Trajectory scores (rows,) from step scores (rows, steps) over the steps where ``step_mask`` is True."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+    mask = step_mask.bool()
+    scores = step_scores.float()
+    count = mask.sum(-1)
+    has = count > 0
+    if reduction == "sum":
+        return torch.where(mask, scores, torch.zeros_like(scores)).sum(-1)
+    if reduction == "mean":
+        total = torch.where(mask, scores, torch.zeros_like(scores)).sum(-1)
+        return torch.where(has, total / count.clamp(min=1), torch.zeros_like(total))
+    if reduction == "min":
+        if scores.shape[1] == 0:
+            return scores.new_zeros(scores.shape[0])
+        low = torch.where(mask, scores, torch.full_like(scores, float("inf"))).min(-1).values
+        return torch.where(has, low, torch.zeros_like(low))
+    # last
+    if scores.shape[1] == 0:
+        return scores.new_zeros(scores.shape[0])
+    idx = (count - 1).clamp(min=0)
+    last = scores.gather(1, idx[:, None])[:, 0]
+    return torch.where(has, last, torch.zeros_like(last))
+
+
+class LatentRMMixin:
+    """Scoring of latent trajectories; the classes provide ``rm_transformer()`` and ``rm_head(h)``."""
+
+    # -- hooks -----------------------------------------------------------------------
+    def rm_transformer(self):
+        raise NotImplementedError
+
+    def rm_head(self, hidden):
+        """(..., hidden) -> (...,) the one-output classifier (no dropout)."""
+        raise NotImplementedError
+
+    @property
+    def latent_size(self):
+        """Size of the latent vectors this RM reads (its embedding size)."""
+        return self.get_input_embeddings().weight.shape[1]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As usual; a checkpoint with remote code maps both AutoModel and AutoModelForTokenClassification to this class."""
+        if getattr(self, "_auto_class", None) is not None:
+            name = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            for key in ("AutoModel", "AutoModelForTokenClassification"):
+                auto_map.setdefault(key, name)
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    # -- compatibility checks ------------------------------------------------------------
+    def check_backbone(self, backbone):
+        """Raise ValueError if ``backbone`` (a latent model or its config) does not fit this RM."""
+        config = getattr(backbone, "config", backbone)
+        name = type(backbone).__name__
+        size = getattr(config, "hidden_size", None)
+        if size is not None and size != self.latent_size:
+            raise ValueError(
+                f"LatentRM hidden size {self.latent_size} does not match the backbone {name}'s latent size {size}; "
+                "the RM must be built on the same architecture size as the backbone whose latents it scores."
+            )
+        for field in LATENT_ID_FIELDS:
+            mine, theirs = getattr(self.config, field, None), getattr(config, field, None)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(
+                    f"LatentRM {field}={mine} does not match the backbone {name}'s {field}={theirs}; "
+                    "the RM and the backbone must share the tokenizer with the latent special tokens."
+                )
+        vocab = getattr(config, "vocab_size", None)
+        if vocab is not None and vocab > self.config.vocab_size:
+            raise ValueError(
+                f"The backbone {name} has {vocab} token ids but the LatentRM's vocabulary has only "
+                f"{self.config.vocab_size}; they must share the tokenizer."
+            )
+
+    def _check_latents(self, latents):
+        if latents.shape[-1] != self.latent_size:
+            raise ValueError(
+                f"LatentRM hidden size {self.latent_size} does not match the backbone's latent size "
+                f"{latents.shape[-1]}; score a backbone of the RM's size."
+            )
+
+    def _check_tokens(self, input_ids):
+        if input_ids.numel() and int(input_ids.max()) >= self.config.vocab_size:
+            raise ValueError(
+                f"Token id {int(input_ids.max())} is outside the LatentRM's vocabulary of {self.config.vocab_size}; "
+                "the RM and the backbone must share the tokenizer."
+            )
+
+    # -- inputs with latent slots ----------------------------------------------------------
+    def embed_with_latents(self, input_ids, latents):
+        """Input embeddings of ``input_ids`` with the k-th ``latent_id`` slot of a row holding ``latents[row, k]``."""
+        latent_id = self.config.latent_id
+        if latent_id is None:
+            raise ValueError("The LatentRM config has no latent_id, so latent slots in input_ids cannot be found.")
+        self._check_latents(latents)
+        self._check_tokens(input_ids)
+        embeds = self.get_input_embeddings()(input_ids)
+        slots = input_ids == latent_id
+        most = int(slots.sum(-1).max()) if slots.numel() else 0
+        if latents.shape[1] < most:
+            raise ValueError(
+                f"input_ids have up to {most} latent slots but only {latents.shape[1]} latent vectors were given."
+            )
+        if latents.shape[1] == 0:
+            return embeds
+        index = (slots.long().cumsum(-1) - 1).clamp(min=0)
+        picked = latents.to(embeds.dtype).gather(1, index[..., None].expand(-1, -1, embeds.shape[-1]))
+        return torch.where(slots[..., None], picked, embeds)
+
+    # -- incremental scoring ---------------------------------------------------------------
+    @torch.no_grad()
+    def rm_prefill(self, input_ids, attention_mask=None):
+        """Run the (left-padded) prompt once; returns the RM state to feed latents into."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        self._check_tokens(input_ids)
+        device = self.get_input_embeddings().weight.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.rm_transformer()(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            cache=DynamicCache(config=self.config),
+            use_cache=True,
+        )
+        return RMState(cache=out.cache, attention_mask=attention_mask, positions=positions[:, -1] + 1)
+
+    @torch.no_grad()
+    def rm_step(self, state, latents, active=None):
+        """Feed latent vectors and return their scores; updates ``state`` in place.
+
+        latents: (rows, hidden) for one step or (rows, k, hidden) for k steps.
+        active: optional bool (rows,) / (rows, k); inactive slots are masked out
+            (a row that already stopped) and get score 0.
+        Returns scores of shape (rows,) or (rows, k).
+        """
+        single = latents.dim() == 2
+        if single:
+            latents = latents[:, None]
+            active = None if active is None else active[:, None]
+        self._check_latents(latents)
+        rows, k = latents.shape[:2]
+        device = state.positions.device
+        if active is None:
+            active = torch.ones(rows, k, dtype=torch.bool, device=device)
+        active = active.to(device).bool()
+        dtype = self.get_input_embeddings().weight.dtype
+        mask = torch.cat([state.attention_mask, active.to(state.attention_mask.dtype)], dim=1)
+        before = active.long().cumsum(-1) - active.long()
+        positions = state.positions[:, None] + before
+        out = self.rm_transformer()(
+            inputs_embeds=latents.to(device=device, dtype=dtype),
+            attention_mask=mask,
+            position_ids=positions,
+            cache=state.cache,
+            use_cache=True,
+        )
+        scores = self.rm_head(out.last_hidden_state).float()
+        scores = torch.where(active, scores, torch.zeros_like(scores))
+        state.attention_mask = mask
+        state.positions = state.positions + active.long().sum(-1)
+        return scores[:, 0] if single else scores
+
+    # -- scoring whole rollouts ----------------------------------------------------------------
+    @torch.no_grad()
+    def score_rollouts(self, output, reduction="sum", num_return_sequences=None):
+        """Score the latent steps of a ``LatentGenerateOutput`` -> :class:`RMScores`.
+
+        The prompt pass runs once per question (rows are question-major, N =
+        ``output.num_return_sequences``); its KV cache is repeated N times and
+        all latent steps of all rows are scored in one more forward pass.
+        Steps beyond a row's ``latent_lengths`` are masked and do not count.
+        """
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+        latents = output.latents
+        self._check_latents(latents)
+        rows, steps = latents.shape[:2]
+        device = self.get_input_embeddings().weight.device
+        p = output.prompt_length
+        prompt_ids = output.sequences[:, :p].to(device)
+        prompt_mask = output.attention_mask[:, :p].to(device)
+        lengths = output.latent_lengths
+        if lengths is None:
+            lengths = torch.full((rows,), steps, dtype=torch.long)
+        step_mask = torch.arange(steps, device=device)[None, :] < lengths.to(device)[:, None]
+        latent_id = self.config.latent_id
+        if latent_id is not None and steps:
+            slot_ids = output.sequences[:, p : p + steps].to(device)
+            wrong = step_mask & (slot_ids != latent_id)
+            if bool(wrong.any()):
+                found = int(slot_ids[wrong][0])
+                raise ValueError(
+                    f"The rollout's latent slots hold token id {found} but the LatentRM's latent_id is {latent_id}; "
+                    "the RM and the backbone must share the latent special tokens."
+                )
+        n = num_return_sequences or getattr(output, "num_return_sequences", None) or 1
+        shared = n > 1 and rows % n == 0
+        if shared:
+            q_ids = prompt_ids.view(rows // n, n, p)
+            q_mask = prompt_mask.view(rows // n, n, p)
+            shared = bool((q_ids == q_ids[:, :1]).all()) and bool((q_mask == q_mask[:, :1]).all())
+        was_training = self.training
+        self.eval()
+        try:
+            if shared:
+                state = self.rm_prefill(prompt_ids[::n], prompt_mask[::n]).repeat_interleave(n)
+            else:
+                state = self.rm_prefill(prompt_ids, prompt_mask)
+            if steps:
+                step_scores = self.rm_step(state, latents.to(device), step_mask)
+            else:
+                step_scores = torch.zeros(rows, 0, device=device)
+        finally:
+            self.train(was_training)
+        return RMScores(
+            step_scores=step_scores,
+            step_mask=step_mask,
+            trajectory_scores=reduce_step_scores(step_scores, step_mask, reduction),
+            reduction=reduction,
+        )
+
+
+class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassification):
+    """GPT-2 LatentRM (the released ``ModalityDance/latent-tts-rm`` layout).
+
+    ``forward(input_ids, attention_mask, latents=...)`` fills the ``latent_id``
+    slots of ``input_ids`` with ``latents`` (rows, steps, hidden) and returns
+    the per-position logits (rows, length, 1), e.g. for training.
+    """
+
+    config_class = LatentRMGPT2Config
+
+    def rm_transformer(self):
+        return self.transformer
+
+    def rm_head(self, hidden):
+        return self.classifier(hidden)[..., 0]
+
+    def forward(self, input_ids=None, attention_mask=None, latents=None, inputs_embeds=None, **kwargs):
+        if latents is not None:
+            if input_ids is None:
+                raise ValueError("latents need input_ids with latent_id slots to be placed in.")
+            inputs_embeds, input_ids = self.embed_with_latents(input_ids, latents), None
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+
+
+class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaPreTrainedModel):
+    """Llama LatentRM (for CoLaR): ``model.*`` + ``score.*`` weights as ``LlamaForTokenClassification``."""
+
+    config_class = LatentRMLlamaConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = LlamaModel(config)
+        dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(dropout if dropout is not None else 0.0)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def rm_transformer(self):
+        return self.model
+
+    def rm_head(self, hidden):
+        return self.score(hidden)[..., 0]
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        latents=None,
+        inputs_embeds=None,
+        position_ids=None,
+        cache=None,
+        use_cache=None,
+        labels=None,
+        **kwargs,
+    ):
+        if latents is not None:
+            if input_ids is None:
+                raise ValueError("latents need input_ids with latent_id slots to be placed in.")
+            inputs_embeds, input_ids = self.embed_with_latents(input_ids, latents), None
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.score(self.dropout(out.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+LATENT_RMS = {cls.__name__: cls for cls in (COCONUTGPT2ForTokenClassification, LatentRMLlamaForTokenClassification)}
+
+__all__ = [
+    "COCONUTGPT2ForTokenClassification",
+    "LatentRMLlamaForTokenClassification",
+    "LatentRMMixin",
+    "RMScores",
+    "RMState",
+    "reduce_step_scores",
+    "REDUCTIONS",
+    "LATENT_RMS",
+]
