@@ -68,7 +68,8 @@ def make_checkpoint(folder, kind="coconut", ids_in_config=True, seed=0, n_layer=
             "latent_head.3.weight": torch.ones(i), "latent_head.3.bias": torch.zeros(i),
             "latent_head.4.weight": torch.randn(hidden, i) * 0.1, "latent_head.4.bias": torch.zeros(hidden),
         })
-    state.pop("lm_head.weight", None) if kind != "colar" else None
+    if kind != "colar":
+        state.pop("lm_head.weight", None)  # tied to wte, as GPT-2 checkpoints store it
     from safetensors.torch import save_file
 
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
