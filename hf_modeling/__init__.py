@@ -10,7 +10,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 
 from .auto import AutoLatentModel, load_latent_tokenizer, register_architecture, resolve_checkpoint
 from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
-from .latent_generation import LatentGenerateOutput, LatentSampler, LatentState
+from .latent_generation import LatentGenerateOutput, LatentState
+from .latent_sampling import LatentSampler
+from .loading import CheckpointLoadError
 from .modeling_latent import CODIGPT2, COCONUTGPT2, ColarLlama
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
 from .modeling_latent_rm import COCONUTGPT2ForTokenClassification, LatentRMLlamaForTokenClassification, RMScores, RMState
@@ -37,6 +39,7 @@ for _config, _model in (
 
 __all__ = [
     "AutoLatentModel",
+    "CheckpointLoadError",
     "load_latent_tokenizer",
     "register_architecture",
     "resolve_checkpoint",

@@ -13,10 +13,12 @@ import os
 from pathlib import Path
 
 from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
+from .loading import CheckpointLoadError, check_config_json
 from .modeling_latent import CODIGPT2, COCONUTGPT2, ColarLlama
 
 LATENT_TOKENS = {"latent_start_id": "<|start-latent|>", "latent_id": "<|latent|>", "latent_end_id": "<|end-latent|>"}
 COLAR_END_MARKER = "###"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 # architectures name -> (config class, model class); the RM module adds its classes
 ARCHITECTURES = {
@@ -57,18 +59,41 @@ def resolve_checkpoint(path_or_id, revision=None, token=None, cache_dir=None):
         ) from err
 
 
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _read_config(folder):
+    check_config_json(folder)
+    with open(Path(folder) / "config.json", encoding="utf-8") as f:
+        raw = json.load(f)
+    if not isinstance(raw, dict):
+        raise CheckpointLoadError(f"{Path(folder) / 'config.json'} is not a JSON object; the file is damaged.")
+    return raw
+
+
+def _has_tokenizer(folder):
+    return any((Path(folder) / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _load_tokenizer(folder):
+    """The folder's tokenizer, or an error that names the folder and says what is missing."""
+    from transformers import AutoTokenizer
+
+    if not _has_tokenizer(folder):
+        raise CheckpointLoadError(
+            f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}). A latent checkpoint needs its "
+            "tokenizer (with the added tokens <|start-latent|>, <|latent|>, <|end-latent|>): copy the tokenizer "
+            "files of the checkpoint into the folder, or download the checkpoint again."
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as err:  # noqa: BLE001 - named and explained
+        raise CheckpointLoadError(
+            f"Could not load the tokenizer in {folder} ({type(err).__name__}: {err}); its tokenizer files are "
+            "incomplete or damaged: download the checkpoint again."
+        ) from err
 
 
 def _tokenizer_ids(folder, names):
-    """Ids of special tokens from the folder's tokenizer, or {} if it has none."""
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        return {}
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    """Ids of special tokens from the folder's tokenizer."""
+    tok = _load_tokenizer(folder)
     ids = {}
     for field, text in names.items():
         token_id = tok.convert_tokens_to_ids(text)
@@ -80,7 +105,7 @@ def _tokenizer_ids(folder, names):
 def latent_config(folder):
     """Build this project's config object for the checkpoint in ``folder``."""
     folder = Path(folder)
-    raw = _read_json(folder / "config.json")
+    raw = _read_config(folder)
     by_type = {cfg.model_type: (cfg, model) for cfg, model in ARCHITECTURES.values()}
     if raw.get("model_type") in by_type:
         config_class, model_class = by_type[raw["model_type"]]
@@ -93,16 +118,20 @@ def latent_config(folder):
             )
         config_class, model_class = ARCHITECTURES[names[0]]
     fields = {k: v for k, v in raw.items() if k not in ("model_type", "transformers_version", "auto_map")}
+    for field in (*LATENT_TOKENS, "end_marker_id", "target_id"):
+        # the reference configs default unset ids to -100 / -1: read those from the tokenizer instead
+        if isinstance(fields.get(field), int) and fields[field] < 0:
+            fields[field] = None
     wanted = dict(LATENT_TOKENS)
     if issubclass(config_class, ColarConfig):
         wanted["end_marker_id"] = COLAR_END_MARKER
     missing = {f: t for f, t in wanted.items() if fields.get(f) is None}
-    if missing:
+    required = ["end_marker_id", "latent_id"] if issubclass(config_class, ColarConfig) else list(LATENT_TOKENS)
+    required = getattr(config_class, "required_latent_ids", required)  # the LatentRM needs none
+    if missing and (_has_tokenizer(folder) or any(f in required for f in missing)):
         found = _tokenizer_ids(folder, missing)
         fields.update(found)
         still = sorted(set(missing) - set(found))
-        required = ["end_marker_id", "latent_id"] if issubclass(config_class, ColarConfig) else list(LATENT_TOKENS)
-        required = getattr(config_class, "required_latent_ids", required)  # the LatentRM needs none
         lacking = [f for f in still if f in required]
         if lacking:
             raise ValueError(
@@ -131,10 +160,8 @@ class AutoLatentModel:
 
 def load_latent_tokenizer(path_or_id, config=None, revision=None, token=None, cache_dir=None):
     """The checkpoint's tokenizer, left padded, with a pad token, checked against ``config``."""
-    from transformers import AutoTokenizer
-
     folder = resolve_checkpoint(path_or_id, revision=revision, token=token, cache_dir=cache_dir)
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = _load_tokenizer(folder)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -18,9 +18,6 @@ from .latent_generation import LatentGenerationMixin
 
 
 class _GPT2LatentMixin(LatentGenerationMixin):
-    def backbone(self):
-        return self.transformer
-
     def dropout_sites(self):
         # SPEC: residual dropout only (attention and embedding dropout stay off)
         sites = []
@@ -42,7 +39,7 @@ class COCONUTGPT2(_GPT2LatentMixin, GPT2LMHeadModel):
 
 
 class CODIGPT2(_GPT2LatentMixin, GPT2LMHeadModel):
-    """CODI: GPT-2 feeding back ``projector(h)``."""
+    """CODI: GPT-2 feeding back ``projector(h)`` (or ``h`` when ``config.projector`` is false, as the reference)."""
 
     config_class = CodiConfig
     latent_kind = "codi"
@@ -50,22 +47,40 @@ class CODIGPT2(_GPT2LatentMixin, GPT2LMHeadModel):
 
     def __init__(self, config):
         super().__init__(config)
-        d, p = config.n_embd, config.projector_hidden_size
-        self.projector = nn.Sequential(
-            nn.Dropout(config.projector_dropout),
-            nn.Linear(d, p),
-            nn.GELU(),
-            nn.Linear(p, d),
-            nn.LayerNorm(d),
-        )
+        if config.projector:
+            d, p = config.n_embd, config.projector_hidden_size
+            self.projector = nn.Sequential(
+                nn.Dropout(config.projector_dropout),
+                nn.Linear(d, p),
+                nn.GELU(),
+                nn.Linear(p, d),
+                nn.LayerNorm(d),
+            )
         self.post_init()
 
     def latent_vector(self, hidden):
-        return self.projector(hidden)
+        return self.projector(hidden) if self.config.projector else hidden
+
+
+class LatentHead(nn.Module):
+    """CoLaR's latent head, with the released parameter names: ``fc.{0,2,3}`` and ``mean``."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Linear(hidden_size, intermediate_size),
+            nn.GELU(),
+            nn.Linear(intermediate_size, intermediate_size),
+            nn.LayerNorm(intermediate_size),
+        )
+        self.mean = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.mean(self.fc(hidden))
 
 
 class ColarLlama(LatentGenerationMixin, LlamaForCausalLM):
-    """CoLaR: Llama feeding back ``latent_head(h) * latent_embedding_std``.
+    """CoLaR: Llama feeding back ``lt_head(h) * latent_embedding_std``.
 
     The number of latent steps is dynamic: a row stops when the language model
     head predicts the end marker ``###``.  Llama has no dropout layers; Monte
@@ -79,24 +94,14 @@ class ColarLlama(LatentGenerationMixin, LlamaForCausalLM):
 
     def __init__(self, config):
         super().__init__(config)
-        d, i = config.hidden_size, config.latent_intermediate_size
-        self.latent_head = nn.Sequential(
-            nn.Linear(d, i),
-            nn.GELU(),
-            nn.Linear(i, i),
-            nn.LayerNorm(i),
-            nn.Linear(i, d),
-        )
+        self.lt_head = LatentHead(config.hidden_size, config.latent_intermediate_size)
         self.post_init()
-
-    def backbone(self):
-        return self.model
 
     def dropout_sites(self):
         return [layer.mlp.down_proj for layer in self.model.layers]
 
     def latent_vector(self, hidden):
-        return self.latent_head(hidden) * self.config.latent_embedding_std
+        return self.lt_head(hidden) * self.config.latent_embedding_std
 
     def start_marker_id(self):
         # The CoLaR prompt ends with the end marker "###", which also closes the latents.
@@ -109,6 +114,4 @@ class ColarLlama(LatentGenerationMixin, LlamaForCausalLM):
         return self.lm_head(hidden).argmax(-1) == self.config.end_marker_id
 
 
-LATENT_BACKBONES = {cls.__name__: cls for cls in (COCONUTGPT2, CODIGPT2, ColarLlama)}
-
-__all__ = ["COCONUTGPT2", "CODIGPT2", "ColarLlama", "LATENT_BACKBONES"]
+__all__ = ["COCONUTGPT2", "CODIGPT2", "ColarLlama", "LatentHead"]

@@ -254,16 +254,19 @@ class _Judge:
         return [self._equal(a, self.gold) for a in answers]
 
 
-def _finish(model, state, sampler, steps_left, max_new_tokens, eos, pad):
+def _finish(model, state, sampler, steps_left, max_new_tokens, eos, pad, room):
     """Run the remaining latent steps and the greedy answer on ``state`` (modified in place)."""
     for _ in range(steps_left):
         if model.dynamic_latent_length and bool(state.stopped.all()):
             break
         model.latent_step(state, sampler)
-    return model.decode_answer(state, max_new_tokens, eos, pad)
+    return model.decode_answer(state, max_new_tokens, eos, pad, room)
 
 
 import torch  # noqa: E402  (kept below the pure-Python helpers on purpose: they are cheap to import)
+
+from hf_modeling.latent_generation import batch_invariant_attention, sample_keys  # noqa: E402
+from hf_modeling.latent_sampling import fold  # noqa: E402
 
 
 @torch.no_grad()
@@ -282,17 +285,22 @@ def annotate_question(model, tokenizer, kind, prompt_ids, gold, *, num_trajector
     )
     ids, mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
     steps, max_new_tokens, eos, pad = setup.steps, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id
+    room = setup.answer_room  # (1,): broadcast over the rows of this one question
+    # trajectory j is keyed by (question key, j); continuation c from step t of trajectory j by (j's key, t, c)
+    trajectory_keys = sample_keys(setup.question_keys, n)
+    continuation_index = torch.arange(m, device=ids.device)
     judge = _Judge(tokenizer, kind, gold, eos)
     values = []  # per step: (N,) float, NaN where inactive / filled later
     continuations = 0
     was_training = model.training
     model.eval()
     try:
-        with sampler.attached(model):
+        with sampler.attached(model), batch_invariant_attention():
             if sampler.prompt_is_deterministic:
-                state = model.prefill(ids, mask, sampler).select(torch.zeros(n, dtype=torch.long, device=ids.device))
+                state = model.prefill(ids, mask, sampler, setup.question_keys).repeat_interleave(n)
+                state.row_keys = trajectory_keys
             else:
-                state = model.prefill(ids.expand(n, -1), mask.expand(n, -1), sampler)
+                state = model.prefill(ids.expand(n, -1), mask.expand(n, -1), sampler, trajectory_keys)
             for t in range(steps):
                 if model.dynamic_latent_length and bool(state.stopped.all()):
                     break
@@ -303,14 +311,16 @@ def annotate_question(model, tokenizer, kind, prompt_ids, gold, *, num_trajector
                 if left > 0 and rows.numel():
                     index = rows.repeat_interleave(m)
                     hits = []
-                    for chunk in index.split(max_batch_rows):
+                    keys = fold(fold(state.row_keys[index], t), continuation_index.repeat(rows.numel()))
+                    for chunk, chunk_keys in zip(index.split(max_batch_rows), keys.split(max_batch_rows)):
                         branch = state.select(chunk)
-                        hits += judge.correct(_finish(model, branch, sampler, left, max_new_tokens, eos, pad))
+                        branch.row_keys = chunk_keys
+                        hits += judge.correct(_finish(model, branch, sampler, left, max_new_tokens, eos, pad, room))
                     continuations += index.numel()
                     step_value[rows.cpu()] = torch.tensor(hits, dtype=torch.float32).view(-1, m).mean(1)
                 values.append(step_value)
             # the trajectories themselves: nothing random is left, so this is also the last step's value
-            answer_ids = model.decode_answer(state, max_new_tokens, eos, pad)
+            answer_ids = model.decode_answer(state, max_new_tokens, eos, pad, room)
             continuations += n
     finally:
         model.train(was_training)

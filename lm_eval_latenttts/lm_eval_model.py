@@ -25,7 +25,6 @@ What a request gets back depends on the task:
 See :mod:`lm_eval_latenttts.model_args` for the model arguments.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -42,7 +41,8 @@ from lm_eval_latenttts.model_args import (
     run_overrides,
 )
 
-logger = logging.getLogger("lm_eval_latenttts")
+# under lm-eval's logger, so that INFO lines show at the harness's default verbosity
+logger = logging.getLogger("lm_eval.latent_tts")
 
 _HARNESS_QA = re.compile(r"^\s*Question:\s*(?P<q>.*?)\s*\n\s*Answer:\s*$", re.DOTALL)
 
@@ -79,6 +79,7 @@ def apply_shipped_defaults(arg_dict):
 
 
 TINY_MODEL_PARAMETERS = 20_000_000
+HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
 
 
 def _single_thread_for_tiny_cpu_models(model, device):
@@ -120,7 +121,7 @@ class _DocError(Exception):
 class LatentTTSModel(LM):
     """lm-eval model ``latent_tts`` (see the module docstring and :mod:`lm_eval_latenttts.model_args`)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, _harness_device=False, **kwargs):
         super().__init__()
         self.settings = parse_model_args(kwargs)
         s = self.settings
@@ -137,7 +138,7 @@ class LatentTTSModel(LM):
                 self.accelerator = accelerator
                 self._rank = accelerator.process_index
                 self._world_size = accelerator.num_processes
-        self._device = self._pick_device(s["device"])
+        self._device = self._pick_device(s["device"], harness_default=_harness_device)
 
         # ---- backbone, tokenizer, RM
         from hf_modeling import AutoLatentModel, load_latent_tokenizer
@@ -172,7 +173,8 @@ class LatentTTSModel(LM):
         """
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
         apply_shipped_defaults(arg_dict)
-        return cls(**arg_dict, **extra)
+        harness_device = extra.get("device") == HARNESS_DEFAULT_DEVICE
+        return cls(**arg_dict, **extra, _harness_device=harness_device)
 
     @classmethod
     def create_from_arg_string(cls, arg_string, additional_config=None):
@@ -180,14 +182,24 @@ class LatentTTSModel(LM):
 
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
-    def _pick_device(self, device):
+    def _pick_device(self, device, harness_default=False):
+        """The device: accelerate's in a multi-process run, else ``device``, else the best available one.
+
+        lm-eval passes ``device="cuda:0"`` to every model when the user gave no
+        ``--device``; that default (``harness_default``) means "pick one" here,
+        so a CPU machine is not warned about a device nobody asked for.
+        """
         if self.accelerator is not None:
             return self.accelerator.device
-        if device in (None, "auto"):
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device in (None, "auto") or (harness_default and not torch.cuda.is_available()):
+            chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            logger.info("latent_tts: running on %s (pass device=... in --model_args to choose).", chosen)
+            return chosen
         if device.startswith("cuda") and not torch.cuda.is_available():
-            logger.warning("latent_tts: device=%s requested but CUDA is not available; using cpu.", device)
-            return torch.device("cpu")
+            raise LatentTTSArgumentError(
+                f"latent_tts model_args: device={device!r} was requested but CUDA is not available; "
+                "pass device=cpu or leave device out to pick one automatically."
+            )
         try:
             return torch.device(device)
         except (RuntimeError, ValueError) as err:
@@ -317,7 +329,7 @@ class LatentTTSModel(LM):
 
     def _prompt_ids(self, question):
         """Token ids of the backbone's prompt (SPEC), ending with the start marker."""
-        return self.tokenizer(self.model.format_prompt(question))["input_ids"]
+        return self.model.encode_prompt(self.tokenizer, question)
 
     def _latent_steps(self, settings):
         cfg = self.model.config
@@ -380,17 +392,22 @@ class LatentTTSModel(LM):
                     continue
                 job["ids"] = ids
                 ready.append(job)
-            ready.sort(key=lambda j: -len(j["ids"]))  # similar lengths together: less padding
-            start = 0
-            while start < len(ready):
-                size = max(1, int(self._current_batch))
-                chunk = ready[start : start + size]
-                for job, out in zip(chunk, self._run_chunk(chunk, settings)):
-                    results[job["index"]] = out
-                if self._auto_batch:
-                    self.batch_sizes = {0: int(self._current_batch)}
-                start += len(chunk)
-                bar.update(len(chunk))
+            # batches of prompts of one length: no padding, so a question's numbers are the same bits whatever
+            # it is batched with (padding shifts the attention's reductions and changes their rounding)
+            by_length = {}
+            for job in sorted(ready, key=lambda j: -len(j["ids"])):
+                by_length.setdefault(len(job["ids"]), []).append(job)
+            for same_length in by_length.values():
+                start = 0
+                while start < len(same_length):
+                    size = max(1, int(self._current_batch))
+                    chunk = same_length[start : start + size]
+                    for job, out in zip(chunk, self._run_chunk(chunk, settings)):
+                        results[job["index"]] = out
+                    if self._auto_batch:
+                        self.batch_sizes = {0: int(self._current_batch)}
+                    start += len(chunk)
+                    bar.update(len(chunk))
         bar.close()
         for req, text in zip(requests, results):
             self.cache_hook.add_partial("generate_until", req.args, text)
@@ -449,10 +466,6 @@ class LatentTTSModel(LM):
             })
         return ""
 
-    def _seed(self, chunk, settings):
-        text = json.dumps([settings["seed"]] + [j["question"] for j in chunk])
-        return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") & (2**63 - 1)
-
     def _pad(self, chunk):
         pad = self.tokenizer.pad_token_id
         width = max(len(j["ids"]) for j in chunk)
@@ -465,20 +478,28 @@ class LatentTTSModel(LM):
         return ids.to(self._device), mask.to(self._device)
 
     def _generate(self, chunk, settings, split=1):
-        """Aggregated outputs of a chunk; ``split`` > 1 draws the N rollouts in that many smaller calls."""
+        """Aggregated outputs of a chunk; ``split`` > 1 draws the N rollouts in that many smaller calls.
+
+        Sample j of a question is keyed by (seed, its prompt tokens, j) inside
+        ``generate``, so neither the chunk's other questions nor the split
+        change a question's rollouts.
+        """
         n = settings["n"]
         input_ids, attention_mask = self._pad(chunk)
-        generator = torch.Generator(device=self._device).manual_seed(self._seed(chunk, settings))
         if settings["aggregate"] == "beam":
-            return self._beam(chunk, settings, input_ids, attention_mask, generator)
+            return self._beam(chunk, settings, input_ids, attention_mask)
         draws = n if settings["sampling"] is not None else 1
-        if split > 1 and draws > 1:
-            parts = [draws // split + (1 if i < draws % split else 0) for i in range(split)]
-            pieces = [self._rollouts(chunk, settings, input_ids, attention_mask, generator, k) for k in parts if k]
-            merged = [tuple(sum((p[q][i] for p in pieces), []) if pieces[0][q][i] is not None else None
-                            for i in range(3)) for q in range(len(chunk))]
-            return [self._aggregate(job, settings, *m) for job, m in zip(chunk, merged)]
-        per_job = self._rollouts(chunk, settings, input_ids, attention_mask, generator, draws)
+        sizes = [draws // split + (1 if i < draws % split else 0) for i in range(split)] if draws > 1 else [draws]
+        per_job = [([], [] if self.rm is not None else None, []) for _ in chunk]
+        offset = 0
+        for size in (k for k in sizes if k):
+            for q, (texts, scores, lengths) in enumerate(self._rollouts(chunk, settings, input_ids, attention_mask,
+                                                                         size, offset)):
+                per_job[q][0].extend(texts)
+                per_job[q][2].extend(lengths)
+                if scores is not None:
+                    per_job[q][1].extend(scores)
+            offset += size
         results = []
         for job, (cand_texts, cand_scores, cand_lengths) in zip(chunk, per_job):
             if draws != n:  # deterministic: the N rollouts are identical
@@ -487,7 +508,7 @@ class LatentTTSModel(LM):
             results.append(self._aggregate(job, settings, cand_texts, cand_scores, cand_lengths))
         return results
 
-    def _rollouts(self, chunk, settings, input_ids, attention_mask, generator, draws):
+    def _rollouts(self, chunk, settings, input_ids, attention_mask, draws, offset=0):
         """One batched generate call: per question, (answer texts, RM scores or None, latent lengths)."""
         kwargs = dict(
             latent_sampling=settings["sampling"],
@@ -495,7 +516,8 @@ class LatentTTSModel(LM):
             noise_std=settings["noise_std"],
             dropout_scope=settings["dropout_scope"],
             num_return_sequences=draws,
-            generator=generator,
+            sample_offset=offset,
+            seed=settings["seed"],
             max_new_tokens=settings["max_new_tokens"],
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -521,13 +543,13 @@ class LatentTTSModel(LM):
             ))
         return per_job
 
-    def _beam(self, chunk, settings, input_ids, attention_mask, generator):
+    def _beam(self, chunk, settings, input_ids, attention_mask):
         """RM-guided beam search: the B final beams are the candidates, the chosen beam gives the answer."""
         fn = self._beam_search_fn()
         kwargs = dict(
             num_beams=settings["beams"], num_candidates=settings["candidates"],
             latent_sampling=settings["sampling"], dropout_p=settings["dropout_p"], noise_std=settings["noise_std"],
-            dropout_scope=settings["dropout_scope"], generator=generator, max_new_tokens=settings["max_new_tokens"],
+            dropout_scope=settings["dropout_scope"], seed=settings["seed"], max_new_tokens=settings["max_new_tokens"],
             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
         )
         if self.model.dynamic_latent_length:

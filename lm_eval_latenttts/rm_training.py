@@ -282,7 +282,7 @@ def load_rm(init, dtype=torch.float32):
         fields = {k: v for k, v in backbone_config.to_dict().items() if k not in _NOT_COPIED}
         config = config_class(**{k: v for k, v in fields.items() if k in config_class().to_dict() or k.endswith("_id")},
                               num_labels=1)
-        rm = rm_class.from_pretrained(str(folder), config=config, dtype=dtype)
+        rm = rm_class.from_pretrained(str(folder), config=config, dtype=dtype, new_head=True)
         source = "backbone"
     try:
         tokenizer = load_latent_tokenizer(str(folder))

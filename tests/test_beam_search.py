@@ -85,17 +85,14 @@ def test_beam_search_keeps_best_and_counts_compute(setup):
 
 def test_beam_search_step_scores_beat_sampling(setup):
     backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
-    beam = rm_beam_search(
-        backbone, rm, enc.input_ids, enc.attention_mask, num_beams=1, num_candidates=8,
-        latent_sampling="noise", noise_std=1.0, seed=1, max_new_tokens=2,
-    )
-    sampled = backbone.generate(
-        enc.input_ids, enc.attention_mask, latent_sampling="noise", noise_std=1.0, num_return_sequences=8,
-        seed=2, max_new_tokens=2, return_dict_in_generate=True,
-    )
-    first_step = rm.score_rollouts(sampled).step_scores[:, 0].view(3, 8)
-    # step 1 of the beam is the max over 8 candidates: typically above the mean of 8 samples
-    assert bool((beam.beam_step_scores[:, 0, 0] >= first_step.mean(-1)).all())
+    kw = dict(num_beams=1, latent_sampling="noise", noise_std=1.0, seed=1, max_new_tokens=2)
+    best = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, num_candidates=8, **kw)
+    first = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, num_candidates=1, **kw)
+    # candidate k of a step is keyed by (question, step, k): with C=8 the kept step-1 latent is the best of
+    # 8 candidates of which the C=1 search's only one is candidate 0, so its score can only be higher
+    # (up to float rounding: 24 rows and 3 rows go through different matrix kernels)
+    top, only = best.beam_step_scores[:, 0, 0], first.beam_step_scores[:, 0, 0]
+    assert bool((top >= only - 1e-6).all()) and bool((top > only + 1e-3).any())
 
 
 def test_best_of_n_picks_highest_scoring(setup):

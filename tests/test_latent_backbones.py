@@ -126,7 +126,7 @@ def hand_written_rollout(model, prompt_ids, max_new_tokens):
         if kind is ColarLlama:
             if int(model.lm_head(h).argmax()) == model.config.end_marker_id:
                 break
-            z = model.latent_head(h) * model.config.latent_embedding_std
+            z = model.lt_head(h) * model.config.latent_embedding_std
         elif kind is CODIGPT2:
             z = model.projector(h)
         else:
@@ -222,8 +222,9 @@ def test_torch_generator_can_replace_seed(tiny_checkpoints):
     enc = encode(tok, "coconut", QUESTIONS)
     kw = dict(latent_sampling="noise", noise_std=1.0, num_return_sequences=2, max_new_tokens=3, return_dict_in_generate=True)
     a = model.generate(**enc, generator=torch.Generator().manual_seed(3), **kw)
-    b = model.generate(**enc, seed=3, **kw)
-    assert torch.equal(a.latents, b.latents)
+    b = model.generate(**enc, generator=torch.Generator().manual_seed(3), **kw)
+    c = model.generate(**enc, generator=torch.Generator().manual_seed(4), **kw)
+    assert torch.equal(a.latents, b.latents) and not torch.equal(a.latents, c.latents)
 
 
 def test_noise_is_added_to_every_fed_back_latent(tiny_checkpoints):

@@ -63,10 +63,11 @@ def make_checkpoint(folder, kind="coconut", ids_in_config=True, seed=0, n_layer=
     if kind == "colar":
         i = 2 * hidden
         state.update({
-            "latent_head.0.weight": torch.randn(i, hidden) * 0.1, "latent_head.0.bias": torch.zeros(i),
-            "latent_head.2.weight": torch.randn(i, i) * 0.1, "latent_head.2.bias": torch.zeros(i),
-            "latent_head.3.weight": torch.ones(i), "latent_head.3.bias": torch.zeros(i),
-            "latent_head.4.weight": torch.randn(hidden, i) * 0.1, "latent_head.4.bias": torch.zeros(hidden),
+            # the released ColarLlama names (reference LatentHead: fc = Linear, GELU, Linear, LayerNorm; mean)
+            "lt_head.fc.0.weight": torch.randn(i, hidden) * 0.1, "lt_head.fc.0.bias": torch.zeros(i),
+            "lt_head.fc.2.weight": torch.randn(i, i) * 0.1, "lt_head.fc.2.bias": torch.zeros(i),
+            "lt_head.fc.3.weight": torch.ones(i), "lt_head.fc.3.bias": torch.zeros(i),
+            "lt_head.mean.weight": torch.randn(hidden, i) * 0.1, "lt_head.mean.bias": torch.zeros(hidden),
         })
     if kind != "colar":
         state.pop("lm_head.weight", None)  # tied to wte, as GPT-2 checkpoints store it

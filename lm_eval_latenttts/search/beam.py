@@ -17,6 +17,9 @@ Details:
 * The prompt pass runs once per question; its state is repeated to the B
   beams (with ``dropout_scope='all'`` the prompt's dropout draw is shared by
   the beams of a question).
+* Randomness: candidate k (0..B*C-1) of a question at latent step t is keyed
+  by (question key, t, k), so a question's search does not depend on the
+  other questions of the batch (see ``hf_modeling.latent_sampling``).
 * At step 1 all B beams are the same prefix, so the first step draws B*C
   candidates from it.
 * ``select_by='step'`` (default, as in the paper) ranks candidates by the RM
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hf_modeling.latent_generation import batch_invariant_attention
+from hf_modeling.latent_sampling import fold
 from hf_modeling.modeling_latent_rm import REDUCTIONS, reduce_step_scores
 
 SELECT_BY = ("step", "cumulative")
@@ -127,9 +132,11 @@ def rm_beam_search(
         max_latent_length=max_latent_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
     )
+    setup, real_questions = setup.with_ghosts(B * C)
     input_ids, attention_mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
     steps, max_new_tokens = setup.steps, setup.max_new_tokens
     eos_token_id, pad_token_id = setup.eos_token_id, setup.pad_token_id
+    candidate_index = torch.arange(B * C, device=device).repeat(input_ids.shape[0])
 
     Q = input_ids.shape[0]
     rm_device = rm.get_input_embeddings().weight.device
@@ -139,17 +146,18 @@ def rm_beam_search(
     latent_forwards = 0
     rm_rows = 0
     try:
-        with sampler.attached(backbone):
-            state = backbone.prefill(input_ids, attention_mask, sampler).repeat_interleave(B)
+        with sampler.attached(backbone), batch_invariant_attention():
+            state = backbone.prefill(input_ids, attention_mask, sampler, setup.question_keys).repeat_interleave(B)
             rm_state = rm.rm_prefill(input_ids, attention_mask).repeat_interleave(B)
             rows = Q * B
             path_scores = torch.zeros(rows, 0, device=rm_device)
             path_active = torch.zeros(rows, 0, dtype=torch.bool, device=rm_device)
             last_score = torch.zeros(rows, device=rm_device)
-            for _ in range(steps):
+            for t in range(steps):
                 if backbone.dynamic_latent_length and bool(state.stopped.all()):
                     break
                 cand = state.repeat_interleave(C)
+                cand.row_keys = fold(fold(setup.question_keys, t).repeat_interleave(B * C), candidate_index)
                 cand_rm = rm_state.repeat_interleave(C)
                 latent = backbone.latent_step(cand, sampler)
                 active = cand.latent_active[-1].to(rm_device)
@@ -177,7 +185,7 @@ def rm_beam_search(
                 path_scores = cand_scores[index]
                 path_active = cand_active[index]
                 last_score = cand_last[index]
-            answers = backbone.decode_answer(state, max_new_tokens, eos_token_id, pad_token_id)
+            answers = backbone.decode_answer(state, max_new_tokens, eos_token_id, pad_token_id, setup.room(B))
     finally:
         backbone.train(was_training[0])
         rm.train(was_training[1])
@@ -192,15 +200,16 @@ def rm_beam_search(
         latents = torch.stack(state.latents, dim=1).view(Q, B, taken, hidden)
     else:
         latents = state.hidden.new_zeros(Q, B, 0, hidden)
+    real = real_questions  # drop the ghost questions (and their share of the compute counters)
     return BeamSearchResult(
-        answer_ids=beam_answers[torch.arange(Q, device=beam_answers.device), chosen.to(beam_answers.device)],
-        chosen=chosen,
-        beam_answer_ids=beam_answers,
-        beam_scores=beam_scores,
-        beam_step_scores=path_scores.view(Q, B, taken),
-        beam_step_mask=path_active.view(Q, B, taken),
-        beam_latents=latents,
-        latent_forward_passes=latent_forwards,
-        rm_forward_rows=rm_rows,
-        answer_forward_passes=int(answers.shape[0] * answers.shape[1]),
+        answer_ids=beam_answers[torch.arange(real, device=beam_answers.device), chosen[:real].to(beam_answers.device)],
+        chosen=chosen[:real],
+        beam_answer_ids=beam_answers[:real],
+        beam_scores=beam_scores[:real],
+        beam_step_scores=path_scores.view(Q, B, taken)[:real],
+        beam_step_mask=path_active.view(Q, B, taken)[:real],
+        beam_latents=latents[:real],
+        latent_forward_passes=latent_forwards * real // Q,
+        rm_forward_rows=rm_rows * real // Q,
+        answer_forward_passes=int(answers.shape[0] * answers.shape[1]) * real // Q,
     )
