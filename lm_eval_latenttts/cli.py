@@ -82,7 +82,7 @@ def _configure_train_rm(p):
     p.add_argument("--loss", choices=("contrastive", "bce"), default="contrastive",
                    help="step-wise contrastive loss over the N trajectories (SPEC) or BCE on step values")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the training questions")
-    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps, >= 1 (overrides --epochs)")
     p.add_argument("--batch-size", type=int, default=4, help="questions (each with its N trajectories) per micro-batch")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation micro-batches")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW, cosine schedule)")

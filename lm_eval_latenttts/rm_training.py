@@ -337,19 +337,39 @@ class TrainConfig:
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
-    def validate(self):
+    def validate(self) -> None:
+        """Refuse settings that would silently train something else (e.g. ``max_steps=0`` read as "unset")."""
+        def bad(flag, rule, value):
+            return ValueError(f"{flag} must be {rule}; got {value!r}.")
+
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}.")
+            raise bad("--loss", f"one of {', '.join(LOSSES)}", self.loss)
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16; got {self.precision!r}.")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("batch_size and grad_accum must be >= 1.")
+            raise bad("--precision", "fp32 or bf16", self.precision)
+        if not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise bad("--epochs", "> 0", self.epochs)
+        if self.max_steps is not None and self.max_steps < 1:
+            raise bad("--max-steps", ">= 1 (or left out to train for --epochs)", self.max_steps)
+        for flag, value in (("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum)):
+            if value < 1:
+                raise bad(flag, ">= 1", value)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise bad("--lr", "> 0", self.lr)
         if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}.")
+            raise bad("--warmup-ratio", "in [0, 1)", self.warmup_ratio)
+        for flag, value, rule in (("--weight-decay", self.weight_decay, ">= 0"),
+                                  ("--max-grad-norm", self.max_grad_norm, ">= 0 (0: no clipping)"),
+                                  ("--lora-r", self.lora_r, ">= 0 (0: full fine-tuning)"),
+                                  ("--eval-every", self.eval_every, ">= 0 (0: each epoch)"),
+                                  ("--save-every", self.save_every, ">= 0 (0: each epoch)")):
+            if value < 0:
+                raise bad(flag, rule, value)
+        if not 0 <= self.lora_dropout < 1:
+            raise bad("--lora-dropout", "in [0, 1)", self.lora_dropout)
         if not 0 <= self.eval_fraction < 1:
-            raise ValueError(f"eval_fraction must be in [0, 1); got {self.eval_fraction}.")
-        if self.lora_r < 0:
-            raise ValueError("lora_r must be >= 0 (0: full fine-tuning).")
+            raise bad("--eval-fraction", "in [0, 1)", self.eval_fraction)
+        if self.threads is not None and self.threads < 1:
+            raise bad("--threads", ">= 1", self.threads)
 
 
 def split_questions(ids, fraction, seed):
@@ -480,7 +500,7 @@ def train_rm(cfg):
     params = [p for p in rm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.grad_accum))
-    total = cfg.max_steps or max(1, math.ceil(updates_per_epoch * cfg.epochs))
+    total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(updates_per_epoch * cfg.epochs))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total)), total)
     rm, optimizer, scheduler = accelerator.prepare(rm, optimizer, scheduler)
     device = accelerator.device
