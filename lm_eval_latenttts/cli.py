@@ -82,7 +82,7 @@ def _configure_train_rm(p):
     p.add_argument("--loss", choices=("contrastive", "bce"), default="contrastive",
                    help="step-wise contrastive loss over the N trajectories (SPEC) or BCE on step values")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the training questions")
-    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps, >= 1 (overrides --epochs)")
     p.add_argument("--batch-size", type=int, default=4, help="questions (each with its N trajectories) per micro-batch")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation micro-batches")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW, cosine schedule)")
@@ -100,7 +100,10 @@ def _configure_train_rm(p):
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every K optimizer steps (0: each epoch)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every K optimizer steps (0: each epoch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head init, shuffling and the eval split")
-    p.add_argument("--resume", action="store_true", help="continue from the latest OUTPUT_DIR/checkpoints/step-*")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUTPUT_DIR from its latest checkpoint (needs the same arguments)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the checkpoints of an earlier run in OUTPUT_DIR and start again")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the saved RM folder to this Hub repo")
     p.add_argument("--hub-private", action="store_true", help="create the Hub repo as private")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -108,13 +111,13 @@ def _configure_train_rm(p):
 
 
 def _run_train_rm(args):
+    from dataclasses import fields
+
     from lm_eval_latenttts.rm_training import TrainConfig, train_rm
 
-    names = ("annotations", "output_dir", "init", "loss", "epochs", "max_steps", "batch_size", "grad_accum", "lr",
-             "warmup_ratio", "weight_decay", "max_grad_norm", "precision", "lora_r", "lora_alpha", "lora_dropout",
-             "eval_fraction", "eval_annotations", "eval_every", "save_every", "seed", "resume", "push_to_hub",
-             "hub_private", "threads")
-    config = TrainConfig(**{k: getattr(args, k) for k in names}, progress=not args.no_progress)
+    # every option named like a TrainConfig field (so a new field needs only its add_argument)
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    config = TrainConfig(**options, progress=not args.no_progress)
     summary = train_rm(config)
     brief = {k: v for k, v in summary.items() if k not in ("history", "annotation_config", "config")}
     print(json.dumps(brief, indent=2, default=str))

@@ -15,6 +15,11 @@
 * An accelerate loop: AdamW, lr 1e-4, cosine schedule with 10% warm-up,
   gradient accumulation, bf16/fp32, optional LoRA (peft), checkpoints under
   ``OUT/checkpoints/step-*`` that ``resume=True`` continues from.
+* A run record ``OUT/checkpoints/run_config.json`` (run id + every setting the
+  weights depend on, and the annotation's identity) ties the checkpoints to
+  one run: each checkpoint carries the run id, ``resume`` refuses changed
+  settings and another run's checkpoints, pruning deletes only this run's
+  older checkpoints, and a fresh start into a used folder needs ``overwrite``.
 * The final RM is written with ``save_pretrained`` (safetensors + the modeling
   code + ``auto_map``), the tokenizer, ``training_summary.json`` and a model
   card ``README.md``; ``push_to_hub`` uploads that folder.
@@ -22,14 +27,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -39,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 LOSSES = ("contrastive", "bce")
 SUMMARY_FILE = "training_summary.json"
+CHECKPOINTS_DIR = "checkpoints"
+RUN_FILE = "run_config.json"  # the run record, in OUT/checkpoints/
+STATE_FILE = "trainer_state.json"  # in each checkpoint
 
 
 # ------------------------------------------------------------------------------------ losses
@@ -331,25 +342,48 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps; 0: at the end of each epoch
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # delete OUT/checkpoints of an earlier run and start again
     push_to_hub: str | None = None
     hub_private: bool = False
     threads: int | None = None
     progress: bool = True
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # informational only: never read, not recorded
 
-    def validate(self):
+    def validate(self) -> None:
+        """Refuse settings that would silently train something else (e.g. ``max_steps=0`` read as "unset")."""
+        def bad(flag, rule, value):
+            return ValueError(f"{flag} must be {rule}; got {value!r}.")
+
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}.")
+            raise bad("--loss", f"one of {', '.join(LOSSES)}", self.loss)
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16; got {self.precision!r}.")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("batch_size and grad_accum must be >= 1.")
+            raise bad("--precision", "fp32 or bf16", self.precision)
+        if not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise bad("--epochs", "> 0", self.epochs)
+        if self.max_steps is not None and self.max_steps < 1:
+            raise bad("--max-steps", ">= 1 (or left out to train for --epochs)", self.max_steps)
+        for flag, value in (("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum)):
+            if value < 1:
+                raise bad(flag, ">= 1", value)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise bad("--lr", "> 0", self.lr)
         if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}.")
+            raise bad("--warmup-ratio", "in [0, 1)", self.warmup_ratio)
+        for flag, value, rule in (("--weight-decay", self.weight_decay, ">= 0"),
+                                  ("--max-grad-norm", self.max_grad_norm, ">= 0 (0: no clipping)"),
+                                  ("--lora-r", self.lora_r, ">= 0 (0: full fine-tuning)"),
+                                  ("--eval-every", self.eval_every, ">= 0 (0: each epoch)"),
+                                  ("--save-every", self.save_every, ">= 0 (0: each epoch)")):
+            if value < 0:
+                raise bad(flag, rule, value)
+        if not 0 <= self.lora_dropout < 1:
+            raise bad("--lora-dropout", "in [0, 1)", self.lora_dropout)
         if not 0 <= self.eval_fraction < 1:
-            raise ValueError(f"eval_fraction must be in [0, 1); got {self.eval_fraction}.")
-        if self.lora_r < 0:
-            raise ValueError("lora_r must be >= 0 (0: full fine-tuning).")
+            raise bad("--eval-fraction", "in [0, 1)", self.eval_fraction)
+        if self.threads is not None and self.threads < 1:
+            raise bad("--threads", ">= 1", self.threads)
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one.")
 
 
 def split_questions(ids, fraction, seed):
@@ -396,11 +430,6 @@ def _unwrap_rm(model):
     return model
 
 
-def _latest_checkpoint(folder):
-    ckpts = sorted(Path(folder).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
-
-
 def _annotation_backbone(annotations):
     path = Path(annotations) / "annotation_config.json"
     if path.is_file():
@@ -408,8 +437,132 @@ def _annotation_backbone(annotations):
     return {}
 
 
-def train_rm(cfg):
-    """Train a LatentRM as configured; returns the summary dict (also written to OUT)."""
+# ------------------------------------------------------------------- the run and its checkpoints
+# Not recorded: where the run writes or publishes, how fast it runs, and when it checkpoints (resume continues
+# exactly from any checkpoint, so --save-every changes neither the weights nor the history); ``extra`` is
+# never read by training.
+_UNRECORDED = {"output_dir", "resume", "overwrite", "push_to_hub", "hub_private", "threads", "progress", "extra",
+               "save_every"}
+
+
+def _local_path(path):
+    return os.path.abspath(path) if path and os.path.exists(path) else path
+
+
+def run_settings(cfg: TrainConfig, init: str, ann_config: dict, question_ids: list) -> dict:
+    """Everything the trained weights (and the summary's history) depend on: a resumed run must match it."""
+    rec = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _UNRECORDED}
+    rec["init"] = _local_path(str(init))
+    rec["annotations"] = os.path.abspath(cfg.annotations)
+    rec["eval_annotations"] = _local_path(cfg.eval_annotations)
+    rec["annotation_config"] = ann_config
+    rec["eval_annotation_config"] = _annotation_backbone(cfg.eval_annotations) if cfg.eval_annotations else None
+    ids = sorted(int(i) for i in question_ids)
+    rec["annotation_questions"] = {"count": len(ids),
+                                   "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()}
+    return json.loads(json.dumps(rec, default=str))  # as it reads back from the record
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _changed_settings(was: dict, now: dict) -> str:
+    """``"key: was X, now Y; ..."`` for every differing (nested) setting, or "" when they match."""
+    was, now = _flatten(was), _flatten(now)
+    changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+    return "; ".join(f"{k}: was {was.get(k)!r}, now {now.get(k)!r}" for k in changed)
+
+
+def _write_json_atomic(path, obj):
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _step_dirs(ckpt_root):
+    """``step-N`` checkpoint folders, lowest N first."""
+    found = []
+    for p in Path(ckpt_root).glob("step-*"):
+        m = re.fullmatch(r"step-(\d+)", p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def _checkpoint_run_id(path):
+    try:
+        return json.loads((Path(path) / STATE_FILE).read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _run_checkpoints(ckpt_root, run_id):
+    """(this run's checkpoints, lowest step first; checkpoints of any other run)."""
+    own, foreign = [], []
+    for path in _step_dirs(ckpt_root):
+        (own if _checkpoint_run_id(path) == run_id else foreign).append(path)
+    return own, foreign
+
+
+def _open_run(cfg: TrainConfig, ckpt_root: Path, settings: dict, accelerator) -> tuple[str, Path | None]:
+    """Check OUT/checkpoints against this run; returns (run id, checkpoint to resume from or None).
+
+    A run resumes only from its own checkpoints and with its own settings; a fresh start never mixes with
+    an earlier run's checkpoints (they would be resumed from, or would outlive this run's own).
+    """
+    ckpt_root = Path(ckpt_root)
+    record_path = ckpt_root / RUN_FILE
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    steps = _step_dirs(ckpt_root)
+    start_again = ("choose a new --output-dir, or pass --overwrite (without --resume) to delete those checkpoints "
+                   "and start again.")
+    latest = None
+    if cfg.resume and record is not None:
+        changed = _changed_settings(record.get("settings", {}), settings)
+        if changed:
+            raise ValueError(
+                f"{ckpt_root} holds a training run with different settings ({changed}). Resume with the same "
+                f"arguments, or {start_again}"
+            )
+        own, foreign = _run_checkpoints(ckpt_root, record["run_id"])
+        if foreign:
+            raise ValueError(
+                f"{ckpt_root} holds checkpoints that the run recorded in {RUN_FILE} (run id {record['run_id']}) "
+                f"did not write: {', '.join(p.name for p in foreign)}. Move them away, or {start_again}"
+            )
+        latest = own[-1] if own else None
+    elif cfg.resume and steps:
+        raise ValueError(
+            f"{ckpt_root} holds checkpoints without a {RUN_FILE} run record (written by an older version), so "
+            f"they cannot be matched to these settings. Use the older version to resume them, or {start_again}"
+        )
+    elif not cfg.resume and not cfg.overwrite and (record is not None or steps):
+        raise ValueError(
+            f"{ckpt_root} holds the checkpoints of an earlier training run. Pass --resume to continue that run, "
+            "choose a new --output-dir, or pass --overwrite to delete those checkpoints and start again."
+        )
+    accelerator.wait_for_everyone()  # every process has checked before the main one changes anything
+    if accelerator.is_main_process and (record is None or not cfg.resume):  # a new run, in an emptied folder
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+        ckpt_root.mkdir(parents=True)
+        _write_json_atomic(record_path, {"run_id": uuid.uuid4().hex, "settings": settings})
+    accelerator.wait_for_everyone()
+    return json.loads(record_path.read_text())["run_id"], latest
+
+
+def train_rm(cfg: TrainConfig) -> dict:
+    """Train a LatentRM as configured; returns the summary dict (also written to OUT).
+
+    ``cfg.resume`` continues the run recorded in OUT/checkpoints (same settings only); a fresh start into a
+    folder holding an earlier run needs ``cfg.overwrite`` (see ``_open_run``).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -435,6 +588,8 @@ def train_rm(cfg):
 
     accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
                               gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+    ckpt_root = out / CHECKPOINTS_DIR
+    run_id, latest = _open_run(cfg, ckpt_root, run_settings(cfg, init, ann_config, ds["question_id"]), accelerator)
     set_seed(cfg.seed)
     rm, tokenizer, source = load_rm(init)
     hidden = len(next(lat for lat in ds[0]["latents"] if lat)[0])
@@ -480,22 +635,19 @@ def train_rm(cfg):
     params = [p for p in rm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.grad_accum))
-    total = cfg.max_steps or max(1, math.ceil(updates_per_epoch * cfg.epochs))
+    total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(updates_per_epoch * cfg.epochs))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total)), total)
     rm, optimizer, scheduler = accelerator.prepare(rm, optimizer, scheduler)
     device = accelerator.device
 
-    ckpt_root = out / "checkpoints"
     step, epoch, start_batch, history = 0, 0, 0, []
-    if cfg.resume:
-        latest = _latest_checkpoint(ckpt_root)
-        if latest is None:
-            logger.warning("--resume: no checkpoint under %s; starting from scratch.", ckpt_root)
-        else:
-            accelerator.load_state(str(latest))
-            state = json.loads((latest / "trainer_state.json").read_text())
-            step, epoch, start_batch, history = state["step"], state["epoch"], state["batch"], state["history"]
-            logger.info("Resumed from %s (step %d).", latest, step)
+    if cfg.resume and latest is None:
+        logger.warning("--resume: no checkpoint under %s; starting from scratch.", ckpt_root)
+    elif latest is not None:
+        accelerator.load_state(str(latest))
+        state = json.loads((latest / STATE_FILE).read_text())
+        step, epoch, start_batch, history = state["step"], state["epoch"], state["batch"], state["history"]
+        logger.info("Resumed from %s (step %d).", latest, step)
 
     def save_checkpoint(at_epoch, at_batch):
         path = ckpt_root / f"step-{step}"
@@ -504,11 +656,11 @@ def train_rm(cfg):
             shutil.rmtree(tmp, ignore_errors=True)
         accelerator.save_state(str(tmp))
         if accelerator.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps(
-                {"step": step, "epoch": at_epoch, "batch": at_batch, "history": history}))
+            (tmp / STATE_FILE).write_text(json.dumps(
+                {"run_id": run_id, "step": step, "epoch": at_epoch, "batch": at_batch, "history": history}))
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp, path)
-            for old in sorted(ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
+            for old in _run_checkpoints(ckpt_root, run_id)[0][:-2]:  # never another run's
                 shutil.rmtree(old, ignore_errors=True)
 
     metrics_start = None
@@ -566,6 +718,7 @@ def train_rm(cfg):
     final_metrics = next((h for h in reversed(history) if "eval_recall_at_1" in h), {})
     train_losses = [h["loss"] for h in history if "loss" in h]
     summary = {
+        "run_id": run_id,
         "init": str(init),
         "init_kind": source,
         "annotations": os.path.abspath(cfg.annotations),
@@ -629,6 +782,7 @@ __all__ = [
     "evaluate",
     "load_rm",
     "push_to_hub",
+    "run_settings",
     "save_rm",
     "split_questions",
     "step_scores",

@@ -1,0 +1,137 @@
+"""train-rm resumes only its own run: changed settings, a second run into a used folder, another run's
+checkpoints and settings that would silently train something else are refused (tiny models, few steps)."""
+
+import json
+import shutil
+
+import pytest
+from safetensors.torch import load_file
+from test_rm_training import _write_annotation, backbone_dir  # noqa: F401 (backbone_dir is a fixture)
+
+from lm_eval_latenttts import cli
+from lm_eval_latenttts.rm_training import RUN_FILE, TrainConfig, train_rm
+
+
+@pytest.fixture(scope="module")
+def annotation(backbone_dir, tmp_path_factory):  # noqa: F811
+    return _write_annotation(tmp_path_factory.mktemp("ann") / "ann", backbone_dir, questions=10)
+
+
+def _config(annotation, out, **kw):
+    settings = dict(annotations=str(annotation), output_dir=str(out), max_steps=2, batch_size=2, lr=1e-3,
+                    eval_fraction=0.2, save_every=1, progress=False)
+    return TrainConfig(**{**settings, **kw})
+
+
+def _weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _assert_same_weights(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not (wa[k] == wb[k]).all()]
+    assert not different, f"weights differ: {different}"
+
+
+def _steps(out):
+    return sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+
+
+def test_resume_refuses_changed_settings(annotation, tmp_path):
+    out = tmp_path / "rm"
+    train_rm(_config(annotation, out))
+    record = (out / "checkpoints" / RUN_FILE).read_text()
+
+    with pytest.raises(ValueError) as err:
+        train_rm(_config(annotation, out, resume=True, lr=2e-3))
+    message = str(err.value)
+    assert "lr: was 0.001, now 0.002" in message
+    assert "same arguments" in message and "--output-dir" in message and "--overwrite" in message
+
+    with pytest.raises(ValueError) as err:
+        train_rm(_config(annotation, out, resume=True, loss="bce", batch_size=4, max_steps=3))
+    message = str(err.value)
+    for change in ("loss: was 'contrastive', now 'bce'", "batch_size: was 2, now 4", "max_steps: was 2, now 3"):
+        assert change in message
+    assert "lr:" not in message  # only what changed
+
+    # the annotation folder's identity is part of the run
+    changed = tmp_path / "changed-ann"
+    shutil.copytree(annotation, changed)
+    config = json.loads((changed / "annotation_config.json").read_text())
+    (changed / "annotation_config.json").write_text(json.dumps({**config, "dropout_p": 0.2}))
+    with pytest.raises(ValueError, match=r"annotation_config\.dropout_p: was 0\.1, now 0\.2"):
+        train_rm(_config(changed, out, resume=True))
+
+    # refusals leave the run as it was, and the same arguments still resume it
+    assert (out / "checkpoints" / RUN_FILE).read_text() == record
+    assert _steps(out) == ["step-1", "step-2"]
+    assert train_rm(_config(annotation, out, resume=True))["optimizer_steps"] == 2
+
+
+def test_second_shorter_run_needs_overwrite_and_keeps_its_own_model(annotation, tmp_path):
+    out, reference = tmp_path / "rm", tmp_path / "reference"
+    first = train_rm(_config(annotation, out, max_steps=4))
+    assert first["optimizer_steps"] == 4 and _steps(out) == ["step-3", "step-4"]
+
+    with pytest.raises(ValueError) as err:
+        train_rm(_config(annotation, out, max_steps=2))
+    message = str(err.value)
+    assert str(out / "checkpoints") in message
+    assert "--resume" in message and "--output-dir" in message and "--overwrite" in message
+    assert _steps(out) == ["step-3", "step-4"]  # refused before touching anything
+
+    second = train_rm(_config(annotation, out, max_steps=2, overwrite=True))
+    train_rm(_config(annotation, reference, max_steps=2))
+    _assert_same_weights(out, reference)
+    assert second["optimizer_steps"] == 2 and second["run_id"] != first["run_id"]
+    assert json.loads((out / "training_summary.json").read_text())["optimizer_steps"] == 2
+    assert _steps(out) == ["step-1", "step-2"]  # its own checkpoints survive, the first run's are gone
+
+    # resuming hands back the second run's model, not the first run's longer one
+    resumed = train_rm(_config(annotation, out, max_steps=2, resume=True))
+    assert resumed["optimizer_steps"] == 2 and resumed["run_id"] == second["run_id"]
+    _assert_same_weights(out, reference)
+
+
+def test_interrupted_run_resumes_its_own_checkpoint_to_the_same_weights(annotation, tmp_path):
+    # 8 training questions, 2 per batch: 4 steps an epoch, so step 3 and step 6 are mid-epoch
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train_rm(_config(annotation, whole, max_steps=6, save_every=3))
+    train_rm(_config(annotation, killed, max_steps=6, save_every=3))
+    run_id = json.loads((killed / "checkpoints" / RUN_FILE).read_text())["run_id"]
+    for step in ("step-3", "step-6"):
+        assert json.loads((killed / "checkpoints" / step / "trainer_state.json").read_text())["run_id"] == run_id
+
+    # killed after step 6 was taken... by another run: a checkpoint this run did not write is refused
+    shutil.rmtree(killed / "checkpoints" / "step-6")
+    shutil.copytree(whole / "checkpoints" / "step-6", killed / "checkpoints" / "step-6")
+    with pytest.raises(ValueError, match="did not write: step-6"):
+        train_rm(_config(annotation, killed, max_steps=6, save_every=3, resume=True))
+
+    # killed before step 6: resumes mid-epoch from step 3 and ends where the uninterrupted run did
+    shutil.rmtree(killed / "checkpoints" / "step-6")
+    resumed = train_rm(_config(annotation, killed, max_steps=6, save_every=3, resume=True))
+    assert resumed["optimizer_steps"] == 6
+    _assert_same_weights(killed, whole)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-steps", "0"], "--max-steps must be >= 1 (or left out to train for --epochs); got 0."),
+    (["--max-steps", "-3"], "--max-steps must be >= 1 (or left out to train for --epochs); got -3."),
+    (["--epochs", "0"], "--epochs must be > 0; got 0.0."),
+    (["--epochs", "-1"], "--epochs must be > 0; got -1.0."),
+    (["--lr", "0"], "--lr must be > 0; got 0.0."),
+    (["--lr", "-0.001"], "--lr must be > 0; got -0.001."),
+    (["--batch-size", "0"], "--batch-size must be >= 1; got 0."),
+    (["--grad-accum", "0"], "--grad-accum must be >= 1; got 0."),
+    (["--resume", "--overwrite"], "--resume continues the run in --output-dir and --overwrite deletes it"),
+])
+def test_cli_refuses_settings_that_would_train_something_else(annotation, tmp_path, capsys, args, message):
+    out = tmp_path / "rm"
+    code = cli.main(["train-rm", "--annotations", str(annotation), "--output-dir", str(out), "--threads", "1",
+                     "--no-progress", *args])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert not out.exists()
