@@ -84,12 +84,11 @@ class Question:
 
 
 def _excerpt(value: Any) -> str:
-    """A one-line, bounded rendering of a row for error messages."""
+    """A one-line (JSON escapes newlines), bounded rendering of a row for error messages."""
     try:
         text = json.dumps(value, ensure_ascii=False, default=repr)
     except (TypeError, ValueError):
         text = repr(value)
-    text = " ".join(text.split())
     return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 3] + "..."
 
 
@@ -181,7 +180,7 @@ def validate_rows(
     if bad:
         index, row, err = bad[0]
         logger.warning(
-            "%s: skipped %d of %d rows (bad question or gold answer); %d questions remain. First skipped: row %d: %s.",
+            "%s: skipped %d of %d rows (bad question or gold answer), kept %d. First skipped: row %d: %s.",
             source, len(bad), total, len(good), index, err,
         )
     return good
