@@ -126,7 +126,7 @@ def gold_answer(value: Any) -> str:
         if not text:
             raise ValueError("the gold answer is empty" + (" after '####'" if "####" in value else ""))
     else:
-        raise ValueError(f"the gold answer is a {type(value).__name__}, not a number")
+        raise ValueError(f"the gold answer is not a number ({type(value).__name__})")
     if normalize_number(text) is None:
         raise ValueError(f"the gold answer {text!r} is not a number")
     return text
@@ -135,10 +135,10 @@ def gold_answer(value: Any) -> str:
 def parse_row(row: Any, index: int) -> Question:
     """One raw row -> :class:`Question`; ValueError saying what is wrong with it."""
     if not isinstance(row, Mapping):
-        raise ValueError(f"it is a JSON {type(row).__name__}, not an object with a question and an answer")
+        raise ValueError(f"the row is not an object with a question and an answer ({type(row).__name__})")
     question = _first_field(row, QUESTION_KEYS, "question")
     if not isinstance(question, str):
-        raise ValueError(f"the question is a {type(question).__name__}, not text")
+        raise ValueError(f"the question is not text ({type(question).__name__})")
     if not question.strip():
         raise ValueError("the question is empty")
     answer = gold_answer(_first_field(row, ANSWER_KEYS, "gold answer"))
