@@ -46,6 +46,7 @@ __all__ = [
     "gold_answer",
     "parse_row",
     "validate_rows",
+    "resolve_path",
     "read_questions",
 ]
 
@@ -230,6 +231,11 @@ def _raw_rows(path: Path) -> list[Any]:
     raise QuestionFileError(f"{path} holds a JSON {type(data).__name__}; expected {_LAYOUT}.")
 
 
+def resolve_path(path: str | os.PathLike) -> Path:
+    """The absolute path a question file setting means (``~`` expanded, relative to the current directory)."""
+    return Path(os.path.expanduser(os.fspath(path))).resolve()
+
+
 def read_questions(
     path: str | os.PathLike, *, skip_bad_rows: bool = False, skip_option: str = DEFAULT_SKIP_OPTION
 ) -> list[Question]:
@@ -239,7 +245,7 @@ def read_questions(
     messages name the absolute path.  A missing file raises FileNotFoundError,
     anything else unusable :class:`QuestionFileError`.
     """
-    path = Path(os.path.expanduser(os.fspath(path))).resolve()
+    path = resolve_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Question file {path} does not exist; expected {_LAYOUT}.")
     return validate_rows(_raw_rows(path), str(path), skip_bad_rows=skip_bad_rows, skip_option=skip_option)

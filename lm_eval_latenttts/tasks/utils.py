@@ -42,10 +42,9 @@ k = 1, 2, 4, ... <= N (unbiased estimator).
 import json
 import logging
 import os
-from pathlib import Path
 
 from lm_eval_latenttts import defaults
-from lm_eval_latenttts.questions import Question, read_questions, validate_rows
+from lm_eval_latenttts.questions import Question, read_questions, resolve_path, validate_rows
 
 # under "lm_eval": the only logger hierarchy lm-eval's CLI prints at INFO
 logger = logging.getLogger("lm_eval.latent_tts.tasks")
@@ -94,7 +93,7 @@ def _data_file(name, metadata):
     for value, where in ((metadata.get(f"latent_{name}_data"), f"--metadata latent_{name}_data"),
                          (os.environ.get(env), env)):
         if value:
-            return Path(os.path.expanduser(os.fspath(value))).resolve(), where
+            return resolve_path(value), where
     if name == "arith":
         if not SHIPPED_ARITH.is_file():
             raise FileNotFoundError(
