@@ -27,14 +27,15 @@ import torch
 
 from hf_modeling import AutoLatentModel, load_latent_tokenizer
 from lm_eval_latenttts.aggregation import answers_equal, best_of_n, extract_answer, majority_vote, weighted_vote
+from lm_eval_latenttts.questions import read_questions
 from lm_eval_latenttts.search import rm_beam_search
 
 METRICS = ("coverage", "single", "majority", "best_of_n", "weighted", "beam")
 
 
 def load_questions(path, limit):
-    text = Path(path).read_text()
-    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
+    """The first ``limit`` (0: all) ``{question, answer}`` docs; bad rows stop the report instead of scoring zero."""
+    rows = [q.as_doc() for q in read_questions(path)]
     return rows[:limit] if limit else rows
 
 

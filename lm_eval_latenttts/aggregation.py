@@ -8,6 +8,12 @@ Pure Python (no torch).  Conventions used throughout:
 * Two answers are equal when both parse as numbers and the numbers are equal
   (``"1,234" == "1234.0"``, ``"-3" == "-3.00"``, ``"1/2" == "0.5"``);
   otherwise when their whitespace-collapsed, case-folded strings are equal.
+* A comma is a thousands separator and nothing else: ``"1,234,567.5"`` is a
+  number, ``"1,2,3"`` and ``"12,34"`` are not (so they never equal ``123`` or
+  ``1234``).  The Unicode minus sign (U+2212) reads as ``-``.
+* NaN and infinities (floats or strings such as ``"nan"``, ``"-Inf"``) are
+  never equal to anything, not even themselves: a model that prints ``nan``
+  must not match a gold ``nan`` by accident.
 * Ties are broken deterministically by the earliest first occurrence among the
   N answers (index order), for every aggregation here.
 """
@@ -31,7 +37,13 @@ __all__ = [
     "pass_at_k",
 ]
 
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+UNICODE_MINUS = "\u2212"
+# a number in free text: digits with optional thousands groups ("1,234") and decimals; a comma that does not
+# start a group of exactly three digits ends the number ("1,2,3" is three numbers)
+_NUMBER_RE = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|[-\u2212]?\.\d+")
+# a whole answer that is a number: optional sign, digits (thousands groups allowed), decimals, exponent, /denominator
+_NUMERIC_ANSWER_RE = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:/\d+)?")
+_NON_FINITE = {"nan", "inf", "infinity"}
 _BACKBONES = ("coconut", "codi", "colar")
 
 
@@ -55,7 +67,8 @@ def extract_answer(text, backbone):
     """The answer string in a decoded answer ``text``, or ``None`` if there is none.
 
     * COCONUT: the text after the last ``#`` (``"### 18"`` -> ``"18"``), first line, stripped.
-    * CODI: the last number in the text (commas removed: ``"1,234"`` -> ``"1234"``).
+    * CODI: the last number in the text (thousands commas removed: ``"1,234"`` -> ``"1234"``;
+      ``"1,2,3"`` ends with the number ``"3"``; U+2212 becomes ``-``).
     * CoLaR: the text after the last ``Answer:``, first line, stripped.
 
     ``backbone`` is ``"coconut"``, ``"codi"`` or ``"colar"`` (case-insensitive;
@@ -70,7 +83,7 @@ def extract_answer(text, backbone):
         found = _NUMBER_RE.findall(text)
         if not found:
             return None
-        return found[-1].replace(",", "")
+        return found[-1].replace(",", "").replace(UNICODE_MINUS, "-")
     marker = "#" if kind == "coconut" else "Answer:"
     if marker not in text:
         return None
@@ -82,7 +95,9 @@ def extract_answer(text, backbone):
 def normalize_number(answer):
     """The answer as an exact number (``int`` if integral, else ``Fraction``), or ``None`` if it is not one.
 
-    Accepts ``"1,234"``, ``"1234.0"``, ``"-3"``, ``"$12"``, ``"12."``, ``"3/4"``, ``"1e3"``, ints and floats.
+    Accepts ``"1,234"``, ``"1,234,567.5"``, ``"1234.0"``, ``"-3"``, ``"\u22123"``, ``"$12"``, ``"12."``,
+    ``"3/4"``, ``"1e3"``, ints and floats.  Rejects commas that are not thousands separators (``"1,2,3"``,
+    ``"12,34"``), NaN and infinities.
     """
     if answer is None or isinstance(answer, bool):
         return None
@@ -91,23 +106,32 @@ def normalize_number(answer):
             return None
         try:
             value = Fraction(answer)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
     else:
-        s = str(answer).strip().replace(",", "").replace(" ", "")
+        s = str(answer).strip().replace(" ", "").replace(UNICODE_MINUS, "-")
         s = s.lstrip("$").rstrip(".").rstrip("%")
-        if not s or not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(/\d+)?", s):
+        if not s or not _NUMERIC_ANSWER_RE.fullmatch(s):
             return None
         try:
-            value = Fraction(s)
+            value = Fraction(s.replace(",", ""))
         except (ValueError, ZeroDivisionError):
             return None
     return int(value) if value.denominator == 1 else value
 
 
+def _is_non_finite(answer):
+    """True for NaN / infinity as a float or as text (``"nan"``, ``"-Inf"``, ``"\u2212infinity"``)."""
+    text = str(answer).strip().casefold().lstrip("+-" + UNICODE_MINUS)
+    return text in _NON_FINITE
+
+
 def answer_key(answer):
-    """A hashable canonical form: the number for numeric answers, else the collapsed lower-case string; None stays None."""
-    if answer is None:
+    """A hashable canonical form: the number for numeric answers, else the collapsed lower-case string.
+
+    ``None`` for no answer and for NaN / infinities, so that they never equal anything and never win a vote.
+    """
+    if answer is None or _is_non_finite(answer):
         return None
     number = normalize_number(answer)
     if number is not None:

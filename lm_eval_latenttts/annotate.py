@@ -47,6 +47,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from lm_eval_latenttts.questions import read_questions
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "annotation_config.json"
@@ -96,43 +98,19 @@ def features():
 
 
 # ----------------------------------------------------------------------------------- data
-def load_questions(path, limit=None):
-    """Questions from a JSON list or JSONL file of ``{question, answer[, steps]}`` objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Question file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
-    items = None
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err}).") from err
-    else:
-        items = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON lines ({err}).") from err
-    if not isinstance(items, list) or not items:
-        raise ValueError(f"{path}: expected a non-empty list of {{question, answer}} objects.")
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or "question" not in item or "answer" not in item:
-            raise ValueError(
-                f"{path}: item {i} is not an object with 'question' and 'answer' fields (GSM8K JSON layout)."
-            )
-        gold = str(item["answer"])
-        if "####" in gold:  # raw GSM8K answer field: rationale then '#### 72'
-            gold = gold.rsplit("####", 1)[1]
-        out.append({"question_id": i, "question": str(item["question"]), "gold": gold.strip()})
-    if limit is not None:
-        out = out[: int(limit)]
-    return out
+SKIP_OPTION = "--skip-bad-rows (AnnotateConfig(skip_bad_rows=True))"
+
+
+def load_questions(path, limit=None, skip_bad_rows=False):
+    """``{question_id, question, gold}`` per question of a file read by :mod:`lm_eval_latenttts.questions`.
+
+    ``question_id`` is the row's index in the file (stable when bad rows are
+    skipped); ``limit`` keeps the first ``limit`` questions.  Bad rows raise
+    :class:`~lm_eval_latenttts.questions.QuestionFileError` unless ``skip_bad_rows``.
+    """
+    questions = read_questions(path, skip_bad_rows=skip_bad_rows, skip_option=SKIP_OPTION)
+    out = [{"question_id": q.index, "question": q.question, "gold": q.answer} for q in questions]
+    return out if limit is None else out[: int(limit)]
 
 
 def backbone_kind(model):
@@ -165,6 +143,7 @@ class AnnotateConfig:
     latent_length: int | None = None  # default: the model config's
     limit: int | None = None  # first `limit` questions of the file
     keep_all: bool = False  # keep questions whose N trajectories are all right / all wrong
+    skip_bad_rows: bool = False  # drop (and count) rows without a question or a numeric gold answer
     max_batch_rows: int = 1024  # continuation rows per forward pass
     dtype: str = "float32"
     # not recorded (do not change the result)
@@ -485,7 +464,7 @@ def annotate(config, *, model=None, tokenizer=None, on_question_done=None):
     if config.threads:
         torch.set_num_threads(int(config.threads))
     out_dir = Path(config.output_dir)
-    questions = load_questions(config.data, config.limit)
+    questions = load_questions(config.data, config.limit, skip_bad_rows=config.skip_bad_rows)
     _check_or_write_config(out_dir, config.recorded(), rank == 0, wait)
     _clean_tmp(out_dir, rank)
     done = done_question_ids(out_dir)

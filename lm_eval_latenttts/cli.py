@@ -48,6 +48,9 @@ def _configure_annotate(p):
     p.add_argument("--limit", type=int, default=None, help="annotate only the first LIMIT questions of the file")
     p.add_argument("--keep-all", action="store_true",
                    help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip (and count in a warning) rows of --data without a question or a numeric gold answer; "
+                        "by default such a row is an error")
     p.add_argument("--max-batch-rows", type=int, default=1024, help="continuation rows per forward pass")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="model dtype")
     p.add_argument("--shard-size", type=int, default=50, help="questions per written shard")
@@ -64,7 +67,7 @@ def _run_annotate(args):
         sampling=args.sampling, dropout_p=args.dropout_p if args.sampling == "dropout" else 0.0,
         noise_std=args.noise_std if args.sampling == "noise" else 0.0, seed=args.seed,
         max_new_tokens=args.max_new_tokens, latent_length=args.latent_length, limit=args.limit,
-        keep_all=args.keep_all, max_batch_rows=args.max_batch_rows, dtype=args.dtype,
+        keep_all=args.keep_all, skip_bad_rows=args.skip_bad_rows, max_batch_rows=args.max_batch_rows, dtype=args.dtype,
         shard_size=args.shard_size, threads=args.threads, progress=not args.no_progress,
     )
     stats = annotate(config)

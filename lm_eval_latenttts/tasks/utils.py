@@ -13,14 +13,23 @@ latent_arith       shipped ``lm_eval_latenttts/data/arith_test.json`` (no downlo
 =================  ==========================================  ==========================
 
 A local file is a JSON list of objects (or JSONL, one object a line) with a
-``question`` (or ``input``) and an ``answer`` (GSM8K's ``... #### 18`` is
-reduced to ``18``; ``target`` / ``final_ans`` are accepted too): e.g. the
+``question`` and a numeric gold ``answer`` in any layout that
+:mod:`lm_eval_latenttts.questions` reads (GSM8K's ``... #### 18`` is reduced
+to ``18``; ``input`` / ``target`` / ``final_ans`` are accepted too): e.g. the
 checkpoints' JSON layout ``{"question", "answer", "steps"}``.  Point a task at
 one with the environment variable above or with
-``--metadata '{"latent_gsm8k_data": "/path/file.json"}'`` (key ``<task>_data``).
-Relative paths are resolved against the current directory when the task loads;
-the shipped split is found from this file's location, so the working
-directory never matters for it.
+``--metadata '{"latent_gsm8k_data": "/path/file.json"}'`` (key ``latent_<task>_data``);
+the file read and the setting that chose it are logged at INFO (shown by
+lm-eval's default log level).  Relative paths are resolved against the current
+directory when the task loads; the shipped split is found from this file's
+location, so the working directory never matters for it.
+
+Rows with no question or a gold answer that is not a number (local or Hub)
+stop the run with an error naming the file and row: scoring them would
+report silent zeros.  To drop such rows instead (with a warning giving the
+count), pass ``--metadata '{"latent_skip_bad_rows": true}'`` or set
+``LATENT_TTS_SKIP_BAD_ROWS=1``.  Gold answers are kept as written
+(``"1,234"``); numbers are compared as numbers when scoring.
 
 ``process_results`` reads the JSON payload that ``LatentTTSModel`` returns for
 ``latent_*`` tasks (every candidate's extracted answer, RM score, the chosen
@@ -33,11 +42,12 @@ k = 1, 2, 4, ... <= N (unbiased estimator).
 import json
 import logging
 import os
-from pathlib import Path
 
 from lm_eval_latenttts import defaults
+from lm_eval_latenttts.questions import Question, read_questions, resolve_path, validate_rows
 
-logger = logging.getLogger("lm_eval_latenttts.tasks")
+# under "lm_eval": the only logger hierarchy lm-eval's CLI prints at INFO
+logger = logging.getLogger("lm_eval.latent_tts.tasks")
 
 SHIPPED_ARITH = defaults.ARITH_TEST
 
@@ -47,83 +57,60 @@ HUB_SOURCES = {
     "multiarith": ("ChilleD/MultiArith", None, "test"),
 }
 
+SKIP_KEY = "latent_skip_bad_rows"
+SKIP_ENV = "LATENT_TTS_SKIP_BAD_ROWS"
+SKIP_OPTION = f"--metadata '{{\"{SKIP_KEY}\": true}}' or {SKIP_ENV}=1"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
 
 # --------------------------------------------------------------------------- data
-def _format_number(value):
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def _skip_requested(metadata):
+    """Whether to drop bad rows: ``--metadata latent_skip_bad_rows`` if given, else ``LATENT_TTS_SKIP_BAD_ROWS``."""
+    for value, where in ((metadata.get(SKIP_KEY), f"--metadata {SKIP_KEY}"), (os.environ.get(SKIP_ENV), SKIP_ENV)):
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"{where}={value!r}: expected true or false (1 or 0).")
+    return False
 
 
-def normalize_doc(raw):
-    """A raw record (any of the supported layouts) -> ``{"question", "answer"}``."""
-    question = raw.get("question", raw.get("input", raw.get("Question")))
-    answer = None
-    for key in ("answer", "target", "final_ans", "Answer", "label"):
-        if key in raw and raw[key] is not None:
-            answer = raw[key]
-            break
-    if isinstance(answer, (int, float)):
-        answer = _format_number(answer)
-    answer = "" if answer is None else str(answer)
-    if "####" in answer:
-        answer = answer.rsplit("####", 1)[1]
-    answer = answer.strip().replace(",", "")
-    return {"question": "" if question is None else str(question).strip(), "answer": answer}
-
-
-def read_local(path):
-    """Documents from a local JSON list / JSONL file."""
-    path = Path(os.path.expanduser(os.fspath(path))).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"latent_tts task data file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        records = json.loads(text)
-    elif stripped.startswith("{") and path.suffix != ".jsonl":
-        try:
-            obj = json.loads(text)
-            records = obj.get("data") or obj.get("test") or [obj] if isinstance(obj, dict) else obj
-        except json.JSONDecodeError:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise ValueError(f"{path}: expected a JSON list of objects (or JSONL), each with a question and an answer.")
-    return [normalize_doc(r) for r in records]
-
-
-def _as_dataset(docs):
+def _as_dataset(questions: list[Question]):
     import datasets
 
+    # lm-eval shows the question as is; surrounding whitespace is not part of it
+    docs = [{"question": q.question.strip(), "answer": q.answer} for q in questions]
     features = datasets.Features({"question": datasets.Value("string"), "answer": datasets.Value("string")})
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs, features=features)})
 
 
-def _local_override(name, metadata):
+def _data_file(name, metadata):
+    """``(absolute path, the setting that chose it)`` of a local file to read, or None for the Hub dataset."""
     env = f"LATENT_TTS_DATA_{name.upper()}"
     for value, where in ((metadata.get(f"latent_{name}_data"), f"--metadata latent_{name}_data"),
                          (os.environ.get(env), env)):
         if value:
-            logger.info("latent_%s: reading documents from %s (%s)", name, value, where)
-            return value
-    return None
-
-
-def _load(name, metadata):
-    local = _local_override(name, metadata)
-    if local:
-        return _as_dataset(read_local(local))
+            return resolve_path(value), where
     if name == "arith":
         if not SHIPPED_ARITH.is_file():
             raise FileNotFoundError(
                 f"The shipped arithmetic test split {SHIPPED_ARITH} is missing from the installation; "
                 "reinstall lm-eval-latenttts or set LATENT_TTS_DATA_ARITH=/path/arith_test.json."
             )
-        return _as_dataset(read_local(SHIPPED_ARITH))
+        return SHIPPED_ARITH, "the shipped test split; LATENT_TTS_DATA_ARITH to change"
+    return None
+
+
+def _load(name, metadata):
+    skip = _skip_requested(metadata)
+    local = _data_file(name, metadata)
+    if local:
+        path, where = local
+        logger.info("latent_%s: reading questions from %s (%s)", name, path, where)
+        return _as_dataset(read_questions(path, skip_bad_rows=skip, skip_option=SKIP_OPTION))
     import datasets
 
     path, config, split = HUB_SOURCES[name]
@@ -135,7 +122,8 @@ def _load(name, metadata):
             f"point the task at a local file: LATENT_TTS_DATA_{name.upper()}=/path/file.json (a JSON list of "
             "{\"question\", \"answer\"} objects) or --metadata '{\"latent_" + name + "_data\": \"/path/file.json\"}'."
         ) from err
-    return _as_dataset([normalize_doc(r) for r in raw])
+    source = f"the Hub dataset {path} ({config + ', ' if config else ''}{split} split)"
+    return _as_dataset(validate_rows(raw, source, skip_bad_rows=skip, skip_option=SKIP_OPTION))
 
 
 def load_gsm8k(**metadata):
