@@ -50,7 +50,7 @@ __all__ = [
     "read_questions",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("lm_eval.latent_tts.questions")  # shown at lm-eval's default level
 
 QUESTION_KEYS = ("question", "input", "Question")
 ANSWER_KEYS = ("answer", "target", "final_ans", "Answer", "label")

@@ -175,7 +175,7 @@ def test_local_file_override_and_layouts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LATENT_TTS_DATA_MULTIARITH", "d.jsonl")
     docs = list(task_utils.load_multiarith()["test"])
-    assert docs == [{"question": "a", "answer": "1234"}, {"question": "b", "answer": "5"},
+    assert docs == [{"question": "a", "answer": "1,234"}, {"question": "b", "answer": "5"},
                     {"question": "c", "answer": "7"}]
     docs = list(task_utils.load_gsm_hard(latent_gsm_hard_data=str(path))["test"])  # --metadata route
     assert len(docs) == 3

@@ -11,6 +11,7 @@ from transformers import AutoModel, AutoModelForTokenClassification, GPT2Config,
 import hf_modeling
 from hf_modeling import AutoLatentModel, load_latent_tokenizer
 from hf_modeling.configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
+from hf_modeling.latent_generation import ghost_questions
 from hf_modeling.modeling_latent_rm import (
     COCONUTGPT2ForTokenClassification,
     LatentRMLlamaForTokenClassification,
@@ -97,8 +98,9 @@ def test_score_rollouts_matches_full_forward_and_shares_prompt(coconut):
         scores = rm.score_rollouts(out)
     finally:
         handle.remove()
-    # prompt pass once per question (2 rows of prompt_length), no other token embedding lookups
-    assert seen == [(2, out.prompt_length)]
+    # prompt pass once per question (2 rows of prompt_length, plus the ghost copies that keep small batches
+    # on the batch-invariant kernels), no other token embedding lookups
+    assert seen == [(2 + ghost_questions(2, 3), out.prompt_length)]
     assert scores.step_scores.shape == (6, 6)
     expected = naive_step_scores(rm, out)
     torch.testing.assert_close(scores.step_scores, expected, atol=1e-4, rtol=1e-4)

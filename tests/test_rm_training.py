@@ -179,7 +179,7 @@ def test_train_save_card_push_and_resume(backbone_dir, tmp_path, monkeypatch):
     assert remote.config.num_labels == 1
 
     # resume: drop the last checkpoint, rerun -> continues from step 2 and ends at step 4
-    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
     assert ckpts == ["step-2", "step-4"]
     import shutil
 
