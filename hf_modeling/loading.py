@@ -30,7 +30,7 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
 logger = logging.getLogger(__name__)
 
 
-class CheckpointLoadError(OSError):
+class CheckpointLoadError(OSError, ValueError):
     """A checkpoint that does not load exactly: damaged, incomplete, or for another architecture."""
 
 

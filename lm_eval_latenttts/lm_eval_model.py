@@ -160,7 +160,7 @@ class LatentTTSModel(LM):
         self._current_batch = s["max_batch_size"] if self._auto_batch else self.batch_size
         self.batch_sizes = {}
         # the run's settings as they stand without per-task overrides (checked once here)
-        self.run_settings = resolve_run_settings(s, {}, self.backbone)
+        self.run_settings = self._checked(resolve_run_settings(s, {}, self.backbone))
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -361,12 +361,9 @@ class LatentTTSModel(LM):
                     continue  # task boilerplate, or a value that means greedy anyway
                 self._warn_once(f"ignored:{key}", "latent_tts ignores the generation setting %r (answers are "
                                 "decoded greedily after the latent phase).", key)
-            settings = resolve_run_settings(self.settings, overrides, self.backbone)
+            settings = self._checked(resolve_run_settings(self.settings, overrides, self.backbone))
             question = self._question(context, payload)
             jobs.append({"index": i, "question": question, "settings": settings, "payload": payload})
-            if settings["n"] > 1 and settings["sampling"] is None and settings["aggregate"] != "beam":
-                self._warn_once("n_without_sampling", "latent_tts: n=%d with sampling=none gives %d identical "
-                                "rollouts; pass sampling=dropout or sampling=noise.", settings["n"], settings["n"])
         if any(j["settings"]["aggregate"] in ("best_of_n", "weighted", "beam") for j in jobs) and self.rm is None:
             raise LatentTTSArgumentError("latent_tts: the requested aggregation needs a LatentRM; pass rm=...")
 
@@ -611,6 +608,22 @@ class LatentTTSModel(LM):
         if answer is not None:
             return f"#### {answer}"
         return texts[chosen] if chosen is not None else (texts[0] if texts else "")
+
+    def _checked(self, settings):
+        """Warn (once) about settings that run but do not do what their names promise.
+
+        Sampling of strength 0 runs as sampling=none, since its N rollouts are identical.
+        """
+        n, mode = settings["n"], settings["sampling"]
+        if mode is not None and not (settings["dropout_p"] or settings["noise_std"]):
+            strength = "dropout_p=0" if mode == "dropout" else "noise_std=0"
+            self._warn_once(f"zero:{mode}", "latent_tts: sampling=%s with %s samples nothing: the n=%d rollouts "
+                            "are identical (run as sampling=none). Raise the strength.", mode, strength, n)
+            settings = {**settings, "sampling": None}
+        if n > 1 and settings["sampling"] is None and settings["aggregate"] != "beam":
+            self._warn_once("n_without_sampling", "latent_tts: n=%d with sampling=none gives %d identical "
+                            "rollouts; pass sampling=dropout or sampling=noise.", n, n)
+        return settings  # latent_length=0 is warned about by generate itself
 
     def _warn_once(self, key, msg, *args):
         if key not in self._warned:
