@@ -22,8 +22,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import LATENT_TOKENS, make_checkpoint, make_tokenizer  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 N_DOCS = 8
 LIMIT = 7
 
