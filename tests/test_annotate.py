@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -198,5 +200,16 @@ def test_bad_inputs(tmp_path, backbone, questions):
 
 
 def test_question_seed_is_stable():
-    assert ann.question_seed(0, 5) == ann.question_seed(0, 5)
-    assert ann.question_seed(0, 5) != ann.question_seed(1, 5) != ann.question_seed(0, 6)
+    grid = [(seed, qid) for seed in range(3) for qid in range(200)]
+    seeds = [ann.question_seed(seed, qid) for seed, qid in grid]
+    # different (seed, question) -> different generator seeds, all valid torch seeds
+    assert len(set(seeds)) == len(grid)
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)
+    # the same in another process with another hash seed (ranks of a data-parallel run must agree)
+    code = ("import json, sys; from lm_eval_latenttts.annotate import question_seed; "
+            "print(json.dumps([question_seed(s, q) for s, q in json.loads(sys.argv[1])]))")
+    for hash_seed in ("1", "2"):
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(grid)], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONHASHSEED=hash_seed), timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout) == seeds

@@ -160,10 +160,12 @@ def test_greedy_rollout_equals_hand_written_loop(tiny_checkpoints, kind):
 def test_dynamic_latent_length_stops_per_row_and_matches_unbatched(tiny_checkpoints, monkeypatch):
     model, tok = load(tiny_checkpoints["colar"])
     # a stop rule that depends on the hidden state, so rows stop at different steps
-    monkeypatch.setattr(ColarLlama, "latent_should_stop", lambda self, h: h[:, 0] > h[:, 1] + 0.3)
+    # (chosen for the tiny seed-0 CoLaR: its rows stop after 2, 3, 0 and 2 latent steps)
+    monkeypatch.setattr(ColarLlama, "latent_should_stop", lambda self, h: h[:, 5] > h[:, 19])
     questions = QUESTIONS + ["Five?", "A much longer question about numbers: 12 times 12?"]
     out = model.generate(**encode(tok, "colar", questions), max_new_tokens=5, return_dict_in_generate=True)
-    assert out.latent_lengths.min() < out.latent_lengths.max() or out.latent_lengths.max() < 8
+    lengths = out.latent_lengths.tolist()
+    assert len(set(lengths)) >= 3 and max(lengths) < model.config.max_latent_length, lengths
     for row, question in enumerate(questions):
         alone = model.generate(**encode(tok, "colar", [question]), max_new_tokens=5, return_dict_in_generate=True)
         steps = int(alone.latent_lengths[0])

@@ -185,17 +185,60 @@ def test_package_import_is_light():
 
 
 # ----------------------------------------------------------------------------- single-process CLI run
+def _expected_sample_metrics(sample, n=4):
+    """The metrics of one logged question, recomputed by hand from its candidates, RM scores and gold answer."""
+    from math import comb, exp
+
+    from lm_eval_latenttts.aggregation import answers_equal
+
+    payload = json.loads(sample["resps"][0][0])
+    if payload.get("error"):
+        return dict.fromkeys(["acc", "single_acc", "majority", "best_of_n", "weighted", "coverage",
+                              "pass@1", "pass@2", "pass@4"], 0.0)
+    gold = sample["doc"]["answer"]
+    answers = [c["answer"] for c in payload["candidates"]]
+    scores = [c["score"] for c in payload["candidates"]]
+    assert len(answers) == n
+    right = [answers_equal(a, gold) for a in answers]
+    c = sum(right)
+    # majority: the most frequent answer, ties to the earliest; weighted: softmax(score) summed per answer
+    groups = {}
+    for i, a in enumerate(answers):
+        key = next((k for k in groups if answers_equal(k, a)), a)
+        groups.setdefault(key, []).append(i)
+    valid = {k: v for k, v in groups.items() if k is not None}
+    majority = max(valid, key=lambda k: (len(valid[k]), -valid[k][0])) if valid else None
+    top = max(scores)
+    weighted = max(valid, key=lambda k: (sum(exp(scores[i] - top) for i in valid[k]), -valid[k][0])) if valid else None
+    best = scores.index(max(scores))
+    return {
+        "acc": float(right[best]),  # aggregate=best_of_n, the default with an RM
+        "single_acc": c / n,
+        "majority": float(answers_equal(majority, gold)),
+        "best_of_n": float(right[best]),
+        "weighted": float(answers_equal(weighted, gold)),
+        "coverage": float(c > 0),
+        **{f"pass@{k}": 1.0 - comb(n - c, k) / comb(n, k) for k in (1, 2, 4)},
+    }
+
+
 def test_metric_rows(single_run):
     proc, (results, samples, folder) = single_run
     res = results["results"]["latent_gsm8k"]
     rows = ["acc", "single_acc", "majority", "best_of_n", "weighted", "coverage", "pass@1", "pass@2", "pass@4"]
+    assert [s["doc_id"] for s in samples] == list(range(LIMIT))
     for name in rows:
         value = res[f"{name},none"]
-        assert 0.0 <= value <= 1.0, (name, value)
+        # each row is the mean of the per-question values that --log_samples recorded
+        per_question = [float(s[name]) for s in samples]
+        assert value == pytest.approx(sum(per_question) / LIMIT), (name, value, per_question)
         assert f"{name}_stderr,none" in res
         assert res["coverage,none"] >= value - 1e-9, (name, value)
         assert name in proc.stdout  # a row of the printed table
     assert "pass@8,none" not in res  # k only up to N = 4
+    # and each per-question value follows from the candidates recorded for that question
+    for s in samples:
+        assert {name: s[name] for name in rows} == pytest.approx(_expected_sample_metrics(s)), s["doc_id"]
     # the rigged CODI answers "0" with sampling off; with dropout most rollouts still do
     assert res["coverage,none"] > 0
     assert res["sample_len"] == LIMIT
