@@ -10,8 +10,6 @@ one run with bad ``model_args``.
 import glob
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import accelerate_cpu_launch, console_script  # noqa: E402
 from tiny_models import LATENT_TOKENS, make_checkpoint, make_tokenizer  # noqa: E402
 
 N_DOCS = 8
@@ -35,8 +34,7 @@ def _env(**extra):
 
 
 def _lm_eval_cmd():
-    exe = Path(sys.executable).parent / "lm_eval"
-    return [str(exe)] if exe.exists() else [shutil.which("lm_eval") or "lm_eval"]
+    return [console_script("lm_eval") or "lm_eval"]
 
 
 def rigged_checkpoint(folder, kind="codi", chars="0123456789", scale=6.0):
@@ -136,22 +134,15 @@ def single_run(setup):
     return proc, _results(out)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def parallel_run(setup):
-    accelerate = Path(sys.executable).parent / "accelerate"
-    if not accelerate.exists():
+    """The same run data-parallel: two real CPU processes (gloo) under ``accelerate launch``."""
+    launch, launch_env = accelerate_cpu_launch(2)
+    if launch is None:
         pytest.skip("accelerate CLI not installed")
     out = setup["root"] / "out_parallel"
-    cmd = [str(accelerate), "launch", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--cpu", "--main_process_port", str(_free_port()), "-m", "lm_eval"]
-    proc = subprocess.run(cmd + _run_args(setup, out), cwd=setup["root"], capture_output=True, text=True,
-                          env=_env(LATENT_TTS_DATA_GSM8K=setup["data"]), timeout=600)
+    proc = subprocess.run(launch + ["-m", "lm_eval"] + _run_args(setup, out), cwd=setup["root"], capture_output=True,
+                          text=True, env=_env(LATENT_TTS_DATA_GSM8K=setup["data"], **launch_env), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc, _results(out)
 
@@ -275,8 +266,14 @@ def test_samples_and_gen_kwargs_override(single_run):
 
 # ----------------------------------------------------------------------------- data parallel
 def test_data_parallel_matches_single_process(single_run, parallel_run):
-    _, (single, single_samples, _) = single_run
-    _, (par, par_samples, _) = parallel_run
+    single_proc, (single, single_samples, _) = single_run
+    par_proc, (par, par_samples, _) = parallel_run
+    # two processes really ran: lm-eval built each task's requests on rank 0 and on rank 1
+    par_log, single_log = par_proc.stdout + par_proc.stderr, single_proc.stdout + single_proc.stderr
+    for task in ("latent_gsm8k", "gsm8k_local"):
+        assert f"Building contexts for {task} on rank 0" in par_log
+        assert f"Building contexts for {task} on rank 1" in par_log, par_log[-3000:]
+    assert "on rank 1" not in single_log
     assert [s["doc_id"] for s in par_samples] == [s["doc_id"] for s in single_samples]
     # each question's rollouts are seeded from (seed, question): same answers whatever the split
     for a, b in zip(single_samples, par_samples):
