@@ -97,14 +97,13 @@ def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HI
             z = torch.randn(steps, hidden, generator=g) * 0.5 + (1.0 if correct[i] else -1.0) * direction
             latents.append(z.tolist())
             values.append(v.tolist())
+        recorded = list(labels(q)) if labels else correct
         rows.append({
             "question_id": q, "question": f"q{q}", "gold": "1",
             "prompt_ids": tok(f"q{q}")["input_ids"] + [start],
-            "latents": latents, "step_values": values, "num_steps": [steps] * n,
+            "latents": latents, "step_values": values, "num_steps": [steps] * n, "correct": recorded,
+            "answers": ["1" if c else "2" for c in recorded], "answer_texts": [""] * n, "num_continuations": 4,
         })
-        recorded = list(labels(q)) if labels else correct
-        rows[-1].update(correct=recorded, answers=["1" if c else "2" for c in recorded])
-        rows[-1].update(answer_texts=[""] * n, num_continuations=4)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ann.CONFIG_FILE).write_text(json.dumps({"model": str(backbone_dir), "num_trajectories": n,
                                                       "num_continuations": 4, "sampling": "dropout",
