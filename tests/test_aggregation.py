@@ -87,7 +87,12 @@ def test_weighted_vote():
     assert weighted_vote([None], [1.0]) is None
     w = answer_weights([1.0, 2.0, 3.0], "shift")
     assert w == [0.0, 1.0, 2.0]
-    assert all(x >= 0 for x in answer_weights([-1e9, 0.0, 1e9]))
+    # softmax (the default): exp(score - max) by hand; shift invariant, and extreme scores do not overflow
+    assert answer_weights([1.0, 2.0, 3.0]) == pytest.approx([math.exp(-2.0), math.exp(-1.0), 1.0], rel=1e-12)
+    assert answer_weights([101.0, 102.0, 103.0]) == pytest.approx(answer_weights([1.0, 2.0, 3.0]), rel=1e-12)
+    assert answer_weights([1.0, 3.0], temperature=2.0) == pytest.approx([math.exp(-1.0), 1.0], rel=1e-12)
+    assert answer_weights([-1e9, 0.0, 1e9]) == [0.0, 0.0, 1.0]
+    assert answer_weights([float("nan"), 0.0]) == [0.0, 1.0]  # NaN counts as -inf
     with pytest.raises(ValueError, match="weighting"):
         weighted_vote(["1"], [1.0], weighting="bogus")
 
@@ -105,8 +110,8 @@ def test_pass_at_k_matches_binomial(n, c, k):
 
 
 def test_pass_at_k_large_and_errors():
-    value = pass_at_k(10000, 3, 5000)
-    assert 0.0 < value <= 1.0 and math.isfinite(value)
+    # 1 - C(9997, 5000) / C(10000, 5000) = 1 - (5000 * 4999 * 4998) / (10000 * 9999 * 9998), without overflow
+    assert pass_at_k(10000, 3, 5000) == pytest.approx(1 - (5000 * 4999 * 4998) / (10000 * 9999 * 9998), rel=1e-12)
     assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
     for bad in [(0, 0, 1), (5, 6, 1), (5, -1, 1), (5, 2, 0), (5, 2, 6)]:
         with pytest.raises(ValueError):

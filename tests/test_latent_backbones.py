@@ -1,13 +1,10 @@
 """Loading the released layouts and the stochastic latent ``generate`` (issue: latent rollouts)."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
+from processes import run_without_this_package
 from tiny_models import make_checkpoint, make_tokenizer, prompt_text
 
 import hf_modeling
@@ -85,31 +82,27 @@ def test_saved_checkpoint_loads_with_auto_classes(tiny_checkpoints, tmp_path, ki
     assert type(AutoLatentModel.from_pretrained(tmp_path / "saved")) is type(model)
 
 
+REMOTE_GENERATE = """
+import json
+import sys
+from transformers import AutoModelForCausalLM, AutoTokenizer
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert type(m).__module__.startswith("transformers_modules"), type(m).__module__
+t = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
+t.padding_side = "left"
+enc = t(json.loads(sys.argv[2]), return_tensors="pt", padding=True)
+print(json.dumps(m.generate(**enc, max_new_tokens=4).tolist()))
+"""
+
+
 def test_saved_checkpoint_loads_with_remote_code_without_this_package(tiny_checkpoints, tmp_path):
     model, tok = load(tiny_checkpoints["coconut"])
     model.save_pretrained(tmp_path / "saved")
     tok.save_pretrained(tmp_path / "saved")
     enc = encode(tok, "coconut", QUESTIONS)
     expected = model.generate(**enc, max_new_tokens=4).tolist()
-    script = textwrap.dedent(
-        f"""
-        import sys, importlib.abc, json
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('hf_modeling', 'lm_eval_latenttts'):
-                    raise ImportError('blocked: ' + name)
-        sys.meta_path.insert(0, Block())
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'saved')!r}, trust_remote_code=True)
-        t = AutoTokenizer.from_pretrained({str(tmp_path / 'saved')!r}, trust_remote_code=True); t.padding_side = 'left'
-        enc = t({[prompt_text('coconut', q) for q in QUESTIONS]!r}, return_tensors='pt', padding=True)
-        print(json.dumps(m.generate(**enc, max_new_tokens=4).tolist()))
-        """
-    )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads(run.stdout.strip().splitlines()[-1]) == expected
+    prompts = [prompt_text("coconut", q) for q in QUESTIONS]
+    assert run_without_this_package(REMOTE_GENERATE, tmp_path, tmp_path / "saved", json.dumps(prompts)) == expected
 
 
 # -- the rollout equals a hand-written loop ---------------------------------------------------------
@@ -167,10 +160,12 @@ def test_greedy_rollout_equals_hand_written_loop(tiny_checkpoints, kind):
 def test_dynamic_latent_length_stops_per_row_and_matches_unbatched(tiny_checkpoints, monkeypatch):
     model, tok = load(tiny_checkpoints["colar"])
     # a stop rule that depends on the hidden state, so rows stop at different steps
-    monkeypatch.setattr(ColarLlama, "latent_should_stop", lambda self, h: h[:, 0] > h[:, 1] + 0.3)
+    # (chosen for the tiny seed-0 CoLaR: its rows stop after 2, 3, 0 and 2 latent steps)
+    monkeypatch.setattr(ColarLlama, "latent_should_stop", lambda self, h: h[:, 5] > h[:, 19])
     questions = QUESTIONS + ["Five?", "A much longer question about numbers: 12 times 12?"]
     out = model.generate(**encode(tok, "colar", questions), max_new_tokens=5, return_dict_in_generate=True)
-    assert out.latent_lengths.min() < out.latent_lengths.max() or out.latent_lengths.max() < 8
+    lengths = out.latent_lengths.tolist()
+    assert len(set(lengths)) >= 3 and max(lengths) < model.config.max_latent_length, lengths
     for row, question in enumerate(questions):
         alone = model.generate(**encode(tok, "colar", [question]), max_new_tokens=5, return_dict_in_generate=True)
         steps = int(alone.latent_lengths[0])

@@ -19,8 +19,6 @@ from lm_eval_latenttts.tasks import utils as task_utils  # noqa: E402
 from test_lm_eval_plugin import make_rm, rigged_checkpoint  # noqa: E402
 from tiny_models import make_checkpoint  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
@@ -188,12 +186,11 @@ def test_hub_dataset_offline_error_names_the_override(monkeypatch):
         task_utils.load_gsm8k()
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
-def test_shared_data_layout(monkeypatch):
+def test_shared_data_layout(monkeypatch, shared_data):
     for name, fn, count in (("GSM8K", task_utils.load_gsm8k, 1319), ("GSM_HARD", task_utils.load_gsm_hard, 1318),
                             ("MULTIARITH", task_utils.load_multiarith, 580)):
         file = {"GSM8K": "gsm_test.json", "GSM_HARD": "gsm_hard.json", "MULTIARITH": "multiarith.json"}[name]
-        monkeypatch.setenv(f"LATENT_TTS_DATA_{name}", str(SHARED_DATA / file))
+        monkeypatch.setenv(f"LATENT_TTS_DATA_{name}", str(shared_data / file))
         docs = fn()["test"]
         assert len(docs) == count and docs[0]["question"] and docs[0]["answer"]
 

@@ -10,8 +10,6 @@ one run with bad ``model_args``.
 import glob
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +18,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import accelerate_cpu_launch, console_script  # noqa: E402
 from tiny_models import LATENT_TOKENS, make_checkpoint, make_tokenizer  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 N_DOCS = 8
 LIMIT = 7
 
@@ -37,8 +34,7 @@ def _env(**extra):
 
 
 def _lm_eval_cmd():
-    exe = Path(sys.executable).parent / "lm_eval"
-    return [str(exe)] if exe.exists() else [shutil.which("lm_eval") or "lm_eval"]
+    return [console_script("lm_eval") or "lm_eval"]
 
 
 def rigged_checkpoint(folder, kind="codi", chars="0123456789", scale=6.0):
@@ -138,22 +134,15 @@ def single_run(setup):
     return proc, _results(out)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def parallel_run(setup):
-    accelerate = Path(sys.executable).parent / "accelerate"
-    if not accelerate.exists():
+    """The same run data-parallel: two real CPU processes (gloo) under ``accelerate launch``."""
+    launch, launch_env = accelerate_cpu_launch(2)
+    if launch is None:
         pytest.skip("accelerate CLI not installed")
     out = setup["root"] / "out_parallel"
-    cmd = [str(accelerate), "launch", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--cpu", "--main_process_port", str(_free_port()), "-m", "lm_eval"]
-    proc = subprocess.run(cmd + _run_args(setup, out), cwd=setup["root"], capture_output=True, text=True,
-                          env=_env(LATENT_TTS_DATA_GSM8K=setup["data"]), timeout=600)
+    proc = subprocess.run(launch + ["-m", "lm_eval"] + _run_args(setup, out), cwd=setup["root"], capture_output=True,
+                          text=True, env=_env(LATENT_TTS_DATA_GSM8K=setup["data"], **launch_env), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc, _results(out)
 
@@ -187,17 +176,60 @@ def test_package_import_is_light():
 
 
 # ----------------------------------------------------------------------------- single-process CLI run
+def _expected_sample_metrics(sample, n=4):
+    """The metrics of one logged question, recomputed by hand from its candidates, RM scores and gold answer."""
+    from math import comb, exp
+
+    from lm_eval_latenttts.aggregation import answers_equal
+
+    payload = json.loads(sample["resps"][0][0])
+    if payload.get("error"):
+        return dict.fromkeys(["acc", "single_acc", "majority", "best_of_n", "weighted", "coverage",
+                              "pass@1", "pass@2", "pass@4"], 0.0)
+    gold = sample["doc"]["answer"]
+    answers = [c["answer"] for c in payload["candidates"]]
+    scores = [c["score"] for c in payload["candidates"]]
+    assert len(answers) == n
+    right = [answers_equal(a, gold) for a in answers]
+    c = sum(right)
+    # majority: the most frequent answer, ties to the earliest; weighted: softmax(score) summed per answer
+    groups = {}
+    for i, a in enumerate(answers):
+        key = next((k for k in groups if answers_equal(k, a)), a)
+        groups.setdefault(key, []).append(i)
+    valid = {k: v for k, v in groups.items() if k is not None}
+    majority = max(valid, key=lambda k: (len(valid[k]), -valid[k][0])) if valid else None
+    top = max(scores)
+    weighted = max(valid, key=lambda k: (sum(exp(scores[i] - top) for i in valid[k]), -valid[k][0])) if valid else None
+    best = scores.index(max(scores))
+    return {
+        "acc": float(right[best]),  # aggregate=best_of_n, the default with an RM
+        "single_acc": c / n,
+        "majority": float(answers_equal(majority, gold)),
+        "best_of_n": float(right[best]),
+        "weighted": float(answers_equal(weighted, gold)),
+        "coverage": float(c > 0),
+        **{f"pass@{k}": 1.0 - comb(n - c, k) / comb(n, k) for k in (1, 2, 4)},
+    }
+
+
 def test_metric_rows(single_run):
     proc, (results, samples, folder) = single_run
     res = results["results"]["latent_gsm8k"]
     rows = ["acc", "single_acc", "majority", "best_of_n", "weighted", "coverage", "pass@1", "pass@2", "pass@4"]
+    assert [s["doc_id"] for s in samples] == list(range(LIMIT))
     for name in rows:
         value = res[f"{name},none"]
-        assert 0.0 <= value <= 1.0, (name, value)
+        # each row is the mean of the per-question values that --log_samples recorded
+        per_question = [float(s[name]) for s in samples]
+        assert value == pytest.approx(sum(per_question) / LIMIT), (name, value, per_question)
         assert f"{name}_stderr,none" in res
         assert res["coverage,none"] >= value - 1e-9, (name, value)
         assert name in proc.stdout  # a row of the printed table
     assert "pass@8,none" not in res  # k only up to N = 4
+    # and each per-question value follows from the candidates recorded for that question
+    for s in samples:
+        assert {name: s[name] for name in rows} == pytest.approx(_expected_sample_metrics(s)), s["doc_id"]
     # the rigged CODI answers "0" with sampling off; with dropout most rollouts still do
     assert res["coverage,none"] > 0
     assert res["sample_len"] == LIMIT
@@ -234,8 +266,14 @@ def test_samples_and_gen_kwargs_override(single_run):
 
 # ----------------------------------------------------------------------------- data parallel
 def test_data_parallel_matches_single_process(single_run, parallel_run):
-    _, (single, single_samples, _) = single_run
-    _, (par, par_samples, _) = parallel_run
+    single_proc, (single, single_samples, _) = single_run
+    par_proc, (par, par_samples, _) = parallel_run
+    # two processes really ran: lm-eval built each task's requests on rank 0 and on rank 1
+    par_log, single_log = par_proc.stdout + par_proc.stderr, single_proc.stdout + single_proc.stderr
+    for task in ("latent_gsm8k", "gsm8k_local"):
+        assert f"Building contexts for {task} on rank 0" in par_log
+        assert f"Building contexts for {task} on rank 1" in par_log, par_log[-3000:]
+    assert "on rank 1" not in single_log
     assert [s["doc_id"] for s in par_samples] == [s["doc_id"] for s in single_samples]
     # each question's rollouts are seeded from (seed, question): same answers whatever the split
     for a, b in zip(single_samples, par_samples):

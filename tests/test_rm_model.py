@@ -1,8 +1,4 @@
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -17,6 +13,7 @@ from hf_modeling.modeling_latent_rm import (
     LatentRMLlamaForTokenClassification,
     reduce_step_scores,
 )
+from processes import run_without_this_package
 from tiny_models import LATENT_TOKENS, make_checkpoint, make_tokenizer, prompt_text
 
 
@@ -183,34 +180,20 @@ def test_mismatched_rm_errors(coconut, tmp_path):
         tiny_vocab.score_rollouts(out)
 
 
-BLOCKER = textwrap.dedent(
-    """
-    import site
-    import sys
-    # run with `python -S`: site-packages without their .pth files, so this package's editable
-    # install (and any .pth hook that imports it) is absent, as in a Python that never installed it
-    for p in site.getsitepackages():
-        sys.path.append(p)
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("hf_modeling", "lm_eval_latenttts", "tiny_models"):
-                raise ImportError("blocked " + name)
-            return None
-    sys.meta_path.insert(0, Block())
-    sys.path = [p for p in sys.path if "/work/main" not in p or "site-packages" in p]
-    import torch
-    from transformers import AutoModel, AutoModelForTokenClassification
-    folder = sys.argv[1]
-    a = AutoModel.from_pretrained(folder, trust_remote_code=True)
-    b = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)
-    assert type(a).__name__ == type(b).__name__ == "COCONUTGPT2ForTokenClassification", (type(a), type(b))
-    assert "hf_modeling" not in sys.modules and "lm_eval_latenttts" not in sys.modules
-    assert type(a).__module__.startswith("transformers_modules"), type(a).__module__
-    lat = torch.load(sys.argv[2])
-    state = a.rm_prefill(lat["prompt"], lat["mask"])
-    print(repr(a.rm_step(state, lat["latents"]).tolist()))
-    """
-)
+REMOTE_RM = """
+import json
+import sys
+import torch
+from transformers import AutoModel, AutoModelForTokenClassification
+folder = sys.argv[1]
+a = AutoModel.from_pretrained(folder, trust_remote_code=True)
+b = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)
+assert type(a).__name__ == type(b).__name__ == "COCONUTGPT2ForTokenClassification", (type(a), type(b))
+assert type(a).__module__.startswith("transformers_modules"), type(a).__module__
+lat = torch.load(sys.argv[2])
+state = a.rm_prefill(lat["prompt"], lat["mask"])
+print(json.dumps(a.rm_step(state, lat["latents"]).tolist()))
+"""
 
 
 def test_trust_remote_code_without_package(coconut, tmp_path):
@@ -225,15 +208,7 @@ def test_trust_remote_code_without_package(coconut, tmp_path):
     torch.manual_seed(0)
     inputs = dict(prompt=torch.randint(0, 200, (2, 5)), mask=torch.ones(2, 5, dtype=torch.long), latents=torch.randn(2, 3, 32))
     torch.save(inputs, tmp_path / "inputs.pt")
-    script = tmp_path / "blocked.py"
-    script.write_text(BLOCKER)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), PYTHONPATH="")
-    res = subprocess.run(
-        [sys.executable, "-S", str(script), str(tmp_path / "saved"), str(tmp_path / "inputs.pt")],
-        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    remote = torch.tensor(eval(res.stdout.strip().splitlines()[-1]))
+    remote = torch.tensor(run_without_this_package(REMOTE_RM, tmp_path, tmp_path / "saved", tmp_path / "inputs.pt"))
     state = rm.rm_prefill(inputs["prompt"], inputs["mask"])
     torch.testing.assert_close(remote, rm.rm_step(state, inputs["latents"]), atol=1e-5, rtol=1e-5)
     # and the saved folder loads with this package's AutoLatentModel too

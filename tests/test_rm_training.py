@@ -18,6 +18,7 @@ from lm_eval_latenttts.rm_training import (  # noqa: E402
     TrainConfig,
     load_rm,
     question_example,
+    split_questions,
     step_scores,
     stepwise_bce_loss,
     stepwise_contrastive_loss,
@@ -75,8 +76,12 @@ def backbone_dir(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("ck") / "coconut", "coconut", seed=2, hidden=HIDDEN)
 
 
-def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HIDDEN, seed=0):
-    """A synthetic annotation: trajectories whose latents carry their label (learnable)."""
+def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HIDDEN, seed=0, labels=None):
+    """A synthetic annotation: trajectories whose latents carry their label (learnable).
+
+    ``labels(q)``, if given, replaces the recorded correctness of question ``q``'s trajectories
+    (the latents still carry the default pattern: right, wrong, right, ...).
+    """
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(backbone_dir))
@@ -92,11 +97,12 @@ def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HI
             z = torch.randn(steps, hidden, generator=g) * 0.5 + (1.0 if correct[i] else -1.0) * direction
             latents.append(z.tolist())
             values.append(v.tolist())
+        recorded = list(labels(q)) if labels else correct
         rows.append({
             "question_id": q, "question": f"q{q}", "gold": "1",
             "prompt_ids": tok(f"q{q}")["input_ids"] + [start],
-            "latents": latents, "step_values": values, "num_steps": [steps] * n, "correct": correct,
-            "answers": ["1" if c else "2" for c in correct], "answer_texts": [""] * n, "num_continuations": 4,
+            "latents": latents, "step_values": values, "num_steps": [steps] * n, "correct": recorded,
+            "answers": ["1" if c else "2" for c in recorded], "answer_texts": [""] * n, "num_continuations": 4,
         })
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ann.CONFIG_FILE).write_text(json.dumps({"model": str(backbone_dir), "num_trajectories": n,
@@ -132,8 +138,6 @@ def test_few_steps_lower_the_loss(backbone_dir, tmp_path):
 
 def test_step_scores_match_score_rollouts(backbone_dir, tmp_path):
     """Training reads the RM outputs at the same positions as inference (score_rollouts)."""
-    from hf_modeling import LatentGenerateOutput
-
     folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=2)
     ds = ann.load_annotations(folder)
     rm, _, _ = load_rm(str(backbone_dir))
@@ -143,13 +147,36 @@ def test_step_scores_match_score_rollouts(backbone_dir, tmp_path):
     with torch.no_grad():
         train_view = step_scores(rm, batch)[0]  # (N, T)
     e = ex[0]
-    n, t = e["latents"].shape[:2]
-    prompt = e["prompt_ids"][None].repeat(n, 1)
-    seq = torch.cat([prompt, torch.full((n, t), rm.config.latent_id)], 1)
-    out = LatentGenerateOutput(sequences=seq, attention_mask=torch.ones_like(seq), latents=e["latents"],
-                               latent_lengths=torch.full((n,), t), prompt_length=prompt.shape[1],
-                               num_return_sequences=n)
+    out = _as_rollout(rm, e["prompt_ids"], e["latents"])
     assert torch.allclose(rm.score_rollouts(out).step_scores, train_view, atol=1e-4)
+
+
+def _as_rollout(rm, prompt_ids, latents):
+    """One annotated question as the output of ``generate`` (N rows sharing a prompt), for ``score_rollouts``."""
+    from hf_modeling import LatentGenerateOutput
+
+    latents = torch.as_tensor(latents, dtype=torch.float32)
+    n, t = latents.shape[:2]
+    prompt = torch.as_tensor(prompt_ids)[None].repeat(n, 1)
+    seq = torch.cat([prompt, torch.full((n, t), rm.config.latent_id)], 1)
+    return LatentGenerateOutput(sequences=seq, attention_mask=torch.ones_like(seq), latents=latents,
+                                latent_lengths=torch.full((n,), t), prompt_length=prompt.shape[1],
+                                num_return_sequences=n)
+
+
+def _recall_at_1_by_hand(rm_dir, annotation_dir, question_ids):
+    """Share of ``question_ids`` whose top trajectory (sum of the saved RM's step scores) is correct."""
+    from hf_modeling import AutoLatentModel
+
+    rm = AutoLatentModel.from_pretrained(str(rm_dir)).eval()
+    rows = {r["question_id"]: r for r in ann.load_annotations(annotation_dir)}
+    hits = []
+    with torch.no_grad():
+        for qid in question_ids:
+            row = rows[qid]
+            scores = rm.score_rollouts(_as_rollout(rm, row["prompt_ids"], row["latents"])).trajectory_scores
+            hits.append(float(row["correct"][int(scores.argmax())]))
+    return sum(hits) / len(hits)
 
 
 def test_train_save_card_push_and_resume(backbone_dir, tmp_path, monkeypatch):
@@ -159,7 +186,11 @@ def test_train_save_card_push_and_resume(backbone_dir, tmp_path, monkeypatch):
                       eval_fraction=0.2, save_every=2, progress=False)
     summary = train_rm(cfg)
     assert summary["optimizer_steps"] == 4 and summary["eval_questions"] == 2
-    assert 0 <= summary["eval_after"]["eval_recall_at_1"] <= 1
+    # the held-out metrics, by hand: the final (saved) RM's top trajectory per held-out question
+    held_out = split_questions(list(range(10)), 0.2, cfg.seed)[1]
+    assert len(held_out) == 2
+    assert summary["eval_after"]["eval_recall_at_1"] == pytest.approx(_recall_at_1_by_hand(out, folder, held_out))
+    assert summary["eval_after"]["eval_random_pick"] == pytest.approx(0.5)  # 2 of the 4 trajectories are right
     files = set(os.listdir(out))
     assert {"config.json", "model.safetensors", "README.md", "training_summary.json", "tokenizer.json"} <= files
     assert {"modeling_latent_rm.py", "configuration_latent_rm.py"} <= files
@@ -213,6 +244,31 @@ def test_train_save_card_push_and_resume(backbone_dir, tmp_path, monkeypatch):
     pushed = train_rm(cfg2)
     assert pushed["init_kind"] == "rm"
     assert calls == [("create", "me/latent-rm"), ("upload", "me/latent-rm", str(tmp_path / "rm2"))]
+
+
+def test_eval_metrics_by_hand(backbone_dir, tmp_path):
+    """recall@1 and the random-pick baseline on a separate held-out annotation, recomputed from the saved RM."""
+    import random
+
+    def mixed_labels(q):  # at least one right and one wrong trajectory, independent of the latents
+        rng = random.Random(q)
+        while True:
+            labels = [rng.random() < 0.5 for _ in range(4)]
+            if any(labels) and not all(labels):
+                return labels
+
+    train = _write_annotation(tmp_path / "train", backbone_dir, questions=4)
+    held = _write_annotation(tmp_path / "held", backbone_dir, questions=8, seed=1, labels=mixed_labels)
+    out = tmp_path / "rm"
+    summary = train_rm(TrainConfig(annotations=str(train), eval_annotations=str(held), output_dir=str(out),
+                                   max_steps=2, batch_size=2, lr=1e-3, progress=False))
+    assert summary["eval_questions"] == 8
+    recall = _recall_at_1_by_hand(out, held, range(8))
+    # the case separates "the RM's top trajectory" from "any trajectory" and from "the first trajectory"
+    assert recall not in (0.0, 1.0, sum(mixed_labels(q)[0] for q in range(8)) / 8), recall
+    assert summary["eval_after"]["eval_recall_at_1"] == pytest.approx(recall)
+    random_pick = sum(sum(mixed_labels(q)) / 4 for q in range(8)) / 8
+    assert summary["eval_after"]["eval_random_pick"] == pytest.approx(random_pick)
 
 
 def test_lora_training_saves_merged_rm(backbone_dir, tmp_path):

@@ -63,16 +63,31 @@ def test_recipe_resume(tmp_path):
     _check_layout(out)
 
 
-def test_evaluation_uses_the_project_rollout_with_shared_weights(tmp_path):
+def test_evaluation_uses_the_project_rollout_with_shared_weights(tmp_path, monkeypatch):
+    from lm_eval_latenttts import aggregation
+
     tok = tb.build_tokenizer()
     model = tb.build_model(tok, 1, 16, 2, 0.1, 0)
-    model.train()
     latent = tb.as_latent_model(model, tok, 2)
     assert latent.transformer is model.transformer and latent.lm_head is model.lm_head
     exs = [{"question": "Start at 47, plus 8, then times 3. Answer mod 100?", "answer": "65"},
            {"question": "hi", "answer": "1"}]  # unequal lengths: left padding
+    # by hand: the greedy latent rollout of each question alone, dropout off
+    model.eval()
+    expected = []
+    for e in exs:
+        enc = tok([latent.format_prompt(e["question"])], return_tensors="pt", add_special_tokens=False)
+        ids = latent.generate(**enc, max_new_tokens=3, return_dict_in_generate=True).answer_ids
+        expected.append(tok.batch_decode(ids, skip_special_tokens=True)[0])
+    model.train()
+    # a random model answers nothing right: let the first example's answer count as right, the second's not
+    seen = []
+    monkeypatch.setattr(aggregation, "extract_answer", lambda text, backbone: seen.append((text, backbone)) or text)
+    monkeypatch.setattr(aggregation, "answers_equal", lambda pred, gold: gold == "65")
     acc = tb.evaluate(model, tok, exs, 2, max_new_tokens=3)
-    assert 0.0 <= acc <= 1.0 and model.training  # training mode restored
+    assert seen == [(text, "coconut") for text in expected]  # it scores exactly those decodes
+    assert acc == 0.5
+    assert model.training  # training mode restored
 
 
 def test_help_documents_options(capsys):
