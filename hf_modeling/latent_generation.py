@@ -28,16 +28,15 @@ checkpoints for ``trust_remote_code`` loading.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.cache_utils import DynamicCache
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
 from .latent_sampling import LatentSampler, fold, token_key
-
-logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -457,14 +456,15 @@ class LatentGenerationMixin:
         room = self._answer_room(attention_mask, steps, max_new_tokens)
         sampler = LatentSampler(latent_sampling, dropout_p, noise_std, dropout_scope)
         if latent_sampling is not None and sampler.is_deterministic:
-            logger.warning_once(
+            warnings.warn(
                 f"latent_sampling={latent_sampling!r} with strength 0 (dropout_p={dropout_p}, noise_std={noise_std}) "
-                "samples nothing: every rollout of a prompt is the same. Raise the strength or use latent_sampling=None."
+                "samples nothing: every rollout of a prompt is the same. Raise the strength or use latent_sampling=None.",
+                UserWarning, stacklevel=4,
             )
         if steps == 0:
-            logger.warning_once(
+            warnings.warn(
                 "latent_length=0: the model takes no latent reasoning step and answers right after the start "
-                "marker; this is not the latent model's reasoning."
+                "marker; this is not the latent model's reasoning.", UserWarning, stacklevel=4,
             )
         eos_token_id = eos_token_id if eos_token_id is not None else self.config.eos_token_id
         if pad_token_id is None:
@@ -538,10 +538,10 @@ class LatentGenerationMixin:
             max_latent_length=max_latent_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
         )
-        if n > 1 and setup.sampler.is_deterministic:
-            logger.warning_once(
+        if n > 1 and latent_sampling is None:
+            warnings.warn(
                 f"num_return_sequences={n} without sampling gives {n} identical rollouts per prompt; "
-                "pass latent_sampling='dropout' or 'noise'."
+                "pass latent_sampling='dropout' or 'noise'.", UserWarning, stacklevel=3,
             )
         setup, questions = setup.with_ghosts(n)
         input_ids, attention_mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
@@ -569,7 +569,7 @@ class LatentGenerationMixin:
             self.train(was_training)
 
         output = self._assemble(input_ids.repeat_interleave(n, dim=0), state, answer, setup.pad_token_id, n,
-                                setup.eos_token_id).first_rows(questions * n)
+                                setup.eos_token_id, setup.room(n)).first_rows(questions * n)
         return output if return_dict_in_generate else output.sequences
 
     def _answer_room(self, attention_mask, steps, max_new_tokens):
@@ -590,13 +590,13 @@ class LatentGenerationMixin:
             )
         room = limit - (lengths + steps + 1)
         if bool((room < max_new_tokens).any()):
-            logger.warning_once(
+            warnings.warn(
                 f"max_new_tokens={max_new_tokens} does not fit in the context window of {limit} positions after "
-                f"the longest prompt; such answers are cut at {int(room.min())} tokens."
+                f"the longest prompt; such answers are cut at {int(room.min())} tokens.", UserWarning, stacklevel=5,
             )
         return room
 
-    def _assemble(self, prompt_ids, state, answer, pad_token_id, n, eos_token_id):
+    def _assemble(self, prompt_ids, state, answer, pad_token_id, n, eos_token_id, room=None):
         rows = prompt_ids.shape[0]
         device = prompt_ids.device
         steps = len(state.latents)
@@ -618,6 +618,8 @@ class LatentGenerationMixin:
         eos = torch.tensor(_as_list(eos_token_id), device=device, dtype=torch.long)
         is_eos = torch.isin(answer, eos).long()
         after_eos = (is_eos.cumsum(-1) - is_eos) > 0
+        if room is not None:  # positions past a row's context window were never decoded
+            after_eos = after_eos | (torch.arange(answer.shape[1], device=device)[None, :] >= room.to(device)[:, None])
         prompt_mask = state.attention_mask[:, : prompt_ids.shape[1]]
         mask = torch.cat(
             [prompt_mask, active.long(), torch.ones_like(end), (~after_eos).long()], dim=1

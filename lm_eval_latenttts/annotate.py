@@ -444,8 +444,11 @@ def _clean_tmp(out_dir, rank):
 def _dist_state():
     try:
         from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
 
-        state = PartialState()
+        # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself: without cpu=True two CPU
+        # processes of `accelerate launch --multi_gpu` each see a world of one and annotate every question
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
         return state.process_index, state.num_processes, state.device, state.wait_for_everyone
     except Exception:  # pragma: no cover - accelerate unusable: single process
         return 0, 1, torch.device("cpu"), lambda: None

@@ -146,12 +146,6 @@ def test_sharding_over_ranks_matches_single_process(backbone, questions, tmp_pat
         assert rows[qid]["step_values"] == reference[qid]["step_values"]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="library bug: annotate._dist_state() calls PartialState() without cpu=True, so on a machine without "
-           "GPUs both processes of `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu` see rank 0 of 1, annotate "
-           "every question and collide on shard-r000-* (OSError: Directory not empty). Remove this mark with the fix.",
-)
 def test_accelerate_launch_two_cpu_processes_matches_single_process(backbone, questions, tmp_path):
     """``accelerate launch`` of the annotate command: 2 real CPU processes (gloo) split the questions."""
     launch, launch_env = accelerate_cpu_launch(2)

@@ -77,7 +77,8 @@ def setup(tmp_path_factory):
     rm = make_rm(root / "tiny-rm")
     docs = [{"question": f"Tom has {i} apples and buys {i} more. How many?", "answer": "0" if i % 2 == 0 else "7",
              "steps": []} for i in range(N_DOCS - 2)]
-    docs.append({"question": "", "answer": "3", "steps": []})  # empty question -> scored wrong, run goes on
+    # the latent control tokens inside a question are text, not control tokens: the run goes on normally
+    docs.append({"question": "What is <|latent|> plus <|start-latent|>?", "answer": "3", "steps": []})
     docs.append({"question": "many words " * 200, "answer": "0", "steps": []})  # longer than the context window
     data = root / "data.json"
     data.write_text(json.dumps(docs))
@@ -259,9 +260,8 @@ def test_samples_and_gen_kwargs_override(single_run):
         assert payload["answer"] == payload["candidates"][chosen]["answer"]
         for key in ("acc", "coverage", "pass@4"):
             assert key in s
-    empty = samples[LIMIT - 1]  # the empty question: scored wrong, run completed
-    assert json.loads(empty["resps"][0][0])["error"] == "the question is empty"
-    assert empty["acc"] == 0 and empty["coverage"] == 0
+    tokens = json.loads(samples[LIMIT - 1]["resps"][0][0])  # the question holding control-token text
+    assert "error" not in tokens and len(tokens["candidates"]) == 4
 
 
 # ----------------------------------------------------------------------------- data parallel
@@ -307,3 +307,21 @@ def test_builtin_gsm8k_zero_shot_through_cli(single_run):
     for row in results["builtin_samples"]:
         assert row["resps"][0][0].startswith("#### ")
         assert row["arguments"]["gen_args_0"]["arg_0"].startswith("Question: ")
+
+
+def test_bad_gold_answer_fails_the_run_naming_file_and_row(setup, tmp_path):
+    """A gold answer that is no number is refused (exit code != 0), never scored as a wrong answer."""
+    data = tmp_path / "bad.json"
+    data.write_text(json.dumps([{"question": "What is 2 plus 2?", "answer": "4"},
+                                {"question": "How many legs has a spider?", "answer": "thirty-two"}]))
+    proc = subprocess.run(
+        _lm_eval_cmd() + ["--model", "latent_tts", "--model_args", f"pretrained={setup['codi']}",
+                          "--tasks", "latent_gsm8k"],
+        cwd=tmp_path, capture_output=True, text=True, env=_env(LATENT_TTS_DATA_GSM8K=data), timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "|latent_gsm8k" not in proc.stdout  # no results table
+    assert str(data) in out and "row 1 (0-based)" in out and "'thirty-two' is not a number" in out
+    assert f"latent_gsm8k: reading questions from {data} (LATENT_TTS_DATA_GSM8K)" in out  # which file, at INFO
+    # no --device given: no warning about a device nobody asked for, one line saying which was picked
+    assert "CUDA is not available" not in out and "latent_tts: running on cpu" in out

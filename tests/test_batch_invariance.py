@@ -1,0 +1,177 @@
+"""A result is a function of (seed, question, settings) only: not of batch size, neighbours, splits or padding.
+
+The lm-eval runs go through the harness's own ``simple_evaluate`` with
+``log_samples`` (what ``--log_samples`` writes), one task index shared by all.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_lm_eval_plugin import make_rm, rigged_checkpoint  # noqa: E402
+from tiny_models import make_checkpoint  # noqa: E402
+
+from hf_modeling import AutoLatentModel, load_latent_tokenizer  # noqa: E402
+from hf_modeling.latent_sampling import fold, key_from_ints, mix64, token_key  # noqa: E402
+
+# questions of several token lengths, so that batches mix lengths unless the model groups them
+QUESTIONS = [f"Tom has {i} apples and buys {i * 7} more{', then ' + 'more ' * (i % 3) if i % 2 else ''}. How many?"
+             for i in range(13)]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("invariance")
+    data = root / "questions.json"
+    data.write_text(json.dumps([{"question": q, "answer": str(i % 10)} for i, q in enumerate(QUESTIONS)]))
+    return {"codi": rigged_checkpoint(root / "codi"), "rm": make_rm(root / "rm"),
+            "colar": make_checkpoint(root / "colar", kind="colar"), "data": data}
+
+
+@pytest.fixture(scope="module")
+def task_manager():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def _responses(task_manager, lm, data, monkeypatch):
+    """The logged responses of a full ``latent_gsm8k`` run on ``data`` (as ``--log_samples`` records them)."""
+    import lm_eval
+
+    monkeypatch.setenv("LATENT_TTS_DATA_GSM8K", str(data))
+    out = lm_eval.simple_evaluate(model=lm, tasks=["latent_gsm8k"], task_manager=task_manager, log_samples=True,
+                                  num_fewshot=0)
+    samples = sorted(out["samples"]["latent_gsm8k"], key=lambda s: s["doc_id"])
+    assert len(samples) == len(QUESTIONS)
+    return [s["resps"][0][0] for s in samples]
+
+
+SETTINGS = {
+    "dropout+rm": dict(n=4, sampling="dropout", dropout_p=0.3, rm=True),
+    "noise+rm, n=5": dict(n=5, sampling="noise", noise_std=1.0, rm=True),
+    "beam": dict(n=4, sampling="dropout", dropout_p=0.3, rm=True, aggregate="beam", beams=2, candidates=2),
+    "greedy": dict(n=1),
+}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_batch_size_does_not_change_logged_responses(models, task_manager, monkeypatch, name):
+    from lm_eval_latenttts.lm_eval_model import LatentTTSModel
+
+    settings = dict(SETTINGS[name])
+    if settings.pop("rm", False):
+        settings["rm"] = str(models["rm"])
+    runs = {}
+    for batch_size in (1, 3, 8):
+        lm = LatentTTSModel(pretrained=str(models["codi"]), device="cpu", batch_size=batch_size, seed=11,
+                            max_new_tokens=6, **settings)
+        runs[batch_size] = _responses(task_manager, lm, models["data"], monkeypatch)
+    assert runs[1] == runs[3] == runs[8]  # byte-identical
+    if name != "greedy":  # the runs sample: the questions' rollouts are not all alike
+        assert len({tuple(c["text"] for c in json.loads(r)["candidates"]) for r in runs[1]}) > 1
+
+
+def test_auto_batch_with_out_of_memory_halving_is_identical(models, task_manager, monkeypatch):
+    from lm_eval_latenttts.lm_eval_model import LatentTTSModel
+
+    kw = dict(pretrained=str(models["codi"]), rm=str(models["rm"]), device="cpu", n=4, sampling="dropout",
+              dropout_p=0.3, seed=11, max_new_tokens=6)
+    reference = _responses(task_manager, LatentTTSModel(batch_size=1, **kw), models["data"], monkeypatch)
+    lm = LatentTTSModel(batch_size="auto", max_batch_size=8, **kw)
+    original, calls = lm.model.generate, []
+
+    def limited(*args, **kwargs):
+        if args[0].shape[0] > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        calls.append(args[0].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "generate", limited)
+    assert _responses(task_manager, lm, models["data"], monkeypatch) == reference
+    assert max(calls) <= 3 and lm.batch_sizes[0] <= 3
+
+
+def test_rollouts_split_over_calls_equal_one_call(models):
+    model = AutoLatentModel.from_pretrained(models["codi"])
+    tok = load_latent_tokenizer(models["codi"], model.config)
+    enc = tok([model.format_prompt(q) for q in QUESTIONS[:3]], return_tensors="pt", padding=True)
+    kw = dict(latent_sampling="dropout", dropout_p=0.3, seed=2, max_new_tokens=4, return_dict_in_generate=True)
+    whole = model.generate(**enc, num_return_sequences=6, **kw)
+    first = model.generate(**enc, num_return_sequences=2, **kw)
+    rest = model.generate(**enc, num_return_sequences=4, sample_offset=2, **kw)
+    for q in range(3):
+        torch.testing.assert_close(whole.latents[q * 6: q * 6 + 2], first.latents[q * 2: q * 2 + 2], rtol=0, atol=1e-6)
+        torch.testing.assert_close(whole.latents[q * 6 + 2: q * 6 + 6], rest.latents[q * 4: q * 4 + 4], rtol=0,
+                                   atol=1e-6)
+        assert torch.equal(whole.answer_ids[q * 6 + 2: q * 6 + 6], rest.answer_ids[q * 4: q * 4 + 4])
+
+
+@pytest.mark.parametrize("kind", ["codi", "colar"])
+def test_a_question_alone_equals_it_in_a_padded_batch(models, kind):
+    """Padding changes the last bits of attention, never the randomness: same answers, latents to float rounding."""
+    model = AutoLatentModel.from_pretrained(models[kind])
+    tok = load_latent_tokenizer(models[kind], model.config)
+    kw = dict(latent_sampling="noise", noise_std=0.5, num_return_sequences=3, seed=4, max_new_tokens=4,
+              return_dict_in_generate=True)
+    batch = model.generate(**tok([model.format_prompt(q) for q in QUESTIONS[:4]], return_tensors="pt",
+                                 padding=True), **kw)
+    for q, question in enumerate(QUESTIONS[:4]):
+        alone = model.generate(**tok([model.format_prompt(question)], return_tensors="pt"), **kw)
+        rows = slice(q * 3, q * 3 + 3)
+        steps = alone.latents.shape[1]
+        torch.testing.assert_close(batch.latents[rows, :steps], alone.latents, rtol=1e-4, atol=1e-5)
+        assert tok.batch_decode(batch.answer_ids[rows]) == tok.batch_decode(alone.answer_ids)
+
+
+def test_counter_based_random_numbers_match_a_reference_implementation():
+    """The int64 hash wraps as unsigned 64-bit arithmetic would: same bits on any platform and device."""
+    mask = (1 << 64) - 1
+
+    def ref_mix(x):
+        x &= mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    def signed(x):
+        return x - (1 << 64) if x >= (1 << 63) else x
+
+    values = [0, 1, -1, 2**62 + 12345, -(2**63), 2**63 - 1, 987654321987]
+    got = mix64(torch.tensor(values, dtype=torch.int64)).tolist()
+    assert got == [signed(ref_mix(v)) for v in values]
+    # keys: different inputs, different keys; a fold is a function of its two inputs only
+    keys = fold(torch.tensor([5, 5, 6]), torch.tensor([1, 2, 1])).tolist()
+    assert len(set(keys)) == 3 and fold(torch.tensor([5]), 2).tolist() == keys[1:2]
+    assert token_key(0, [1, 2, 3]) != token_key(0, [1, 2, 4]) != token_key(1, [1, 2, 3])
+    assert key_from_ints(3, 4) == key_from_ints(3, 4) != key_from_ints(4, 3)
+
+
+def test_dropout_masks_have_the_requested_rate_and_differ_by_row_and_site():
+    from hf_modeling.latent_sampling import keyed_normal, keyed_uniform
+
+    keys = fold(torch.arange(64)[:, None], torch.arange(8)[None, :])  # 64 rows x 8 positions
+    u = keyed_uniform(keys, 0, 128)
+    assert abs(float((u < 0.2).float().mean()) - 0.2) < 0.01
+    assert not torch.equal(u[0], u[1]) and not torch.equal(u, keyed_uniform(keys, 1, 128))
+    z = keyed_normal(keys, -1, 128)
+    assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1.0) < 0.02
+
+
+def test_answer_room_is_per_row_not_set_by_a_long_neighbour(models):
+    model = AutoLatentModel.from_pretrained(models["codi"])
+    tok = load_latent_tokenizer(models["codi"], model.config)
+    short, long = "What is 1 plus 1?", "x" * (model.config.n_positions - 20)
+    kw = dict(max_new_tokens=30, eos_token_id=[-1], return_dict_in_generate=True)  # no EOS: every row decodes 30
+    alone = model.generate(**tok([model.format_prompt(short)], return_tensors="pt"), **kw)
+    with pytest.warns(UserWarning, match="does not fit"):
+        both = model.generate(**tok([model.format_prompt(short), model.format_prompt(long)], return_tensors="pt",
+                                    padding=True), **kw)
+    assert alone.answer_ids.shape[1] == 30
+    assert torch.equal(both.answer_ids[0], alone.answer_ids[0])  # the short question keeps its 30 tokens
+    room = model.config.n_positions - (both.attention_mask[1, : both.prompt_length].sum() + 6 + 1)
+    assert int(both.attention_mask[1, both.answer_start:].sum()) == room  # the long one stops at the window
