@@ -23,18 +23,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def naive_question(model, tokenizer, kind, prompt_ids, gold, n, m, sampler_kwargs, seed, max_new_tokens, steps):
-    from hf_modeling.latent_generation import LatentSampler
-    from lm_eval_latenttts.annotate import _Judge, _finish, generation_settings
+    from hf_modeling.latent_generation import batch_invariant_attention, sample_keys
+    from hf_modeling.latent_sampling import fold
+    from lm_eval_latenttts.annotate import _Judge, _finish
 
-    _, eos, pad = generation_settings(model, steps)
-    ids = torch.tensor([prompt_ids])
-    mask = torch.ones_like(ids)
-    sampler = LatentSampler(dropout_scope="all", generator=torch.Generator().manual_seed(seed), **sampler_kwargs)
+    setup = model.prepare_rollout(
+        torch.tensor([prompt_ids]), latent_sampling=sampler_kwargs["mode"], dropout_p=sampler_kwargs["dropout_p"],
+        noise_std=sampler_kwargs["noise_std"], seed=seed, latent_length=steps, max_new_tokens=max_new_tokens,
+    )
+    ids, mask, sampler, eos, pad = setup.input_ids, setup.attention_mask, setup.sampler, setup.eos_token_id, \
+        setup.pad_token_id
+    keys = sample_keys(setup.question_keys, n)
     judge = _Judge(tokenizer, kind, gold, eos)
     continuations = 0
     model.eval()
-    with torch.no_grad(), sampler.attached(model):
-        traj = model.prefill(ids.expand(n, -1), mask.expand(n, -1), sampler)
+    with torch.no_grad(), sampler.attached(model), batch_invariant_attention():
+        traj = model.prefill(ids.expand(n, -1), mask.expand(n, -1), sampler, keys)
         for _ in range(steps):
             model.latent_step(traj, sampler)
         latents = torch.stack(traj.latents, 1)  # (n, steps, hidden)
@@ -42,11 +46,12 @@ def naive_question(model, tokenizer, kind, prompt_ids, gold, n, m, sampler_kwarg
         continuations += n
         for t in range(steps - 1):
             rows = torch.arange(n).repeat_interleave(m)
-            state = model.prefill(ids.expand(n * m, -1), mask.expand(n * m, -1), sampler)  # recomputed
+            branch_keys = fold(fold(keys[rows], t), torch.arange(m).repeat(n))
+            state = model.prefill(ids.expand(n * m, -1), mask.expand(n * m, -1), sampler, branch_keys)  # recomputed
             with sampler.phase("latent"):
                 for k in range(t + 1):  # the trajectory's prefix, recomputed
-                    model._forward_step(state, latents[rows, k])
-            judge.correct(_finish(model, state, sampler, steps - t - 1, max_new_tokens, eos, pad))
+                    model._forward_step(state, latents[rows, k], sampler=sampler)
+            judge.correct(_finish(model, state, sampler, steps - t - 1, max_new_tokens, eos, pad, setup.answer_room))
             continuations += n * m
     return continuations
 
@@ -67,14 +72,14 @@ def main():
     from tiny_models import make_checkpoint
 
     from hf_modeling import AutoLatentModel, load_latent_tokenizer
-    from lm_eval_latenttts.annotate import annotate_question, prompt_text
+    from lm_eval_latenttts.annotate import annotate_question
 
     folder = make_checkpoint(os.path.join(tempfile.mkdtemp(), "gpt2"), "coconut", n_layer=a.layers, hidden=a.hidden)
     model = AutoLatentModel.from_pretrained(str(folder))
     tok = load_latent_tokenizer(str(folder), model.config)
     sampler_kwargs = {"mode": "dropout", "dropout_p": 0.1, "noise_std": 0.0}
-    prompts = [tok(prompt_text("coconut", f"Natalia sold clips to {i} of her friends, then half as many. How many?"))
-               ["input_ids"] for i in range(a.questions)]
+    prompts = [model.encode_prompt(tok, f"Natalia sold clips to {i} of her friends, then half as many. How many?")
+               for i in range(a.questions)]
     common = dict(max_new_tokens=a.max_new_tokens)
 
     results = {}

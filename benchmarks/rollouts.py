@@ -2,7 +2,7 @@
 
 A GPT-2-small-sized random COCONUT (12 layers, hidden 768), 2 prompts of 96
 tokens, 6 latents, 8 answer tokens (EOS disabled so every call decodes 8),
-noise sampling.  For N in {1, 4, 16, 64}:
+noise sampling (``--sampling dropout``: dropout on the latent steps).  For N in {1, 4, 16, 64}:
 
 - ``latent_tts``: this project's ``generate`` (prompt once, cache shared by N).
 - ``naive``: N full copies of the prompt (the prompt pass runs on B*N rows),
@@ -45,26 +45,34 @@ def build(device):
     return model, ids, torch.ones_like(ids)
 
 
-def run_latent_tts(model, ids, mask, n):
+SAMPLING = {"noise": dict(latent_sampling="noise", noise_std=0.5),
+            # dropout on the latent steps only, so that the prompt pass can be shared as with noise
+            "dropout": dict(latent_sampling="dropout", dropout_p=0.1, dropout_scope="latent")}
+
+
+def run_latent_tts(model, ids, mask, n, sampling):
     return model.generate(
-        ids, mask, latent_sampling="noise", noise_std=0.5, num_return_sequences=n, seed=0,
-        max_new_tokens=ANSWER, eos_token_id=[-1],
+        ids, mask, num_return_sequences=n, seed=0, max_new_tokens=ANSWER, eos_token_id=[-1], **SAMPLING[sampling],
     )
 
 
-def run_naive(model, ids, mask, n):
+def run_naive(model, ids, mask, n, sampling):
     """N full copies of the prompt: with dropout on the prompt this is what each sample needs."""
     from hf_modeling import LatentSampler
+    from hf_modeling.latent_generation import batch_invariant_attention, question_keys, sample_keys
 
-    sampler = LatentSampler("noise", noise_std=0.5, generator=torch.Generator(ids.device).manual_seed(0))
-    state = model.prefill(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), sampler)
-    for _ in range(LATENTS):
-        model.latent_step(state, sampler)
-    return model.decode_answer(state, ANSWER, [-1], 50256)
+    kw = SAMPLING[sampling]
+    sampler = LatentSampler(kw["latent_sampling"], kw.get("dropout_p", 0.0), kw.get("noise_std", 0.0), "all")
+    keys = sample_keys(question_keys(ids, mask, 0), n)
+    with sampler.attached(model), batch_invariant_attention():
+        state = model.prefill(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), sampler, keys)
+        for _ in range(LATENTS):
+            model.latent_step(state, sampler)
+        return model.decode_answer(state, ANSWER, [-1], 50256)
 
 
 @torch.no_grad()
-def run_floor(model, ids, mask, n):
+def run_floor(model, ids, mask, n, sampling):
     from transformers import DynamicCache
 
     body = model.transformer
@@ -88,12 +96,12 @@ def run_floor(model, ids, mask, n):
 IMPLEMENTATIONS = {"latent_tts": run_latent_tts, "naive": run_naive, "floor": run_floor}
 
 
-def measure(impl, n, repeats, device):
+def measure(impl, n, repeats, device, sampling):
     """Runs inside the child process: time per call (median) and peak RSS above the loaded model."""
     model, ids, mask = build(device)
     fn = IMPLEMENTATIONS[impl]
     with torch.no_grad():
-        fn(model, ids, mask, 1)  # warm-up
+        fn(model, ids, mask, 1, sampling)  # warm-up
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -102,7 +110,7 @@ def measure(impl, n, repeats, device):
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            fn(model, ids, mask, n)
+            fn(model, ids, mask, n, sampling)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
@@ -117,6 +125,8 @@ def main():
     parser.add_argument("--n", type=int, nargs="+", default=[1, 4, 16, 64], help="samples per question")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per point (median reported)")
     parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--sampling", choices=sorted(SAMPLING), default="noise",
+                        help="noise on the latents, or dropout on the latent steps (the prompt pass shared)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
@@ -124,13 +134,14 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats, args.device)))
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats, args.device, args.sampling)))
         return
 
     rows = []
     for n in args.n:
         for impl in IMPLEMENTATIONS:
-            cmd = [sys.executable, __file__, "--child", impl, str(n), "--repeats", str(args.repeats), "--device", args.device]
+            cmd = [sys.executable, __file__, "--child", impl, str(n), "--repeats", str(args.repeats), "--device", args.device,
+                   "--sampling", args.sampling]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
@@ -151,7 +162,7 @@ def main():
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": args.device, "rows": rows}, f, indent=2)
+            json.dump({"device": args.device, "sampling": args.sampling, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -501,7 +501,7 @@ def annotate(config, *, model=None, tokenizer=None, on_question_done=None):
                position=rank, dynamic_ncols=True)
     try:
         for q in mine:
-            prompt_ids = tokenizer(model.format_prompt(q["question"]))["input_ids"]
+            prompt_ids = model.encode_prompt(tokenizer, q["question"])
             record, cont = annotate_question(
                 model, tokenizer, kind, prompt_ids, q["gold"],
                 num_trajectories=config.num_trajectories, num_continuations=config.num_continuations,

@@ -34,7 +34,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
-from .latent_generation import _map_cache
+from .latent_generation import _map_cache, batch_invariant_attention, ghost_questions
 
 REDUCTIONS = ("sum", "min", "last", "mean")
 LATENT_ID_FIELDS = ("latent_id", "latent_start_id", "latent_end_id")
@@ -109,12 +109,25 @@ def reduce_step_scores(step_scores, step_mask, reduction="sum"):
 
 
 class LatentRMMixin:
-    """Scoring of latent trajectories; the classes provide ``rm_transformer()`` and ``rm_head(h)``."""
+    """Scoring of latent trajectories; the classes provide ``base_model`` and ``rm_head(h)``."""
+
+    head_prefixes: tuple = ()  # parameter names of the one-output head (new when initialised from a backbone)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, new_head: bool = False, **kwargs):
+        """As transformers', but exact (see ``hf_modeling.loading``).
+
+        ``new_head=True`` initialises the RM from a *backbone* checkpoint: the
+        classifier head is new (one log line says so) and backbone-only weights
+        (LM head, projector, latent head) are not used; anything else missing
+        is still an error.
+        """
+        from .loading import exact_from_pretrained
+
+        prefixes = cls.head_prefixes if new_head else ()
+        return exact_from_pretrained(super(), cls, pretrained_model_name_or_path, *args, new_head=prefixes, **kwargs)
 
     # -- hooks -----------------------------------------------------------------------
-    def rm_transformer(self):
-        raise NotImplementedError
-
     def rm_head(self, hidden):
         """(..., hidden) -> (...,) the one-output classifier (no dropout)."""
         raise NotImplementedError
@@ -204,13 +217,14 @@ class LatentRMMixin:
         device = self.get_input_embeddings().weight.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.rm_transformer()(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            cache=DynamicCache(config=self.config),
-            use_cache=True,
-        )
+        with batch_invariant_attention():
+            out = self.base_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                cache=DynamicCache(config=self.config),
+                use_cache=True,
+            )
         return RMState(cache=out.cache, attention_mask=attention_mask, positions=positions[:, -1] + 1)
 
     @torch.no_grad()
@@ -236,13 +250,14 @@ class LatentRMMixin:
         mask = torch.cat([state.attention_mask, active.to(state.attention_mask.dtype)], dim=1)
         before = active.long().cumsum(-1) - active.long()
         positions = state.positions[:, None] + before
-        out = self.rm_transformer()(
-            inputs_embeds=latents.to(device=device, dtype=dtype),
-            attention_mask=mask,
-            position_ids=positions,
-            cache=state.cache,
-            use_cache=True,
-        )
+        with batch_invariant_attention():
+            out = self.base_model(
+                inputs_embeds=latents.to(device=device, dtype=dtype),
+                attention_mask=mask,
+                position_ids=positions,
+                cache=state.cache,
+                use_cache=True,
+            )
         scores = self.rm_head(out.last_hidden_state).float()
         scores = torch.where(active, scores, torch.zeros_like(scores))
         state.attention_mask = mask
@@ -261,6 +276,12 @@ class LatentRMMixin:
         """
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+        if not all(getattr(output, name, None) is not None for name in ("sequences", "latents", "prompt_length")):
+            got = f"a {type(output).__name__}" + (f" of shape {tuple(output.shape)}" if hasattr(output, "shape") else "")
+            raise TypeError(
+                f"score_rollouts expects the LatentGenerateOutput of model.generate(..., "
+                f"return_dict_in_generate=True); got {got}. Call generate with return_dict_in_generate=True."
+            )
         latents = output.latents
         self._check_latents(latents)
         rows, steps = latents.shape[:2]
@@ -288,15 +309,21 @@ class LatentRMMixin:
             q_ids = prompt_ids.view(rows // n, n, p)
             q_mask = prompt_mask.view(rows // n, n, p)
             shared = bool((q_ids == q_ids[:, :1]).all()) and bool((q_mask == q_mask[:, :1]).all())
+        group = n if shared else 1
+        # ghost copies of the last question keep every forward at >= MIN_ROWS rows (see RolloutSetup.with_ghosts)
+        extra = ghost_questions(rows // group, group) * group
+        index = torch.cat([torch.arange(rows, device=device), torch.arange(rows - group, rows, device=device).repeat(
+            extra // group)]) if extra else None
+        grow = (lambda t: t[index]) if extra else (lambda t: t)
         was_training = self.training
         self.eval()
         try:
             if shared:
-                state = self.rm_prefill(prompt_ids[::n], prompt_mask[::n]).repeat_interleave(n)
+                state = self.rm_prefill(grow(prompt_ids)[::n], grow(prompt_mask)[::n]).repeat_interleave(n)
             else:
-                state = self.rm_prefill(prompt_ids, prompt_mask)
+                state = self.rm_prefill(grow(prompt_ids), grow(prompt_mask))
             if steps:
-                step_scores = self.rm_step(state, latents.to(device), step_mask)
+                step_scores = self.rm_step(state, grow(latents.to(device)), grow(step_mask))[:rows]
             else:
                 step_scores = torch.zeros(rows, 0, device=device)
         finally:
@@ -318,9 +345,7 @@ class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassificatio
     """
 
     config_class = LatentRMGPT2Config
-
-    def rm_transformer(self):
-        return self.transformer
+    head_prefixes = ("classifier.",)
 
     def rm_head(self, hidden):
         return self.classifier(hidden)[..., 0]
@@ -337,6 +362,8 @@ class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaPreTrainedModel):
     """Llama LatentRM (for CoLaR): ``model.*`` + ``score.*`` weights as ``LlamaForTokenClassification``."""
 
     config_class = LatentRMLlamaConfig
+    base_model_prefix = "model"
+    head_prefixes = ("score.",)
 
     def __init__(self, config):
         super().__init__(config)
@@ -352,9 +379,6 @@ class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaPreTrainedModel):
 
     def set_input_embeddings(self, value):
         self.model.embed_tokens = value
-
-    def rm_transformer(self):
-        return self.model
 
     def rm_head(self, hidden):
         return self.score(hidden)[..., 0]
@@ -391,8 +415,6 @@ class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaPreTrainedModel):
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
 
-LATENT_RMS = {cls.__name__: cls for cls in (COCONUTGPT2ForTokenClassification, LatentRMLlamaForTokenClassification)}
-
 __all__ = [
     "COCONUTGPT2ForTokenClassification",
     "LatentRMLlamaForTokenClassification",
@@ -401,5 +423,4 @@ __all__ = [
     "RMState",
     "reduce_step_scores",
     "REDUCTIONS",
-    "LATENT_RMS",
 ]

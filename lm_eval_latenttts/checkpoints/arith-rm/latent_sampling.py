@@ -1,0 +1,245 @@
+"""Where the randomness of a latent rollout comes from: Monte Carlo dropout and Gaussian noise.
+
+Every random number is a pure function of a *row key*, the position id of
+the token being computed, the dropout site (or the noise) and the feature
+index -- a counter-based generator in the spirit of Philox/Threefry, built
+from the SplitMix64 finaliser on int64 tensors.  Nothing is drawn from a
+stateful ``torch.Generator``, so a rollout does not depend on which other rows
+share its batch, on the batch size, on padding, on how many processes run or
+on the device: the key of a row is derived from (seed, prompt tokens, sample
+index) only (see ``LatentGenerationMixin.prepare_rollout``).
+
+Only torch is imported: this file is copied next to saved checkpoints for
+``trust_remote_code`` loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+SAMPLING_MODES = (None, "dropout", "noise")
+DROPOUT_SCOPES = ("all", "latent")
+
+_MASK64 = (1 << 64) - 1
+_M1 = 0xBF58476D1CE4E5B9 - (1 << 64)  # SplitMix64 multipliers, as signed int64
+_M2 = 0x94D049BB133111EB - (1 << 64)
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_NOISE_SITE = -1  # the "site" of the Gaussian noise on fed-back latents
+_TWO_PI = 2.0 * math.pi
+
+
+def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 values (torch's ``>>`` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def mix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finaliser on an int64 tensor (wrapping arithmetic): a bijective, well-mixed hash."""
+    x = (x ^ _shr(x, 30)) * _M1
+    x = (x ^ _shr(x, 27)) * _M2
+    return x ^ _shr(x, 31)
+
+
+def fold(keys: torch.Tensor, values: torch.Tensor | int) -> torch.Tensor:
+    """Derive new keys from ``keys`` and integers ``values`` (broadcast): a child key per (key, value)."""
+    values = torch.as_tensor(values, dtype=torch.int64, device=keys.device)
+    return mix64(keys ^ mix64(values * _GOLDEN + _M2))
+
+
+def key_from_ints(*ints: int) -> int:
+    """A 64-bit key (as a signed int) from Python integers, e.g. (seed, question id); platform independent."""
+    data = b"".join(int(i).to_bytes(16, "little", signed=True) for i in ints)
+    value = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def token_key(seed: int, token_ids: Sequence[int]) -> int:
+    """The key of a question: a function of the seed and its (unpadded) prompt token ids only."""
+    data = int(seed).to_bytes(16, "little", signed=True) + b"".join(
+        int(t).to_bytes(8, "little", signed=True) for t in token_ids
+    )
+    value = int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"latent-tts-q").digest(), "little")
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _uniform24(bits: torch.Tensor, shift: int) -> torch.Tensor:
+    """24 bits of ``bits`` starting at ``shift`` as a float32 in [0, 1) (exact in float32)."""
+    return (_shr(bits, shift) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def element_bits(position_keys: torch.Tensor, site: int, features: int) -> torch.Tensor:
+    """64 random bits per element: (rows, seq) position keys -> (rows, seq, features) int64."""
+    base = fold(position_keys, site)
+    offsets = torch.arange(features, dtype=torch.int64, device=base.device) * _GOLDEN
+    return mix64(base[..., None] + offsets)
+
+
+def keyed_uniform(position_keys: torch.Tensor, site: int, features: int) -> torch.Tensor:
+    """Uniform [0, 1) float32 of shape (rows, seq, features), keyed by position keys and site."""
+    return _uniform24(element_bits(position_keys, site, features), 40)
+
+
+def keyed_normal(position_keys: torch.Tensor, site: int, features: int) -> torch.Tensor:
+    """Standard normal float32 of shape (rows, seq, features) (Box-Muller on two 24-bit uniforms)."""
+    bits = element_bits(position_keys, site, features)
+    u1 = _uniform24(bits, 40) + (0.5 / (1 << 24))  # in (0, 1): log is finite
+    u2 = _uniform24(bits, 16)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(_TWO_PI * u2)
+
+
+class LatentSampler:
+    """The sampling settings of a rollout and the dropout hooks that apply them.
+
+    Dropout is applied by forward hooks on the backbone's dropout sites (GPT-2:
+    the residual dropouts; Llama: the output of each MLP ``down_proj``) rather
+    than by switching modules to train mode, so attention/embedding dropout
+    stay off.  Before each forward pass the model calls :meth:`at` with the
+    rows' keys and position ids; the hooks and :meth:`perturb` draw from those.
+    """
+
+    def __init__(self, mode: str | None = None, dropout_p: float = 0.0, noise_std: float = 0.0,
+                 dropout_scope: str = "all") -> None:
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f"latent_sampling must be one of None, 'dropout', 'noise'; got {mode!r}.")
+        if dropout_scope not in DROPOUT_SCOPES:
+            raise ValueError(f"dropout_scope must be 'all' or 'latent'; got {dropout_scope!r}.")
+        dropout_p = _as_number("dropout_p", dropout_p)
+        noise_std = _as_number("noise_std", noise_std)
+        if not 0.0 <= dropout_p < 1.0:
+            raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p}.")
+        if noise_std < 0:
+            raise ValueError(f"noise_std must be a finite number >= 0; got {noise_std}.")
+        if mode != "dropout" and dropout_p > 0:
+            raise ValueError(
+                f"dropout_p={dropout_p} is set but latent_sampling={mode!r}; "
+                "pass latent_sampling='dropout' to use Monte Carlo dropout."
+            )
+        if mode != "noise" and noise_std > 0:
+            raise ValueError(
+                f"noise_std={noise_std} is set but latent_sampling={mode!r}; "
+                "pass latent_sampling='noise' to add Gaussian noise to the latents."
+            )
+        self.mode = mode
+        self.dropout_p = dropout_p
+        self.noise_std = noise_std
+        self.dropout_scope = dropout_scope
+        self._dropout_on = False
+        self._row_keys: torch.Tensor | None = None
+        self._positions: torch.Tensor | None = None
+        self._position_keys: torch.Tensor | None = None
+
+    @property
+    def uses_dropout(self) -> bool:
+        return self.mode == "dropout" and self.dropout_p > 0
+
+    @property
+    def uses_noise(self) -> bool:
+        return self.mode == "noise" and self.noise_std > 0
+
+    @property
+    def is_deterministic(self) -> bool:
+        """True when every rollout of a prompt is the same (no sampling, or zero strength)."""
+        return not (self.uses_dropout or self.uses_noise)
+
+    @property
+    def prompt_is_deterministic(self) -> bool:
+        """True when the prompt pass gives the same cache for every sample."""
+        return not self.uses_dropout or self.dropout_scope == "latent"
+
+    # -- keys of the forward pass about to run -------------------------------------------
+    def at(self, row_keys: torch.Tensor, positions: torch.Tensor) -> None:
+        """Set the keys of the next forward pass: (rows,) row keys and (rows, seq) position ids."""
+        self._row_keys, self._positions, self._position_keys = row_keys, positions, None
+
+    def _keys(self) -> torch.Tensor:
+        if self._row_keys is None:
+            raise RuntimeError("LatentSampler: no row keys set for this forward pass (call sampler.at(...)).")
+        if self._position_keys is None:
+            self._position_keys = fold(self._row_keys[:, None], self._positions)
+        return self._position_keys
+
+    # -- dropout -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def attached(self, model: nn.Module) -> Iterator["LatentSampler"]:
+        """Install the dropout hooks on ``model`` for the duration of a rollout."""
+        handles = []
+        if self.uses_dropout:
+            sites = model.dropout_sites()
+            if not sites:
+                raise ValueError(
+                    f"{type(model).__name__} has no dropout sites, so latent_sampling='dropout' cannot "
+                    "perturb it; use latent_sampling='noise' instead."
+                )
+            handles = [site.register_forward_hook(self._dropout_hook(i)) for i, site in enumerate(sites)]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._dropout_on = False
+            self._row_keys = self._positions = self._position_keys = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Switch dropout for a phase: 'prompt', 'latent' or 'answer' (always off)."""
+        previous = self._dropout_on
+        if name == "prompt":
+            self._dropout_on = self.uses_dropout and self.dropout_scope == "all"
+        elif name == "latent":
+            self._dropout_on = self.uses_dropout
+        else:
+            self._dropout_on = False
+        try:
+            yield
+        finally:
+            self._dropout_on = previous
+
+    def _dropout_hook(self, site: int):
+        def hook(module, inputs, output):
+            if not self._dropout_on:
+                return output
+            keys = self._keys()
+            if tuple(keys.shape) != tuple(output.shape[:2]):
+                raise RuntimeError(
+                    f"dropout site output {tuple(output.shape)} does not match the keys {tuple(keys.shape)} "
+                    "of the forward pass"
+                )
+            keep = 1.0 - self.dropout_p
+            kept = keyed_uniform(keys.to(output.device), site, output.shape[-1]) >= self.dropout_p
+            return output * (kept.to(output.dtype) / keep)
+
+        return hook
+
+    # -- noise -------------------------------------------------------------------------------
+    def perturb(self, latent: torch.Tensor, row_keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Add N(0, noise_std^2) to fed-back latents (rows, hidden), keyed by the slot they are fed into."""
+        if not self.uses_noise:
+            return latent
+        keys = fold(row_keys[:, None], positions[:, None])
+        noise = keyed_normal(keys, _NOISE_SITE, latent.shape[-1])[:, 0]
+        return latent + (noise * self.noise_std).to(latent.dtype)
+
+
+def _as_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+    return float(value)
+
+
+__all__ = [
+    "LatentSampler",
+    "SAMPLING_MODES",
+    "DROPOUT_SCOPES",
+    "fold",
+    "key_from_ints",
+    "keyed_normal",
+    "keyed_uniform",
+    "mix64",
+    "token_key",
+]
