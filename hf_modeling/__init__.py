@@ -10,8 +10,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 
 from .auto import AutoLatentModel, load_latent_tokenizer, register_architecture, resolve_checkpoint
 from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
-from .latent_generation import LatentGenerateOutput, LatentState
+from .generation_config import LatentGenerationConfig
 from .latent_sampling import LatentSampler
+from .latent_state import LatentGenerateOutput, LatentState
 from .loading import CheckpointLoadError
 from .modeling_latent import CODIGPT2, COCONUTGPT2, ColarLlama
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
@@ -50,6 +51,7 @@ __all__ = [
     "CODIGPT2",
     "ColarLlama",
     "LatentGenerateOutput",
+    "LatentGenerationConfig",
     "LatentSampler",
     "LatentState",
     "LatentRMGPT2Config",

@@ -27,208 +27,30 @@ checkpoints for ``trust_remote_code`` loading.
 
 from __future__ import annotations
 
-import copy
 import warnings
-from dataclasses import dataclass
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import GenerationConfig
 from transformers.cache_utils import DynamicCache
-from transformers.utils import ModelOutput
 
-from .latent_sampling import LatentSampler, fold, token_key
-
-
-@dataclass
-class LatentState:
-    """Decoding state of a batch of rows: everything needed to take the next step.
-
-    ``attention_mask`` covers every position in the cache (left padding, and
-    for dynamic backbones the masked slots of rows that already stopped);
-    ``positions`` is the position id of each row's next input, so a prompt
-    gives the same result whatever it is batched with.  ``row_keys`` key the
-    row's random numbers (see ``latent_sampling``); a search that branches a
-    row into several must give the branches new keys (``fold``).
-    """
-
-    cache: DynamicCache
-    attention_mask: torch.Tensor  # (rows, cached length)
-    positions: torch.Tensor  # (rows,) position id of the next input
-    hidden: torch.Tensor  # (rows, hidden) last layer's hidden state at the last real input
-    latents: list  # fed-back vectors so far, each (rows, hidden)
-    latent_active: list  # per step, (rows,) bool: the row consumed that latent
-    stopped: torch.Tensor  # (rows,) bool: the row has left its latent phase
-    row_keys: torch.Tensor  # (rows,) int64 keys of the rows' random numbers
-
-    @property
-    def rows(self) -> int:
-        return self.hidden.shape[0]
-
-    def repeat_interleave(self, n: int) -> "LatentState":
-        """A new state in which each row becomes n consecutive rows (same keys: re-key the copies to sample)."""
-        if n == 1:
-            return self
-        return self._map(lambda t: t.repeat_interleave(n, dim=0))
-
-    def select(self, index: torch.Tensor) -> "LatentState":
-        """A new state with the rows ``index`` (1-D LongTensor, repeats allowed), in that order.
-
-        The original state stays valid: beam search and Monte Carlo annotation
-        branch many continuations off one prefix.
-        """
-        return self._map(lambda t: t[index])
-
-    def _map(self, fn) -> "LatentState":
-        return LatentState(
-            cache=_map_cache(self.cache, fn),
-            attention_mask=fn(self.attention_mask),
-            positions=fn(self.positions),
-            hidden=fn(self.hidden),
-            latents=[fn(z) for z in self.latents],
-            latent_active=[fn(a) for a in self.latent_active],
-            stopped=fn(self.stopped),
-            row_keys=fn(self.row_keys),
-        )
+from .generation_config import LatentGenerationConfig
+from .latent_sampling import LatentSampler
+from .latent_state import (
+    LatentGenerateOutput,
+    LatentState,
+    RolloutSetup,
+    batch_invariant_attention,
+    question_keys,
+    sample_keys,
+)
 
 
-def sample_keys(question_keys: torch.Tensor, n: int, offset: int = 0) -> torch.Tensor:
-    """Row keys of samples ``offset .. offset+n-1`` of each question, question-major: (questions * n,)."""
-    index = torch.arange(offset, offset + n, device=question_keys.device).repeat(question_keys.shape[0])
-    return fold(question_keys.repeat_interleave(n), index)
-
-
-def _map_cache(cache, fn):
-    """A new cache whose key/value tensors are ``fn`` of the old ones (batch dimension first)."""
-    new = copy.copy(cache)
-    new.layers = [copy.copy(layer) for layer in cache.layers]
-    for layer in new.layers:
-        if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
-            layer.keys = fn(layer.keys)
-            layer.values = fn(layer.values)
-    return new
-
-
-@dataclass
-class LatentGenerateOutput(ModelOutput):
-    """What ``generate(..., return_dict_in_generate=True)`` returns.
-
-    sequences: (rows, prompt_length + steps + 1 + answer) token ids: the prompt,
-        ``latent_id`` at every latent slot (pad where a dynamic row had already
-        stopped), the end marker, then the greedy answer (pad after EOS).
-    attention_mask: same shape; 0 on padding and on the slots a row skipped.
-    latents: (rows, steps, hidden) the fed-back vectors (zeros on skipped slots).
-    latent_lengths: (rows,) number of latent steps each row took.
-    prompt_length: width of the prompt part of ``sequences``.
-    num_return_sequences: N; rows are question-major (the N samples of a
-        question are consecutive).
-    """
-
-    sequences: torch.Tensor | None = None
-    attention_mask: torch.Tensor | None = None
-    latents: torch.Tensor | None = None
-    latent_lengths: torch.Tensor | None = None
-    prompt_length: int | None = None
-    num_return_sequences: int | None = None
-
-    @property
-    def answer_start(self):
-        return self.prompt_length + self.latents.shape[1] + 1
-
-    @property
-    def answer_ids(self):
-        return self.sequences[:, self.answer_start :]
-
-    def first_rows(self, rows: int) -> "LatentGenerateOutput":
-        """The output restricted to its first ``rows`` rows (drops ghost rows)."""
-        if rows == self.sequences.shape[0]:
-            return self
-        return LatentGenerateOutput(
-            sequences=self.sequences[:rows], attention_mask=self.attention_mask[:rows], latents=self.latents[:rows],
-            latent_lengths=self.latent_lengths[:rows], prompt_length=self.prompt_length,
-            num_return_sequences=self.num_return_sequences,
-        )
-
-
-@dataclass
-class RolloutSetup:
-    """Checked inputs and resolved settings of one rollout (see ``prepare_rollout``)."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    steps: int  # latent steps (fixed backbones) or their cap (dynamic)
-    max_new_tokens: int
-    sampler: LatentSampler
-    eos_token_id: object
-    pad_token_id: int
-    question_keys: torch.Tensor  # (questions,) int64: fold(seed, prompt tokens) per prompt row
-    answer_room: torch.Tensor | None = None  # (questions,) answer tokens that fit after each prompt; None: no limit
-
-    def room(self, n: int = 1) -> torch.Tensor | None:
-        """``answer_room`` repeated for the n rows of each question."""
-        return None if self.answer_room is None else self.answer_room.repeat_interleave(n)
-
-    def with_ghosts(self, rows_per_question: int) -> tuple["RolloutSetup", int]:
-        """This setup with ghost questions appended so that a forward has >= MIN_ROWS rows; (setup, questions).
-
-        Matrix kernels pick their code path by the number of rows, and the
-        paths for a few rows round differently; with at least ``MIN_ROWS``
-        rows a question's numbers are the same bits whatever else is in the
-        batch.  Ghosts are copies of the last question; their rows are dropped.
-        """
-        questions = self.input_ids.shape[0]
-        extra = ghost_questions(questions, rows_per_question)
-        if not extra:
-            return self, questions
-        last = torch.full((extra,), questions - 1, dtype=torch.long, device=self.input_ids.device)
-        index = torch.cat([torch.arange(questions, device=self.input_ids.device), last])
-        grown = copy.copy(self)
-        grown.input_ids, grown.attention_mask = self.input_ids[index], self.attention_mask[index]
-        grown.question_keys = self.question_keys[index]
-        grown.answer_room = None if self.answer_room is None else self.answer_room[index]
-        return grown, questions
-
-
-MIN_ROWS = 16  # rows per forward below which CPU/GPU matrix kernels take size-dependent code paths
-
-
-def batch_invariant_attention():
-    """Run scaled-dot-product attention with its math kernel for the duration of a rollout.
-
-    The fused (flash) kernels split the keys of one-token queries over threads
-    differently for different batch sizes, so a row's attention output -- and
-    from there its answer and RM score -- changed in the last bits with its
-    batch neighbours.  The math kernel computes each row alike; on CPU it was
-    as fast for latent and answer steps (see benchmarks/rollouts.py).
-    """
-    return sdpa_kernel(SDPBackend.MATH)
-
-
-def ghost_questions(questions: int, rows_per_question: int) -> int:
-    """How many ghost questions bring ``questions * rows_per_question`` up to ``MIN_ROWS`` rows."""
-    return max(0, -(-MIN_ROWS // max(rows_per_question, 1)) - questions)
-
-
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return value
-
-
-def _base_seed(seed, generator) -> int:
-    """The run's seed: ``seed``, else a draw from ``generator``, else from torch's global generator."""
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer; got {seed!r}.")
+def _base_seed(seed: int | None, generator: torch.Generator | None) -> int:
+    """The run's seed: a draw from ``generator`` when one is given, else ``seed``, else torch's global generator."""
+    if generator is None and seed is not None:
         return seed
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
-
-
-def question_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor, seed: int) -> torch.Tensor:
-    """(rows,) int64 keys, each a function of ``seed`` and the row's unpadded prompt tokens only."""
-    ids, mask = input_ids.tolist(), attention_mask.tolist()
-    keys = [token_key(seed, [t for t, m in zip(row, row_mask) if m]) for row, row_mask in zip(ids, mask)]
-    return torch.tensor(keys, dtype=torch.int64, device=input_ids.device)
 
 
 def _as_list(token_ids):
@@ -249,43 +71,32 @@ class LatentGenerationMixin:
     """
 
     dynamic_latent_length = False
-    latent_kind = None  # "coconut" | "codi" | "colar": prompt and answer formats (SPEC)
-    prompt_template = "{question}"
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """As transformers', but exact: a missing, unexpected or mis-shaped weight is an error naming it."""
+        """As transformers', but exact (a missing, unexpected or mis-shaped weight is an error naming it); the
+        checkpoint's ``generation_config.json`` becomes a ``LatentGenerationConfig`` (its recommended settings)."""
         from .loading import exact_from_pretrained
 
-        return exact_from_pretrained(super(), cls, pretrained_model_name_or_path, *args, **kwargs)
+        model = exact_from_pretrained(super(), cls, pretrained_model_name_or_path, *args, **kwargs)
+        target = model[0] if isinstance(model, tuple) else model
+        target.generation_config = LatentGenerationConfig.from_generation_config(target.generation_config)
+        return model
 
-    def format_prompt(self, question: str) -> str:
-        """The backbone's prompt format (SPEC) around a bare question, ending with the start marker."""
-        return self.prompt_template.replace("{question}", question)
-
-    def encode_prompt(self, tokenizer, question: str) -> list[int]:
-        """Token ids of the prompt for ``question``; special-token text inside the question stays text.
-
-        A question that contains e.g. ``<|latent|>`` would otherwise be parsed
-        into the control token itself; such questions are tokenised in pieces
-        cut where a special token's text starts, so it can never match.
-        """
-        text = self.format_prompt(question)
-        specials = [s for s in getattr(tokenizer, "added_tokens_encoder", {}) if s and s in question]
-        if not specials:
-            return list(tokenizer(text)["input_ids"])
-        prefix, suffix = self.prompt_template.split("{question}")
-        cuts = sorted({i for s in specials for i in _occurrences(question, s)} | {
-            i + 1 for s in specials for i in _occurrences(question, s)})
-        bounds = [0] + [c for c in cuts if 0 < c < len(question)] + [len(question)]
-        chunks = [question[a:b] for a, b in zip(bounds, bounds[1:])]
-        chunks[0], chunks[-1] = prefix + chunks[0], chunks[-1] + suffix
-        if len(chunks) == 1:  # cannot happen (a special token was found); kept for clarity
-            return list(tokenizer(chunks[0])["input_ids"])
-        ids = list(tokenizer(chunks[0])["input_ids"])
-        for chunk in chunks[1:]:
-            ids += tokenizer(chunk, add_special_tokens=False)["input_ids"]
-        return ids
+    def latent_generation_config(self, generation_config: GenerationConfig | None = None,
+                                 **overrides) -> LatentGenerationConfig:
+        """The settings of a rollout: ``generation_config`` (default: the model's) updated with ``overrides``,
+        validated and resolved for this backbone (typical sampling strength when unset)."""
+        config = LatentGenerationConfig.from_generation_config(
+            generation_config if generation_config is not None else self.generation_config)
+        unused = config.update(**overrides)
+        if unused:
+            raise TypeError(
+                f"unexpected generation settings {sorted(unused)}; a latent rollout takes the fields of "
+                f"LatentGenerationConfig: {', '.join(sorted(LatentGenerationConfig().latent_settings()))}, "
+                "eos_token_id, pad_token_id, return_dict_in_generate."
+            )
+        return config.for_backbone(self.latent_kind)
 
     # -- hooks the backbones override -------------------------------------------------
     def latent_vector(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -436,116 +247,77 @@ class LatentGenerationMixin:
                 "question + '\\n<|start-latent|>')."
             )
 
-    def prepare_rollout(self, input_ids, attention_mask=None, *, latent_sampling=None, dropout_p=0.0, noise_std=0.0,
-                        dropout_scope="all", seed=None, generator=None, latent_length=None, max_latent_length=None,
-                        max_new_tokens=32, eos_token_id=None, pad_token_id=None) -> RolloutSetup:
-        """Check the prompts and settings of a rollout and resolve their defaults (shared by every search)."""
+    def prepare_rollout(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                        config: LatentGenerationConfig, generator: torch.Generator | None = None) -> RolloutSetup:
+        """Check the prompts of a rollout and resolve ``config`` (from ``latent_generation_config``) into a
+        setup; shared by ``generate``, beam search and annotation."""
         if attention_mask is None and isinstance(input_ids, torch.Tensor):
             attention_mask = torch.ones_like(input_ids)
         self._check_prompts(input_ids, attention_mask)
         device = self.get_input_embeddings().weight.device
         input_ids = input_ids.to(device=device, dtype=torch.long)
         attention_mask = attention_mask.to(device)
-        if self.dynamic_latent_length:
-            steps = max_latent_length if max_latent_length is not None else self.config.max_latent_length
-            _check_count("max_latent_length", steps, 0)
-        else:
-            steps = latent_length if latent_length is not None else self.config.latent_length
-            _check_count("latent_length", steps, 0)
-        _check_count("max_new_tokens", max_new_tokens, 1)
-        room = self._answer_room(attention_mask, steps, max_new_tokens)
-        sampler = LatentSampler(latent_sampling, dropout_p, noise_std, dropout_scope)
-        if latent_sampling is not None and sampler.is_deterministic:
+        default_steps = self.config.max_latent_length if self.dynamic_latent_length else self.config.latent_length
+        steps = config.latent_length if config.latent_length is not None else default_steps
+        if config.latent_sampling is not None and not config.samples:
             warnings.warn(
-                f"latent_sampling={latent_sampling!r} with strength 0 (dropout_p={dropout_p}, noise_std={noise_std}) "
-                "samples nothing: every rollout of a prompt is the same. Raise the strength or use latent_sampling=None.",
-                UserWarning, stacklevel=4,
+                f"latent_sampling={config.latent_sampling!r} with strength 0 (dropout_p={config.dropout_p}, "
+                f"noise_std={config.noise_std}) samples nothing: every rollout of a prompt is the same. Raise the "
+                "strength or use latent_sampling=None.", UserWarning, stacklevel=4,
             )
         if steps == 0:
             warnings.warn(
                 "latent_length=0: the model takes no latent reasoning step and answers right after the start "
                 "marker; this is not the latent model's reasoning.", UserWarning, stacklevel=4,
             )
-        eos_token_id = eos_token_id if eos_token_id is not None else self.config.eos_token_id
+        eos_token_id = config.eos_token_id if config.eos_token_id is not None else self.config.eos_token_id
+        pad_token_id = config.pad_token_id if config.pad_token_id is not None else self.config.pad_token_id
         if pad_token_id is None:
-            pad_token_id = self.config.pad_token_id
-            if pad_token_id is None:
-                pad_token_id = _as_list(eos_token_id)[0] if _as_list(eos_token_id) else 0
-        keys = question_keys(input_ids, attention_mask, _base_seed(seed, generator))
-        return RolloutSetup(input_ids, attention_mask, steps, max_new_tokens, sampler, eos_token_id, pad_token_id, keys,
-                            room)
+            pad_token_id = _as_list(eos_token_id)[0] if _as_list(eos_token_id) else 0
+        room = self._answer_room(attention_mask, steps, config.max_new_tokens)
+        keys = question_keys(input_ids, attention_mask, _base_seed(config.seed, generator))
+        return RolloutSetup(input_ids, attention_mask, steps, config.max_new_tokens, LatentSampler(config),
+                            eos_token_id, pad_token_id, keys, room)
 
     # -- the public entry point --------------------------------------------------------------
     @torch.no_grad()
-    def generate(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        *,
-        latent_sampling=None,
-        dropout_p=0.0,
-        noise_std=0.0,
-        dropout_scope="all",
-        num_return_sequences=1,
-        sample_offset=0,
-        seed=None,
-        generator=None,
-        latent_length=None,
-        max_latent_length=None,
-        max_new_tokens=32,
-        eos_token_id=None,
-        pad_token_id=None,
-        return_dict_in_generate=False,
-        **unused,
-    ):
-        """Draw ``num_return_sequences`` latent rollouts per prompt, in one batch.
+    def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 generation_config: GenerationConfig | None = None, *, sample_offset: int = 0,
+                 generator: torch.Generator | None = None, **kwargs):
+        """Draw N latent rollouts per prompt, in one batch.
 
         Args:
-            input_ids, attention_mask: left-padded prompts ending with the start marker.
-            latent_sampling: None (deterministic), "dropout" (Monte Carlo dropout
-                with ``dropout_p``) or "noise" (``z + N(0, noise_std^2)`` on every
-                fed-back vector).
-            dropout_scope: "all" (dropout on the prompt pass and the latent steps,
-                as in the paper) or "latent" (latent steps only; the prompt is then
-                run once per question and its cache shared by the N samples).
-            num_return_sequences: N samples per prompt; output rows are question-major.
+            input_ids, attention_mask: left-padded prompts ending with the start
+                marker (``model.encode_prompt``).
+            generation_config: a ``LatentGenerationConfig`` (default: the
+                model's, i.e. the checkpoint's recommended settings); keyword
+                arguments override its fields: ``latent_sampling``, ``dropout_p``,
+                ``noise_std``, ``dropout_scope``, ``num_return_sequences`` (N),
+                ``seed``, ``latent_length``, ``max_new_tokens``, ``eos_token_id``,
+                ``pad_token_id``, ``return_dict_in_generate`` (see the config).
             sample_offset: index of the first sample: samples are numbered per
                 question, so ``num_return_sequences=4, sample_offset=4`` draws
                 samples 4..7 of the sequence that ``num_return_sequences=8`` draws.
-            seed: sample j of a prompt is a function of (seed, its unpadded token
-                ids, j) only, whatever else is in the batch.  Without a seed, one
-                is drawn from ``generator`` (or torch's global generator).
-            latent_length: latent steps of a fixed-length backbone (default: config).
-            max_latent_length: cap for a dynamic backbone (CoLaR).
-            max_new_tokens: answer tokens after the end marker (an integer >= 1).
+            generator: draws the seed instead of ``seed`` (reproducible with the
+                generator's state).
         Returns:
             ``sequences`` (LongTensor), or a ``LatentGenerateOutput`` when
-            ``return_dict_in_generate=True``.
+            ``return_dict_in_generate=True``; rows are question-major.
         """
-        if unused:
-            raise TypeError(
-                f"generate() got unexpected arguments {sorted(unused)}; latent backbones take latent_sampling, "
-                "dropout_p, noise_std, dropout_scope, num_return_sequences, sample_offset, seed, generator, "
-                "latent_length, max_latent_length, max_new_tokens, eos_token_id, pad_token_id, return_dict_in_generate."
-            )
         if input_ids is None:
             raise ValueError("generate() needs input_ids: the tokenized prompts (model.encode_prompt).")
-        n = _check_count("num_return_sequences", num_return_sequences, 1)
-        offset = _check_count("sample_offset", sample_offset, 0)
-        setup = self.prepare_rollout(
-            input_ids, attention_mask, latent_sampling=latent_sampling, dropout_p=dropout_p, noise_std=noise_std,
-            dropout_scope=dropout_scope, seed=seed, generator=generator, latent_length=latent_length,
-            max_latent_length=max_latent_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-        )
-        if n > 1 and latent_sampling is None:
+        if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) or sample_offset < 0:
+            raise ValueError(f"sample_offset must be an integer >= 0; got {sample_offset!r}.")
+        config = self.latent_generation_config(generation_config, **kwargs)
+        n = config.num_return_sequences
+        if n > 1 and config.latent_sampling is None:
             warnings.warn(
                 f"num_return_sequences={n} without sampling gives {n} identical rollouts per prompt; "
                 "pass latent_sampling='dropout' or 'noise'.", UserWarning, stacklevel=3,
             )
-        setup, questions = setup.with_ghosts(n)
+        setup, questions = self.prepare_rollout(input_ids, attention_mask, config, generator).with_ghosts(n)
         input_ids, attention_mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
-        keys = sample_keys(setup.question_keys, n, offset)
+        keys = sample_keys(setup.question_keys, n, sample_offset)
 
         was_training = self.training
         self.eval()
@@ -570,7 +342,7 @@ class LatentGenerationMixin:
 
         output = self._assemble(input_ids.repeat_interleave(n, dim=0), state, answer, setup.pad_token_id, n,
                                 setup.eos_token_id, setup.room(n)).first_rows(questions * n)
-        return output if return_dict_in_generate else output.sequences
+        return output if config.return_dict_in_generate else output.sequences
 
     def _answer_room(self, attention_mask, steps, max_new_tokens):
         """Per row, how many answer tokens fit in the context window after its own prompt (None: no limit).
@@ -633,11 +405,3 @@ class LatentGenerationMixin:
             num_return_sequences=n,
         )
 
-
-def _occurrences(text: str, sub: str) -> list[int]:
-    """Start indices of every (possibly overlapping) occurrence of ``sub`` in ``text``."""
-    found, start = [], text.find(sub)
-    while start != -1:
-        found.append(start)
-        start = text.find(sub, start + 1)
-    return found
