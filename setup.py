@@ -2,7 +2,7 @@
 
 ``lm_eval_latenttts_hook.pth`` must land at the top of site-packages, next to
 the packages, for Python to run it at start-up (it installs the import hook of
-``lm_eval_latenttts._lm_eval_hook``, so that plain ``lm_eval`` finds
+``lm_eval_latenttts.harness.plugin``, so that plain ``lm_eval`` finds
 ``--model latent_tts`` and the ``latent_*`` tasks).  ``build_py`` below writes
 it into the root of the build:
 
@@ -24,7 +24,7 @@ PTH_NAME = "lm_eval_latenttts_hook.pth"
 # (a stale .pth of an uninstalled package would otherwise print a traceback at
 # every interpreter start), and must stay cheap: the hook imports nothing heavy.
 PTH_CONTENT = (
-    "import sys; exec('try:\\n from lm_eval_latenttts._lm_eval_hook import install\\n install()\\n"
+    "import sys; exec('try:\\n from lm_eval_latenttts.harness.plugin import install\\n install()\\n"
     "except Exception:\\n pass')\n"
 )
 

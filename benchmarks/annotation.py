@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def naive_question(model, tokenizer, kind, prompt_ids, gold, n, m, sampler_kwargs, seed, max_new_tokens, steps):
     from hf_modeling.latent_generation import batch_invariant_attention, sample_keys
     from hf_modeling.latent_sampling import fold
-    from lm_eval_latenttts.annotate import _Judge, _finish
+    from lm_eval_latenttts.training.annotate import _Judge, _finish
 
     setup = model.prepare_rollout(
         torch.tensor([prompt_ids]), latent_sampling=sampler_kwargs["mode"], dropout_p=sampler_kwargs["dropout_p"],
@@ -72,7 +72,7 @@ def main():
     from tiny_models import make_checkpoint
 
     from hf_modeling import AutoLatentModel, load_latent_tokenizer
-    from lm_eval_latenttts.annotate import annotate_question
+    from lm_eval_latenttts.training.annotate import annotate_question
 
     folder = make_checkpoint(os.path.join(tempfile.mkdtemp(), "gpt2"), "coconut", n_layer=a.layers, hidden=a.hidden)
     model = AutoLatentModel.from_pretrained(str(folder))

@@ -29,8 +29,6 @@ PROMPTS, PROMPT_LEN, LATENTS, ANSWER = 2, 96, 6, 8
 
 
 def build(device):
-    from transformers import GPT2Config
-
     import hf_modeling
 
     torch.manual_seed(0)

@@ -19,39 +19,27 @@ questions.  Writes ``scaling.json`` and PNG plots into ``--out``.
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 
 from hf_modeling import AutoLatentModel, load_latent_tokenizer
-from lm_eval_latenttts.aggregation import answers_equal, best_of_n, extract_answer, majority_vote, weighted_vote
-from lm_eval_latenttts.questions import read_questions
-from lm_eval_latenttts.search import rm_beam_search
+from lm_eval_latenttts.data.questions import read_questions
+from lm_eval_latenttts.scaling import rollouts
+from lm_eval_latenttts.scaling.aggregation import select
+from lm_eval_latenttts.scaling.metrics import bootstrap_ci, question_metrics
 
 METRICS = ("coverage", "single", "majority", "best_of_n", "weighted", "beam")
+# the report's names for the rows of scaling.metrics.question_metrics (the rows lm-eval reports)
+ROWS = {"coverage": "coverage", "single": "single_acc", "majority": "majority", "best_of_n": "best_of_n",
+        "weighted": "weighted"}
 
 
 def load_questions(path, limit):
     """The first ``limit`` (0: all) ``{question, answer}`` docs; bad rows stop the report instead of scoring zero."""
     rows = [q.as_doc() for q in read_questions(path)]
     return rows[:limit] if limit else rows
-
-
-def prompt_for(question, backbone_kind):
-    return question + ("\n<|start-latent|>" if backbone_kind == "coconut" else "<|start-latent|>")
-
-
-def bootstrap_ci(values, resamples=1000, seed=0):
-    """95% percentile interval of the mean of per-question values."""
-    t = torch.tensor(values, dtype=torch.float64)
-    if len(t) == 0:
-        return [float("nan"), float("nan")]
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(t), (resamples, len(t)), generator=g)
-    means = t[idx].mean(-1).sort().values
-    return [float(means[int(0.025 * resamples)]), float(means[int(0.975 * resamples) - 1])]
 
 
 def pairwise_cosine_distance(latents):
@@ -65,61 +53,39 @@ def pairwise_cosine_distance(latents):
     return (1 - sim[:, off]).mean(-1)
 
 
-@torch.no_grad()
-def rollouts(model, rm, tok, questions, kind, n_max, sampling, seed, batch_questions, max_new_tokens):
-    """Per question: answers (n_max), correctness, RM trajectory scores, diversity per step for each N."""
-    per_question = []
+def draw(model, rm, tok, questions, config, batch_questions, keep_latents=False):
+    """Every question's candidates under ``config`` (``scaling.rollouts.sample``, as lm-eval draws them)."""
+    found = []
     for start in range(0, len(questions), batch_questions):
-        chunk = questions[start : start + batch_questions]
-        enc = tok([prompt_for(q["question"], kind) for q in chunk], return_tensors="pt", padding=True)
-        out = model.generate(
-            **enc, num_return_sequences=n_max, seed=seed * 100003 + start, max_new_tokens=max_new_tokens,
-            return_dict_in_generate=True, **sampling,
-        )
-        scores = rm.score_rollouts(out).trajectory_scores.view(len(chunk), n_max) if rm is not None else None
-        texts = tok.batch_decode(out.answer_ids, skip_special_tokens=True)
-        for i, q in enumerate(chunk):
-            answers = [extract_answer(t, kind) for t in texts[i * n_max : (i + 1) * n_max]]
-            per_question.append({
-                "answers": answers,
-                "correct": [answers_equal(a, q["answer"]) for a in answers],
-                "scores": scores[i].tolist() if scores is not None else None,
-                "latents": out.latents[i * n_max : (i + 1) * n_max].float(),
-                "gold": q["answer"],
-            })
-    return per_question
+        prompts = [model.encode_prompt(tok, q["question"]) for q in questions[start: start + batch_questions]]
+        found += rollouts.sample(model, tok, prompts, config, rm, keep_latents=keep_latents)
+    return found
 
 
-@torch.no_grad()
-def beam_accuracy(model, rm, tok, questions, kind, n, sampling, seed, batch_questions, max_new_tokens):
-    c = min(4, n)
-    b = n // c
-    correct, passes = [], 0
-    for start in range(0, len(questions), batch_questions):
-        chunk = questions[start : start + batch_questions]
-        enc = tok([prompt_for(q["question"], kind) for q in chunk], return_tensors="pt", padding=True)
-        res = rm_beam_search(
-            model, rm, enc.input_ids, enc.attention_mask, num_beams=b, num_candidates=c,
-            seed=seed * 100003 + start, max_new_tokens=max_new_tokens, **sampling,
-        )
-        passes += res.latent_forward_passes
-        for i, text in enumerate(tok.batch_decode(res.answer_ids, skip_special_tokens=True)):
-            correct.append(float(answers_equal(extract_answer(text, kind), chunk[i]["answer"])))
-    return correct, passes, b, c
-
-
-def metrics_at(per_question, n):
-    rows = {m: [] for m in METRICS if m != "beam"}
-    for q in per_question:
-        answers, correct, gold = q["answers"][:n], q["correct"][:n], q["gold"]
-        rows["coverage"].append(float(any(correct)))
-        rows["single"].append(sum(correct) / n)
-        rows["majority"].append(float(answers_equal(majority_vote(answers), gold)))
-        if q["scores"] is not None:
-            scores = q["scores"][:n]
-            rows["best_of_n"].append(float(answers_equal(best_of_n(answers, scores), gold)))
-            rows["weighted"].append(float(answers_equal(weighted_vote(answers, scores), gold)))
+def metrics_at(candidates, questions, n, has_rm):
+    """Per metric, the per-question values on the first n candidates (sample j is the same for every n)."""
+    rows = {m: [] for m in ROWS if has_rm or m not in ("best_of_n", "weighted")}
+    for c, q in zip(candidates, questions):
+        answers, scores = c.answers[:n], None if c.scores is None else c.scores[:n]
+        values = question_metrics(q["answer"], answers, select(answers, scores, "majority"), has_rm, n)
+        for metric in rows:
+            rows[metric].append(values[ROWS[metric]])
     return rows
+
+
+def beam_accuracy(model, rm, tok, questions, config, n, batch_questions):
+    """Beam search with B*C = n (C = min(4, n)): per question right or wrong, and latent forwards spent."""
+    c = min(4, n)
+    config = model.latent_generation_config(config, num_beams=n // c, num_candidates=c, aggregate="beam")
+    correct = []
+    for start in range(0, len(questions), batch_questions):
+        chunk = questions[start: start + batch_questions]
+        found = rollouts.beam(model, tok, [model.encode_prompt(tok, q["question"]) for q in chunk], config, rm)
+        for cand, q in zip(found, chunk):
+            correct.append(float(model.is_correct(cand.texts[cand.chosen], q["answer"])))
+    steps = model.config.latent_length
+    return correct, {"beams": n // c, "candidates": c, "latent_forward_passes": n * steps * len(questions),
+                     "best_of_n_latent_forward_passes": n * steps * len(questions)}
 
 
 def main():
@@ -130,61 +96,66 @@ def main():
     parser.add_argument("--limit", type=int, default=300, help="number of test questions (0 = all)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per point (at least 3 for the report)")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64], help="values of N")
-    parser.add_argument("--dropout-p", type=float, default=None, help="dropout p (default: model card value)")
-    parser.add_argument("--noise-std", type=float, default=None, help="noise sigma (default: model card value)")
+    parser.add_argument("--dropout-p", type=float, default=None,
+                        help="dropout p (default: the checkpoint's recommended, else the backbone's typical value)")
+    parser.add_argument("--noise-std", type=float, default=None,
+                        help="noise sigma (default: the checkpoint's recommended, else the backbone's typical value)")
     parser.add_argument("--methods", nargs="+", default=["dropout", "noise"], choices=["dropout", "noise"])
     parser.add_argument("--no-beam", action="store_true", help="skip RM-guided beam search")
     parser.add_argument("--batch-questions", type=int, default=8, help="questions per generate call")
-    parser.add_argument("--max-new-tokens", type=int, default=8, help="answer tokens")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="answer tokens (default: the checkpoint's recommended)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default="benchmarks/results", help="output folder for scaling.json and plots")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from lm_eval_latenttts import defaults
+    from lm_eval_latenttts.checkpoints import shipped_model, shipped_rm
+    from lm_eval_latenttts.data import ARITH_TEST
 
-    model_path = args.model or defaults.default_model_path()
-    rm_path = args.rm or defaults.default_rm_path()
-    data_path = args.data or defaults.default_arith_test_path()
-    sampling_defaults = defaults.default_sampling(model_path)
-    dropout_p = args.dropout_p if args.dropout_p is not None else sampling_defaults["dropout_p"]
-    noise_std = args.noise_std if args.noise_std is not None else sampling_defaults["noise_std"]
-
+    model_path = args.model or shipped_model()
+    rm_path = args.rm or shipped_rm()
+    data_path = args.data or ARITH_TEST
     model = AutoLatentModel.from_pretrained(model_path).eval()
     tok = load_latent_tokenizer(model_path, model.config)
     rm = AutoLatentModel.from_pretrained(rm_path).eval() if rm_path else None
-    kind = "codi" if type(model).__name__ == "CODIGPT2" else "coconut"
     questions = load_questions(data_path, args.limit)
     n_max = max(args.n)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the checkpoint's recommended settings (the shipped model: dropout p=0.2, N=16, 8 answer tokens)
+    base = model.latent_generation_config(max_new_tokens=args.max_new_tokens) if args.max_new_tokens else \
+        model.latent_generation_config()
 
     report = {"model": str(model_path), "rm": str(rm_path), "data": str(data_path), "questions": len(questions),
               "seeds": args.seeds, "n": args.n, "methods": {}}
-    greedy = rollouts(model, None, tok, questions, kind, 1, {}, 0, args.batch_questions, args.max_new_tokens)
-    report["greedy_accuracy"] = sum(q["correct"][0] for q in greedy) / len(greedy)
+    greedy = draw(model, None, tok, questions, model.latent_generation_config(base, latent_sampling=None,
+                                                                              num_return_sequences=1),
+                  args.batch_questions)
+    report["greedy_accuracy"] = sum(model.is_correct(c.texts[0], q["answer"]) for c, q in zip(greedy, questions)) \
+        / len(questions)
     print(f"greedy accuracy {report['greedy_accuracy']:.3f} on {len(questions)} questions", flush=True)
 
     for method in args.methods:
-        sampling = ({"latent_sampling": "dropout", "dropout_p": dropout_p} if method == "dropout"
-                    else {"latent_sampling": "noise", "noise_std": noise_std})
+        strength = {"dropout": {"dropout_p": args.dropout_p}, "noise": {"noise_std": args.noise_std}}[method]
+        config = model.latent_generation_config(base, latent_sampling=method, num_return_sequences=n_max,
+                                                **{k: v for k, v in strength.items() if v is not None})
+        sampling = {"latent_sampling": method, "dropout_p": config.dropout_p, "noise_std": config.noise_std}
         per_seed_metrics = []  # seed -> n -> metric -> per-question list
-        diversity = []  # seed -> (steps,) at n_max
+        diversity = []  # seed -> n -> (steps,)
         beam_passes = {}
         started = time.time()
         for seed in range(args.seeds):
-            pq = rollouts(model, rm, tok, questions, kind, n_max, sampling, seed, args.batch_questions, args.max_new_tokens)
-            by_n = {n: metrics_at(pq, n) for n in args.n}
+            seeded = model.latent_generation_config(config, seed=seed)
+            found = draw(model, rm, tok, questions, seeded, args.batch_questions, keep_latents=True)
+            by_n = {n: metrics_at(found, questions, n, rm is not None) for n in args.n}
             if rm is not None and not args.no_beam:
                 for n in args.n:
-                    correct, passes, b, c = beam_accuracy(model, rm, tok, questions, kind, n, sampling, seed,
-                                                          args.batch_questions, args.max_new_tokens)
-                    by_n[n]["beam"] = correct
-                    beam_passes[n] = {"beams": b, "candidates": c, "latent_forward_passes": passes,
-                                      "best_of_n_latent_forward_passes": n * len(questions) * model.config.latent_length}
+                    by_n[n]["beam"], beam_passes[n] = beam_accuracy(model, rm, tok, questions, seeded, n,
+                                                                    args.batch_questions)
             per_seed_metrics.append(by_n)
-            diversity.append({n: torch.stack([pairwise_cosine_distance(q["latents"][:n]) for q in pq]).mean(0).tolist()
+            diversity.append({n: torch.stack([pairwise_cosine_distance(c.latents[:n]) for c in found]).mean(0).tolist()
                               for n in args.n})
             print(f"{method} seed {seed} done ({time.time() - started:.0f} s)", flush=True)
 

@@ -47,6 +47,9 @@ LATENT_DEFAULTS = {
     "reduction": "sum",
 }
 INHERITED_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 32, "num_beams": 4}
+# what a rollout reads; the other GenerationConfig fields concern token sampling and are refused as overrides
+ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *INHERITED_DEFAULTS, "eos_token_id", "pad_token_id", "bos_token_id",
+                            "return_dict_in_generate"})
 
 
 class LatentGenerationConfig(GenerationConfig):
@@ -110,27 +113,14 @@ class LatentGenerationConfig(GenerationConfig):
         transformers' own checks concern token sampling (e.g. they refuse
         ``num_return_sequences > 1`` without ``do_sample``) and do not apply.
         """
-        _choice("latent_sampling", self.latent_sampling, SAMPLING_MODES)
-        _choice("dropout_scope", self.dropout_scope, DROPOUT_SCOPES)
-        _choice("aggregate", self.aggregate, (None, *AGGREGATES))
-        _choice("reduction", self.reduction, REDUCTIONS)
-        if self.dropout_p is not None:
-            _number("dropout_p", self.dropout_p, 0.0, 1.0, high_open=True)
-        if self.noise_std is not None:
-            _number("noise_std", self.noise_std, 0.0, math.inf)
+        for field in FIELD_CHECKS:
+            check_field(field, getattr(self, field))
         if self.dropout_p and self.latent_sampling != "dropout":
             raise ValueError(f"dropout_p={self.dropout_p} is set but latent_sampling={self.latent_sampling!r}; "
                              "set latent_sampling='dropout' to use Monte Carlo dropout.")
         if self.noise_std and self.latent_sampling != "noise":
             raise ValueError(f"noise_std={self.noise_std} is set but latent_sampling={self.latent_sampling!r}; "
                              "set latent_sampling='noise' to add Gaussian noise to the latents.")
-        for name, minimum in (("num_return_sequences", 1), ("max_new_tokens", 1), ("num_beams", 1),
-                              ("num_candidates", 1)):
-            _integer(name, getattr(self, name), minimum)
-        if self.latent_length is not None:
-            _integer("latent_length", self.latent_length, 0)
-        if self.seed is not None:
-            _integer("seed", self.seed, None)
 
     # -- resolved views ---------------------------------------------------------------------------
     def for_backbone(self, kind: str | None) -> LatentGenerationConfig:
@@ -164,28 +154,61 @@ class LatentGenerationConfig(GenerationConfig):
         return {k: getattr(self, k) for k in keys}
 
 
-def _choice(name, value, choices):
-    if value not in choices:
-        shown = ", ".join("None" if c is None else repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {shown}; got {value!r}.")
+def check_field(field: str, value) -> None:
+    """Raise ``ValueError`` if ``value`` is not a valid value of the config field ``field`` on its own."""
+    FIELD_CHECKS[field](field, value)
 
 
-def _integer(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ValueError(f"{name} must be an integer{bound}; got {value!r}.")
+def _choice(choices):
+    def check(name, value):
+        if value not in choices:
+            shown = ", ".join("None" if c is None else repr(c) for c in choices)
+            raise ValueError(f"{name} must be one of {shown}; got {value!r}.")
+    return check
 
 
-def _number(name, value, low, high, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number; got {value!r}.")
-    if value < low or value > high or (high_open and value >= high):
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in [{low}, {high}{bracket}; got {value!r}.")
+def _integer(minimum, optional=False):
+    def check(name, value):
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            bound = f" >= {minimum}" if minimum is not None else ""
+            raise ValueError(f"{name} must be an integer{bound}; got {value!r}.")
+    return check
+
+
+def _number(low, high, high_open=False):
+    def check(name, value):
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            raise ValueError(f"{name} must be a finite number; got {value!r}.")
+        if value < low or value > high or (high_open and value >= high):
+            bracket = ")" if high_open else "]"
+            raise ValueError(f"{name} must be in [{low}, {high}{bracket}; got {value!r}.")
+    return check
+
+
+FIELD_CHECKS = {
+    "latent_sampling": _choice(SAMPLING_MODES),
+    "dropout_p": _number(0.0, 1.0, high_open=True),
+    "noise_std": _number(0.0, math.inf),
+    "dropout_scope": _choice(DROPOUT_SCOPES),
+    "aggregate": _choice((None, *AGGREGATES)),
+    "reduction": _choice(REDUCTIONS),
+    "num_return_sequences": _integer(1),
+    "max_new_tokens": _integer(1),
+    "num_beams": _integer(1),
+    "num_candidates": _integer(1),
+    "latent_length": _integer(0, optional=True),
+    "seed": _integer(None, optional=True),
+}
 
 
 __all__ = [
     "AGGREGATES",
+    "ROLLOUT_FIELDS",
+    "check_field",
     "DEFAULT_STRENGTH",
     "DROPOUT_SCOPES",
     "LatentGenerationConfig",

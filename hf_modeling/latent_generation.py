@@ -33,7 +33,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.cache_utils import DynamicCache
 
-from .generation_config import LatentGenerationConfig
+from .generation_config import ROLLOUT_FIELDS, LatentGenerationConfig
 from .latent_sampling import LatentSampler
 from .latent_state import (
     LatentGenerateOutput,
@@ -87,15 +87,16 @@ class LatentGenerationMixin:
                                  **overrides) -> LatentGenerationConfig:
         """The settings of a rollout: ``generation_config`` (default: the model's) updated with ``overrides``,
         validated and resolved for this backbone (typical sampling strength when unset)."""
+        unknown = sorted(set(overrides) - ROLLOUT_FIELDS)
+        if unknown:
+            raise TypeError(
+                f"unexpected generation settings {unknown}: a latent model decodes its answer greedily after the "
+                "latent phase, so token-sampling settings do not apply. Rollouts take the fields of "
+                f"LatentGenerationConfig: {', '.join(sorted(ROLLOUT_FIELDS))}."
+            )
         config = LatentGenerationConfig.from_generation_config(
             generation_config if generation_config is not None else self.generation_config)
-        unused = config.update(**overrides)
-        if unused:
-            raise TypeError(
-                f"unexpected generation settings {sorted(unused)}; a latent rollout takes the fields of "
-                f"LatentGenerationConfig: {', '.join(sorted(LatentGenerationConfig().latent_settings()))}, "
-                "eos_token_id, pad_token_id, return_dict_in_generate."
-            )
+        config.update(**overrides)
         return config.for_backbone(self.latent_kind)
 
     # -- hooks the backbones override -------------------------------------------------

@@ -14,11 +14,12 @@ from torch import nn
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
 from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
+from .latent_forward import LatentForwardMixin
 from .latent_generation import LatentGenerationMixin
 from .prompting import LatentPromptMixin
 
 
-class _GPT2LatentMixin(LatentPromptMixin, LatentGenerationMixin):
+class _GPT2LatentMixin(LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin):
     def dropout_sites(self):
         # SPEC: residual dropout only (attention and embedding dropout stay off)
         sites = []
@@ -80,7 +81,7 @@ class LatentHead(nn.Module):
         return self.mean(self.fc(hidden))
 
 
-class ColarLlama(LatentPromptMixin, LatentGenerationMixin, LlamaForCausalLM):
+class ColarLlama(LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin, LlamaForCausalLM):
     """CoLaR: Llama feeding back ``lt_head(h) * latent_embedding_std``.
 
     The number of latent steps is dynamic: a row stops when the language model

@@ -9,7 +9,7 @@ __all__ = ["LatentTTSModel"]
 
 def __getattr__(name):
     if name == "LatentTTSModel":
-        from lm_eval_latenttts.lm_eval_model import LatentTTSModel
+        from lm_eval_latenttts.harness.model import LatentTTSModel
 
         return LatentTTSModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

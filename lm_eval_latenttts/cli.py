@@ -33,16 +33,21 @@ def _configure_annotate(p):
                    help="training questions: JSON list or JSONL of {question, answer[, steps]} (GSM8K layout)")
     p.add_argument("--output-dir", required=True,
                    help="annotation folder (shards + annotation_config.json); rerun the same command to resume")
-    p.add_argument("-N", "--num-trajectories", type=int, default=8, help="stochastic trajectories per question")
+    p.add_argument("-N", "--num-trajectories", type=int, default=None,
+                   help="stochastic trajectories per question (default 8)")
     p.add_argument("-M", "--num-continuations", type=int, default=16,
                    help="Monte Carlo continuations from each latent step's prefix")
-    p.add_argument("--sampling", choices=("dropout", "noise"), default="dropout",
-                   help="source of randomness: Monte Carlo dropout or Gaussian noise on the fed-back latents")
-    p.add_argument("--dropout-p", type=float, default=0.1, help="dropout probability (with --sampling dropout)")
-    p.add_argument("--noise-std", type=float, default=0.5, help="noise sigma (with --sampling noise)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="base seed; each question's generator is seeded from (seed, question id)")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="answer tokens decoded after the latents")
+    p.add_argument("--sampling", choices=("dropout", "noise"), default=None,
+                   help="source of randomness: Monte Carlo dropout or Gaussian noise on the fed-back latents "
+                        "(default: the checkpoint's recommended one, else dropout)")
+    p.add_argument("--dropout-p", type=float, default=None,
+                   help="dropout probability (default: the checkpoint's, else the backbone's typical value)")
+    p.add_argument("--noise-std", type=float, default=None,
+                   help="noise sigma (default: the checkpoint's, else the backbone's typical value)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="base seed (default: the checkpoint's, else 0); question i is seeded from (seed, i)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="answer tokens decoded after the latents (default: the checkpoint's, else 32)")
     p.add_argument("--latent-length", type=int, default=None,
                    help="latent steps (fixed backbones) or the cap (dynamic); default: the model config's")
     p.add_argument("--limit", type=int, default=None, help="annotate only the first LIMIT questions of the file")
@@ -58,16 +63,22 @@ def _configure_annotate(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _run_annotate(args):
-    from lm_eval_latenttts.annotate import AnnotateConfig, annotate
+# annotate option -> LatentGenerationConfig field (only the options given override the checkpoint's settings)
+ANNOTATE_GENERATION = {
+    "num_trajectories": "num_return_sequences", "sampling": "latent_sampling", "dropout_p": "dropout_p",
+    "noise_std": "noise_std", "seed": "seed", "max_new_tokens": "max_new_tokens", "latent_length": "latent_length",
+}
 
+
+def _run_annotate(args):
+    from lm_eval_latenttts.training.annotate import AnnotateConfig, annotate
+
+    generation = {field: getattr(args, option) for option, field in ANNOTATE_GENERATION.items()
+                  if getattr(args, option) is not None}
     config = AnnotateConfig(
-        model=args.model, data=args.data, output_dir=args.output_dir,
-        num_trajectories=args.num_trajectories, num_continuations=args.num_continuations,
-        sampling=args.sampling, dropout_p=args.dropout_p if args.sampling == "dropout" else 0.0,
-        noise_std=args.noise_std if args.sampling == "noise" else 0.0, seed=args.seed,
-        max_new_tokens=args.max_new_tokens, latent_length=args.latent_length, limit=args.limit,
-        keep_all=args.keep_all, skip_bad_rows=args.skip_bad_rows, max_batch_rows=args.max_batch_rows, dtype=args.dtype,
+        model=args.model, data=args.data, output_dir=args.output_dir, generation=generation,
+        num_continuations=args.num_continuations, limit=args.limit, keep_all=args.keep_all,
+        skip_bad_rows=args.skip_bad_rows, max_batch_rows=args.max_batch_rows, dtype=args.dtype,
         shard_size=args.shard_size, threads=args.threads, progress=not args.no_progress,
     )
     stats = annotate(config)
@@ -116,7 +127,7 @@ def _configure_train_rm(p):
 def _run_train_rm(args):
     from dataclasses import fields
 
-    from lm_eval_latenttts.rm_training import TrainConfig, train_rm
+    from lm_eval_latenttts.training.rm_training import TrainConfig, train_rm
 
     # every option named like a TrainConfig field (so a new field needs only its add_argument)
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}

@@ -23,7 +23,7 @@ BLOCKED_PACKAGES = ("hf_modeling", "lm_eval_latenttts")
 
 # Runs first in the child. The package's .pth hook is switched off by the environment
 # (LM_EVAL_LATENTTTS_DISABLE_HOOK=1), but the .pth line still imports the tiny
-# ``lm_eval_latenttts._lm_eval_hook`` at start-up: forget it, then refuse every import
+# ``lm_eval_latenttts.harness.plugin`` at start-up: forget it, then refuse every import
 # of the two packages, whatever sys.path holds (editable install, PYTHONPATH, cwd).
 _PRELUDE = textwrap.dedent(
     f"""

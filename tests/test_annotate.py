@@ -14,8 +14,8 @@ torch.set_num_threads(1)  # tiny tensors: extra threads only add contention on a
 from processes import accelerate_cpu_launch  # noqa: E402
 from tiny_models import make_checkpoint  # noqa: E402
 
-from lm_eval_latenttts import annotate as ann  # noqa: E402
-from lm_eval_latenttts.annotate import (  # noqa: E402
+from lm_eval_latenttts.training import annotate as ann  # noqa: E402
+from lm_eval_latenttts.training.annotate import (  # noqa: E402
     AnnotateConfig,
     AnnotationDataError,
     annotate,
@@ -236,7 +236,7 @@ def test_question_seed_is_stable():
     assert len(set(seeds)) == len(grid)
     assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)
     # the same in another process with another hash seed (ranks of a data-parallel run must agree)
-    code = ("import json, sys; from lm_eval_latenttts.annotate import question_seed; "
+    code = ("import json, sys; from lm_eval_latenttts.training.annotate import question_seed; "
             "print(json.dumps([question_seed(s, q) for s, q in json.loads(sys.argv[1])]))")
     for hash_seed in ("1", "2"):
         proc = subprocess.run([sys.executable, "-c", code, json.dumps(grid)], capture_output=True, text=True,

@@ -1,9 +1,9 @@
-"""Synthetic arithmetic generator (lm_eval_latenttts.arith)."""
+"""Synthetic arithmetic generator (lm_eval_latenttts.data.arith)."""
 
 import json
 import re
 
-from lm_eval_latenttts import arith
+from lm_eval_latenttts.data import arith
 
 
 def test_splits_deterministic_and_disjoint():

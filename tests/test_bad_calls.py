@@ -13,8 +13,8 @@ from test_lm_eval_plugin import make_rm, rigged_checkpoint  # noqa: E402
 from tiny_models import make_checkpoint  # noqa: E402
 
 from hf_modeling import AutoLatentModel, load_latent_tokenizer  # noqa: E402
-from lm_eval_latenttts.lm_eval_model import LatentTTSModel  # noqa: E402
-from lm_eval_latenttts.model_args import LatentTTSArgumentError  # noqa: E402
+from lm_eval_latenttts.harness.model import LatentTTSModel  # noqa: E402
+from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

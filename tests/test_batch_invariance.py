@@ -61,7 +61,7 @@ SETTINGS = {
 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_batch_size_does_not_change_logged_responses(models, task_manager, monkeypatch, name):
-    from lm_eval_latenttts.lm_eval_model import LatentTTSModel
+    from lm_eval_latenttts.harness.model import LatentTTSModel
 
     settings = dict(SETTINGS[name])
     if settings.pop("rm", False):
@@ -77,7 +77,7 @@ def test_batch_size_does_not_change_logged_responses(models, task_manager, monke
 
 
 def test_auto_batch_with_out_of_memory_halving_is_identical(models, task_manager, monkeypatch):
-    from lm_eval_latenttts.lm_eval_model import LatentTTSModel
+    from lm_eval_latenttts.harness.model import LatentTTSModel
 
     kw = dict(pretrained=str(models["codi"]), rm=str(models["rm"]), device="cpu", n=4, sampling="dropout",
               dropout_p=0.3, seed=11, max_new_tokens=6)

@@ -4,7 +4,7 @@ import torch
 from hf_modeling import AutoLatentModel, load_latent_tokenizer
 from hf_modeling.configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
 from hf_modeling.modeling_latent_rm import COCONUTGPT2ForTokenClassification, LatentRMLlamaForTokenClassification
-from lm_eval_latenttts.search import best_of_n_generate, latent_forward_passes_of, rm_beam_search
+from lm_eval_latenttts.scaling.beam import best_of_n_generate, latent_forward_passes_of, rm_beam_search
 from tiny_models import make_checkpoint, make_tokenizer, prompt_text
 
 QUESTIONS = ("1+2=?", "What is twelve times three, approximately?", "7-5")

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from lm_eval_latenttts.lm_eval_model import LatentTTSModel, default_pretrained  # noqa: E402
-from lm_eval_latenttts.model_args import LatentTTSArgumentError, parse_model_args  # noqa: E402
+from lm_eval_latenttts.harness.model import LatentTTSModel, default_pretrained  # noqa: E402
+from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError, parse_model_args  # noqa: E402
 from lm_eval_latenttts.tasks import utils as task_utils  # noqa: E402
 from test_lm_eval_plugin import make_rm, rigged_checkpoint  # noqa: E402
 from tiny_models import make_checkpoint  # noqa: E402

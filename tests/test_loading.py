@@ -16,7 +16,7 @@ from tiny_models import make_checkpoint, make_tokenizer  # noqa: E402
 
 from hf_modeling import AutoLatentModel, CheckpointLoadError, load_latent_tokenizer  # noqa: E402
 from lm_eval_latenttts import cli  # noqa: E402
-from lm_eval_latenttts.rm_training import load_rm  # noqa: E402
+from lm_eval_latenttts.training.rm_training import load_rm  # noqa: E402
 
 # one tensor per layout whose absence must be refused
 REMOVED = {

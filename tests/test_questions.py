@@ -1,4 +1,4 @@
-"""The one question reader (``lm_eval_latenttts.questions``) and its users: good layouts are read, bad data is refused.
+"""The one question reader (``lm_eval_latenttts.data.questions``) and its users: good layouts are read, bad data is refused.
 
 Every error must name the file (absolute path), the first bad row (0-based) and
 what to do; skipping happens only on request and is counted in a warning.
@@ -13,9 +13,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lm_eval_latenttts import annotate as ann  # noqa: E402
+from lm_eval_latenttts.training import annotate as ann  # noqa: E402
 from lm_eval_latenttts import cli  # noqa: E402
-from lm_eval_latenttts.questions import (  # noqa: E402
+from lm_eval_latenttts.data.questions import (  # noqa: E402
     Question,
     QuestionFileError,
     read_questions,
@@ -160,7 +160,7 @@ def test_not_utf8(tmp_path):
 # ----------------------------------------------------------------------------- skipping
 def test_skip_bad_rows_skips_and_counts(tmp_path, caplog):
     path = _write(tmp_path / "q.json", [GOOD[0], {"question": "x", "answer": "thirty-two"}, {"answer": "3"}, GOOD[1]])
-    with caplog.at_level(logging.WARNING, logger="lm_eval_latenttts.questions"):
+    with caplog.at_level(logging.WARNING, logger="lm_eval_latenttts.data.questions"):
         questions = read_questions(path, skip_bad_rows=True)
     assert [(q.index, q.answer) for q in questions] == [(0, "1"), (3, "2")]  # indexes stay the file's
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -195,7 +195,7 @@ def test_task_refuses_bad_file_naming_it(tmp_path, monkeypatch):
 def test_task_skip_option_by_metadata_and_env(tmp_path, monkeypatch, caplog):
     path = _write(tmp_path / "bad.json", GOOD + [{"question": "legs?", "answer": "thirty-two"}])
     monkeypatch.delenv("LATENT_TTS_SKIP_BAD_ROWS", raising=False)
-    with caplog.at_level(logging.WARNING, logger="lm_eval_latenttts.questions"):
+    with caplog.at_level(logging.WARNING, logger="lm_eval_latenttts.data.questions"):
         docs = task_utils.load_gsm8k(latent_gsm8k_data=str(path), latent_skip_bad_rows=True)["test"]
     assert list(docs) == GOOD
     assert any("skipped 1 of 3 rows" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)

@@ -5,7 +5,7 @@ import json
 from tiny_models import make_checkpoint
 
 from hf_modeling import AutoLatentModel
-from lm_eval_latenttts.recipes import train_rm
+from lm_eval_latenttts.training.recipes import train_rm
 
 
 def test_train_rm_recipe_runs_and_installs_a_loadable_rm(tmp_path):

@@ -12,8 +12,8 @@ torch.set_num_threads(1)
 
 from tiny_models import make_checkpoint  # noqa: E402
 
-from lm_eval_latenttts import annotate as ann  # noqa: E402
-from lm_eval_latenttts.rm_training import (  # noqa: E402
+from lm_eval_latenttts.training import annotate as ann  # noqa: E402
+from lm_eval_latenttts.training.rm_training import (  # noqa: E402
     RMCollator,
     TrainConfig,
     load_rm,

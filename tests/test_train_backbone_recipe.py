@@ -7,7 +7,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lm_eval_latenttts.recipes import train_backbone as tb  # noqa: E402
+from lm_eval_latenttts.training.recipes import train_backbone as tb  # noqa: E402
 
 ARGS = ["--small", "--no-progress", "--threads", "1", "--n-eval", "8", "--ckpt-every", "2"]
 
@@ -107,7 +107,7 @@ SHIPPED = os.path.join(os.path.dirname(tb.__file__), "..", "checkpoints", "arith
 def test_shipped_checkpoint_latent_accuracy():
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    from lm_eval_latenttts import arith
+    from lm_eval_latenttts.data import arith
 
     size = sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in os.listdir(SHIPPED))
     assert size < 15 * 2 ** 20

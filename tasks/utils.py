@@ -14,7 +14,7 @@ latent_arith       shipped ``lm_eval_latenttts/data/arith_test.json`` (no downlo
 
 A local file is a JSON list of objects (or JSONL, one object a line) with a
 ``question`` and a numeric gold ``answer`` in any layout that
-:mod:`lm_eval_latenttts.questions` reads (GSM8K's ``... #### 18`` is reduced
+:mod:`lm_eval_latenttts.data.questions` reads (GSM8K's ``... #### 18`` is reduced
 to ``18``; ``input`` / ``target`` / ``final_ans`` are accepted too): e.g. the
 checkpoints' JSON layout ``{"question", "answer", "steps"}``.  Point a task at
 one with the environment variable above or with
@@ -43,13 +43,13 @@ import json
 import logging
 import os
 
-from lm_eval_latenttts import defaults
-from lm_eval_latenttts.questions import Question, read_questions, resolve_path, validate_rows
+from lm_eval_latenttts.data import ARITH_TEST
+from lm_eval_latenttts.data.questions import Question, read_questions, resolve_path, validate_rows
 
 # under "lm_eval": the only logger hierarchy lm-eval's CLI prints at INFO
 logger = logging.getLogger("lm_eval.latent_tts.tasks")
 
-SHIPPED_ARITH = defaults.ARITH_TEST
+SHIPPED_ARITH = ARITH_TEST
 
 HUB_SOURCES = {
     "gsm8k": ("openai/gsm8k", "main", "test"),
@@ -143,18 +143,9 @@ def load_arith(**metadata):
 
 
 # --------------------------------------------------------------------------- metrics
-def pass_ks(n):
-    """k = 1, 2, 4, ... <= n."""
-    ks, k = [], 1
-    while k <= n:
-        ks.append(k)
-        k *= 2
-    return ks
-
-
 def parse_payload(response):
-    """The model's JSON payload, or a one-candidate payload for any other text response."""
-    from lm_eval_latenttts.aggregation import extract_answer
+    """The model's JSON payload, or a one-candidate payload for any other text response (its last number)."""
+    from hf_modeling.answers import last_number
 
     if isinstance(response, (list, tuple)):
         response = response[0] if response else ""
@@ -165,30 +156,15 @@ def parse_payload(response):
             payload = None
         if isinstance(payload, dict) and "candidates" in payload:
             return payload
-    text = "" if response is None else str(response)
-    answer = extract_answer(text, "codi")  # last number in the text
+    answer = last_number(response)
     return {"answer": answer, "majority": answer, "candidates": [{"answer": answer, "score": None}], "n": 1}
 
 
 def process_results(doc, results):
-    from lm_eval_latenttts.aggregation import answers_equal, pass_at_k
+    """The metric rows of one document (``scaling.metrics.question_metrics``, as the scaling report)."""
+    from lm_eval_latenttts.scaling.metrics import question_metrics
 
     payload = parse_payload(results[0] if results else "")
-    target = doc.get("answer")
-    candidates = payload.get("candidates") or []
-    n = len(candidates)
-    correct = [answers_equal(c.get("answer"), target) for c in candidates]
-    c = sum(correct)
-    out = {
-        "acc": float(answers_equal(payload.get("answer"), target)),
-        "single_acc": c / n if n else 0.0,
-        "majority": float(answers_equal(payload.get("majority"), target)),
-    }
-    if payload.get("has_rm"):
-        out["best_of_n"] = float(answers_equal(payload.get("best_of_n"), target))
-        out["weighted"] = float(answers_equal(payload.get("weighted"), target))
-    out["coverage"] = float(c > 0)
-    expected_n = int(payload.get("n") or n or 1)
-    for k in pass_ks(expected_n):
-        out[f"pass@{k}"] = pass_at_k(n, c, k) if n >= k else 0.0
-    return out
+    answers = [c.get("answer") for c in payload.get("candidates") or []]
+    return question_metrics(doc.get("answer"), answers, payload, bool(payload.get("has_rm")),
+                            int(payload.get("n") or len(answers) or 1))

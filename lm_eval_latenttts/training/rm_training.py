@@ -1,17 +1,7 @@
 """Training of the LatentRM on step-wise Monte Carlo annotations (see ``annotate.py``).
 
-* Loss (SPEC): at each latent step t, a softmax of the RM's step scores over
-  the N trajectories of the same question; ``loss = -sum_n label[n,t] *
-  log softmax[n,t]``, summed over t and averaged over questions.  Padded
-  trajectories / steps are masked.  ``loss="bce"``: binary cross-entropy of
-  ``sigmoid(score)`` against the step values, as an alternative.
-* One training example is one question with its N trajectories; a batch of Q
-  questions becomes Q*N rows ``prompt + latent slots`` (right padded) whose
-  latent slots hold the trajectory's vectors, and the step scores are the RM's
-  outputs at those slots -- the same positions ``score_rollouts`` reads.
-* Evaluation: recall@1 on held-out questions -- does the trajectory with the
-  highest RM score (sum of step scores) reach the right answer; reported with
-  the random-pick baseline (mean trajectory accuracy) of the same questions.
+* The objective (step-wise contrastive loss or BCE) and the held-out recall@1
+  are in ``rm_objective``; examples and batches in ``rm_data``.
 * An accelerate loop: AdamW, lr 1e-4, cosine schedule with 10% warm-up,
   gradient accumulation, bf16/fp32, optional LoRA (peft), checkpoints under
   ``OUT/checkpoints/step-*`` that ``resume=True`` continues from.
@@ -27,222 +17,32 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import random
-import re
 import shutil
 import time
-import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+from lm_eval_latenttts.training.annotation_store import load_annotations
+from lm_eval_latenttts.training.rm_checkpoints import (
+    CHECKPOINTS_DIR,
+    STATE_FILE,
+    annotation_settings,
+    open_run,
+    run_checkpoints,
+    run_settings,
+)
+from lm_eval_latenttts.training.rm_data import QuestionExamples, RMCollator, split_questions
+from lm_eval_latenttts.training.rm_objective import LOSSES, compute_loss, evaluate, step_scores
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("contrastive", "bce")
 SUMMARY_FILE = "training_summary.json"
-CHECKPOINTS_DIR = "checkpoints"
-RUN_FILE = "run_config.json"  # the run record, in OUT/checkpoints/
-STATE_FILE = "trainer_state.json"  # in each checkpoint
-
-
-# ------------------------------------------------------------------------------------ losses
-def _check_scores(scores, labels, mask):
-    if scores.dim() != 3:
-        raise ValueError(f"scores must be (questions, trajectories, steps); got shape {tuple(scores.shape)}.")
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels shape {tuple(labels.shape)} does not match scores {tuple(scores.shape)}.")
-    if mask is None:
-        mask = torch.ones_like(scores, dtype=torch.bool)
-    if mask.shape != scores.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match scores {tuple(scores.shape)}.")
-    return mask.bool()
-
-
-def stepwise_contrastive_loss(scores, labels, mask=None):
-    """SPEC's step-wise contrastive loss.
-
-    scores, labels: (Q, N, T) -- step scores and Monte Carlo step values of the N trajectories of Q
-    questions; mask: (Q, N, T) bool, False on padded trajectories / steps.
-    At each (q, t): ``-sum_n labels * log_softmax_n(scores)`` over the valid n; summed over t;
-    averaged over the questions that have a valid entry.
-    """
-    mask = _check_scores(scores, labels, mask)
-    trajectories = mask.any(-1).sum(-1)  # (Q,) valid trajectories per question
-    most = int(trajectories.max()) if trajectories.numel() else 0
-    if scores.shape[1] < 2 or most < 2:
-        raise ValueError(
-            "The step-wise contrastive loss compares the N trajectories of a question, so it needs N >= 2 "
-            f"trajectories per question (got at most {most}). Annotate with "
-            "--num-trajectories >= 2, or use --loss bce."
-        )
-    scores = scores.float()
-    masked = scores.masked_fill(~mask, float("-inf"))
-    log_p = torch.log_softmax(masked, dim=1)  # over trajectories
-    log_p = torch.where(mask, log_p, torch.zeros_like(log_p))  # fully masked (q, t) gives NaN -> 0
-    per_question = -(labels.float() * log_p).sum(dim=(1, 2))
-    valid = mask.flatten(1).any(-1)
-    if not bool(valid.any()):
-        return scores.sum() * 0.0
-    return per_question[valid].mean()
-
-
-def stepwise_bce_loss(scores, labels, mask=None):
-    """Binary cross-entropy of ``sigmoid(score)`` against the step values, mean over valid entries."""
-    mask = _check_scores(scores, labels, mask)
-    if not bool(mask.any()):
-        return scores.sum() * 0.0
-    loss = F.binary_cross_entropy_with_logits(scores.float(), labels.float().clamp(0, 1), reduction="none")
-    return loss[mask].mean()
-
-
-def compute_loss(kind, scores, labels, mask=None):
-    if kind == "contrastive":
-        return stepwise_contrastive_loss(scores, labels, mask)
-    if kind == "bce":
-        return stepwise_bce_loss(scores, labels, mask)
-    raise ValueError(f"loss must be one of {LOSSES}; got {kind!r}.")
-
-
-# ---------------------------------------------------------------------------------- batches
-def question_example(row):
-    """Tensors of one annotated question (a row of ``load_annotations``)."""
-    n = len(row["latents"])
-    steps = [len(v) for v in row["step_values"]]
-    hidden = next((len(lat[0]) for lat in row["latents"] if lat), None)
-    if hidden is None:
-        raise ValueError(f"Question {row['question_id']}: no trajectory has a latent step.")
-    t_max = max(steps)
-    latents = torch.zeros(n, t_max, hidden)
-    values = torch.zeros(n, t_max)
-    mask = torch.zeros(n, t_max, dtype=torch.bool)
-    for i, (lat, val) in enumerate(zip(row["latents"], row["step_values"])):
-        if lat:
-            tens = torch.tensor(lat, dtype=torch.float32)
-            if tens.dim() != 2 or tens.shape[1] != hidden or tens.shape[0] != len(val):
-                raise ValueError(f"Question {row['question_id']}: malformed latents of trajectory {i}.")
-            latents[i, : len(lat)] = tens
-            values[i, : len(val)] = torch.tensor(val, dtype=torch.float32)
-            mask[i, : len(val)] = True
-    return {
-        "question_id": int(row["question_id"]),
-        "prompt_ids": torch.tensor(row["prompt_ids"], dtype=torch.long),
-        "latents": latents,
-        "values": values,
-        "mask": mask,
-        "correct": torch.tensor(row["correct"], dtype=torch.bool),
-    }
-
-
-class RMCollator:
-    """Groups the N trajectories of each question: Q questions -> Q*N_max right-padded rows.
-
-    Returns input_ids / attention_mask / position_ids (rows, L), latents (rows, T, H), slot_index
-    (rows, T) positions of the latent slots, and values / mask (Q, N, T), traj_mask (Q, N), correct (Q, N).
-    """
-
-    def __init__(self, latent_id, pad_token_id):
-        self.latent_id = int(latent_id)
-        self.pad_token_id = int(pad_token_id)
-
-    def __call__(self, examples):
-        q = len(examples)
-        n = max(e["latents"].shape[0] for e in examples)
-        t = max(e["latents"].shape[1] for e in examples)
-        h = examples[0]["latents"].shape[2]
-        length = max(e["prompt_ids"].numel() for e in examples) + t
-        rows = q * n
-        input_ids = torch.full((rows, length), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros(rows, length, dtype=torch.long)
-        latents = torch.zeros(rows, t, h)
-        slot_index = torch.zeros(rows, t, dtype=torch.long)
-        values = torch.zeros(q, n, t)
-        mask = torch.zeros(q, n, t, dtype=torch.bool)
-        traj_mask = torch.zeros(q, n, dtype=torch.bool)
-        correct = torch.zeros(q, n, dtype=torch.bool)
-        for i, e in enumerate(examples):
-            if e["latents"].shape[2] != h:
-                raise ValueError("Latent vectors of different widths in one batch; the annotation is malformed.")
-            p = e["prompt_ids"]
-            ni, ti = e["latents"].shape[:2]
-            values[i, :ni, :ti] = e["values"]
-            mask[i, :ni, :ti] = e["mask"]
-            traj_mask[i, :ni] = True
-            correct[i, :ni] = e["correct"]
-            for j in range(ni):
-                r = i * n + j
-                k = int(e["mask"][j].sum())
-                input_ids[r, : p.numel()] = p
-                input_ids[r, p.numel() : p.numel() + k] = self.latent_id
-                attention[r, : p.numel() + k] = 1
-                latents[r, :ti] = e["latents"][j]
-                slot_index[r] = p.numel() + torch.arange(t).clamp(max=max(k - 1, 0))
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "position_ids": positions,
-            "latents": latents,
-            "slot_index": slot_index,
-            "values": values,
-            "mask": mask,
-            "traj_mask": traj_mask,
-            "correct": correct,
-        }
-
-
-def step_scores(model, batch):
-    """RM step scores (Q, N, T) of a collated batch (with gradient)."""
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        latents=batch["latents"],
-    )
-    logits = out.logits[..., 0] if hasattr(out, "logits") else out[0][..., 0]
-    scores = logits.gather(1, batch["slot_index"])  # (rows, T)
-    q, n, t = batch["values"].shape
-    return scores.view(q, n, t)
-
-
-@torch.no_grad()
-def evaluate(model, loader, loss_kind):
-    """recall@1 of the RM's top trajectory (sum of step scores), the random-pick baseline and the loss."""
-    was_training = model.training
-    model.eval()
-    hits, baseline, questions, loss_total, batches = 0.0, 0.0, 0, 0.0, 0
-    try:
-        for batch in loader:
-            scores = step_scores(model, batch).float()
-            mask = batch["mask"]
-            traj = torch.where(mask, scores, torch.zeros_like(scores)).sum(-1)
-            traj = traj.masked_fill(~batch["traj_mask"], float("-inf"))
-            top = traj.argmax(-1)
-            correct = batch["correct"]
-            hits += float(correct.gather(1, top[:, None]).float().sum())
-            baseline += float((correct.float().sum(-1) / batch["traj_mask"].float().sum(-1)).sum())
-            questions += correct.shape[0]
-            try:
-                loss_total += float(compute_loss(loss_kind, scores, batch["values"], mask))
-                batches += 1
-            except ValueError:
-                pass
-    finally:
-        model.train(was_training)
-    if questions == 0:
-        return {}
-    return {
-        "eval_recall_at_1": hits / questions,
-        "eval_random_pick": baseline / questions,
-        "eval_loss": loss_total / max(batches, 1),
-        "eval_questions": questions,
-    }
 
 
 # ------------------------------------------------------------------------------ the model
@@ -386,30 +186,6 @@ class TrainConfig:
             raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one.")
 
 
-def split_questions(ids, fraction, seed):
-    """Deterministic train / held-out split of question ids."""
-    ids = sorted(ids)
-    if fraction <= 0 or len(ids) < 2:
-        return ids, []
-    rng = random.Random(f"rm-split:{seed}")
-    shuffled = ids[:]
-    rng.shuffle(shuffled)
-    k = min(max(1, round(len(ids) * fraction)), len(ids) - 1)
-    held = set(shuffled[:k])
-    return [i for i in ids if i not in held], sorted(held)
-
-
-class _Examples(torch.utils.data.Dataset):
-    def __init__(self, ds, indices):
-        self.ds, self.indices = ds, list(indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return question_example(self.ds[self.indices[i]])
-
-
 def _lora(model, cfg):
     from peft import LoraConfig, get_peft_model
 
@@ -430,133 +206,6 @@ def _unwrap_rm(model):
     return model
 
 
-def _annotation_backbone(annotations):
-    path = Path(annotations) / "annotation_config.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {}
-
-
-# ------------------------------------------------------------------- the run and its checkpoints
-# Not recorded: where the run writes or publishes, how fast it runs, and when it checkpoints (resume continues
-# exactly from any checkpoint, so --save-every changes neither the weights nor the history); ``extra`` is
-# never read by training.
-_UNRECORDED = {"output_dir", "resume", "overwrite", "push_to_hub", "hub_private", "threads", "progress", "extra",
-               "save_every"}
-
-
-def _local_path(path):
-    return os.path.abspath(path) if path and os.path.exists(path) else path
-
-
-def run_settings(cfg: TrainConfig, init: str, ann_config: dict, question_ids: list) -> dict:
-    """Everything the trained weights (and the summary's history) depend on: a resumed run must match it."""
-    rec = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _UNRECORDED}
-    rec["init"] = _local_path(str(init))
-    rec["annotations"] = os.path.abspath(cfg.annotations)
-    rec["eval_annotations"] = _local_path(cfg.eval_annotations)
-    rec["annotation_config"] = ann_config
-    rec["eval_annotation_config"] = _annotation_backbone(cfg.eval_annotations) if cfg.eval_annotations else None
-    ids = sorted(int(i) for i in question_ids)
-    rec["annotation_questions"] = {"count": len(ids),
-                                   "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()}
-    return json.loads(json.dumps(rec, default=str))  # as it reads back from the record
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _changed_settings(was: dict, now: dict) -> str:
-    """``"key: was X, now Y; ..."`` for every differing (nested) setting, or "" when they match."""
-    was, now = _flatten(was), _flatten(now)
-    changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
-    return "; ".join(f"{k}: was {was.get(k)!r}, now {now.get(k)!r}" for k in changed)
-
-
-def _write_json_atomic(path, obj):
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _step_dirs(ckpt_root):
-    """``step-N`` checkpoint folders, lowest N first."""
-    found = []
-    for p in Path(ckpt_root).glob("step-*"):
-        m = re.fullmatch(r"step-(\d+)", p.name)
-        if m and p.is_dir():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def _checkpoint_run_id(path):
-    try:
-        return json.loads((Path(path) / STATE_FILE).read_text()).get("run_id")
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _run_checkpoints(ckpt_root, run_id):
-    """(this run's checkpoints, lowest step first; checkpoints of any other run)."""
-    own, foreign = [], []
-    for path in _step_dirs(ckpt_root):
-        (own if _checkpoint_run_id(path) == run_id else foreign).append(path)
-    return own, foreign
-
-
-def _open_run(cfg: TrainConfig, ckpt_root: Path, settings: dict, accelerator) -> tuple[str, Path | None]:
-    """Check OUT/checkpoints against this run; returns (run id, checkpoint to resume from or None).
-
-    A run resumes only from its own checkpoints and with its own settings; a fresh start never mixes with
-    an earlier run's checkpoints (they would be resumed from, or would outlive this run's own).
-    """
-    ckpt_root = Path(ckpt_root)
-    record_path = ckpt_root / RUN_FILE
-    record = json.loads(record_path.read_text()) if record_path.is_file() else None
-    steps = _step_dirs(ckpt_root)
-    start_again = ("choose a new --output-dir, or pass --overwrite (without --resume) to delete those checkpoints "
-                   "and start again.")
-    latest = None
-    if cfg.resume and record is not None:
-        changed = _changed_settings(record.get("settings", {}), settings)
-        if changed:
-            raise ValueError(
-                f"{ckpt_root} holds a training run with different settings ({changed}). Resume with the same "
-                f"arguments, or {start_again}"
-            )
-        own, foreign = _run_checkpoints(ckpt_root, record["run_id"])
-        if foreign:
-            raise ValueError(
-                f"{ckpt_root} holds checkpoints that the run recorded in {RUN_FILE} (run id {record['run_id']}) "
-                f"did not write: {', '.join(p.name for p in foreign)}. Move them away, or {start_again}"
-            )
-        latest = own[-1] if own else None
-    elif cfg.resume and steps:
-        raise ValueError(
-            f"{ckpt_root} holds checkpoints without a {RUN_FILE} run record (written by an older version), so "
-            f"they cannot be matched to these settings. Use the older version to resume them, or {start_again}"
-        )
-    elif not cfg.resume and not cfg.overwrite and (record is not None or steps):
-        raise ValueError(
-            f"{ckpt_root} holds the checkpoints of an earlier training run. Pass --resume to continue that run, "
-            "choose a new --output-dir, or pass --overwrite to delete those checkpoints and start again."
-        )
-    accelerator.wait_for_everyone()  # every process has checked before the main one changes anything
-    if accelerator.is_main_process and (record is None or not cfg.resume):  # a new run, in an emptied folder
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-        ckpt_root.mkdir(parents=True)
-        _write_json_atomic(record_path, {"run_id": uuid.uuid4().hex, "settings": settings})
-    accelerator.wait_for_everyone()
-    return json.loads(record_path.read_text())["run_id"], latest
-
-
 def train_rm(cfg: TrainConfig) -> dict:
     """Train a LatentRM as configured; returns the summary dict (also written to OUT).
 
@@ -568,13 +217,11 @@ def train_rm(cfg: TrainConfig) -> dict:
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    from lm_eval_latenttts.annotate import load_annotations
-
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.output_dir)
-    ann_config = _annotation_backbone(cfg.annotations)
+    ann_config = annotation_settings(cfg.annotations)
     ds = load_annotations(cfg.annotations)
     n_max = max(len(c) for c in ds["correct"])
     if cfg.loss == "contrastive" and n_max < 2:
@@ -589,7 +236,7 @@ def train_rm(cfg: TrainConfig) -> dict:
     accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
                               gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
     ckpt_root = out / CHECKPOINTS_DIR
-    run_id, latest = _open_run(cfg, ckpt_root, run_settings(cfg, init, ann_config, ds["question_id"]), accelerator)
+    run_id, latest = open_run(cfg, ckpt_root, run_settings(cfg, init, ann_config, ds["question_id"]), accelerator)
     set_seed(cfg.seed)
     rm, tokenizer, source = load_rm(init)
     hidden = len(next(lat for lat in ds[0]["latents"] if lat)[0])
@@ -625,9 +272,9 @@ def train_rm(cfg: TrainConfig) -> dict:
         pad = rm.config.eos_token_id if isinstance(rm.config.eos_token_id, int) else 0
     collator = RMCollator(rm.config.latent_id, pad)
     generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader = torch.utils.data.DataLoader(_Examples(ds, train_idx), batch_size=cfg.batch_size, shuffle=True,
+    train_loader = torch.utils.data.DataLoader(QuestionExamples(ds, train_idx), batch_size=cfg.batch_size, shuffle=True,
                                                collate_fn=collator, generator=generator)
-    eval_loader = torch.utils.data.DataLoader(_Examples(eval_ds, eval_idx), batch_size=cfg.batch_size,
+    eval_loader = torch.utils.data.DataLoader(QuestionExamples(eval_ds, eval_idx), batch_size=cfg.batch_size,
                                               collate_fn=collator) if eval_idx else None
 
     if cfg.lora_r:
@@ -660,7 +307,7 @@ def train_rm(cfg: TrainConfig) -> dict:
                 {"run_id": run_id, "step": step, "epoch": at_epoch, "batch": at_batch, "history": history}))
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp, path)
-            for old in _run_checkpoints(ckpt_root, run_id)[0][:-2]:  # never another run's
+            for old in run_checkpoints(ckpt_root, run_id)[0][:-2]:  # never another run's
                 shutil.rmtree(old, ignore_errors=True)
 
     metrics_start = None
@@ -750,7 +397,7 @@ def _device_loader(loader, device):
 
 def save_rm(rm, tokenizer, out, summary):
     """save_pretrained (safetensors, modeling code, auto_map) + tokenizer + summary + model card."""
-    from lm_eval_latenttts.model_card import model_card
+    from lm_eval_latenttts.training.model_card import model_card
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -775,18 +422,11 @@ def push_to_hub(folder, repo_id, private=False, token=None):
 
 
 __all__ = [
-    "LOSSES",
     "TrainConfig",
-    "RMCollator",
-    "compute_loss",
-    "evaluate",
+    "check_rm_against_data",
     "load_rm",
     "push_to_hub",
     "run_settings",
     "save_rm",
-    "split_questions",
-    "step_scores",
-    "stepwise_bce_loss",
-    "stepwise_contrastive_loss",
     "train_rm",
 ]

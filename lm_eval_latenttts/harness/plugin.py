@@ -11,7 +11,7 @@ The finder waits for two lm-eval modules and, right after each has executed:
 
 * ``lm_eval.models`` (the module whose import registers every built-in model
   lazily): registers ``latent_tts`` as a *lazy placeholder*
-  (``"lm_eval_latenttts.lm_eval_model:LatentTTSModel"``), so torch is imported
+  (``"lm_eval_latenttts.harness.model:LatentTTSModel"``), so torch is imported
   only when the model is actually used.  Registering after ``lm_eval.models``
   is imported matters: lm-eval imports its built-ins only while the model
   registry is empty, so a model registered earlier would hide all of them.
@@ -30,8 +30,20 @@ import os
 import sys
 
 MODEL_NAME = "latent_tts"
-MODEL_TARGET = "lm_eval_latenttts.lm_eval_model:LatentTTSModel"
-TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
+MODEL_TARGET = "lm_eval_latenttts.harness.model:LatentTTSModel"
+
+
+def tasks_dir() -> str | None:
+    """Where the package's task YAMLs are installed: the package ``lm_eval_latenttts.tasks``, i.e. the
+    repository's top-level ``tasks/`` in an editable install; None if it is missing."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("lm_eval_latenttts.tasks")
+    except ImportError:
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return os.path.abspath(locations[0]) if locations else None
 
 _WATCHED = ("lm_eval.models", "lm_eval.tasks.manager")
 
@@ -56,7 +68,7 @@ def patch_task_manager(manager_module=None):
 
     def __init__(self, *args, **kwargs):
         include_defaults = kwargs.get("include_defaults", args[2] if len(args) > 2 else True)
-        if include_defaults and os.path.isdir(TASKS_DIR):
+        if include_defaults and tasks_dir() is not None:
             if len(args) > 1:
                 args = list(args)
                 args[1] = _with_tasks_dir(args[1])
@@ -78,9 +90,10 @@ def _with_tasks_dir(include_path):
         paths = list(include_path)
     else:
         paths = [include_path]
-    if any(os.path.abspath(os.fspath(p)) == TASKS_DIR for p in paths):
+    folder = tasks_dir()
+    if any(os.path.abspath(os.fspath(p)) == folder for p in paths):
         return include_path
-    return [TASKS_DIR] + paths
+    return [folder] + paths
 
 
 class _Loader:

@@ -17,9 +17,9 @@ the question is the first non-null of ``question`` / ``input`` / ``Question``
 GSM8K's raw answer (rationale, then ``#### 72``) is reduced to ``72``;
 floats with an integral value are written as integers (``5.0`` -> ``"5"``).
 Gold text is otherwise kept as written (``"1,234"`` stays ``"1,234"``):
-numbers are compared by :func:`lm_eval_latenttts.aggregation.answers_equal`,
+numbers are compared by :func:`hf_modeling.answers.answers_equal`,
 and a gold answer is "a number" exactly when
-:func:`~lm_eval_latenttts.aggregation.normalize_number` reads it.
+:func:`~hf_modeling.answers.normalize_number` reads it.
 
 Pure Python (no torch, no datasets), so any entry point may import it cheaply.
 """
@@ -36,7 +36,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from lm_eval_latenttts.aggregation import normalize_number
+from hf_modeling.answers import normalize_number
 
 __all__ = [
     "QUESTION_KEYS",
@@ -107,7 +107,7 @@ def gold_answer(value: Any) -> str:
     """The gold answer text of a raw field value.
 
     Raises ValueError (saying why) unless the result is a number that
-    :func:`~lm_eval_latenttts.aggregation.normalize_number` reads: a gold answer
+    :func:`~hf_modeling.answers.normalize_number` reads: a gold answer
     that is not a number could never be matched, and every row would score zero.
     """
     if value is None:

@@ -18,7 +18,7 @@ one-digit operands, all arithmetic modulo 100::
 
 The shipped splits (``seed=0``) live in ``lm_eval_latenttts/data/``
 (``arith_test.json``, ``arith_valid.json``); regenerate them with
-``python -m lm_eval_latenttts.arith --out lm_eval_latenttts/data``.
+``python -m lm_eval_latenttts.data.arith --out lm_eval_latenttts/data``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Recipe: the shipped LatentRM for the shipped arithmetic model, from scratch, in one command.
 
-    python -m lm_eval_latenttts.recipes.train_rm
+    python -m lm_eval_latenttts.training.recipes.train_rm
 
 1. writes ``--train-questions`` questions of the arithmetic task's train split
    (disjoint from the shipped valid/test splits);
 2. annotates them with the backbone (step-wise Monte Carlo values: N
-   trajectories, M continuations per latent step; ``lm_eval_latenttts.annotate``);
+   trajectories, M continuations per latent step; ``lm_eval_latenttts.training.annotate``);
 3. trains the LatentRM with the step-wise contrastive loss
-   (``lm_eval_latenttts.rm_training``), initialised from the backbone;
+   (``lm_eval_latenttts.training.rm_training``), initialised from the backbone;
 4. installs the final RM (weights, modeling code, tokenizer, model card) at
    ``--out`` (default: the package's ``checkpoints/arith-rm``), replacing the
    old one only once the new one is complete.
@@ -22,24 +22,28 @@ import shutil
 import time
 from pathlib import Path
 
-from lm_eval_latenttts import defaults
+from lm_eval_latenttts.checkpoints import DEFAULT_MODEL_DIR, DEFAULT_RM_DIR
+
+# the aggregation recommended with the installed RM (its generation_config.json): the RM-weighted vote, which the
+# scaling report measured at or above majority vote at every N (best-of-N was below it)
+RECOMMENDED_AGGREGATE = "weighted"
 
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m lm_eval_latenttts.recipes.train_rm", description=__doc__,
+        prog="python -m lm_eval_latenttts.training.recipes.train_rm", description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--backbone", default=str(defaults.DEFAULT_MODEL_DIR), help="latent backbone to annotate with")
-    p.add_argument("--out", default=str(defaults.DEFAULT_RM_DIR), help="where the final RM is installed")
+    p.add_argument("--backbone", default=str(DEFAULT_MODEL_DIR), help="latent backbone to annotate with")
+    p.add_argument("--out", default=str(DEFAULT_RM_DIR), help="where the final RM is installed")
     p.add_argument("--work-dir", default="runs/arith-rm", help="annotation shards, training checkpoints, logs")
     p.add_argument("--train-questions", type=int, default=5000, help="training questions to annotate")
     p.add_argument("--num-trajectories", "-N", type=int, default=8, help="trajectories per question")
     p.add_argument("--num-continuations", "-M", type=int, default=16, help="continuations per latent step")
-    p.add_argument("--sampling", choices=["dropout", "noise"], default=defaults.SHIPPED_RUN_DEFAULTS["sampling"],
-                   help="how trajectories and continuations are sampled")
-    p.add_argument("--dropout-p", type=float, default=defaults.SHIPPED_STRENGTH["dropout"][1])
-    p.add_argument("--noise-std", type=float, default=defaults.SHIPPED_STRENGTH["noise"][1])
+    p.add_argument("--sampling", choices=["dropout", "noise"], default=None,
+                   help="how trajectories and continuations are sampled (default: the backbone's recommended)")
+    p.add_argument("--dropout-p", type=float, default=None, help="default: the backbone's recommended")
+    p.add_argument("--noise-std", type=float, default=None, help="default: the backbone's recommended")
     p.add_argument("--keep-all", action="store_true",
                    help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
     p.add_argument("--epochs", type=float, default=6.0, help="RM training epochs")
@@ -53,11 +57,14 @@ def build_parser():
 
 
 def install(src, dest):
-    """Copy the final RM (not the training checkpoints) to ``dest`` atomically."""
+    """Copy the final RM (not the training checkpoints) to ``dest`` atomically, with its recommended aggregation."""
+    from hf_modeling import LatentGenerationConfig
+
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"))
+    LatentGenerationConfig(aggregate=RECOMMENDED_AGGREGATE).save_pretrained(str(tmp))
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
@@ -68,9 +75,9 @@ def install(src, dest):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from lm_eval_latenttts import arith
-    from lm_eval_latenttts.annotate import AnnotateConfig, annotate
-    from lm_eval_latenttts.rm_training import TrainConfig, train_rm
+    from lm_eval_latenttts.data import arith
+    from lm_eval_latenttts.training.annotate import AnnotateConfig, annotate
+    from lm_eval_latenttts.training.rm_training import TrainConfig, train_rm
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -78,12 +85,12 @@ def main(argv=None):
     train_file = arith.write_splits(str(work), seed=0, n_train=args.train_questions, splits=("train",))["train"]
 
     ann_dir = work / "annotations"
+    given = {"latent_sampling": args.sampling, "dropout_p": args.dropout_p, "noise_std": args.noise_std}
+    generation = {"num_return_sequences": args.num_trajectories, "seed": args.seed,
+                  **{k: v for k, v in given.items() if v is not None}}
     ann = annotate(AnnotateConfig(
-        model=args.backbone, data=train_file, output_dir=str(ann_dir),
-        num_trajectories=args.num_trajectories, num_continuations=args.num_continuations,
-        sampling=args.sampling, dropout_p=args.dropout_p if args.sampling == "dropout" else 0.0,
-        noise_std=args.noise_std if args.sampling == "noise" else 0.0, seed=args.seed,
-        max_new_tokens=defaults.SHIPPED_RUN_DEFAULTS["max_new_tokens"], keep_all=args.keep_all, threads=args.threads,
+        model=args.backbone, data=train_file, output_dir=str(ann_dir), generation=generation,
+        num_continuations=args.num_continuations, keep_all=args.keep_all, threads=args.threads,
         progress=not args.no_progress,
     ))
     annotated = time.time()
@@ -91,7 +98,7 @@ def main(argv=None):
         annotations=str(ann_dir), output_dir=str(work / "rm"), init=args.backbone, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=True,
         threads=args.threads, progress=not args.no_progress,
-        extra={"recipe": "python -m lm_eval_latenttts.recipes.train_rm", "train_questions": args.train_questions},
+        extra={"recipe": "python -m lm_eval_latenttts.training.recipes.train_rm", "train_questions": args.train_questions},
     ))
     install(work / "rm", args.out)
     report = {

@@ -2,7 +2,7 @@
 
 Regenerate the shipped checkpoint (defaults = the shipped recipe)::
 
-    python -m lm_eval_latenttts.recipes.train_backbone \
+    python -m lm_eval_latenttts.training.recipes.train_backbone \
         --out lm_eval_latenttts/checkpoints/arith-coconut
 
 Method (COCONUT curriculum, trained from scratch on CPU):
@@ -53,9 +53,8 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from lm_eval_latenttts import arith
+from lm_eval_latenttts.data import arith
 
 START_LATENT = "<|start-latent|>"
 LATENT = "<|latent|>"
@@ -107,22 +106,40 @@ def latent_ids(tok) -> Dict[str, int]:
 
 
 # --------------------------------------------------------------------------- model
-def build_model(tok, n_layer: int, n_embd: int, n_head: int, resid_pdrop: float, seed: int):
-    from transformers import GPT2Config, GPT2LMHeadModel
+# test-time settings recommended with the exported model (chosen on the shipped valid split; see README)
+RECOMMENDED_GENERATION = {"latent_sampling": "dropout", "dropout_p": 0.2, "num_return_sequences": 16,
+                          "max_new_tokens": 8, "seed": 0}
+
+
+def build_model(tok, n_layer: int, n_embd: int, n_head: int, resid_pdrop: float, seed: int, latent_length: int):
+    """A fresh ``COCONUTGPT2`` (GPT-2 with a tied head) sized for the task, with the tokenizer's latent ids."""
+    from hf_modeling import COCONUTGPT2, CoconutConfig
 
     eos = tok.convert_tokens_to_ids(EOS)
-    cfg = GPT2Config(
+    cfg = CoconutConfig(
         vocab_size=len(tok), n_positions=128, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        resid_pdrop=resid_pdrop, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, tie_word_embeddings=True)
+        resid_pdrop=resid_pdrop, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eos, eos_token_id=eos,
+        pad_token_id=eos, tie_word_embeddings=True, latent_length=latent_length, **latent_ids(tok))
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(cfg)
+    return COCONUTGPT2(cfg)
 
 
 def export(model, tok, out_dir: str, latent_length: int, extra: Optional[Dict] = None) -> None:
-    """Write the model in the released COCONUT layout into ``out_dir``."""
+    """Write the model in the released COCONUT layout into ``out_dir``.
+
+    That is a plain ``gpt2`` config.json naming ``COCONUTGPT2`` in
+    ``architectures`` with the latent fields, GPT-2 weight names, the
+    tokenizer, and the recommended test-time settings in generation_config.json.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_modeling import LatentGenerationConfig
+
     os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)
+    fields = {k: v for k, v in model.config.to_dict().items() if k in GPT2Config().to_dict()}
+    plain = GPT2LMHeadModel(GPT2Config(**{k: v for k, v in fields.items() if k not in ("model_type", "architectures")}))
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     path = os.path.join(out_dir, "config.json")
     with open(path) as f:
@@ -130,115 +147,75 @@ def export(model, tok, out_dir: str, latent_length: int, extra: Optional[Dict] =
     eos = tok.convert_tokens_to_ids(EOS)
     cfg["architectures"] = ["COCONUTGPT2"]
     cfg.update(latent_ids(tok))
-    cfg.update({"eos_token_id": eos, "pad_token_id": eos, "bos_token_id": eos,
-                "latent_length": latent_length})
+    cfg.update({"eos_token_id": eos, "pad_token_id": eos, "bos_token_id": eos, "latent_length": latent_length})
+    _write_json(path, cfg)
+    LatentGenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+                           **RECOMMENDED_GENERATION).save_pretrained(out_dir)
+    if extra is not None:
+        _write_json(os.path.join(out_dir, "training_info.json"), extra)
+
+
+def _write_json(path: str, obj) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(cfg, f, indent=2, sort_keys=True)
+        json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
-    if extra is not None:
-        tmp = os.path.join(out_dir, "training_info.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(extra, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, os.path.join(out_dir, "training_info.json"))
 
 
 # --------------------------------------------------------------------------- data
-def encode_batch(tok, examples: Sequence[Dict], stage: int, device="cpu"):
-    """Prefix ids (question + "\\n" + start-latent, left padded) and suffix ids.
+def encode_batch(tok, examples: Sequence[Dict], stage: int, n_latent: int):
+    """(input_ids, attention_mask, labels) of a curriculum stage: the prompt (left padded), ``n_latent`` latent
+    slots, then ``<|end-latent|>`` + the remaining steps + ``### answer`` + eos (right padded).
 
-    The suffix is ``<|end-latent|>`` + remaining steps + ``### answer`` + eos,
-    right padded; its labels are the suffix shifted by one with pads = -100.
+    Labels are the tokens after ``<|end-latent|>`` (the causal LM loss predicts
+    each from the position before it); prompt, slots and padding are -100.
     """
-    eos = tok.eos_token_id
-    end = tok.convert_tokens_to_ids(END_LATENT)
+    eos, end, slot = tok.eos_token_id, tok.convert_tokens_to_ids(END_LATENT), tok.convert_tokens_to_ids(LATENT)
     prefixes = [ex["question"] + "\n" + START_LATENT for ex in examples]
-    suffixes = ["".join(s + "\n" for s in ex["steps"][stage:]) + "### " + ex["answer"]
-                for ex in examples]
+    suffixes = ["".join(s + "\n" for s in ex["steps"][stage:]) + "### " + ex["answer"] for ex in examples]
     pre = tok(prefixes, padding=True, return_tensors="pt", add_special_tokens=False)
     suf_ids = [[end] + tok(s, add_special_tokens=False)["input_ids"] + [eos] for s in suffixes]
-    L = max(len(s) for s in suf_ids)
-    suf = torch.full((len(examples), L), eos, dtype=torch.long)
-    lab = torch.full((len(examples), L), -100, dtype=torch.long)
-    for i, s in enumerate(suf_ids):
-        suf[i, :len(s)] = torch.tensor(s)
-        lab[i, :len(s) - 1] = torch.tensor(s[1:])
-    return (pre["input_ids"].to(device), pre["attention_mask"].to(device),
-            suf.to(device), lab.to(device))
-
-
-def latent_forward(model, input_ids, attention_mask, n_latent: int, noise: float = 0.0,
-                   generator: Optional[torch.Generator] = None):
-    """Prompt pass + ``n_latent`` fed-back latent steps.
-
-    Returns (past_key_values, attention_mask, next_position) ready for the
-    ``<|end-latent|>`` token. Left padding is handled with explicit position ids.
-    """
-    tr = model.transformer
-    pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = tr(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=True)
-    past = out.cache
-    h = out.last_hidden_state[:, -1:, :]
-    next_pos = pos[:, -1:] + 1
-    mask = attention_mask
-    for _ in range(n_latent):
-        if noise > 0:
-            h = h + noise * torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        out = tr(inputs_embeds=h, attention_mask=mask, position_ids=next_pos,
-                 cache=past, use_cache=True)
-        past = out.cache
-        h = out.last_hidden_state[:, -1:, :]
-        next_pos = next_pos + 1
-    return past, mask, next_pos
+    width = max(len(s) for s in suf_ids)
+    rows = len(examples)
+    suf = torch.full((rows, width), eos, dtype=torch.long)
+    suf_mask = torch.zeros((rows, width), dtype=torch.long)
+    suf_labels = torch.full((rows, width), -100, dtype=torch.long)
+    for i, ids in enumerate(suf_ids):
+        suf[i, :len(ids)] = torch.tensor(ids)
+        suf_mask[i, :len(ids)] = 1
+        suf_labels[i, 1:len(ids)] = torch.tensor(ids[1:])
+    slots = torch.full((rows, n_latent), slot, dtype=torch.long)
+    input_ids = torch.cat([pre["input_ids"], slots, suf], dim=1)
+    attention_mask = torch.cat([pre["attention_mask"], torch.ones_like(slots), suf_mask], dim=1)
+    labels = torch.cat([torch.full_like(pre["input_ids"], -100), torch.full_like(slots, -100), suf_labels], dim=1)
+    return input_ids, attention_mask, labels
 
 
 def train_loss(model, tok, examples, stage: int, latents_per_step: int, noise: float):
-    pre, pre_mask, suf, lab = encode_batch(tok, examples, stage)
-    past, mask, next_pos = latent_forward(model, pre, pre_mask, stage * latents_per_step, noise)
-    L = suf.shape[1]
-    mask = torch.cat([mask, mask.new_ones(mask.shape[0], L)], dim=1)
-    pos = next_pos + torch.arange(L)[None, :]
-    out = model.transformer(input_ids=suf, attention_mask=mask, position_ids=pos,
-                            cache=past, use_cache=False)
-    logits = model.lm_head(out.last_hidden_state)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), lab.reshape(-1),
-                           ignore_index=-100)
+    """The curriculum loss of a batch: the model's own latent-aware forward (no private latent loop)."""
+    input_ids, attention_mask, labels = encode_batch(tok, examples, stage, stage * latents_per_step)
+    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, latent_noise_std=noise).loss
 
 
 # --------------------------------------------------------------------------- inference
-def as_latent_model(model, tok, latent_length: int):
-    """The training model seen as the project's ``COCONUTGPT2`` (weights shared, not copied).
-
-    Evaluation then runs exactly the rollout the shipped checkpoint gets at test time.
-    """
-    from hf_modeling import COCONUTGPT2, CoconutConfig
-
-    fields = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures")}
-    fields.update(latent_ids(tok), latent_length=latent_length)
-    latent = COCONUTGPT2(CoconutConfig(**fields))
-    latent.transformer, latent.lm_head = model.transformer, model.lm_head
-    return latent
-
-
 @torch.no_grad()
 def evaluate(model, tok, examples, n_latent: int, max_new_tokens: int = 8, batch_size: int = 512) -> float:
-    """Greedy accuracy with ``n_latent`` latent steps (the rest of the chain, if any, decoded as text)."""
-    from lm_eval_latenttts.aggregation import answers_equal, extract_answer
+    """Greedy accuracy with ``n_latent`` latent steps (the rest of the chain, if any, decoded as text): the
+    rollout the exported checkpoint gets at test time."""
+    from lm_eval_latenttts.scaling.rollouts import decode_answers
 
-    latent = as_latent_model(model, tok, n_latent)
     was_training = model.training
     correct = 0
     try:
         for b0 in range(0, len(examples), batch_size):
             chunk = examples[b0:b0 + batch_size]
-            enc = tok([latent.format_prompt(e["question"]) for e in chunk], padding=True, return_tensors="pt",
+            enc = tok([model.format_prompt(e["question"]) for e in chunk], padding=True, return_tensors="pt",
                       add_special_tokens=False)
-            answer_ids = latent.generate(**enc, max_new_tokens=max_new_tokens, return_dict_in_generate=True).answer_ids
-            texts = tok.batch_decode(answer_ids, skip_special_tokens=True)
-            correct += sum(answers_equal(extract_answer(t, "coconut"), e["answer"]) for t, e in zip(texts, chunk))
+            out = model.generate(**enc, latent_sampling=None, num_return_sequences=1, latent_length=n_latent,
+                                 max_new_tokens=max_new_tokens, return_dict_in_generate=True)
+            texts = decode_answers(tok, out.answer_ids)
+            correct += sum(model.is_correct(t, e["answer"]) for t, e in zip(texts, chunk))
     finally:
         model.train(was_training)
     return correct / max(1, len(examples))
@@ -270,7 +247,7 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float = 0.1)
 # --------------------------------------------------------------------------- main
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m lm_eval_latenttts.recipes.train_backbone",
+        prog="python -m lm_eval_latenttts.training.recipes.train_backbone",
         description="Train the tiny COCONUT-layout latent backbone on the synthetic mod-100 "
                     "arithmetic task (defaults = the shipped recipe).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -342,7 +319,7 @@ def main(argv=None):
     train, valid = splits["train"], splits["valid"][:args.n_eval]
 
     tok = build_tokenizer()
-    model = build_model(tok, args.n_layer, args.n_embd, args.n_head, args.resid_pdrop, args.seed)
+    model = build_model(tok, args.n_layer, args.n_embd, args.n_head, args.resid_pdrop, args.seed, latent_length)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                             betas=(0.9, 0.98))
     os.makedirs(args.out, exist_ok=True)

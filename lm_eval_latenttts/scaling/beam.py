@@ -31,13 +31,16 @@ Details:
 * The final choice is by trajectory score (``reduction``: 'sum' by default).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import torch
 
-from hf_modeling.latent_generation import batch_invariant_attention
+from hf_modeling.generation_config import LatentGenerationConfig
 from hf_modeling.latent_sampling import fold
-from hf_modeling.modeling_latent_rm import REDUCTIONS, reduce_step_scores
+from hf_modeling.latent_state import batch_invariant_attention
+from hf_modeling.modeling_latent_rm import reduce_step_scores
 
 SELECT_BY = ("step", "cumulative")
 
@@ -74,64 +77,31 @@ class BeamSearchResult:
         return self.beam_scores.shape[1]
 
 
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-
-
 @torch.no_grad()
-def rm_beam_search(
-    backbone,
-    rm,
-    input_ids,
-    attention_mask=None,
-    *,
-    num_beams=4,
-    num_candidates=4,
-    latent_sampling="dropout",
-    dropout_p=0.0,
-    noise_std=0.0,
-    dropout_scope="all",
-    seed=None,
-    generator=None,
-    latent_length=None,
-    max_latent_length=None,
-    max_new_tokens=32,
-    eos_token_id=None,
-    pad_token_id=None,
-    select_by="step",
-    reduction="sum",
-):
+def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   generation_config: LatentGenerationConfig | None = None, *, select_by: str = "step",
+                   generator: torch.Generator | None = None, **overrides) -> BeamSearchResult:
     """RM-guided beam search for a batch of left-padded prompts; see the module docstring.
 
     Args:
         backbone: a latent model (COCONUTGPT2, CODIGPT2, ColarLlama).
         rm: a LatentRM of the backbone's size (``check_backbone`` is enforced).
-        num_beams (B), num_candidates (C): integers >= 1.
-        latent_sampling, dropout_p, noise_std, dropout_scope, seed, generator:
-            as in ``backbone.generate``; with sampling off the C candidates of a
-            beam are identical, and B=C=1 is plain greedy decoding.
+        generation_config, overrides: as in ``backbone.generate``; ``num_beams``
+            (B) and ``num_candidates`` (C) size the search, ``reduction`` gives the
+            trajectory score of the final choice.  With sampling off the C
+            candidates of a beam are identical, and B=C=1 is plain greedy decoding.
         select_by: 'step' (RM score of the new step) or 'cumulative'.
-        reduction: trajectory score for the final choice ('sum', 'min', 'last', 'mean').
     Returns:
         :class:`BeamSearchResult`.
     """
-    _check_count("num_beams", num_beams)
-    _check_count("num_candidates", num_candidates)
     if select_by not in SELECT_BY:
         raise ValueError(f"select_by must be one of {SELECT_BY}; got {select_by!r}.")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+    config = backbone.latent_generation_config(generation_config, **overrides)
     rm.check_backbone(backbone)
-    B, C = num_beams, num_candidates
+    B, C, reduction = config.num_beams, config.num_candidates, config.reduction
 
     device = backbone.get_input_embeddings().weight.device
-    setup = backbone.prepare_rollout(
-        input_ids, attention_mask, latent_sampling=latent_sampling, dropout_p=dropout_p, noise_std=noise_std,
-        dropout_scope=dropout_scope, seed=seed, generator=generator, latent_length=latent_length,
-        max_latent_length=max_latent_length, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
-    )
+    setup = backbone.prepare_rollout(input_ids, attention_mask, config, generator)
     setup, real_questions = setup.with_ghosts(B * C)
     input_ids, attention_mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
     steps, max_new_tokens = setup.steps, setup.max_new_tokens

@@ -1,0 +1,177 @@
+"""``--model_args`` and ``--gen_kwargs`` of ``lm_eval --model latent_tts``: names, conversion, errors.
+
+Short harness names map onto the fields of ``hf_modeling.LatentGenerationConfig``
+(one table, ``GENERATION_KEYS``); the config validates the values and owns the
+defaults, so this module only converts command-line strings and names the
+offending key.  The checkpoint's ``generation_config.json`` supplies the
+defaults that ``--model_args`` override, and ``--gen_kwargs`` override both
+per task.  Pure Python at import (no torch): the checks run before anything
+heavy is loaded.
+
+==================  ======================  ====================================================
+key                 config field            meaning
+==================  ======================  ====================================================
+pretrained                                  Hub id or local folder of a COCONUT / CODI / CoLaR
+                                            checkpoint (default: the shipped ``arith-coconut``)
+rm                                          optional LatentRM (Hub id or folder)
+sampling            latent_sampling         none | dropout | noise
+dropout_p           dropout_p               Monte Carlo dropout probability
+noise_std           noise_std               sigma of the Gaussian noise on fed-back latents
+dropout_scope       dropout_scope           all (prompt and latent steps) | latent
+n                   num_return_sequences    rollouts per question (N)
+aggregate           aggregate               majority | best_of_n | weighted | beam
+beams, candidates   num_beams,              RM-guided beam search: B beams, C candidates
+                    num_candidates
+latent_length       latent_length           latent steps (fixed backbones) / their cap (CoLaR)
+max_new_tokens      max_new_tokens          answer tokens decoded after the latent phase
+seed                seed                    sample j of a question depends on (seed, question, j)
+dtype                                       auto | float32 | bfloat16 | float16
+device                                      cpu | cuda | cuda:N | mps (default: picked)
+batch_size                                  questions per generate call, or ``auto`` (halves
+                                            on out-of-memory); results do not depend on it
+max_batch_size                              cap for ``batch_size=auto``
+revision                                    Hub revision of ``pretrained`` and ``rm``
+==================  ======================  ====================================================
+"""
+
+from __future__ import annotations
+
+GENERATION_KEYS = {
+    "sampling": "latent_sampling",
+    "dropout_p": "dropout_p",
+    "noise_std": "noise_std",
+    "dropout_scope": "dropout_scope",
+    "n": "num_return_sequences",
+    "aggregate": "aggregate",
+    "beams": "num_beams",
+    "candidates": "num_candidates",
+    "latent_length": "latent_length",
+    "max_new_tokens": "max_new_tokens",
+    "seed": "seed",
+}
+LOAD_DEFAULTS = {
+    "pretrained": None, "rm": None, "dtype": "auto", "device": None, "batch_size": 1, "max_batch_size": 64,
+    "revision": None,
+}
+VALID_KEYS = ("pretrained", "rm", *GENERATION_KEYS, *[k for k in LOAD_DEFAULTS if k not in ("pretrained", "rm")])
+IGNORED_MODEL_KEYS = ("trust_remote_code",)  # lm-eval adds it with --trust_remote_code; checkpoints need no code
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# generation keys that lm-eval tasks or users pass to every model; a latent model decodes its answer greedily
+HARNESS_GEN_KEYS = (
+    "until", "do_sample", "temperature", "top_p", "top_k", "min_p", "max_gen_toks", "num_beams",
+    "repetition_penalty", "typical_p", "max_length", "stop",
+)
+PAYLOAD_KEY = "latent_tts_payload"  # our tasks' marker: "return the JSON payload of all N candidates"
+_NONE = ("none", "null", "off", "greedy", "")
+
+
+class LatentTTSArgumentError(ValueError):
+    """A bad ``--model_args`` / ``--gen_kwargs`` key or value."""
+
+
+def _coerce(value):
+    """Command-line text to a value: 'none' -> None, '8' -> 8, '0.2' -> 0.2, 'Noise' -> 'noise'."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lower() in _NONE:
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text.lower()
+
+
+def generation_overrides(args: dict, source: str = "model_args") -> dict:
+    """``{config field: value}`` from harness keys, each value checked by ``LatentGenerationConfig``."""
+    from hf_modeling.generation_config import check_field
+
+    overrides = {}
+    for key, value in args.items():
+        field = GENERATION_KEYS[key]
+        value = _coerce(value)
+        if isinstance(value, float) and value.is_integer() and field not in ("dropout_p", "noise_std"):
+            value = int(value)
+        try:
+            check_field(field, value)
+        except ValueError as err:
+            raise LatentTTSArgumentError(
+                f"latent_tts {source}: {key}={args[key]!r} is invalid: {err} Valid keys: {', '.join(VALID_KEYS)}."
+            ) from None
+        overrides[field] = value
+    return overrides
+
+
+def parse_model_args(kwargs: dict) -> tuple[dict, dict]:
+    """Check ``LatentTTSModel``'s keyword arguments: (load options, generation config overrides)."""
+    unknown = sorted(k for k in kwargs if k not in VALID_KEYS and k not in IGNORED_MODEL_KEYS)
+    if unknown:
+        raise LatentTTSArgumentError(
+            f"latent_tts model_args: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(VALID_KEYS)}."
+        )
+    load = dict(LOAD_DEFAULTS)
+    for key in LOAD_DEFAULTS:
+        if key in kwargs:
+            load[key] = _load_value(key, kwargs[key])
+    return load, generation_overrides({k: v for k, v in kwargs.items() if k in GENERATION_KEYS})
+
+
+def _load_value(key, value):
+    if key in ("pretrained", "rm", "revision"):
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE and key != "pretrained"):
+            return None
+        if not isinstance(value, str) or not value.strip():
+            _fail(key, value, "a Hub id or a folder path (a non-empty string)")
+        return value.strip()
+    if key == "dtype":
+        text = "auto" if value is None else str(value).strip().lower().replace("torch.", "")
+        if text not in DTYPES:
+            _fail(key, value, f"one of: {', '.join(DTYPES)}")
+        return text
+    if key == "device":
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            _fail(key, value, "a device string such as cpu, cuda, cuda:0")
+        return value.strip() if isinstance(value, str) else None
+    if key == "batch_size" and isinstance(value, str) and value.strip().lower().startswith("auto"):
+        return "auto"
+    value = _coerce(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(key, value, "an integer >= 1" + (" or auto" if key == "batch_size" else ""))
+    return value
+
+
+def _fail(key, value, expected):
+    raise LatentTTSArgumentError(
+        f"latent_tts model_args: {key}={value!r} is invalid; expected {expected}. Valid keys: {', '.join(VALID_KEYS)}."
+    )
+
+
+def request_overrides(gen_kwargs: dict | None) -> tuple[dict, list[str], bool]:
+    """A request's ``gen_kwargs``: (checked config overrides, ignored harness keys, wants the payload)."""
+    ours, ignored, payload = {}, [], False
+    for key, value in (gen_kwargs or {}).items():
+        if key == PAYLOAD_KEY:
+            payload = bool(value)
+        elif key in GENERATION_KEYS:
+            ours[key] = value
+        elif key in HARNESS_GEN_KEYS:
+            ignored.append(key)
+        else:
+            raise LatentTTSArgumentError(
+                f"latent_tts gen_kwargs: unknown key {key!r}. Keys that latent_tts reads: "
+                f"{', '.join(GENERATION_KEYS)} (ignored: {', '.join(HARNESS_GEN_KEYS)})."
+            )
+    return generation_overrides(ours, source="gen_kwargs"), ignored, payload
+
+
+__all__ = [
+    "GENERATION_KEYS",
+    "LatentTTSArgumentError",
+    "PAYLOAD_KEY",
+    "VALID_KEYS",
+    "generation_overrides",
+    "parse_model_args",
+    "request_overrides",
+]

@@ -1,0 +1,301 @@
+"""``LatentTTSModel``: latent reasoning models with parallel test-time scaling as the lm-eval model ``latent_tts``.
+
+``lm_eval --model latent_tts --model_args n=8,sampling=dropout --tasks latent_arith``
+
+Every ``generate_until`` request is one question.  The adapter is small hooks
+in the style of lm-eval's ``HFLM``: ``_create_model`` loads the backbone, its
+tokenizer and the optional LatentRM; ``_request_config`` turns a request's
+``gen_kwargs`` into a ``LatentGenerationConfig``; ``_candidates`` draws the N
+rollouts of a batch of questions (``scaling.rollouts``); ``_respond`` chooses
+the answer (``scaling.aggregation``).  Batches are formed by lm-eval's
+``Collator``, grouped by settings and prompt length (see ``batching``).
+
+What a request gets back depends on the task: the ``latent_*`` tasks
+(``generation_kwargs: latent_tts_payload: true``) get a JSON payload with every
+candidate's extracted answer, RM score and which one was chosen, which their
+``process_results`` turns into metric rows; any other generation task (e.g.
+the built-in ``gsm8k`` with ``--num_fewshot 0``) gets ``"#### <answer>"``.
+The harness's zero-shot ``"Question: ...\\nAnswer:"`` wrapper is reduced to the
+bare question; a few-shot context is an error (latent reasoning models are
+evaluated zero-shot).  See :mod:`lm_eval_latenttts.harness.arguments`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import torch
+from lm_eval.api.model import LM
+
+from hf_modeling.answers import normalize_number
+from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError, parse_model_args, request_overrides
+from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job
+from lm_eval_latenttts.harness.setup import load_models, pick_device, pick_dtype, process_group, shipped_defaults
+from lm_eval_latenttts.scaling import rollouts
+from lm_eval_latenttts.scaling.aggregation import select
+
+# under lm-eval's logger, so that INFO lines show at the harness's default verbosity
+logger = logging.getLogger("lm_eval.latent_tts")
+
+_HARNESS_QA = re.compile(r"^\s*Question:\s*(?P<q>.*?)\s*\n\s*Answer:\s*$", re.DOTALL)
+HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
+
+
+def canonical_answer(answer):
+    """An extracted answer in canonical text form (numbers as numbers: '1,234.0' -> '1234')."""
+    if answer is None:
+        return None
+    number = normalize_number(answer)
+    if number is None:
+        return str(answer)
+    return str(number) if isinstance(number, int) else repr(float(number))
+
+
+class LatentTTSModel(LM):
+    """lm-eval model ``latent_tts`` (see the module docstring and :mod:`lm_eval_latenttts.harness.arguments`)."""
+
+    def __init__(self, _harness_device: bool = False, **kwargs) -> None:
+        super().__init__()
+        self.load_options, overrides = parse_model_args(kwargs)
+        self._warned: set[str] = set()
+        self.accelerator, self._rank, self._world_size = process_group()
+        device = self.accelerator.device if self.accelerator is not None else pick_device(
+            self.load_options["device"], harness_default=_harness_device)
+        self._device = device
+        self._create_model(pick_dtype(self.load_options["dtype"], device))
+        # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here)
+        self.run_config = self._checked(self._config(self.base_config, overrides, "model_args"))
+        self.batches = BatchRunner(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
+
+    # ------------------------------------------------------------------ hooks
+    def _create_model(self, dtype) -> None:
+        """Load the backbone, its tokenizer and the optional LatentRM (exactly; see hf_modeling.loading)."""
+        self.pretrained = self.load_options["pretrained"]
+        self.model, self.tokenizer, self.rm, self.base_config = load_models(
+            self.pretrained, self.load_options["rm"], self.load_options["revision"], dtype, self._device)
+
+    def _config(self, base, overrides: dict, source: str):
+        """``base`` updated with ``overrides``, validated and resolved for the backbone; errors name ``source``."""
+        try:
+            config = self.model.latent_generation_config(base, **overrides)
+            config.selection(has_rm=self.rm is not None)
+        except ValueError as err:
+            raise LatentTTSArgumentError(f"latent_tts {source}: {err}") from None
+        return config
+
+    def _request_config(self, gen_kwargs: dict):
+        """A request's settings (the run's, then its ``gen_kwargs``) and whether it wants the payload."""
+        overrides, ignored, payload = request_overrides(gen_kwargs)
+        for key in ignored:
+            value = gen_kwargs.get(key)
+            if key in ("until", "max_gen_toks", "max_length", "stop") or value in (False, None, 0, 0.0, 1.0):
+                continue  # task boilerplate, or a value that means greedy anyway
+            self._warn_once(f"ignored:{key}", "latent_tts ignores the generation setting %r (answers are decoded "
+                            "greedily after the latent phase).", key)
+        config = self._checked(self._config(self.run_config, overrides, "gen_kwargs")) if overrides else \
+            self.run_config
+        return config, payload
+
+    def _checked(self, config):
+        """Warn (once) about settings that run but do not do what their names promise.
+
+        Sampling of strength 0 runs as sampling=none, since its N rollouts are identical.
+        """
+        n, mode = config.num_return_sequences, config.latent_sampling
+        if mode is not None and not config.samples:
+            self._warn_once(f"zero:{mode}", "latent_tts: sampling=%s with %s=0 samples nothing: the n=%d rollouts "
+                            "are identical (run as sampling=none). Raise the strength.", mode,
+                            "dropout_p" if mode == "dropout" else "noise_std", n)
+            config = self.model.latent_generation_config(config, latent_sampling=None)
+        if n > 1 and config.latent_sampling is None and config.aggregate != "beam":
+            self._warn_once("n_without_sampling", "latent_tts: n=%d with sampling=none gives %d identical "
+                            "rollouts; pass sampling=dropout or sampling=noise.", n, n)
+        return config
+
+    def _candidates(self, prompts: list[list[int]], config, offset: int = 0, count: int | None = None):
+        """Candidates of a batch of questions: samples ``offset .. offset+count-1`` (beam search: the beams)."""
+        if config.selection(self.rm is not None) == "beam":
+            return rollouts.beam(self.model, self.tokenizer, prompts, config, self.rm)
+        if count is not None:
+            config = self.model.latent_generation_config(config, num_return_sequences=count)
+        return rollouts.sample(self.model, self.tokenizer, prompts, config, self.rm, sample_offset=offset)
+
+    def _respond(self, job: Job, candidates) -> str:
+        """The response to one request: the JSON payload of every candidate, or ``#### <answer>``."""
+        how = job.config.selection(self.rm is not None)
+        answers = [canonical_answer(a) for a in candidates.answers]
+        chosen = select(answers, candidates.scores, how, candidates.chosen)
+        if not job.payload:
+            if chosen.answer is not None:
+                return f"#### {chosen.answer}"
+            return candidates.texts[chosen.chosen] if chosen.chosen is not None else candidates.texts[0]
+        listed = []
+        for text, answer, score, steps in zip(candidates.texts, answers, candidates.scores or [None] * len(answers),
+                                              candidates.latent_steps):
+            listed.append({"answer": answer, "score": None if score is None else round(float(score), 6),
+                           "text": text, "latent_steps": int(steps)})
+        return json.dumps({
+            "answer": chosen.answer, "aggregate": how, "n": len(listed), "chosen": chosen.chosen,
+            "majority": chosen.majority, "best_of_n": chosen.best_of_n, "weighted": chosen.weighted,
+            "has_rm": candidates.scores is not None, "candidates": listed,
+        }, ensure_ascii=False)
+
+    def _failed(self, job: Job, reason: str) -> str:
+        """The response to a document that could not run (logged): no answer, scored wrong."""
+        logger.warning("latent_tts: %s; the document is scored as wrong. Question: %.80r", reason, job.question)
+        if not job.payload:
+            return ""
+        return json.dumps({
+            "answer": None, "aggregate": job.config.selection(self.rm is not None),
+            "n": job.config.num_return_sequences, "candidates": [], "chosen": None, "majority": None,
+            "best_of_n": None, "weighted": None, "has_rm": self.rm is not None, "error": reason,
+        })
+
+    # ------------------------------------------------------------------ requests
+    def _question(self, context: str, payload: bool) -> str:
+        """The bare question of a request's context (the harness's zero-shot wrapper removed)."""
+        if not payload:
+            if context.count("Question:") > 1:
+                raise ValueError(
+                    "latent_tts: the task sent a few-shot context (several 'Question:' blocks). Latent reasoning "
+                    "models are evaluated zero-shot: they were trained to reason in latent space from the bare "
+                    "question and cannot use worked examples. Run with --num_fewshot 0."
+                )
+            match = _HARNESS_QA.match(context)
+            if match:
+                return match.group("q")
+        return context.strip()
+
+    def _job(self, index: int, request) -> Job:
+        context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {}) or {}
+        config, payload = self._request_config(gen_kwargs)
+        question = self._question(context, payload)
+        return Job(index, question, self.model.encode_prompt(self.tokenizer, question), config, payload)
+
+    def _check_doc(self, job: Job) -> None:
+        if not job.question.strip():
+            raise DocError("the question is empty")
+        limit = self.model.max_context_length()
+        default = self.model.config.max_latent_length if self.model.dynamic_latent_length else \
+            self.model.config.latent_length
+        steps = job.config.latent_length if job.config.latent_length is not None else default
+        if limit is not None and len(job.prompt) + steps + 2 > limit:
+            raise DocError(f"the prompt has {len(job.prompt)} tokens; with {steps} latent steps it does not fit "
+                           f"the model's context window of {limit} positions")
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
+        jobs = [self._job(i, request) for i, request in enumerate(requests)]
+        results = self.batches.run(jobs, self._check_doc, self._candidates, self._respond, self._failed,
+                                   disable_tqdm=disable_tqdm or self.rank != 0)
+        for request, text in zip(requests, results):
+            self.cache_hook.add_partial("generate_until", request.args, text)
+        return results
+
+    # ------------------------------------------------------------------ lm-eval plumbing
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> LatentTTSModel:
+        """As lm-eval's, but ``--model_args`` wins over the CLI's generic batch_size/device.
+
+        Without ``pretrained`` the shipped model (and its LatentRM) run; the
+        resolved paths are written back into ``arg_dict`` (the dict lm-eval
+        logs), so results and the output folder name the checkpoints used.
+        """
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        shipped_defaults(arg_dict)
+        harness_device = extra.get("device") == HARNESS_DEFAULT_DEVICE
+        return cls(**arg_dict, **extra, _harness_device=harness_device)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> LatentTTSModel:
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def batch_sizes(self) -> dict:
+        return self.batches.batch_sizes
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.pretrained).replace("/", "__")
+
+    def all_gather(self, tensor):
+        return tensor if self.world_size <= 1 else self.accelerator.gather(tensor)
+
+    def gather_object(self, obj, dst: int = 0):
+        if self.world_size <= 1:
+            return [obj]
+        result = [None] * self.world_size if self.rank == dst else None
+        torch.distributed.gather_object(obj=obj, object_gather_list=result, dst=dst)
+        return result
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self.accelerator.wait_for_everyone()
+
+    def get_model_info(self) -> dict:
+        config = self.run_config
+        how = config.selection(self.rm is not None)
+        info = {
+            "pretrained": str(self.pretrained),
+            "backbone": self.model.latent_kind,
+            "backbone_class": type(self.model).__name__,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "dtype": str(next(self.model.parameters()).dtype),
+            "rm": self.load_options["rm"],
+            "rm_class": type(self.rm).__name__ if self.rm is not None else None,
+            "sampling": config.latent_sampling or "none",
+            "dropout_p": config.dropout_p,
+            "noise_std": config.noise_std,
+            "dropout_scope": config.dropout_scope,
+            "n": config.num_return_sequences,
+            "aggregate": how,
+            "beams": config.num_beams if how == "beam" else None,
+            "candidates": config.num_candidates if how == "beam" else None,
+            "latent_length": config.latent_length,
+            "max_new_tokens": config.max_new_tokens,
+            "seed": config.seed,
+            "batch_size": self.load_options["batch_size"],
+        }
+        return {"latent_tts": info, "model_name": str(self.pretrained)}
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError(
+            "latent_tts only supports generate_until tasks (e.g. latent_gsm8k, latent_arith, or gsm8k with "
+            "--num_fewshot 0): a latent reasoning model answers after reasoning in continuous space and has no "
+            "token log-likelihoods to score multiple-choice or perplexity tasks."
+        )
+
+    def loglikelihood_rolling(self, requests):
+        raise NotImplementedError(
+            "latent_tts only supports generate_until tasks; loglikelihood_rolling (perplexity) is not available "
+            "for latent reasoning models."
+        )
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True):
+        raise NotImplementedError(
+            "latent_tts does not use chat templates: the model applies its backbone's own prompt format. "
+            "Run without --apply_chat_template."
+        )
+
+    def _warn_once(self, key: str, msg: str, *args) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(msg, *args)
+
+
+def _register() -> None:
+    """Registering on import covers processes without the .pth hook (e.g. running from a source tree)."""
+    from lm_eval_latenttts.harness.plugin import register_model
+
+    register_model()
+
+
+_register()

@@ -1,0 +1,121 @@
+"""From prompts to candidates: N latent rollouts per question, their answers and LatentRM scores.
+
+The lm-eval model and ``benchmarks/scaling.py`` both get a question's
+candidates here, so they see the same rollouts (sample j of a question is a
+function of (seed, question, j), see ``hf_modeling.latent_sampling``) and the
+same answers (the backbone's ``extract_answer``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hf_modeling.generation_config import LatentGenerationConfig
+
+
+@dataclass
+class Candidates:
+    """One question's candidates: decoded answer texts, extracted answers, RM trajectory scores (None
+    without an RM), latent steps taken; ``chosen`` is set by beam search, ``latents`` on request."""
+
+    texts: list[str]
+    answers: list[str | None]
+    scores: list[float] | None
+    latent_steps: list[int]
+    chosen: int | None = None
+    latents: torch.Tensor | None = None
+
+    def extend(self, other: Candidates) -> None:
+        """Append the candidates of a later call (samples ``offset..``) for the same question."""
+        self.texts += other.texts
+        self.answers += other.answers
+        self.latent_steps += other.latent_steps
+        if self.scores is not None:
+            self.scores += other.scores
+        if self.latents is not None:
+            self.latents = torch.cat([self.latents, other.latents])
+
+
+def left_pad(prompts: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token-id prompts, left padded as latent rollouts need."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def decode_answers(tokenizer, answer_ids: torch.Tensor, eos_token_id=None) -> list[str]:
+    """Answer texts of generated answer ids, each cut at its first EOS."""
+    eos = {tokenizer.eos_token_id} if eos_token_id is None else set(
+        [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
+    texts = []
+    for row in answer_ids.tolist():
+        cut = next((i for i, token in enumerate(row) if token in eos), len(row))
+        texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
+    return texts
+
+
+def _candidates(model, tokenizer, answer_ids, rows_per_question, scores, steps, latents=None) -> list[Candidates]:
+    texts = decode_answers(tokenizer, answer_ids)
+    out = []
+    for start in range(0, len(texts), rows_per_question):
+        rows = slice(start, start + rows_per_question)
+        out.append(Candidates(
+            texts=texts[rows], answers=[model.extract_answer(t) for t in texts[rows]],
+            scores=None if scores is None else scores[rows], latent_steps=steps[rows],
+            latents=None if latents is None else latents[rows].float().cpu(),
+        ))
+    return out
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompts: list[list[int]], config: LatentGenerationConfig, rm=None,
+           sample_offset: int = 0, keep_latents: bool = False) -> list[Candidates]:
+    """Samples ``sample_offset .. sample_offset + N - 1`` of each prompt in one batched ``generate`` call.
+
+    With sampling off one rollout is drawn and stands for all N (they would be
+    identical).  With ``rm`` every candidate gets its trajectory score.
+    """
+    draws = config.num_return_sequences if config.samples else 1
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
+    out = model.generate(ids, mask, config, num_return_sequences=draws, sample_offset=sample_offset,
+                         return_dict_in_generate=True, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    scores = None
+    if rm is not None:
+        scores = rm.score_rollouts(out, reduction=config.reduction).trajectory_scores.float().cpu().tolist()
+    found = _candidates(model, tokenizer, out.answer_ids, draws, scores, out.latent_lengths.cpu().tolist(),
+                        out.latents if keep_latents else None)
+    if draws != config.num_return_sequences:
+        for c in found:  # deterministic: the N rollouts are the same rollout
+            n = config.num_return_sequences
+            c.texts, c.answers, c.latent_steps = c.texts * n, c.answers * n, c.latent_steps * n
+            c.scores = None if c.scores is None else c.scores * n
+    return found
+
+
+@torch.no_grad()
+def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationConfig, rm) -> list[Candidates]:
+    """RM-guided beam search: the B final beams are the candidates, ``chosen`` the beam it picked."""
+    from lm_eval_latenttts.scaling.beam import rm_beam_search
+
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
+    out = rm_beam_search(model, rm, ids, mask, config, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    found = []
+    for q in range(len(prompts)):
+        texts = decode_answers(tokenizer, out.beam_answer_ids[q])
+        found.append(Candidates(
+            texts=texts, answers=[model.extract_answer(t) for t in texts],
+            scores=out.beam_scores[q].float().cpu().tolist(),
+            latent_steps=out.beam_step_mask[q].sum(-1).cpu().tolist(), chosen=int(out.chosen[q]),
+        ))
+    return found
+
+
+__all__ = ["Candidates", "beam", "decode_answers", "left_pad", "sample"]

@@ -1,0 +1,315 @@
+"""Step-wise Monte Carlo annotation: the training labels of the LatentRM.
+
+For every training question the backbone draws N stochastic latent
+trajectories.  For every latent step t of every trajectory, M stochastic
+continuations are run from that trajectory's prefix (prompt + latents 0..t):
+the remaining latent steps with the same sampler, then the greedy answer.  The
+*step value* ``values[n, t]`` is the fraction of the M continuations whose
+answer equals the gold answer (SPEC: LatentRM training labels).
+
+The prefix is computed once: the N trajectories advance one latent step at a
+time, and after step t their state (KV cache, mask, positions) is branched
+into N*M rows with ``LatentState.select`` -- the trajectories' own state stays
+valid and goes on to step t+1.  After the last latent step nothing random is
+left (answer decoding is greedy with dropout off), so the last step's value is
+the trajectory's own final correctness and no continuations are run for it.
+
+Note on Monte Carlo dropout: the forward pass that consumes latent t also
+produces the hidden state from which latent t+1 is derived, under the same
+dropout draw.  A continuation from the prefix of step t therefore shares
+latent t+1 with its trajectory (for COCONUT, where the latent is the hidden
+state as is) and differs from the forward pass of latent t+1 on.  With
+Gaussian noise, latent t+1 is re-drawn per continuation.
+
+Settings: a ``LatentGenerationConfig`` (sampling, strength, N =
+``num_return_sequences``, seed, ``max_new_tokens``, ``latent_length``) on top
+of the backbone's recommended ones; without a recommended sampling mode,
+Monte Carlo dropout at the backbone's typical strength.  Ranks (``accelerate
+launch``) take the questions ``i`` with ``i % world == rank`` that are not yet
+done, so a restart may even use a different world size; question ``i`` is
+seeded from (seed, i), so the ranks' shards together equal one process's.
+Storage and resume: :mod:`lm_eval_latenttts.training.annotation_store`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hf_modeling.latent_sampling import fold, key_from_ints
+from hf_modeling.latent_state import batch_invariant_attention, sample_keys
+from lm_eval_latenttts.data.questions import read_questions
+from lm_eval_latenttts.scaling.rollouts import decode_answers
+from lm_eval_latenttts.training import annotation_store as store
+from lm_eval_latenttts.training.run_record import check_or_write
+
+SKIP_OPTION = "--skip-bad-rows (AnnotateConfig(skip_bad_rows=True))"
+ANNOTATION_TRAJECTORIES = 8  # SPEC, released recipe: N = 8 trajectories per question
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_questions(path, limit: int | None = None, skip_bad_rows: bool = False) -> list[dict]:
+    """``{question_id, question, gold}`` per question of a file read by :mod:`lm_eval_latenttts.data.questions`.
+
+    ``question_id`` is the row's index in the file (stable when bad rows are
+    skipped); ``limit`` keeps the first ``limit`` questions.
+    """
+    questions = read_questions(path, skip_bad_rows=skip_bad_rows, skip_option=SKIP_OPTION)
+    out = [{"question_id": q.index, "question": q.question, "gold": q.answer} for q in questions]
+    return out if limit is None else out[: int(limit)]
+
+
+def question_seed(seed: int, question_id: int) -> int:
+    """Seed of one question: a function of (seed, question id) only, so sharding over ranks does not matter."""
+    return key_from_ints(seed, question_id) & ((1 << 62) - 1)
+
+
+@dataclass
+class AnnotateConfig:
+    """Arguments of an annotation run (all but the last group are recorded and checked on resume).
+
+    ``generation``: overrides of the backbone's recommended ``LatentGenerationConfig`` fields
+    (``latent_sampling``, ``dropout_p``, ``noise_std``, ``num_return_sequences`` (N), ``seed``,
+    ``max_new_tokens``, ``latent_length``); N defaults to 8.
+    """
+
+    model: str
+    data: str
+    output_dir: str
+    generation: dict = field(default_factory=dict)
+    num_continuations: int = 16  # M
+    limit: int | None = None  # first `limit` questions of the file
+    keep_all: bool = False  # keep questions whose N trajectories are all right / all wrong
+    skip_bad_rows: bool = False  # drop (and count) rows without a question or a numeric gold answer
+    max_batch_rows: int = 1024  # continuation rows per forward pass
+    dtype: str = "float32"
+    # not recorded (do not change the result)
+    shard_size: int = 50
+    threads: int | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("num_continuations", "max_batch_rows", "shard_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}.")
+
+    def resolve(self, model):
+        """The run's ``LatentGenerationConfig``: the backbone's recommended settings, then ``generation``."""
+        overrides = {"num_return_sequences": ANNOTATION_TRAJECTORIES, **self.generation}
+        config = model.latent_generation_config(None, **overrides)
+        if config.latent_sampling is None and "latent_sampling" not in self.generation:
+            config = model.latent_generation_config(config, latent_sampling="dropout")
+        if not config.samples:
+            raise ValueError("annotation needs stochastic trajectories: pass --sampling dropout or noise with a "
+                             "strength > 0 (--dropout-p / --noise-std).")
+        if config.num_return_sequences < 2 and not self.keep_all:
+            raise ValueError(
+                "num_trajectories (N) must be >= 2: questions whose N trajectories are all right or all wrong "
+                "are dropped, so N=1 keeps nothing (and the contrastive loss needs N >= 2)."
+            )
+        return config
+
+    def recorded(self, generation) -> dict:
+        """What the result depends on: checked on resume."""
+        settings = {k: v for k, v in generation.latent_settings().items()
+                    if k not in ("aggregate", "num_beams", "num_candidates", "reduction")}
+        return {
+            "model": os.path.abspath(self.model) if os.path.exists(self.model) else self.model,
+            "data": os.path.abspath(self.data), "data_sha256": _file_sha256(self.data),
+            "generation": settings, "num_continuations": self.num_continuations, "limit": self.limit,
+            "keep_all": self.keep_all, "skip_bad_rows": self.skip_bad_rows, "max_batch_rows": self.max_batch_rows,
+            "dtype": self.dtype, "format_version": store.FORMAT_VERSION,
+        }
+
+
+def _file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _finish(model, state, sampler, steps_left, setup):
+    """Run the remaining latent steps and the greedy answer on ``state`` (modified in place)."""
+    for _ in range(steps_left):
+        if model.dynamic_latent_length and bool(state.stopped.all()):
+            break
+        model.latent_step(state, sampler)
+    return model.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
+                               setup.answer_room)
+
+
+@torch.no_grad()
+def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config, num_continuations: int,
+                      max_batch_rows: int = 1024) -> tuple[dict, int]:
+    """Annotate one question with the settings ``config`` (N = ``num_return_sequences``). Returns (record, runs).
+
+    ``record`` has ``latents`` (N, steps, hidden), ``step_values`` (N, steps), ``num_steps`` (N,),
+    ``correct`` (N,) bool, ``answers`` and ``answer_texts``; runs = continuations decoded.
+    """
+    n, m = config.num_return_sequences, num_continuations
+    setup = model.prepare_rollout(torch.tensor([list(prompt_ids)], dtype=torch.long), None, config)
+    ids, mask, sampler, steps = setup.input_ids, setup.attention_mask, setup.sampler, setup.steps
+
+    def correct(answer_ids):
+        return [model.is_correct(t, gold) for t in decode_answers(tokenizer, answer_ids, setup.eos_token_id)]
+
+    # trajectory j is keyed by (question key, j); continuation c from step t of trajectory j by (j's key, t, c)
+    trajectory_keys = sample_keys(setup.question_keys, n)
+    continuation_index = torch.arange(m, device=ids.device)
+    values, continuations = [], 0  # per step: (N,) float, NaN where a dynamic row is inactive / filled later
+    was_training = model.training
+    model.eval()
+    try:
+        with sampler.attached(model), batch_invariant_attention():
+            if sampler.prompt_is_deterministic:
+                state = model.prefill(ids, mask, sampler, setup.question_keys).repeat_interleave(n)
+                state.row_keys = trajectory_keys
+            else:
+                state = model.prefill(ids.expand(n, -1), mask.expand(n, -1), sampler, trajectory_keys)
+            for t in range(steps):
+                if model.dynamic_latent_length and bool(state.stopped.all()):
+                    break
+                model.latent_step(state, sampler)
+                step_value = torch.full((n,), float("nan"))
+                rows = state.latent_active[-1].nonzero().flatten()
+                left = steps - t - 1
+                if left > 0 and rows.numel():
+                    index = rows.repeat_interleave(m)
+                    keys = fold(fold(state.row_keys[index], t), continuation_index.repeat(rows.numel()))
+                    hits = []
+                    for chunk, chunk_keys in zip(index.split(max_batch_rows), keys.split(max_batch_rows)):
+                        branch = state.select(chunk)
+                        branch.row_keys = chunk_keys
+                        hits += correct(_finish(model, branch, sampler, left, setup))
+                    continuations += index.numel()
+                    step_value[rows.cpu()] = torch.tensor(hits, dtype=torch.float32).view(-1, m).mean(1)
+                values.append(step_value)
+            # the trajectories themselves: nothing random is left, so this is also the last step's value
+            answer_ids = model.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
+                                             setup.answer_room)
+            continuations += n
+    finally:
+        model.train(was_training)
+    texts = decode_answers(tokenizer, answer_ids, setup.eos_token_id)
+    answers = [model.extract_answer(t) for t in texts]
+    right = torch.tensor([model.is_correct(t, gold) for t in texts], dtype=torch.bool)
+    if values:
+        num_steps = torch.stack(state.latent_active, 1).cpu().sum(1)
+        step_values = torch.stack(values, 1)
+        # the last step each row took has value = its final correctness
+        last = (num_steps - 1).clamp(min=0)
+        fill = torch.isnan(step_values.gather(1, last[:, None]))[:, 0] & (num_steps > 0)
+        step_values[fill, last[fill]] = right[fill].float()
+        latents = torch.stack(state.latents, 1).float().cpu()
+    else:
+        num_steps = torch.zeros(n, dtype=torch.long)
+        step_values = torch.zeros(n, 0)
+        latents = torch.zeros(n, 0, state.hidden.shape[-1])
+    record = {"latents": latents, "step_values": step_values, "num_steps": num_steps, "correct": right,
+              "answers": answers, "answer_texts": texts}
+    return record, continuations
+
+
+def _dist_state():
+    try:
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+
+        # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself: without cpu=True two CPU
+        # processes of `accelerate launch --multi_gpu` each see a world of one and annotate every question
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+        return state.process_index, state.num_processes, state.device, state.wait_for_everyone
+    except Exception:  # pragma: no cover - accelerate unusable: single process
+        return 0, 1, torch.device("cpu"), lambda: None
+
+
+def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_done=None) -> dict:
+    """Annotate ``config.data`` into ``config.output_dir`` (resumable). Returns a summary dict.
+
+    ``model`` / ``tokenizer`` may be passed already loaded; ``on_question_done(question_id)`` is
+    called after each question (tests use it to simulate an interruption).
+    """
+    from tqdm.auto import tqdm
+
+    config.validate()
+    rank, world, device, wait = _dist_state()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    out_dir = Path(config.output_dir)
+    questions = load_questions(config.data, config.limit, skip_bad_rows=config.skip_bad_rows)
+    if model is None:
+        from hf_modeling import AutoLatentModel, load_latent_tokenizer
+
+        model = AutoLatentModel.from_pretrained(config.model, dtype=getattr(torch, config.dtype))
+        tokenizer = load_latent_tokenizer(config.model, model.config)
+        model.to(device)
+    elif tokenizer is None:
+        raise ValueError("annotate(model=...) also needs the tokenizer.")
+    generation = config.resolve(model)
+    check_or_write(out_dir / store.CONFIG_FILE, config.recorded(generation), rank == 0, wait, "an annotation run",
+                   "Resume with the same arguments, or choose a new --output-dir.")
+    store.clean_tmp(out_dir, rank)
+    done = store.done_question_ids(out_dir)
+    # ownership by question id (not by position among the questions left), so ranks that read the done set at
+    # slightly different times still partition the questions exactly
+    mine = [q for q in questions if q["question_id"] % world == rank and q["question_id"] not in done]
+    n = generation.num_return_sequences
+
+    stats = {"rank": rank, "world": world, "questions": len(mine), "already_done": len(done),
+             "kept": 0, "dropped": 0, "continuations": 0, "shards": 0}
+    rows, kept, dropped = [], [], []
+
+    def flush():
+        nonlocal rows, kept, dropped
+        if kept or dropped:
+            store.write_shard(out_dir, rank, rows, kept, dropped)
+            stats["shards"] += 1
+        rows, kept, dropped = [], [], []
+
+    start = time.perf_counter()
+    bar = tqdm(total=len(mine), desc=f"annotate[rank {rank}]", unit="q", disable=not config.progress,
+               position=rank, dynamic_ncols=True)
+    try:
+        for q in mine:
+            prompt_ids = model.encode_prompt(tokenizer, q["question"])
+            question_config = model.latent_generation_config(
+                generation, seed=question_seed(generation.seed, q["question_id"]))
+            record, cont = annotate_question(model, tokenizer, prompt_ids, q["gold"], question_config,
+                                             config.num_continuations, config.max_batch_rows)
+            stats["continuations"] += cont
+            n_right = int(record["correct"].sum())
+            if config.keep_all or 0 < n_right < n:
+                rows.append(store.record_to_row(q, prompt_ids, record, config.num_continuations))
+                kept.append(q["question_id"])
+                stats["kept"] += 1
+            else:
+                dropped.append(q["question_id"])
+                stats["dropped"] += 1
+            if len(kept) + len(dropped) >= config.shard_size:
+                flush()
+            bar.update(1)
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix(cont_per_s=f"{stats['continuations'] / elapsed:.1f}", kept=stats["kept"],
+                            dropped=stats["dropped"])
+            if on_question_done is not None:
+                on_question_done(q["question_id"])
+        flush()
+    finally:
+        bar.close()
+    stats["seconds"] = time.perf_counter() - start
+    stats["continuations_per_s"] = stats["continuations"] / max(stats["seconds"], 1e-9)
+    wait()
+    return stats
+
+
+__all__ = ["AnnotateConfig", "annotate", "annotate_question", "load_questions", "question_seed"]

@@ -1,0 +1,133 @@
+"""A LatentRM training run and its checkpoints: the run record, resuming, pruning.
+
+A run record ``OUT/checkpoints/run_config.json`` (run id + every setting the
+weights depend on, and the annotation's identity) ties the checkpoints to one
+run: each checkpoint carries the run id, ``resume`` refuses changed settings
+and another run's checkpoints, pruning deletes only this run's older
+checkpoints, and a fresh start into a used folder needs ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import fields
+from pathlib import Path
+
+from lm_eval_latenttts.training.annotation_store import CONFIG_FILE
+from lm_eval_latenttts.training.run_record import changed_settings, write_json_atomic
+
+CHECKPOINTS_DIR = "checkpoints"
+RUN_FILE = "run_config.json"  # the run record, in OUT/checkpoints/
+STATE_FILE = "trainer_state.json"  # in each checkpoint
+
+
+def annotation_settings(annotations):
+    path = Path(annotations) / CONFIG_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {}
+
+
+# Not recorded: where the run writes or publishes, how fast it runs, and when it checkpoints (resume continues
+# exactly from any checkpoint, so --save-every changes neither the weights nor the history); ``extra`` is
+# never read by training.
+_UNRECORDED = {"output_dir", "resume", "overwrite", "push_to_hub", "hub_private", "threads", "progress", "extra",
+               "save_every"}
+
+
+def _local_path(path):
+    return os.path.abspath(path) if path and os.path.exists(path) else path
+
+
+def run_settings(cfg, init: str, ann_config: dict, question_ids: list) -> dict:
+    """Everything the trained weights (and the summary's history) depend on: a resumed run must match it."""
+    rec = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _UNRECORDED}
+    rec["init"] = _local_path(str(init))
+    rec["annotations"] = os.path.abspath(cfg.annotations)
+    rec["eval_annotations"] = _local_path(cfg.eval_annotations)
+    rec["annotation_config"] = ann_config
+    rec["eval_annotation_config"] = annotation_settings(cfg.eval_annotations) if cfg.eval_annotations else None
+    ids = sorted(int(i) for i in question_ids)
+    rec["annotation_questions"] = {"count": len(ids),
+                                   "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()}
+    return json.loads(json.dumps(rec, default=str))  # as it reads back from the record
+
+
+def _step_dirs(ckpt_root):
+    """``step-N`` checkpoint folders, lowest N first."""
+    found = []
+    for p in Path(ckpt_root).glob("step-*"):
+        m = re.fullmatch(r"step-(\d+)", p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def _checkpoint_run_id(path):
+    try:
+        return json.loads((Path(path) / STATE_FILE).read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_checkpoints(ckpt_root, run_id):
+    """(this run's checkpoints, lowest step first; checkpoints of any other run)."""
+    own, foreign = [], []
+    for path in _step_dirs(ckpt_root):
+        (own if _checkpoint_run_id(path) == run_id else foreign).append(path)
+    return own, foreign
+
+
+def open_run(cfg, ckpt_root: Path, settings: dict, accelerator) -> tuple[str, Path | None]:
+    """Check OUT/checkpoints against this run; returns (run id, checkpoint to resume from or None).
+
+    A run resumes only from its own checkpoints and with its own settings; a fresh start never mixes with
+    an earlier run's checkpoints (they would be resumed from, or would outlive this run's own).
+    """
+    ckpt_root = Path(ckpt_root)
+    record_path = ckpt_root / RUN_FILE
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    steps = _step_dirs(ckpt_root)
+    start_again = ("choose a new --output-dir, or pass --overwrite (without --resume) to delete those checkpoints "
+                   "and start again.")
+    latest = None
+    if cfg.resume and record is not None:
+        changed = changed_settings(record.get("settings", {}), settings)
+        if changed:
+            raise ValueError(
+                f"{ckpt_root} holds a training run with different settings ({changed}). Resume with the same "
+                f"arguments, or {start_again}"
+            )
+        own, foreign = run_checkpoints(ckpt_root, record["run_id"])
+        if foreign:
+            raise ValueError(
+                f"{ckpt_root} holds checkpoints that the run recorded in {RUN_FILE} (run id {record['run_id']}) "
+                f"did not write: {', '.join(p.name for p in foreign)}. Move them away, or {start_again}"
+            )
+        latest = own[-1] if own else None
+    elif cfg.resume and steps:
+        raise ValueError(
+            f"{ckpt_root} holds checkpoints without a {RUN_FILE} run record (written by an older version), so "
+            f"they cannot be matched to these settings. Use the older version to resume them, or {start_again}"
+        )
+    elif not cfg.resume and not cfg.overwrite and (record is not None or steps):
+        raise ValueError(
+            f"{ckpt_root} holds the checkpoints of an earlier training run. Pass --resume to continue that run, "
+            "choose a new --output-dir, or pass --overwrite to delete those checkpoints and start again."
+        )
+    accelerator.wait_for_everyone()  # every process has checked before the main one changes anything
+    if accelerator.is_main_process and (record is None or not cfg.resume):  # a new run, in an emptied folder
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+        ckpt_root.mkdir(parents=True)
+        write_json_atomic(record_path, {"run_id": uuid.uuid4().hex, "settings": settings})
+    accelerator.wait_for_everyone()
+    return json.loads(record_path.read_text())["run_id"], latest
+
+
+__all__ = ["CHECKPOINTS_DIR", "RUN_FILE", "STATE_FILE", "annotation_settings", "open_run", "run_checkpoints",
+           "run_settings"]
