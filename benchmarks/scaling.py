@@ -76,7 +76,7 @@ def metrics_at(candidates, questions, n, has_rm):
 def beam_accuracy(model, rm, tok, questions, config, n, batch_questions):
     """Beam search with B*C = n (C = min(4, n)): per question right or wrong, and latent forwards spent."""
     c = min(4, n)
-    config = model.latent_generation_config(config, num_beams=n // c, num_candidates=c, aggregate="beam")
+    config = model.latent_generation_config(config, latent_beams=n // c, latent_candidates=c, aggregate="beam")
     correct = []
     for start in range(0, len(questions), batch_questions):
         chunk = questions[start: start + batch_questions]

@@ -43,10 +43,11 @@ LATENT_DEFAULTS = {
     "latent_length": None,
     "seed": 0,
     "aggregate": None,
-    "num_candidates": 4,
+    "latent_beams": 4,
+    "latent_candidates": 4,
     "reduction": "sum",
 }
-INHERITED_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 32, "num_beams": 4}
+INHERITED_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 32}
 # what a rollout reads; the other GenerationConfig fields concern token sampling and are refused as overrides
 ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *INHERITED_DEFAULTS, "eos_token_id", "pad_token_id", "bos_token_id",
                             "return_dict_in_generate"})
@@ -75,8 +76,10 @@ class LatentGenerationConfig(GenerationConfig):
             ``"majority"``, ``"best_of_n"``, ``"weighted"`` (RM-weighted vote) or
             ``"beam"`` (RM-guided beam search); ``None``: ``best_of_n`` with a
             LatentRM, else ``majority``.
-        num_beams (`int`, defaults to 4), num_candidates (`int`, defaults to 4):
-            B beams and C candidates per beam and latent step of beam search.
+        latent_beams (`int`, defaults to 4), latent_candidates (`int`, defaults to 4):
+            B beams and C candidates per beam and latent step of RM-guided beam
+            search over latent steps (transformers' ``num_beams``, token beam
+            search, does not apply).
         reduction (`str`, defaults to ``"sum"``): trajectory score from step scores
             (``"sum"`` as in the paper, ``"min"``, ``"last"``, ``"mean"``).
     """
@@ -87,6 +90,13 @@ class LatentGenerationConfig(GenerationConfig):
             setattr(self, key, default if value is None else value)
         inherited = {k: getattr(self, k) for k in INHERITED_DEFAULTS}
         super().__init__(**kwargs, **inherited)
+
+    def to_dict(self) -> dict:
+        """As transformers'; ``do_sample`` says whether the N rollouts are samples, so that a saved
+        ``generation_config.json`` with ``num_return_sequences > 1`` also loads as a plain GenerationConfig."""
+        data = super().to_dict()
+        data["do_sample"] = bool(data.get("latent_sampling")) or (data.get("num_return_sequences") or 1) > 1
+        return data
 
     @classmethod
     def from_generation_config(cls, config: GenerationConfig | None) -> LatentGenerationConfig:
@@ -150,7 +160,7 @@ class LatentGenerationConfig(GenerationConfig):
 
     def latent_settings(self) -> dict:
         """The latent fields and N, as a plain dict (for logs, results and run records)."""
-        keys = (*LATENT_DEFAULTS, "num_return_sequences", "max_new_tokens", "num_beams")
+        keys = (*LATENT_DEFAULTS, "num_return_sequences", "max_new_tokens")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -198,8 +208,8 @@ FIELD_CHECKS = {
     "reduction": _choice(REDUCTIONS),
     "num_return_sequences": _integer(1),
     "max_new_tokens": _integer(1),
-    "num_beams": _integer(1),
-    "num_candidates": _integer(1),
+    "latent_beams": _integer(1),
+    "latent_candidates": _integer(1),
     "latent_length": _integer(0, optional=True),
     "seed": _integer(None, optional=True),
 }

@@ -3,31 +3,23 @@ from math import comb
 
 import pytest
 
-from lm_eval_latenttts.aggregation import (
-    answer_weights,
-    answers_equal,
-    best_of_n,
-    coverage,
-    extract_answer,
-    majority_vote,
-    normalize_number,
-    pass_at_k,
-    weighted_vote,
-)
+from hf_modeling.answers import answers_equal, extract_answer, normalize_number
+from lm_eval_latenttts.scaling.aggregation import answer_weights, best_of_n, majority_vote, select, weighted_vote
+from lm_eval_latenttts.scaling.metrics import coverage, pass_at_k
 
 
 @pytest.mark.parametrize(
     "text,backbone,expected",
     [
         ("<<3*6=18>> ### 18", "coconut", "18"),
-        ("a # b ### 1,234\nmore", "COCONUTGPT2", "1,234"),
+        ("a # b ### 1,234\nmore", "coconut", "1,234"),
         ("no marker here 12", "coconut", None),
         ("### ", "coconut", None),
         ("The answer is: 1,234.", "codi", "1234"),
-        ("x = -3 and then 7.5", "codi_gpt2", "7.5"),
+        ("x = -3 and then 7.5", "codi", "7.5"),
         ("no digits", "codi", None),
         ("Answer: 42", "colar", "42"),
-        ("3*4=12 Answer: -3\n###", "ColarLlama", "-3"),
+        ("3*4=12 Answer: -3\n###", "colar", "-3"),
         ("nothing", "colar", None),
         (None, "colar", None),
     ],
@@ -100,7 +92,20 @@ def test_weighted_vote():
 def test_coverage():
     assert coverage([False, True, False]) == 1.0
     assert coverage([False, False]) == 0.0
-    assert coverage([[False, True], [False, False], [True, True], [False, False]]) == 0.5
+
+
+def test_select_applies_the_run_rule_and_names_a_candidate():
+    answers, scores = ["7", "3", "3", None], [0.1, -2.0, -1.0, 5.0]
+    majority = select(answers, scores, "majority")
+    assert (majority.answer, majority.chosen, majority.majority) == ("3", 1, "3")
+    best = select(answers, scores, "best_of_n")  # the top score's answer could not be extracted: wrong
+    assert (best.answer, best.chosen, best.best_of_n) == (None, 3, None)
+    weighted = select(answers, scores, "weighted")  # softmax mass: "7" e^0.1 > "3" e^-2 + e^-1
+    assert (weighted.answer, weighted.chosen) == ("7", 0)
+    assert select(answers, scores, "beam", chosen=2).answer == "3"
+    assert select(answers, None, "majority").best_of_n is None
+    with pytest.raises(ValueError, match="aggregate"):
+        select(answers, scores, "median")
 
 
 @pytest.mark.parametrize("n,c,k", [(10, 3, 1), (10, 3, 5), (64, 5, 8), (8, 0, 3), (8, 8, 8), (20, 15, 10), (5, 1, 5)])

@@ -15,12 +15,11 @@ from processes import accelerate_cpu_launch  # noqa: E402
 from tiny_models import make_checkpoint  # noqa: E402
 
 from lm_eval_latenttts.training import annotate as ann  # noqa: E402
-from lm_eval_latenttts.training.annotate import (  # noqa: E402
-    AnnotateConfig,
+from lm_eval_latenttts.training.annotate import AnnotateConfig, annotate, load_questions  # noqa: E402
+from lm_eval_latenttts.training.annotation_store import (  # noqa: E402
     AnnotationDataError,
-    annotate,
+    done_question_ids,
     load_annotations,
-    load_questions,
 )
 
 N, M = 3, 2
@@ -44,10 +43,17 @@ def questions(tmp_path):
     return path
 
 
+GENERATION = {"num_trajectories": "num_return_sequences", "sampling": "latent_sampling", "dropout_p": "dropout_p",
+              "noise_std": "noise_std", "max_new_tokens": "max_new_tokens", "latent_length": "latent_length"}
+
+
 def _config(backbone, data, out, **kw):
-    args = dict(model=str(backbone[0]), data=str(data), output_dir=str(out), num_trajectories=N,
-                num_continuations=M, dropout_p=0.3, max_new_tokens=4, latent_length=3, keep_all=True,
-                shard_size=2, progress=False)
+    """An annotation config; the sampling options go into its generation settings, as the CLI passes them."""
+    generation = {"num_return_sequences": N, "latent_sampling": "dropout", "dropout_p": 0.3, "max_new_tokens": 4,
+                  "latent_length": 3}
+    generation.update({GENERATION[k]: kw.pop(k) for k in list(kw) if k in GENERATION})
+    args = dict(model=str(backbone[0]), data=str(data), output_dir=str(out), generation=generation,
+                num_continuations=M, keep_all=True, shard_size=2, progress=False)
     args.update(kw)
     return AnnotateConfig(**args)
 
@@ -83,7 +89,7 @@ def test_values_and_shapes(backbone, questions, tmp_path):
 
 def test_labels_reach_gold_answer(backbone, questions, tmp_path, monkeypatch):
     # make every answer "right" for an odd gold so that values are 1 there and 0 elsewhere
-    monkeypatch.setattr("lm_eval_latenttts.aggregation.answers_equal", lambda a, b: b in ("2", "6"))
+    monkeypatch.setattr(type(backbone[1]), "is_correct", lambda self, text, gold: gold in ("2", "6"))
     _run(backbone, _config(backbone, questions, tmp_path / "out"))
     rows = _rows(load_annotations(tmp_path / "out"))
     assert torch.tensor(rows[1]["step_values"]).eq(1).all() and all(rows[1]["correct"])
@@ -93,7 +99,7 @@ def test_labels_reach_gold_answer(backbone, questions, tmp_path, monkeypatch):
 def test_all_right_or_all_wrong_dropped(backbone, questions, tmp_path):
     stats = _run(backbone, _config(backbone, questions, tmp_path / "out", keep_all=False))
     assert stats["kept"] == 0 and stats["dropped"] == 5  # random model: always wrong
-    assert ann.done_question_ids(tmp_path / "out") == set(range(5))
+    assert done_question_ids(tmp_path / "out") == set(range(5))
     with pytest.raises(AnnotationDataError, match="no questions"):
         load_annotations(tmp_path / "out")
 
@@ -112,7 +118,7 @@ def test_resume_after_interruption(backbone, questions, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(Stop):
         _run(backbone, _config(backbone, questions, out), on_question_done=stop_after_three)
-    assert ann.done_question_ids(out) == {0, 1}  # one complete shard of 2; question 2 was in flight
+    assert done_question_ids(out) == {0, 1}  # one complete shard of 2; question 2 was in flight
     # a half-written shard left by a killed run is ignored and cleaned up
     (out / ".tmp-r000-00009-123").mkdir()
     stats = _run(backbone, _config(backbone, questions, out))
@@ -177,7 +183,7 @@ def test_accelerate_launch_two_cpu_processes_matches_single_process(backbone, qu
 
 def test_changed_arguments_refuse_to_resume(backbone, questions, tmp_path):
     _run(backbone, _config(backbone, questions, tmp_path / "out", limit=2))
-    with pytest.raises(ValueError, match="different arguments.*num_continuations"):
+    with pytest.raises(ValueError, match="different settings.*num_continuations"):
         _run(backbone, _config(backbone, questions, tmp_path / "out", limit=2, num_continuations=M + 1))
 
 
@@ -196,8 +202,8 @@ def test_dynamic_backbone(tmp_path, questions):
     model = AutoLatentModel.from_pretrained(str(folder))
     tok = load_latent_tokenizer(str(folder), model.config)
     cfg = AnnotateConfig(model=str(folder), data=str(questions), output_dir=str(tmp_path / "out"),
-                         num_trajectories=2, num_continuations=2, dropout_p=0.2, max_new_tokens=3,
-                         keep_all=True, limit=2, progress=False)
+                         generation={"num_return_sequences": 2, "dropout_p": 0.2, "max_new_tokens": 3},
+                         num_continuations=2, keep_all=True, limit=2, progress=False)
     annotate(cfg, model=model, tokenizer=tok)
     for row in load_annotations(tmp_path / "out"):
         assert [len(v) for v in row["step_values"]] == row["num_steps"]
@@ -218,9 +224,11 @@ def test_bad_inputs(tmp_path, backbone, questions):
     with pytest.raises(AnnotationDataError, match="missing columns"):
         load_annotations(tmp_path / "bad")
     with pytest.raises(ValueError, match=">= 2"):
-        _config(backbone, questions, tmp_path / "o", num_trajectories=1, keep_all=False).validate()
-    with pytest.raises(ValueError, match="dropout_p"):
-        _config(backbone, questions, tmp_path / "o", dropout_p=0.0).validate()
+        _config(backbone, questions, tmp_path / "o", num_trajectories=1, keep_all=False).resolve(backbone[1])
+    with pytest.raises(ValueError, match="needs stochastic trajectories"):
+        _config(backbone, questions, tmp_path / "o", dropout_p=0.0).resolve(backbone[1])
+    with pytest.raises(ValueError, match="num_continuations"):
+        _config(backbone, questions, tmp_path / "o", num_continuations=0).validate()
     jsonl = tmp_path / "q.jsonl"
     jsonl.write_text('{"question": "a", "answer": "1"}\n\n{"question": "b", "answer": "#### 2"}\n')
     assert [q["gold"] for q in load_questions(jsonl)] == ["1", "2"]

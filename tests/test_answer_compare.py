@@ -5,13 +5,8 @@ from fractions import Fraction
 
 import pytest
 
-from lm_eval_latenttts.aggregation import (
-    answers_equal,
-    extract_answer,
-    majority_vote,
-    normalize_number,
-    weighted_vote,
-)
+from hf_modeling.answers import answers_equal, extract_answer, normalize_number
+from lm_eval_latenttts.scaling.aggregation import majority_vote, weighted_vote
 from lm_eval_latenttts.tasks import utils as task_utils
 
 MINUS = "\u2212"

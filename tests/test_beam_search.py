@@ -4,8 +4,10 @@ import torch
 from hf_modeling import AutoLatentModel, load_latent_tokenizer
 from hf_modeling.configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
 from hf_modeling.modeling_latent_rm import COCONUTGPT2ForTokenClassification, LatentRMLlamaForTokenClassification
-from lm_eval_latenttts.scaling.beam import best_of_n_generate, latent_forward_passes_of, rm_beam_search
-from tiny_models import make_checkpoint, make_tokenizer, prompt_text
+from lm_eval_latenttts.scaling import rollouts
+from lm_eval_latenttts.scaling.aggregation import select
+from lm_eval_latenttts.scaling.beam import rm_beam_search
+from tiny_models import make_checkpoint, make_tokenizer
 
 QUESTIONS = ("1+2=?", "What is twelve times three, approximately?", "7-5")
 
@@ -32,7 +34,7 @@ def setup(tmp_path_factory):
     folder = make_checkpoint(root / "coconut", "coconut")
     backbone = AutoLatentModel.from_pretrained(folder).eval()
     tok = load_latent_tokenizer(folder, backbone.config)
-    enc = tok([prompt_text("coconut", q) for q in QUESTIONS], return_tensors="pt", padding=True)
+    enc = tok([backbone.format_prompt(q) for q in QUESTIONS], return_tensors="pt", padding=True)
     return dict(backbone=backbone, rm=make_rm(backbone), tok=tok, enc=enc)
 
 
@@ -40,7 +42,7 @@ def test_b1_c1_no_sampling_equals_greedy(setup):
     backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
     greedy = backbone.generate(enc.input_ids, enc.attention_mask, max_new_tokens=6, return_dict_in_generate=True)
     res = rm_beam_search(
-        backbone, rm, enc.input_ids, enc.attention_mask, num_beams=1, num_candidates=1,
+        backbone, rm, enc.input_ids, enc.attention_mask, latent_beams=1, latent_candidates=1,
         latent_sampling=None, max_new_tokens=6,
     )
     assert torch.equal(res.answer_ids, greedy.answer_ids)
@@ -56,7 +58,7 @@ def test_beam_search_keeps_best_and_counts_compute(setup):
     backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
     B, C = 2, 3
     res = rm_beam_search(
-        backbone, rm, enc.input_ids, enc.attention_mask, num_beams=B, num_candidates=C,
+        backbone, rm, enc.input_ids, enc.attention_mask, latent_beams=B, latent_candidates=C,
         latent_sampling="noise", noise_std=0.7, seed=0, max_new_tokens=5,
     )
     Q = len(QUESTIONS)
@@ -77,7 +79,7 @@ def test_beam_search_keeps_best_and_counts_compute(setup):
     torch.testing.assert_close(rescored, res.beam_step_scores, atol=1e-4, rtol=1e-4)
     # each kept step is the best of the candidates: greedy selection beats a random pick on average
     same = rm_beam_search(
-        backbone, rm, enc.input_ids, enc.attention_mask, num_beams=B, num_candidates=C,
+        backbone, rm, enc.input_ids, enc.attention_mask, latent_beams=B, latent_candidates=C,
         latent_sampling="noise", noise_std=0.7, seed=0, max_new_tokens=5,
     )
     assert torch.equal(same.answer_ids, res.answer_ids)  # seeded: reproducible
@@ -85,9 +87,9 @@ def test_beam_search_keeps_best_and_counts_compute(setup):
 
 def test_beam_search_step_scores_beat_sampling(setup):
     backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
-    kw = dict(num_beams=1, latent_sampling="noise", noise_std=1.0, seed=1, max_new_tokens=2)
-    best = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, num_candidates=8, **kw)
-    first = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, num_candidates=1, **kw)
+    kw = dict(latent_beams=1, latent_sampling="noise", noise_std=1.0, seed=1, max_new_tokens=2)
+    best = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, latent_candidates=8, **kw)
+    first = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, latent_candidates=1, **kw)
     # candidate k of a step is keyed by (question, step, k): with C=8 the kept step-1 latent is the best of
     # 8 candidates of which the C=1 search's only one is candidate 0, so its score can only be higher
     # (up to float rounding: 24 rows and 3 rows go through different matrix kernels)
@@ -96,17 +98,19 @@ def test_beam_search_step_scores_beat_sampling(setup):
 
 
 def test_best_of_n_picks_highest_scoring(setup):
-    backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
+    backbone, rm, tok, enc = setup["backbone"], setup["rm"], setup["tok"], setup["enc"]
     n = 4
-    res = best_of_n_generate(
-        backbone, rm, enc.input_ids, enc.attention_mask, n=n, latent_sampling="noise", noise_std=0.7,
-        seed=0, max_new_tokens=4,
-    )
-    scores = rm.score_rollouts(res.output).trajectory_scores.view(3, n)
-    assert torch.equal(res.chosen, scores.argmax(-1))
-    for q in range(3):
-        assert torch.equal(res.answer_ids[q], res.output.answer_ids[q * n + int(scores[q].argmax())])
-    assert res.latent_forward_passes == latent_forward_passes_of(res.output) == 3 * n * 6
+    config = backbone.latent_generation_config(latent_sampling="noise", noise_std=0.7, num_return_sequences=n,
+                                               seed=0, max_new_tokens=4)
+    found = rollouts.sample(backbone, tok, [backbone.encode_prompt(tok, q) for q in QUESTIONS], config, rm)
+    out = backbone.generate(**enc, generation_config=config, return_dict_in_generate=True)  # the same rollouts
+    scores = rm.score_rollouts(out).trajectory_scores.view(3, n)
+    texts = tok.batch_decode(out.answer_ids, skip_special_tokens=True)
+    for q, candidates in enumerate(found):
+        assert candidates.scores == pytest.approx(scores[q].tolist(), abs=1e-6)
+        chosen = select(candidates.answers, candidates.scores, "best_of_n").chosen
+        assert chosen == int(scores[q].argmax())
+        assert candidates.texts[chosen] == texts[q * n + chosen].split(tok.eos_token)[0]
 
 
 def test_dynamic_backbone_beam_search(tmp_path):
@@ -116,14 +120,14 @@ def test_dynamic_backbone_beam_search(tmp_path):
     # a random CoLaR never emits "###"; stop on a feature of the hidden state so that row lengths vary
     backbone.latent_should_stop = lambda h: h[:, 0] > 1.0
     rm = make_rm(backbone, cls=LatentRMLlamaForTokenClassification, config_cls=LatentRMLlamaConfig)
-    enc = tok([prompt_text("colar", q) for q in QUESTIONS[:2]], return_tensors="pt", padding=True)
+    enc = tok([backbone.format_prompt(q) for q in QUESTIONS[:2]], return_tensors="pt", padding=True)
     greedy = backbone.generate(enc.input_ids, enc.attention_mask, max_new_tokens=3, return_dict_in_generate=True)
-    res = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, num_beams=1, num_candidates=1,
+    res = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, latent_beams=1, latent_candidates=1,
                          latent_sampling=None, max_new_tokens=3)
     assert torch.equal(res.answer_ids, greedy.answer_ids)
     assert torch.equal(res.beam_step_mask[:, 0].sum(-1), greedy.latent_lengths)
     torch.testing.assert_close(res.beam_scores[:, 0], rm.score_rollouts(greedy).trajectory_scores, atol=1e-4, rtol=1e-4)
-    res = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, num_beams=2, num_candidates=2,
+    res = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, latent_beams=2, latent_candidates=2,
                          latent_sampling="noise", noise_std=2.0, seed=0, max_new_tokens=3)
     assert res.beam_scores.shape == (2, 2)
     assert bool((~res.beam_step_mask).any())  # some beams stopped early
@@ -133,11 +137,11 @@ def test_dynamic_backbone_beam_search(tmp_path):
 def test_bad_arguments(setup, tmp_path):
     backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
     for kwargs, match in (
-        (dict(num_beams=0), "num_beams must be an integer >= 1; got 0"),
-        (dict(num_candidates=0), "num_candidates must be an integer >= 1; got 0"),
-        (dict(num_beams=1.5), "num_beams must be an integer >= 1"),
+        (dict(latent_beams=0), "latent_beams must be an integer >= 1; got 0"),
+        (dict(latent_candidates=0), "latent_candidates must be an integer >= 1; got 0"),
+        (dict(latent_beams=1.5), "latent_beams must be an integer >= 1"),
         (dict(select_by="best"), "select_by"),
-        (dict(reduction="max"), "reduction"),
+        (dict(reduction="max"), "reduction must be one of"),
     ):
         with pytest.raises(ValueError, match=match):
             rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, latent_sampling=None, **kwargs)
@@ -147,9 +151,8 @@ def test_bad_arguments(setup, tmp_path):
     with pytest.raises(ValueError, match="hidden size 16 does not match .*latent size 32"):
         rm_beam_search(backbone, small, enc.input_ids, enc.attention_mask, latent_sampling=None)
     with pytest.raises(ValueError, match="hidden size 16 does not match"):
-        best_of_n_generate(backbone, small, enc.input_ids, enc.attention_mask, n=2)
-    with pytest.raises(ValueError, match="n must be an integer >= 1"):
-        best_of_n_generate(backbone, rm, enc.input_ids, enc.attention_mask, n=0)
+        rollouts.sample(backbone, setup["tok"], [[backbone.config.latent_start_id]], backbone.latent_generation_config(
+            latent_sampling="noise", noise_std=0.5, num_return_sequences=2), small)
     wrong_ids = make_rm(backbone)
     wrong_ids.config.latent_end_id = backbone.config.latent_end_id + 1
     with pytest.raises(ValueError, match="latent_end_id=.* does not match the backbone"):

@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from lm_eval_latenttts.harness.model import LatentTTSModel, default_pretrained  # noqa: E402
+from lm_eval_latenttts.checkpoints import shipped_model  # noqa: E402
+from lm_eval_latenttts.harness.model import LatentTTSModel  # noqa: E402
 from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError, parse_model_args  # noqa: E402
 from lm_eval_latenttts.tasks import utils as task_utils  # noqa: E402
 from test_lm_eval_plugin import make_rm, rigged_checkpoint  # noqa: E402
@@ -49,8 +50,6 @@ def payload_req(question, **gen):
         ({"n": 0}, ["n=0", "integer >= 1"]),
         ({"sampling": "gumbel"}, ["sampling", "dropout", "noise"]),
         ({"dropout_p": 1.5, "sampling": "dropout"}, ["dropout_p", "[0.0, 1.0)"]),
-        ({"dropout_p": 0.2}, ["dropout_p=0.2", "sampling=dropout"]),
-        ({"aggregate": "best_of_n"}, ["needs a LatentRM", "rm="]),
         ({"batch_size": "big"}, ["batch_size", "integer"]),
         ({"dtype": "int8"}, ["dtype", "float32"]),
     ],
@@ -62,11 +61,27 @@ def test_bad_model_args(kwargs, words):
         assert word in str(info.value), (word, str(info.value))
 
 
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"dropout_p": 0.2}, ["dropout_p=0.2", "sampling=dropout"]),  # the checkpoint samples nothing
+        ({"aggregate": "best_of_n"}, ["needs a LatentRM", "rm="]),
+        ({"sampling": "noise", "n": 2, "aggregate": "beam"}, ["aggregate='beam' needs a LatentRM"]),
+    ],
+)
+def test_settings_that_clash_with_the_checkpoint(ckpts, kwargs, words):
+    with pytest.raises(LatentTTSArgumentError) as info:
+        LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", **kwargs)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
 def test_model_args_types_from_cli_strings():
-    s = parse_model_args({"n": "8", "sampling": "Noise", "batch_size": "auto", "seed": 3, "noise_std": "0.5",
-                          "trust_remote_code": True})
-    assert parse_model_args({"sampling": "none"})["sampling"] is None
-    assert s["n"] == 8 and s["sampling"] == "noise" and s["batch_size"] == "auto" and s["noise_std"] == 0.5
+    load, generation = parse_model_args({"n": "8", "sampling": "Noise", "batch_size": "auto", "seed": 3,
+                                         "noise_std": "0.5", "trust_remote_code": True})
+    assert parse_model_args({"sampling": "none"})[1]["latent_sampling"] is None
+    assert generation == {"num_return_sequences": 8, "latent_sampling": "noise", "seed": 3, "noise_std": 0.5}
+    assert load["batch_size"] == "auto" and load["pretrained"] is None
 
 
 def test_bad_gen_kwargs(ckpts):
@@ -201,14 +216,17 @@ def test_shipped_arith_and_default_checkpoint():
     docs = task_utils.load_arith()["test"]
     assert len(docs) > 0 and docs[0]["answer"].lstrip("-").isdigit()
     try:
-        folder = default_pretrained()
+        folder = shipped_model()
     except FileNotFoundError as err:
         assert "pretrained=" in str(err)
         pytest.skip("shipped checkpoint not built yet")
     lm = LatentTTSModel(device="cpu")
-    assert lm.pretrained == folder and lm.backbone == "coconut"
+    assert lm.pretrained == str(folder) and lm.model.latent_kind == "coconut" and lm.rm is not None
+    # the checkpoints' own generation_config.json: dropout p=0.2, N=16 (backbone), the RM-weighted vote (RM)
+    info = lm.get_model_info()["latent_tts"]
+    assert (info["sampling"], info["dropout_p"], info["n"], info["aggregate"]) == ("dropout", 0.2, 16, "weighted")
     out = json.loads(lm.generate_until([payload_req(docs[0]["question"])])[0])
-    assert len(out["candidates"]) == 1
+    assert len(out["candidates"]) == 16 and out["aggregate"] == "weighted"
 
 
 def test_batch_size_auto_backs_off_on_out_of_memory(ckpts, monkeypatch):

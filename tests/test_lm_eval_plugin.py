@@ -181,7 +181,7 @@ def _expected_sample_metrics(sample, n=4):
     """The metrics of one logged question, recomputed by hand from its candidates, RM scores and gold answer."""
     from math import comb, exp
 
-    from lm_eval_latenttts.aggregation import answers_equal
+    from hf_modeling.answers import answers_equal
 
     payload = json.loads(sample["resps"][0][0])
     if payload.get("error"):

@@ -257,8 +257,10 @@ def test_annotate_load_questions(tmp_path, caplog):
 
 def test_annotate_skip_option_is_recorded_and_on_the_cli(tmp_path):
     data = _write(tmp_path / "q.json", GOOD)
+    from hf_modeling import LatentGenerationConfig
+
     config = ann.AnnotateConfig(model="m", data=str(data), output_dir=str(tmp_path / "o"), skip_bad_rows=True)
-    assert config.recorded()["skip_bad_rows"] is True
+    assert config.recorded(LatentGenerationConfig())["skip_bad_rows"] is True
     base = ["annotate", "--model", "m", "--data", str(data), "--output-dir", "o"]
     assert cli.build_parser().parse_args(base + ["--skip-bad-rows"]).skip_bad_rows is True
     assert cli.build_parser().parse_args(base).skip_bad_rows is False
@@ -274,9 +276,9 @@ def test_annotate_cli_reports_bad_file(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- shipped and shared data
 def test_shipped_arith_splits_pass_validation():
-    from lm_eval_latenttts import defaults
+    from lm_eval_latenttts.data import ARITH_TEST, ARITH_VALID
 
-    for path in (defaults.ARITH_TEST, defaults.ARITH_VALID):
+    for path in (ARITH_TEST, ARITH_VALID):
         if not path.is_file():
             pytest.skip(f"{path.name} not built")
         assert len(read_questions(path)) == 500

@@ -7,14 +7,14 @@ from transformers import AutoModel, AutoModelForTokenClassification, GPT2Config,
 import hf_modeling
 from hf_modeling import AutoLatentModel, load_latent_tokenizer
 from hf_modeling.configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
-from hf_modeling.latent_generation import ghost_questions
+from hf_modeling.latent_state import ghost_questions
 from hf_modeling.modeling_latent_rm import (
     COCONUTGPT2ForTokenClassification,
     LatentRMLlamaForTokenClassification,
     reduce_step_scores,
 )
 from processes import run_without_this_package
-from tiny_models import LATENT_TOKENS, make_checkpoint, make_tokenizer, prompt_text
+from tiny_models import LATENT_TOKENS, make_checkpoint, make_tokenizer
 
 
 def make_rm_checkpoint(folder, hidden=32, n_layer=2, tokenizer=None, seed=1, ids_in_config=False):
@@ -54,7 +54,7 @@ def coconut(tmp_path_factory):
 
 
 def rollouts(kind, model, tok, n=3, **kw):
-    prompts = [prompt_text(kind, q) for q in ("1+2=?", "What is twelve times three, approximately?")]
+    prompts = [model.format_prompt(q) for q in ("1+2=?", "What is twelve times three, approximately?")]
     enc = tok(prompts, return_tensors="pt", padding=True)
     kw.setdefault("latent_sampling", "noise")
     kw.setdefault("noise_std", 0.5)
@@ -141,7 +141,7 @@ def test_llama_rm_with_dynamic_colar(tmp_path):
     )
     rm = LatentRMLlamaForTokenClassification(config).eval()
     rm.check_backbone(backbone)
-    out = rollouts("colar", backbone, tok, n=4, noise_std=2.0, max_latent_length=8)
+    out = rollouts("colar", backbone, tok, n=4, noise_std=2.0, latent_length=8)
     scores = rm.score_rollouts(out)
     lengths = out.latent_lengths
     assert len(set(lengths.tolist())) > 2 and int(lengths.min()) < 8  # some steps are masked
@@ -203,7 +203,7 @@ def test_trust_remote_code_without_package(coconut, tmp_path):
     assert raw["model_type"] == "latent_rm_gpt2"
     assert raw["auto_map"]["AutoModel"].endswith("modeling_latent_rm.COCONUTGPT2ForTokenClassification")
     assert raw["auto_map"]["AutoModelForTokenClassification"] == raw["auto_map"]["AutoModel"]
-    for name in ("modeling_latent_rm.py", "configuration_latent_rm.py", "latent_generation.py"):
+    for name in ("modeling_latent_rm.py", "configuration_latent_rm.py", "latent_state.py"):
         assert (tmp_path / "saved" / name).is_file()
     torch.manual_seed(0)
     inputs = dict(prompt=torch.randint(0, 200, (2, 5)), mask=torch.ones(2, 5, dtype=torch.long), latents=torch.randn(2, 3, 32))

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 from test_rm_training import _write_annotation, backbone_dir  # noqa: F401 (backbone_dir is a fixture)
 
 from lm_eval_latenttts import cli
-from lm_eval_latenttts.training.rm_training import RUN_FILE, TrainConfig, train_rm
+from lm_eval_latenttts.training.rm_checkpoints import RUN_FILE
+from lm_eval_latenttts.training.rm_training import TrainConfig, train_rm
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,14 @@ torch.set_num_threads(1)
 
 from tiny_models import make_checkpoint  # noqa: E402
 
-from lm_eval_latenttts.training import annotate as ann  # noqa: E402
-from lm_eval_latenttts.training.rm_training import (  # noqa: E402
-    RMCollator,
-    TrainConfig,
-    load_rm,
-    question_example,
-    split_questions,
+from lm_eval_latenttts.training import annotation_store as ann  # noqa: E402
+from lm_eval_latenttts.training.rm_data import RMCollator, question_example, split_questions  # noqa: E402
+from lm_eval_latenttts.training.rm_objective import (  # noqa: E402
     step_scores,
     stepwise_bce_loss,
     stepwise_contrastive_loss,
-    train_rm,
 )
+from lm_eval_latenttts.training.rm_training import TrainConfig, load_rm, train_rm  # noqa: E402
 
 HIDDEN = 32
 
@@ -108,7 +104,7 @@ def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HI
     (folder / ann.CONFIG_FILE).write_text(json.dumps({"model": str(backbone_dir), "num_trajectories": n,
                                                       "num_continuations": 4, "sampling": "dropout",
                                                       "dropout_p": 0.1, "data": "synthetic"}))
-    ann._write_shard(folder, 0, rows, list(range(questions)), [])
+    ann.write_shard(folder, 0, rows, list(range(questions)), [])
     return folder
 
 

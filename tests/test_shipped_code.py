@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from hf_modeling import AutoLatentModel
-from lm_eval_latenttts import defaults
+from lm_eval_latenttts.checkpoints import CHECKPOINTS_DIR
 
 PACKAGE_CODE = Path(__file__).resolve().parents[1] / "hf_modeling"
 
 
-@pytest.mark.parametrize("folder", sorted(p for p in defaults.CHECKPOINTS_DIR.iterdir() if p.is_dir()),
+@pytest.mark.parametrize("folder", sorted(p for p in CHECKPOINTS_DIR.iterdir() if p.is_dir() and p.name != "__pycache__"),
                          ids=lambda p: p.name)
 def test_shipped_code_copies_equal_the_sources(folder, tmp_path):
     raw = json.loads((folder / "config.json").read_text())

@@ -63,31 +63,65 @@ def test_recipe_resume(tmp_path):
     _check_layout(out)
 
 
-def test_evaluation_uses_the_project_rollout_with_shared_weights(tmp_path, monkeypatch):
-    from lm_eval_latenttts import aggregation
+def test_evaluation_scores_the_greedy_rollouts(monkeypatch):
+    from lm_eval_latenttts.scaling.rollouts import decode_answers
 
     tok = tb.build_tokenizer()
-    model = tb.build_model(tok, 1, 16, 2, 0.1, 0)
-    latent = tb.as_latent_model(model, tok, 2)
-    assert latent.transformer is model.transformer and latent.lm_head is model.lm_head
+    model = tb.build_model(tok, 1, 16, 2, 0.1, 0, latent_length=2)  # the recipe trains the project's COCONUTGPT2
     exs = [{"question": "Start at 47, plus 8, then times 3. Answer mod 100?", "answer": "65"},
            {"question": "hi", "answer": "1"}]  # unequal lengths: left padding
     # by hand: the greedy latent rollout of each question alone, dropout off
     model.eval()
     expected = []
     for e in exs:
-        enc = tok([latent.format_prompt(e["question"])], return_tensors="pt", add_special_tokens=False)
-        ids = latent.generate(**enc, max_new_tokens=3, return_dict_in_generate=True).answer_ids
-        expected.append(tok.batch_decode(ids, skip_special_tokens=True)[0])
+        enc = tok([model.format_prompt(e["question"])], return_tensors="pt", add_special_tokens=False)
+        ids = model.generate(**enc, latent_sampling=None, num_return_sequences=1, max_new_tokens=3,
+                             return_dict_in_generate=True).answer_ids
+        expected.append(decode_answers(tok, ids)[0])
     model.train()
     # a random model answers nothing right: let the first example's answer count as right, the second's not
     seen = []
-    monkeypatch.setattr(aggregation, "extract_answer", lambda text, backbone: seen.append((text, backbone)) or text)
-    monkeypatch.setattr(aggregation, "answers_equal", lambda pred, gold: gold == "65")
+    monkeypatch.setattr(type(model), "is_correct", lambda self, text, gold: seen.append(text) or gold == "65")
     acc = tb.evaluate(model, tok, exs, 2, max_new_tokens=3)
-    assert seen == [(text, "coconut") for text in expected]  # it scores exactly those decodes
+    assert seen == expected  # it scores exactly those decodes
     assert acc == 0.5
     assert model.training  # training mode restored
+
+
+def test_training_loss_is_the_models_own_latent_forward():
+    """The recipe has no private latent loop: its loss equals a hand-written teacher-forced loop."""
+    import torch
+    from transformers import DynamicCache
+
+    from lm_eval_latenttts.data import arith
+
+    tok = tb.build_tokenizer()
+    model = tb.build_model(tok, 2, 32, 2, 0.0, 0, latent_length=2).eval()
+    examples = arith.make_splits(seed=0, n_train=4)["train"]
+    for stage in (0, 1, 2):
+        loss = tb.train_loss(model, tok, examples, stage, 1, 0.0)
+        # by hand: prompt pass, `stage` fed-back hidden states, then the rest of the chain with the LM loss
+        input_ids, mask, labels = tb.encode_batch(tok, examples, stage, stage)
+        prompts = [e["question"] + "\n" + tb.START_LATENT for e in examples]
+        prompt_len = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False).input_ids.shape[1]
+        body = model.transformer
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        h = body(input_ids=input_ids[:, :prompt_len], attention_mask=mask[:, :prompt_len],
+                 position_ids=pos[:, :prompt_len], cache=cache, use_cache=True).last_hidden_state
+        hidden = [h]
+        for k in range(stage):
+            col = prompt_len + k
+            h = body(inputs_embeds=h[:, -1:], attention_mask=mask[:, : col + 1], position_ids=pos[:, col: col + 1],
+                     cache=cache, use_cache=True).last_hidden_state
+            hidden.append(h)
+        rest = prompt_len + stage
+        hidden.append(body(input_ids=input_ids[:, rest:], attention_mask=mask, position_ids=pos[:, rest:],
+                           cache=cache, use_cache=True).last_hidden_state)
+        logits = model.lm_head(torch.cat(hidden, 1))
+        expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                     labels[:, 1:].reshape(-1), ignore_index=-100)
+        torch.testing.assert_close(loss, expected)
 
 
 def test_help_documents_options(capsys):
@@ -99,14 +133,13 @@ def test_help_documents_options(capsys):
         assert opt in text
 
 
-SHIPPED = os.path.join(os.path.dirname(tb.__file__), "..", "checkpoints", "arith-coconut")
+SHIPPED = str(__import__("lm_eval_latenttts.checkpoints", fromlist=["DEFAULT_MODEL_DIR"]).DEFAULT_MODEL_DIR)
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "model.safetensors")),
                     reason="shipped checkpoint not present")
 def test_shipped_checkpoint_latent_accuracy():
-    from transformers import AutoTokenizer, GPT2LMHeadModel
-
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
     from lm_eval_latenttts.data import arith
 
     size = sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in os.listdir(SHIPPED))
@@ -115,7 +148,7 @@ def test_shipped_checkpoint_latent_accuracy():
     with open(os.path.join(SHIPPED, "config.json")) as f:
         cfg = json.load(f)
     assert cfg["architectures"] == ["COCONUTGPT2"] and cfg["latent_length"] == 2
-    tok = AutoTokenizer.from_pretrained(SHIPPED)
-    model = GPT2LMHeadModel.from_pretrained(SHIPPED).eval()
+    model = AutoLatentModel.from_pretrained(SHIPPED).eval()
+    tok = load_latent_tokenizer(SHIPPED, model.config)
     acc = tb.evaluate(model, tok, arith.load_split("test")[:100], cfg["latent_length"])
     assert 0.30 <= acc <= 0.85, acc

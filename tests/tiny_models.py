@@ -89,10 +89,3 @@ def make_checkpoint(folder, kind="coconut", ids_in_config=True, seed=0, n_layer=
     (folder / "config.json").write_text(json.dumps(raw, indent=2))
     return folder
 
-
-def prompt_text(kind, question):
-    if kind == "coconut":
-        return question + "\n<|start-latent|>"
-    if kind == "codi":
-        return question + "<|start-latent|>"
-    return f"Question: {question} Let's think step by step:(Thinking speed: 2)###"

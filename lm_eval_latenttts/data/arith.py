@@ -39,7 +39,7 @@ OPS: List[Tuple[str, str, range]] = [
 START_RANGE = range(10, 100)
 QUESTION_TEMPLATE = "Start at {x0}, {w1} {b}, then {w2} {c}. Answer mod 100?"
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA_DIR = os.path.dirname(os.path.abspath(__file__))  # the shipped splits sit next to this file
 
 
 def _apply(sym: str, x: int, y: int) -> int:

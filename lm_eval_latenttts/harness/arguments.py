@@ -20,8 +20,8 @@ noise_std           noise_std               sigma of the Gaussian noise on fed-b
 dropout_scope       dropout_scope           all (prompt and latent steps) | latent
 n                   num_return_sequences    rollouts per question (N)
 aggregate           aggregate               majority | best_of_n | weighted | beam
-beams, candidates   num_beams,              RM-guided beam search: B beams, C candidates
-                    num_candidates
+beams, candidates   latent_beams,           RM-guided beam search: B beams, C candidates
+                    latent_candidates
 latent_length       latent_length           latent steps (fixed backbones) / their cap (CoLaR)
 max_new_tokens      max_new_tokens          answer tokens decoded after the latent phase
 seed                seed                    sample j of a question depends on (seed, question, j)
@@ -36,6 +36,8 @@ revision                                    Hub revision of ``pretrained`` and `
 
 from __future__ import annotations
 
+import re
+
 GENERATION_KEYS = {
     "sampling": "latent_sampling",
     "dropout_p": "dropout_p",
@@ -43,8 +45,8 @@ GENERATION_KEYS = {
     "dropout_scope": "dropout_scope",
     "n": "num_return_sequences",
     "aggregate": "aggregate",
-    "beams": "num_beams",
-    "candidates": "num_candidates",
+    "beams": "latent_beams",
+    "candidates": "latent_candidates",
     "latent_length": "latent_length",
     "max_new_tokens": "max_new_tokens",
     "seed": "seed",
@@ -148,6 +150,14 @@ def _fail(key, value, expected):
     )
 
 
+def harness_names(message: str) -> str:
+    """A config error in the names users type here: ``latent_sampling='dropout'`` -> ``sampling=dropout``."""
+    for key, field in GENERATION_KEYS.items():
+        if key != field:
+            message = re.sub(rf"\b{field}='?([\w.]+)'?", rf"{key}=\1", message).replace(field, key)
+    return message.replace("pass one", "pass rm=<Hub id or folder>")
+
+
 def request_overrides(gen_kwargs: dict | None) -> tuple[dict, list[str], bool]:
     """A request's ``gen_kwargs``: (checked config overrides, ignored harness keys, wants the payload)."""
     ours, ignored, payload = {}, [], False
@@ -172,6 +182,7 @@ __all__ = [
     "PAYLOAD_KEY",
     "VALID_KEYS",
     "generation_overrides",
+    "harness_names",
     "parse_model_args",
     "request_overrides",
 ]

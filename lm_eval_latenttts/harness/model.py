@@ -30,7 +30,12 @@ import torch
 from lm_eval.api.model import LM
 
 from hf_modeling.answers import normalize_number
-from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError, parse_model_args, request_overrides
+from lm_eval_latenttts.harness.arguments import (
+    LatentTTSArgumentError,
+    harness_names,
+    parse_model_args,
+    request_overrides,
+)
 from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job
 from lm_eval_latenttts.harness.setup import load_models, pick_device, pick_dtype, process_group, shipped_defaults
 from lm_eval_latenttts.scaling import rollouts
@@ -58,7 +63,7 @@ class LatentTTSModel(LM):
 
     def __init__(self, _harness_device: bool = False, **kwargs) -> None:
         super().__init__()
-        self.load_options, overrides = parse_model_args(kwargs)
+        self.load_options, overrides = parse_model_args(shipped_defaults(dict(kwargs)))
         self._warned: set[str] = set()
         self.accelerator, self._rank, self._world_size = process_group()
         device = self.accelerator.device if self.accelerator is not None else pick_device(
@@ -82,7 +87,7 @@ class LatentTTSModel(LM):
             config = self.model.latent_generation_config(base, **overrides)
             config.selection(has_rm=self.rm is not None)
         except ValueError as err:
-            raise LatentTTSArgumentError(f"latent_tts {source}: {err}") from None
+            raise LatentTTSArgumentError(f"latent_tts {source}: {harness_names(str(err))}") from None
         return config
 
     def _request_config(self, gen_kwargs: dict):
@@ -257,8 +262,8 @@ class LatentTTSModel(LM):
             "dropout_scope": config.dropout_scope,
             "n": config.num_return_sequences,
             "aggregate": how,
-            "beams": config.num_beams if how == "beam" else None,
-            "candidates": config.num_candidates if how == "beam" else None,
+            "beams": config.latent_beams if how == "beam" else None,
+            "candidates": config.latent_candidates if how == "beam" else None,
             "latent_length": config.latent_length,
             "max_new_tokens": config.max_new_tokens,
             "seed": config.seed,

@@ -86,8 +86,8 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
     Args:
         backbone: a latent model (COCONUTGPT2, CODIGPT2, ColarLlama).
         rm: a LatentRM of the backbone's size (``check_backbone`` is enforced).
-        generation_config, overrides: as in ``backbone.generate``; ``num_beams``
-            (B) and ``num_candidates`` (C) size the search, ``reduction`` gives the
+        generation_config, overrides: as in ``backbone.generate``; ``latent_beams``
+            (B) and ``latent_candidates`` (C) size the search, ``reduction`` gives the
             trajectory score of the final choice.  With sampling off the C
             candidates of a beam are identical, and B=C=1 is plain greedy decoding.
         select_by: 'step' (RM score of the new step) or 'cumulative'.
@@ -98,7 +98,7 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
         raise ValueError(f"select_by must be one of {SELECT_BY}; got {select_by!r}.")
     config = backbone.latent_generation_config(generation_config, **overrides)
     rm.check_backbone(backbone)
-    B, C, reduction = config.num_beams, config.num_candidates, config.reduction
+    B, C, reduction = config.latent_beams, config.latent_candidates, config.reduction
 
     device = backbone.get_input_embeddings().weight.device
     setup = backbone.prepare_rollout(input_ids, attention_mask, config, generator)

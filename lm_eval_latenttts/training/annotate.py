@@ -104,9 +104,11 @@ class AnnotateConfig:
     def resolve(self, model):
         """The run's ``LatentGenerationConfig``: the backbone's recommended settings, then ``generation``."""
         overrides = {"num_return_sequences": ANNOTATION_TRAJECTORIES, **self.generation}
+        if "latent_sampling" not in overrides:  # a strength names its mode; else the checkpoint's, else dropout
+            given = [mode for mode, key in (("dropout", "dropout_p"), ("noise", "noise_std")) if key in overrides]
+            recommended = model.latent_generation_config().latent_sampling
+            overrides["latent_sampling"] = given[0] if len(given) == 1 else recommended or "dropout"
         config = model.latent_generation_config(None, **overrides)
-        if config.latent_sampling is None and "latent_sampling" not in self.generation:
-            config = model.latent_generation_config(config, latent_sampling="dropout")
         if not config.samples:
             raise ValueError("annotation needs stochastic trajectories: pass --sampling dropout or noise with a "
                              "strength > 0 (--dropout-p / --noise-std).")
@@ -120,7 +122,7 @@ class AnnotateConfig:
     def recorded(self, generation) -> dict:
         """What the result depends on: checked on resume."""
         settings = {k: v for k, v in generation.latent_settings().items()
-                    if k not in ("aggregate", "num_beams", "num_candidates", "reduction")}
+                    if k not in ("aggregate", "latent_beams", "latent_candidates", "reduction")}
         return {
             "model": os.path.abspath(self.model) if os.path.exists(self.model) else self.model,
             "data": os.path.abspath(self.data), "data_sha256": _file_sha256(self.data),

@@ -23,9 +23,6 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-SAMPLING_MODES = (None, "dropout", "noise")
-DROPOUT_SCOPES = ("all", "latent")
-
 _MASK64 = (1 << 64) - 1
 _M1 = 0xBF58476D1CE4E5B9 - (1 << 64)  # SplitMix64 multipliers, as signed int64
 _M2 = 0x94D049BB133111EB - (1 << 64)
@@ -103,32 +100,12 @@ class LatentSampler:
     rows' keys and position ids; the hooks and :meth:`perturb` draw from those.
     """
 
-    def __init__(self, mode: str | None = None, dropout_p: float = 0.0, noise_std: float = 0.0,
-                 dropout_scope: str = "all") -> None:
-        if mode not in SAMPLING_MODES:
-            raise ValueError(f"latent_sampling must be one of None, 'dropout', 'noise'; got {mode!r}.")
-        if dropout_scope not in DROPOUT_SCOPES:
-            raise ValueError(f"dropout_scope must be 'all' or 'latent'; got {dropout_scope!r}.")
-        dropout_p = _as_number("dropout_p", dropout_p)
-        noise_std = _as_number("noise_std", noise_std)
-        if not 0.0 <= dropout_p < 1.0:
-            raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p}.")
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be a finite number >= 0; got {noise_std}.")
-        if mode != "dropout" and dropout_p > 0:
-            raise ValueError(
-                f"dropout_p={dropout_p} is set but latent_sampling={mode!r}; "
-                "pass latent_sampling='dropout' to use Monte Carlo dropout."
-            )
-        if mode != "noise" and noise_std > 0:
-            raise ValueError(
-                f"noise_std={noise_std} is set but latent_sampling={mode!r}; "
-                "pass latent_sampling='noise' to add Gaussian noise to the latents."
-            )
-        self.mode = mode
-        self.dropout_p = dropout_p
-        self.noise_std = noise_std
-        self.dropout_scope = dropout_scope
+    def __init__(self, config) -> None:
+        """``config``: a validated ``LatentGenerationConfig`` resolved for the backbone (``for_backbone``)."""
+        self.mode = config.latent_sampling
+        self.dropout_p = float(config.dropout_p or 0.0)
+        self.noise_std = float(config.noise_std or 0.0)
+        self.dropout_scope = config.dropout_scope
         self._dropout_on = False
         self._row_keys: torch.Tensor | None = None
         self._positions: torch.Tensor | None = None
@@ -226,16 +203,8 @@ class LatentSampler:
         return latent + (noise * self.noise_std).to(latent.dtype)
 
 
-def _as_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number; got {value!r}.")
-    return float(value)
-
-
 __all__ = [
     "LatentSampler",
-    "SAMPLING_MODES",
-    "DROPOUT_SCOPES",
     "fold",
     "key_from_ints",
     "keyed_normal",

@@ -34,9 +34,9 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
-from .latent_generation import _map_cache, batch_invariant_attention, ghost_questions
+from .generation_config import REDUCTIONS
+from .latent_state import _map_cache, batch_invariant_attention, ghost_questions
 
-REDUCTIONS = ("sum", "min", "last", "mean")
 LATENT_ID_FIELDS = ("latent_id", "latent_start_id", "latent_end_id")
 
 

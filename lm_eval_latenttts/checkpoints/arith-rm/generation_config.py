@@ -1,0 +1,228 @@
+"""``LatentGenerationConfig``: every setting of latent rollouts and of the choice among them, in one object.
+
+It is a ``transformers.GenerationConfig``: a checkpoint carries its
+recommended settings in ``generation_config.json`` (the shipped model: dropout
+sampling, p=0.2, N=16), ``model.generation_config`` holds them after loading,
+and ``model.generate(**inputs, generation_config=cfg, **overrides)`` works as
+in transformers.  The lm-eval harness (``--model_args``/``--gen_kwargs``), the
+command line, the recipes, beam search and annotation all build one and pass it
+on unchanged; it is validated here and nowhere else, and it owns every default.
+
+Token-sampling fields of ``GenerationConfig`` (``do_sample``, ``temperature``,
+...) mean nothing to a latent model, whose answer is decoded greedily after the
+latent phase; they are kept but never read.  This file imports only
+transformers: it is copied next to saved checkpoints for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from transformers import GenerationConfig
+
+SAMPLING_MODES = (None, "dropout", "noise")
+DROPOUT_SCOPES = ("all", "latent")
+AGGREGATES = ("majority", "best_of_n", "weighted", "beam")
+REDUCTIONS = ("sum", "min", "last", "mean")
+RM_AGGREGATES = ("best_of_n", "weighted", "beam")
+
+# SPEC: typical sampling strengths per backbone (dropout p; noise sigma), used when a strength is not given
+DEFAULT_STRENGTH = {
+    "coconut": {"dropout_p": 0.2, "noise_std": 0.6},
+    "codi": {"dropout_p": 0.2, "noise_std": 1.0},
+    "colar": {"dropout_p": 0.02, "noise_std": 0.02},
+}
+
+# the latent fields and their defaults (inherited GenerationConfig fields whose default differs are below)
+LATENT_DEFAULTS = {
+    "latent_sampling": None,
+    "dropout_p": None,
+    "noise_std": None,
+    "dropout_scope": "all",
+    "latent_length": None,
+    "seed": 0,
+    "aggregate": None,
+    "latent_beams": 4,
+    "latent_candidates": 4,
+    "reduction": "sum",
+}
+INHERITED_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 32}
+# what a rollout reads; the other GenerationConfig fields concern token sampling and are refused as overrides
+ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *INHERITED_DEFAULTS, "eos_token_id", "pad_token_id", "bos_token_id",
+                            "return_dict_in_generate"})
+
+
+class LatentGenerationConfig(GenerationConfig):
+    """Settings of latent rollouts (test-time scaling).
+
+    Args:
+        latent_sampling (`str`, *optional*): ``None`` (deterministic), ``"dropout"``
+            (Monte Carlo dropout with ``dropout_p``) or ``"noise"``
+            (``z + N(0, noise_std^2)`` on every fed-back latent).
+        dropout_p (`float`, *optional*): dropout probability in [0, 1); ``None``:
+            the backbone's typical value (``DEFAULT_STRENGTH``).
+        noise_std (`float`, *optional*): noise sigma >= 0; ``None``: the backbone's typical value.
+        dropout_scope (`str`, defaults to ``"all"``): ``"all"`` (prompt pass and latent
+            steps, as in the paper) or ``"latent"`` (latent steps only: the N samples
+            share one prompt pass).
+        num_return_sequences (`int`, defaults to 1): N rollouts per question.
+        latent_length (`int`, *optional*): latent steps of a fixed-length backbone,
+            or the cap of a dynamic one (CoLaR); ``None``: the model config's.
+        max_new_tokens (`int`, defaults to 32): answer tokens after the end marker.
+        seed (`int`, defaults to 0): sample j of a question is a function of
+            (seed, its prompt tokens, j) only.
+        aggregate (`str`, *optional*): how one answer is chosen among the N:
+            ``"majority"``, ``"best_of_n"``, ``"weighted"`` (RM-weighted vote) or
+            ``"beam"`` (RM-guided beam search); ``None``: ``best_of_n`` with a
+            LatentRM, else ``majority``.
+        latent_beams (`int`, defaults to 4), latent_candidates (`int`, defaults to 4):
+            B beams and C candidates per beam and latent step of RM-guided beam
+            search over latent steps (transformers' ``num_beams``, token beam
+            search, does not apply).
+        reduction (`str`, defaults to ``"sum"``): trajectory score from step scores
+            (``"sum"`` as in the paper, ``"min"``, ``"last"``, ``"mean"``).
+    """
+
+    def __init__(self, **kwargs):
+        for key, default in {**LATENT_DEFAULTS, **INHERITED_DEFAULTS}.items():
+            value = kwargs.pop(key, None)
+            setattr(self, key, default if value is None else value)
+        inherited = {k: getattr(self, k) for k in INHERITED_DEFAULTS}
+        super().__init__(**kwargs, **inherited)
+
+    def to_dict(self) -> dict:
+        """As transformers'; ``do_sample`` says whether the N rollouts are samples, so that a saved
+        ``generation_config.json`` with ``num_return_sequences > 1`` also loads as a plain GenerationConfig."""
+        data = super().to_dict()
+        data["do_sample"] = bool(data.get("latent_sampling")) or (data.get("num_return_sequences") or 1) > 1
+        return data
+
+    @classmethod
+    def from_generation_config(cls, config: GenerationConfig | None) -> LatentGenerationConfig:
+        """A deep copy of ``config`` (e.g. a model's plain ``generation_config``) as a latent config."""
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return copy.deepcopy(config)
+        return cls(**{k: v for k, v in config.to_dict().items() if k != "transformers_version"})
+
+    def update(self, defaults_only: bool = False, allow_custom_entries: bool = False, **kwargs) -> dict:
+        """As ``GenerationConfig.update``; choosing another ``latent_sampling`` drops the strength that the
+        previous mode had (a checkpoint's ``dropout_p`` does not follow a switch to noise)."""
+        if "latent_sampling" in kwargs and kwargs["latent_sampling"] != self.latent_sampling:
+            for mode, field in (("dropout", "dropout_p"), ("noise", "noise_std")):
+                if field not in kwargs and kwargs["latent_sampling"] != mode:
+                    setattr(self, field, None)
+        return super().update(defaults_only=defaults_only, allow_custom_entries=allow_custom_entries, **kwargs)
+
+    # -- checks ---------------------------------------------------------------------------------
+    def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None) -> None:
+        """Raise ``ValueError`` naming the field for any value a latent rollout cannot use.
+
+        transformers' own checks concern token sampling (e.g. they refuse
+        ``num_return_sequences > 1`` without ``do_sample``) and do not apply.
+        """
+        for field in FIELD_CHECKS:
+            check_field(field, getattr(self, field))
+        if self.dropout_p and self.latent_sampling != "dropout":
+            raise ValueError(f"dropout_p={self.dropout_p} is set but latent_sampling={self.latent_sampling!r}; "
+                             "set latent_sampling='dropout' to use Monte Carlo dropout.")
+        if self.noise_std and self.latent_sampling != "noise":
+            raise ValueError(f"noise_std={self.noise_std} is set but latent_sampling={self.latent_sampling!r}; "
+                             "set latent_sampling='noise' to add Gaussian noise to the latents.")
+
+    # -- resolved views ---------------------------------------------------------------------------
+    def for_backbone(self, kind: str | None) -> LatentGenerationConfig:
+        """A copy with the sampling strength filled in for backbone ``kind`` (typical value when unset)."""
+        resolved = copy.deepcopy(self)
+        typical = DEFAULT_STRENGTH.get(kind, DEFAULT_STRENGTH["coconut"])
+        for mode, field in (("dropout", "dropout_p"), ("noise", "noise_std")):
+            if self.latent_sampling == mode:
+                if getattr(resolved, field) is None:
+                    setattr(resolved, field, typical[field])
+            else:
+                setattr(resolved, field, 0.0)
+        return resolved
+
+    @property
+    def samples(self) -> bool:
+        """True when the N rollouts of a question differ (a sampling mode of non-zero strength)."""
+        return bool(self.latent_sampling) and bool(self.dropout_p or self.noise_std)
+
+    def selection(self, has_rm: bool) -> str:
+        """The aggregation actually used: ``aggregate``, else best-of-N with an RM, else majority."""
+        if self.aggregate is None:
+            return "best_of_n" if has_rm else "majority"
+        if self.aggregate in RM_AGGREGATES and not has_rm:
+            raise ValueError(f"aggregate={self.aggregate!r} needs a LatentRM; pass one or use aggregate='majority'.")
+        return self.aggregate
+
+    def latent_settings(self) -> dict:
+        """The latent fields and N, as a plain dict (for logs, results and run records)."""
+        keys = (*LATENT_DEFAULTS, "num_return_sequences", "max_new_tokens")
+        return {k: getattr(self, k) for k in keys}
+
+
+def check_field(field: str, value) -> None:
+    """Raise ``ValueError`` if ``value`` is not a valid value of the config field ``field`` on its own."""
+    FIELD_CHECKS[field](field, value)
+
+
+def _choice(choices):
+    def check(name, value):
+        if value not in choices:
+            shown = ", ".join("None" if c is None else repr(c) for c in choices)
+            raise ValueError(f"{name} must be one of {shown}; got {value!r}.")
+    return check
+
+
+def _integer(minimum, optional=False):
+    def check(name, value):
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            bound = f" >= {minimum}" if minimum is not None else ""
+            raise ValueError(f"{name} must be an integer{bound}; got {value!r}.")
+    return check
+
+
+def _number(low, high, high_open=False):
+    def check(name, value):
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            raise ValueError(f"{name} must be a finite number; got {value!r}.")
+        if value < low or value > high or (high_open and value >= high):
+            bracket = ")" if high_open else "]"
+            raise ValueError(f"{name} must be in [{low}, {high}{bracket}; got {value!r}.")
+    return check
+
+
+FIELD_CHECKS = {
+    "latent_sampling": _choice(SAMPLING_MODES),
+    "dropout_p": _number(0.0, 1.0, high_open=True),
+    "noise_std": _number(0.0, math.inf),
+    "dropout_scope": _choice(DROPOUT_SCOPES),
+    "aggregate": _choice((None, *AGGREGATES)),
+    "reduction": _choice(REDUCTIONS),
+    "num_return_sequences": _integer(1),
+    "max_new_tokens": _integer(1),
+    "latent_beams": _integer(1),
+    "latent_candidates": _integer(1),
+    "latent_length": _integer(0, optional=True),
+    "seed": _integer(None, optional=True),
+}
+
+
+__all__ = [
+    "AGGREGATES",
+    "ROLLOUT_FIELDS",
+    "check_field",
+    "DEFAULT_STRENGTH",
+    "DROPOUT_SCOPES",
+    "LatentGenerationConfig",
+    "REDUCTIONS",
+    "RM_AGGREGATES",
+    "SAMPLING_MODES",
+]

@@ -1,0 +1,198 @@
+"""The state of latent rollouts and what they return: rows, keys, caches, outputs.
+
+``LatentState`` is the per-row decoding state that ``prefill`` / ``latent_step``
+/ ``decode_answer`` advance and that searches branch (``select``,
+``repeat_interleave``); ``RolloutSetup`` the checked inputs of a rollout;
+``LatentGenerateOutput`` what ``generate`` returns.  The helpers here also keep
+a question's numbers independent of its batch (keys, ghost rows, the attention
+kernel).  Only torch and transformers are imported: this file is copied next to
+saved checkpoints for ``trust_remote_code`` loading.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers.cache_utils import DynamicCache
+from transformers.utils import ModelOutput
+
+from .latent_sampling import LatentSampler, fold, token_key
+
+
+@dataclass
+class LatentState:
+    """Decoding state of a batch of rows: everything needed to take the next step.
+
+    ``attention_mask`` covers every position in the cache (left padding, and
+    for dynamic backbones the masked slots of rows that already stopped);
+    ``positions`` is the position id of each row's next input, so a prompt
+    gives the same result whatever it is batched with.  ``row_keys`` key the
+    row's random numbers (see ``latent_sampling``); a search that branches a
+    row into several must give the branches new keys (``fold``).
+    """
+
+    cache: DynamicCache
+    attention_mask: torch.Tensor  # (rows, cached length)
+    positions: torch.Tensor  # (rows,) position id of the next input
+    hidden: torch.Tensor  # (rows, hidden) last layer's hidden state at the last real input
+    latents: list  # fed-back vectors so far, each (rows, hidden)
+    latent_active: list  # per step, (rows,) bool: the row consumed that latent
+    stopped: torch.Tensor  # (rows,) bool: the row has left its latent phase
+    row_keys: torch.Tensor  # (rows,) int64 keys of the rows' random numbers
+
+    @property
+    def rows(self) -> int:
+        return self.hidden.shape[0]
+
+    def repeat_interleave(self, n: int) -> "LatentState":
+        """A new state in which each row becomes n consecutive rows (same keys: re-key the copies to sample)."""
+        if n == 1:
+            return self
+        return self._map(lambda t: t.repeat_interleave(n, dim=0))
+
+    def select(self, index: torch.Tensor) -> "LatentState":
+        """A new state with the rows ``index`` (1-D LongTensor, repeats allowed), in that order.
+
+        The original state stays valid: beam search and Monte Carlo annotation
+        branch many continuations off one prefix.
+        """
+        return self._map(lambda t: t[index])
+
+    def _map(self, fn) -> "LatentState":
+        return LatentState(
+            cache=_map_cache(self.cache, fn),
+            attention_mask=fn(self.attention_mask),
+            positions=fn(self.positions),
+            hidden=fn(self.hidden),
+            latents=[fn(z) for z in self.latents],
+            latent_active=[fn(a) for a in self.latent_active],
+            stopped=fn(self.stopped),
+            row_keys=fn(self.row_keys),
+        )
+
+
+def sample_keys(question_keys: torch.Tensor, n: int, offset: int = 0) -> torch.Tensor:
+    """Row keys of samples ``offset .. offset+n-1`` of each question, question-major: (questions * n,)."""
+    index = torch.arange(offset, offset + n, device=question_keys.device).repeat(question_keys.shape[0])
+    return fold(question_keys.repeat_interleave(n), index)
+
+
+def _map_cache(cache, fn):
+    """A new cache whose key/value tensors are ``fn`` of the old ones (batch dimension first)."""
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    for layer in new.layers:
+        if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
+            layer.keys = fn(layer.keys)
+            layer.values = fn(layer.values)
+    return new
+
+
+@dataclass
+class LatentGenerateOutput(ModelOutput):
+    """What ``generate(..., return_dict_in_generate=True)`` returns.
+
+    sequences: (rows, prompt_length + steps + 1 + answer) token ids: the prompt,
+        ``latent_id`` at every latent slot (pad where a dynamic row had already
+        stopped), the end marker, then the greedy answer (pad after EOS).
+    attention_mask: same shape; 0 on padding and on the slots a row skipped.
+    latents: (rows, steps, hidden) the fed-back vectors (zeros on skipped slots).
+    latent_lengths: (rows,) number of latent steps each row took.
+    prompt_length: width of the prompt part of ``sequences``.
+    num_return_sequences: N; rows are question-major (the N samples of a
+        question are consecutive).
+    """
+
+    sequences: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
+    latent_lengths: torch.Tensor | None = None
+    prompt_length: int | None = None
+    num_return_sequences: int | None = None
+
+    @property
+    def answer_start(self):
+        return self.prompt_length + self.latents.shape[1] + 1
+
+    @property
+    def answer_ids(self):
+        return self.sequences[:, self.answer_start :]
+
+    def first_rows(self, rows: int) -> "LatentGenerateOutput":
+        """The output restricted to its first ``rows`` rows (drops ghost rows)."""
+        if rows == self.sequences.shape[0]:
+            return self
+        return LatentGenerateOutput(
+            sequences=self.sequences[:rows], attention_mask=self.attention_mask[:rows], latents=self.latents[:rows],
+            latent_lengths=self.latent_lengths[:rows], prompt_length=self.prompt_length,
+            num_return_sequences=self.num_return_sequences,
+        )
+
+
+@dataclass
+class RolloutSetup:
+    """Checked inputs and resolved settings of one rollout (see ``prepare_rollout``)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    steps: int  # latent steps (fixed backbones) or their cap (dynamic)
+    max_new_tokens: int
+    sampler: LatentSampler
+    eos_token_id: object
+    pad_token_id: int
+    question_keys: torch.Tensor  # (questions,) int64: fold(seed, prompt tokens) per prompt row
+    answer_room: torch.Tensor | None = None  # (questions,) answer tokens that fit after each prompt; None: no limit
+
+    def room(self, n: int = 1) -> torch.Tensor | None:
+        """``answer_room`` repeated for the n rows of each question."""
+        return None if self.answer_room is None else self.answer_room.repeat_interleave(n)
+
+    def with_ghosts(self, rows_per_question: int) -> tuple["RolloutSetup", int]:
+        """This setup with ghost questions appended so that a forward has >= MIN_ROWS rows; (setup, questions).
+
+        Matrix kernels pick their code path by the number of rows, and the
+        paths for a few rows round differently; with at least ``MIN_ROWS``
+        rows a question's numbers are the same bits whatever else is in the
+        batch.  Ghosts are copies of the last question; their rows are dropped.
+        """
+        questions = self.input_ids.shape[0]
+        extra = ghost_questions(questions, rows_per_question)
+        if not extra:
+            return self, questions
+        last = torch.full((extra,), questions - 1, dtype=torch.long, device=self.input_ids.device)
+        index = torch.cat([torch.arange(questions, device=self.input_ids.device), last])
+        grown = copy.copy(self)
+        grown.input_ids, grown.attention_mask = self.input_ids[index], self.attention_mask[index]
+        grown.question_keys = self.question_keys[index]
+        grown.answer_room = None if self.answer_room is None else self.answer_room[index]
+        return grown, questions
+
+
+MIN_ROWS = 16  # rows per forward below which CPU/GPU matrix kernels take size-dependent code paths
+
+
+def batch_invariant_attention():
+    """Run scaled-dot-product attention with its math kernel for the duration of a rollout.
+
+    The fused (flash) kernels split the keys of one-token queries over threads
+    differently for different batch sizes, so a row's attention output -- and
+    from there its answer and RM score -- changed in the last bits with its
+    batch neighbours.  The math kernel computes each row alike; on CPU it was
+    as fast for latent and answer steps (see benchmarks/rollouts.py).
+    """
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def ghost_questions(questions: int, rows_per_question: int) -> int:
+    """How many ghost questions bring ``questions * rows_per_question`` up to ``MIN_ROWS`` rows."""
+    return max(0, -(-MIN_ROWS // max(rows_per_question, 1)) - questions)
+
+
+def question_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor, seed: int) -> torch.Tensor:
+    """(rows,) int64 keys, each a function of ``seed`` and the row's unpadded prompt tokens only."""
+    ids, mask = input_ids.tolist(), attention_mask.tolist()
+    keys = [token_key(seed, [t for t, m in zip(row, row_mask) if m]) for row, row_mask in zip(ids, mask)]
+    return torch.tensor(keys, dtype=torch.int64, device=input_ids.device)
