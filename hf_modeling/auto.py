@@ -157,6 +157,50 @@ class AutoLatentModel:
                 setattr(config, key, kwargs.pop(key))
         return model_class.from_pretrained(str(folder), config=config, **kwargs)
 
+    @classmethod
+    def rm_from_pretrained(cls, path_or_id, *, revision=None, token=None, cache_dir=None, **kwargs):
+        """(LatentRM, "rm" | "backbone"): the RM in an RM checkpoint, or one initialised from a backbone's
+        weights with a new classifier head (said in one log line) -- for training an RM."""
+        folder = resolve_checkpoint(path_or_id, revision=revision, token=token, cache_dir=cache_dir)
+        if is_rm_checkpoint(folder):
+            return cls.from_pretrained(str(folder), **kwargs), "rm"
+        return _rm_from_backbone(folder, **kwargs), "backbone"
+
+
+# backbone config fields that a LatentRM initialised from the backbone does not take over
+_NOT_RM_FIELDS = {
+    "model_type", "architectures", "auto_map", "transformers_version", "id2label", "label2id", "num_labels",
+    "_name_or_path", "dtype", "torch_dtype", "latent_length", "max_latent_length", "projector",
+    "projector_hidden_size", "projector_dropout", "latent_intermediate_size", "latent_embedding_std",
+}
+
+
+def is_rm_checkpoint(folder) -> bool:
+    """True when ``folder`` holds a LatentRM (a token-classification architecture), not a backbone."""
+    raw = _read_config(folder)
+    archs = raw.get("architectures") or []
+    return any("TokenClassification" in a for a in archs) or str(raw.get("model_type", "")).startswith("latent_rm")
+
+
+def _rm_from_backbone(folder, **kwargs):
+    """A LatentRM on a backbone's transformer weights with a new one-output head (SPEC: RM initialisation)."""
+    from transformers import GPT2Config, LlamaConfig
+
+    from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
+    from .modeling_latent_rm import COCONUTGPT2ForTokenClassification, LatentRMLlamaForTokenClassification
+
+    backbone_config, _ = latent_config(folder)
+    if isinstance(backbone_config, GPT2Config):
+        config_class, rm_class = LatentRMGPT2Config, COCONUTGPT2ForTokenClassification
+    elif isinstance(backbone_config, LlamaConfig):
+        config_class, rm_class = LatentRMLlamaConfig, LatentRMLlamaForTokenClassification
+    else:
+        raise ValueError(f"No LatentRM class for a {type(backbone_config).__name__} backbone (GPT-2 or Llama only).")
+    known = config_class().to_dict()
+    fields = {k: v for k, v in backbone_config.to_dict().items()
+              if k not in _NOT_RM_FIELDS and (k in known or k.endswith("_id"))}
+    return rm_class.from_pretrained(str(folder), config=config_class(**fields, num_labels=1), new_head=True, **kwargs)
+
 
 def load_latent_tokenizer(path_or_id, config=None, revision=None, token=None, cache_dir=None):
     """The checkpoint's tokenizer, left padded, with a pad token, checked against ``config``."""

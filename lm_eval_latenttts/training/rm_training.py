@@ -46,58 +46,14 @@ SUMMARY_FILE = "training_summary.json"
 
 
 # ------------------------------------------------------------------------------ the model
-def _rm_classes(backbone_config):
-    from hf_modeling import (
-        COCONUTGPT2ForTokenClassification,
-        LatentRMGPT2Config,
-        LatentRMLlamaConfig,
-        LatentRMLlamaForTokenClassification,
-    )
-    from transformers import GPT2Config, LlamaConfig
-
-    if isinstance(backbone_config, GPT2Config):
-        return LatentRMGPT2Config, COCONUTGPT2ForTokenClassification
-    if isinstance(backbone_config, LlamaConfig):
-        return LatentRMLlamaConfig, LatentRMLlamaForTokenClassification
-    raise ValueError(f"No LatentRM class for a {type(backbone_config).__name__} backbone (GPT-2 or Llama only).")
-
-
-_NOT_COPIED = {
-    "model_type", "architectures", "auto_map", "transformers_version", "id2label", "label2id", "num_labels",
-    "_name_or_path", "dtype", "torch_dtype", "latent_length", "max_latent_length", "projector",
-    "projector_hidden_size", "projector_dropout", "latent_intermediate_size", "latent_embedding_std",
-}
-
-
-def is_rm_checkpoint(path):
-    from hf_modeling import resolve_checkpoint
-
-    folder = resolve_checkpoint(path)
-    raw = json.loads((Path(folder) / "config.json").read_text())
-    archs = raw.get("architectures") or []
-    return any("TokenClassification" in a for a in archs) or str(raw.get("model_type", "")).startswith("latent_rm")
-
-
 def load_rm(init, dtype=torch.float32):
-    """(rm, tokenizer, source kind): from an existing RM, or a fresh head on a backbone's transformer."""
-    from hf_modeling import AutoLatentModel, load_latent_tokenizer, resolve_checkpoint
-    from hf_modeling.auto import latent_config
+    """(rm, tokenizer or None, source kind 'rm' | 'backbone'): an existing RM, or a new head on a backbone."""
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
 
-    folder = resolve_checkpoint(init)
-    if is_rm_checkpoint(folder):
-        rm = AutoLatentModel.from_pretrained(str(folder), dtype=dtype)
-        source = "rm"
-    else:
-        backbone_config, _ = latent_config(folder)
-        config_class, rm_class = _rm_classes(backbone_config)
-        fields = {k: v for k, v in backbone_config.to_dict().items() if k not in _NOT_COPIED}
-        config = config_class(**{k: v for k, v in fields.items() if k in config_class().to_dict() or k.endswith("_id")},
-                              num_labels=1)
-        rm = rm_class.from_pretrained(str(folder), config=config, dtype=dtype, new_head=True)
-        source = "backbone"
+    rm, source = AutoLatentModel.rm_from_pretrained(init, dtype=dtype)
     try:
-        tokenizer = load_latent_tokenizer(str(folder))
-    except Exception:  # an RM folder without tokenizer files
+        tokenizer = load_latent_tokenizer(init)
+    except Exception:  # noqa: BLE001 - an RM folder without tokenizer files: the annotation's backbone has one
         tokenizer = None
     return rm, tokenizer, source
 
