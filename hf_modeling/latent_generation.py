@@ -31,7 +31,6 @@ import warnings
 
 import torch
 from transformers import GenerationConfig
-from transformers.cache_utils import DynamicCache
 
 from .generation_config import ROLLOUT_FIELDS, LatentGenerationConfig
 from .latent_sampling import LatentSampler
@@ -40,6 +39,7 @@ from .latent_state import (
     LatentState,
     RolloutSetup,
     batch_invariant_attention,
+    prompt_pass,
     question_keys,
     sample_keys,
 )
@@ -151,16 +151,9 @@ class LatentGenerationMixin:
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampler: LatentSampler,
                 row_keys: torch.Tensor) -> LatentState:
         """Run the prompt (left padded, ending with the start marker) once; ``row_keys`` key its dropout."""
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        sampler.at(row_keys, positions)
+        sampler.at(row_keys, (attention_mask.long().cumsum(-1) - 1).clamp(min=0))
         with sampler.phase("prompt"):
-            out = self.base_model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=positions,
-                cache=DynamicCache(config=self.config),
-                use_cache=True,
-            )
+            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
         rows = input_ids.shape[0]
         return LatentState(
             cache=out.cache,
@@ -172,6 +165,20 @@ class LatentGenerationMixin:
             stopped=torch.zeros(rows, dtype=torch.bool, device=input_ids.device),
             row_keys=row_keys,
         )
+
+    def start_samples(self, setup: RolloutSetup, n: int, keys: torch.Tensor) -> LatentState:
+        """The state of n samples per prompt of ``setup``, keyed ``keys``, after the prompt pass.
+
+        With a deterministic prompt pass (no dropout on it) the prompt runs once
+        per question and its cache is shared by the n samples; else each sample
+        runs its own (dropout on the prompt, as in the paper).
+        """
+        ids, mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
+        if sampler.prompt_is_deterministic:
+            state = self.prefill(ids, mask, sampler, setup.question_keys).repeat_interleave(n)
+            state.row_keys = keys
+            return state
+        return self.prefill(ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0), sampler, keys)
 
     def latent_step(self, state: LatentState, sampler: LatentSampler) -> torch.Tensor:
         """Feed back one latent vector per row (rows that stopped get a masked slot)."""
@@ -317,21 +324,14 @@ class LatentGenerationMixin:
                 "pass latent_sampling='dropout' or 'noise'.", UserWarning, stacklevel=3,
             )
         setup, questions = self.prepare_rollout(input_ids, attention_mask, config, generator).with_ghosts(n)
-        input_ids, attention_mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
+        input_ids, sampler = setup.input_ids, setup.sampler
         keys = sample_keys(setup.question_keys, n, sample_offset)
 
         was_training = self.training
         self.eval()
         try:
             with sampler.attached(self), batch_invariant_attention():
-                if sampler.prompt_is_deterministic:
-                    state = self.prefill(input_ids, attention_mask, sampler, setup.question_keys).repeat_interleave(n)
-                    state.row_keys = keys
-                else:
-                    state = self.prefill(
-                        input_ids.repeat_interleave(n, dim=0), attention_mask.repeat_interleave(n, dim=0), sampler,
-                        keys,
-                    )
+                state = self.start_samples(setup, n, keys)
                 for _ in range(setup.steps):
                     if self.dynamic_latent_length and bool(state.stopped.all()):
                         break

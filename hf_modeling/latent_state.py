@@ -191,6 +191,18 @@ def ghost_questions(questions: int, rows_per_question: int) -> int:
     return max(0, -(-MIN_ROWS // max(rows_per_question, 1)) - questions)
 
 
+def prompt_pass(base_model, config, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """(output, position ids) of one pass over left-padded prompts into a fresh KV cache.
+
+    Position ids count real tokens only, so a prompt gets the same positions
+    whatever it is padded to; backbones and LatentRMs both start this way.
+    """
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                     cache=DynamicCache(config=config), use_cache=True)
+    return out, positions
+
+
 def question_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor, seed: int) -> torch.Tensor:
     """(rows,) int64 keys, each a function of ``seed`` and the row's unpadded prompt tokens only."""
     ids, mask = input_ids.tolist(), attention_mask.tolist()

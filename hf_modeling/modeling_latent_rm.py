@@ -27,13 +27,11 @@ sibling files are imported: this file is copied next to saved checkpoints for
 
 import torch
 from torch import nn
-from transformers import GPT2ForTokenClassification, LlamaModel, LlamaPreTrainedModel
-from transformers.cache_utils import DynamicCache
-from transformers.modeling_outputs import TokenClassifierOutput
+from transformers import GPT2ForTokenClassification, LlamaForTokenClassification, LlamaModel, LlamaPreTrainedModel
 
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
 from .generation_config import REDUCTIONS
-from .latent_state import batch_invariant_attention, ghost_questions
+from .latent_state import batch_invariant_attention, ghost_questions, prompt_pass
 from .rm_state import RMScores, RMState, reduce_step_scores
 
 LATENT_ID_FIELDS = ("latent_id", "latent_start_id", "latent_end_id")
@@ -57,6 +55,16 @@ class LatentRMMixin:
 
         prefixes = cls.head_prefixes if new_head else ()
         return exact_from_pretrained(super(), cls, pretrained_model_name_or_path, *args, new_head=prefixes, **kwargs)
+
+    def forward(self, input_ids=None, attention_mask=None, latents=None, inputs_embeds=None, **kwargs):
+        """The parent's token-classification forward; ``latents`` (rows, steps, hidden) fill the ``latent_id``
+        slots of ``input_ids`` (for training: per-position logits (rows, length, 1))."""
+        if latents is not None:
+            if input_ids is None:
+                raise ValueError("latents need input_ids with latent_id slots to be placed in.")
+            inputs_embeds, input_ids = self.embed_with_latents(input_ids, latents), None
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                               **kwargs)
 
     # -- hooks -----------------------------------------------------------------------
     def rm_head(self, hidden):
@@ -147,15 +155,8 @@ class LatentRMMixin:
         self._check_tokens(input_ids)
         device = self.get_input_embeddings().weight.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         with batch_invariant_attention():
-            out = self.base_model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=positions,
-                cache=DynamicCache(config=self.config),
-                use_cache=True,
-            )
+            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
         return RMState(cache=out.cache, attention_mask=attention_mask, positions=positions[:, -1] + 1)
 
     @torch.no_grad()
@@ -268,12 +269,7 @@ class LatentRMMixin:
 
 
 class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassification):
-    """GPT-2 LatentRM (the released ``ModalityDance/latent-tts-rm`` layout).
-
-    ``forward(input_ids, attention_mask, latents=...)`` fills the ``latent_id``
-    slots of ``input_ids`` with ``latents`` (rows, steps, hidden) and returns
-    the per-position logits (rows, length, 1), e.g. for training.
-    """
+    """GPT-2 LatentRM (the released ``ModalityDance/latent-tts-rm`` layout: ``transformer.*`` + ``classifier.*``)."""
 
     config_class = LatentRMGPT2Config
     head_prefixes = ("classifier.",)
@@ -281,23 +277,17 @@ class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassificatio
     def rm_head(self, hidden):
         return self.classifier(hidden)[..., 0]
 
-    def forward(self, input_ids=None, attention_mask=None, latents=None, inputs_embeds=None, **kwargs):
-        if latents is not None:
-            if input_ids is None:
-                raise ValueError("latents need input_ids with latent_id slots to be placed in.")
-            inputs_embeds, input_ids = self.embed_with_latents(input_ids, latents), None
-        return super().forward(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
 
-
-class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaPreTrainedModel):
-    """Llama LatentRM (for CoLaR): ``model.*`` + ``score.*`` weights as ``LlamaForTokenClassification``."""
+class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaForTokenClassification):
+    """Llama LatentRM (for CoLaR): ``model.*`` + ``score.*`` weights, as ``LlamaForTokenClassification``."""
 
     config_class = LatentRMLlamaConfig
-    base_model_prefix = "model"
     head_prefixes = ("score.",)
 
     def __init__(self, config):
-        super().__init__(config)
+        # the parent's __init__ builds its body with AutoModel.from_config, which maps this config class back to
+        # this RM (it is registered for AutoModel): build the same modules directly instead
+        LlamaPreTrainedModel.__init__(self, config)
         self.num_labels = config.num_labels
         self.model = LlamaModel(config)
         dropout = getattr(config, "classifier_dropout", None)
@@ -305,45 +295,8 @@ class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
     def rm_head(self, hidden):
         return self.score(hidden)[..., 0]
-
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        latents=None,
-        inputs_embeds=None,
-        position_ids=None,
-        cache=None,
-        use_cache=None,
-        labels=None,
-        **kwargs,
-    ):
-        if latents is not None:
-            if input_ids is None:
-                raise ValueError("latents need input_ids with latent_id slots to be placed in.")
-            inputs_embeds, input_ids = self.embed_with_latents(input_ids, latents), None
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        logits = self.score(self.dropout(out.last_hidden_state))
-        loss = None
-        if labels is not None:
-            loss = nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
 
 __all__ = [

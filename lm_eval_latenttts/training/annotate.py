@@ -160,7 +160,7 @@ def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config
     """
     n, m = config.num_return_sequences, num_continuations
     setup = model.prepare_rollout(torch.tensor([list(prompt_ids)], dtype=torch.long), None, config)
-    ids, mask, sampler, steps = setup.input_ids, setup.attention_mask, setup.sampler, setup.steps
+    ids, sampler, steps = setup.input_ids, setup.sampler, setup.steps
 
     def correct(answer_ids):
         return [model.is_correct(t, gold) for t in decode_answers(tokenizer, answer_ids, setup.eos_token_id)]
@@ -173,11 +173,7 @@ def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config
     model.eval()
     try:
         with sampler.attached(model), batch_invariant_attention():
-            if sampler.prompt_is_deterministic:
-                state = model.prefill(ids, mask, sampler, setup.question_keys).repeat_interleave(n)
-                state.row_keys = trajectory_keys
-            else:
-                state = model.prefill(ids.expand(n, -1), mask.expand(n, -1), sampler, trajectory_keys)
+            state = model.start_samples(setup, n, trajectory_keys)
             for t in range(steps):
                 if model.dynamic_latent_length and bool(state.stopped.all()):
                     break
