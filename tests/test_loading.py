@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,12 +37,15 @@ def released(tmp_path_factory):
     return folders
 
 
+def _copy(folder, dest):
+    """A copy of the checkpoint ``folder`` at ``dest``, to damage without touching the original."""
+    shutil.copytree(folder, dest)
+    return dest
+
+
 def _without(folder, key, dest):
     """A copy of ``folder`` whose weights lack ``key``."""
-    dest.mkdir()
-    for f in folder.iterdir():
-        if f.is_file() and f.name != "model.safetensors":
-            (dest / f.name).write_bytes(f.read_bytes())
+    _copy(folder, dest)
     state = load_file(str(folder / "model.safetensors"))
     assert key in state, sorted(state)
     del state[key]
@@ -98,9 +102,7 @@ def test_missing_tensor_is_refused_by_name(released, kind, tmp_path, caplog):
 
 def test_unexpected_tensor_is_refused(released, tmp_path):
     extra = tmp_path / "extra"
-    extra.mkdir()
-    for f in released["coconut"].iterdir():
-        (extra / f.name).write_bytes(f.read_bytes())
+    _copy(released["coconut"], extra)
     state = load_file(str(extra / "model.safetensors"))
     state["transformer.h.7.mlp.c_fc.weight"] = torch.zeros(2, 2)
     save_file(state, str(extra / "model.safetensors"), metadata={"format": "pt"})
@@ -110,9 +112,7 @@ def test_unexpected_tensor_is_refused(released, tmp_path):
 
 def test_pre_release_colar_names_get_a_rename_hint(released, tmp_path):
     old = tmp_path / "old-colar"
-    old.mkdir()
-    for f in released["colar"].iterdir():
-        (old / f.name).write_bytes(f.read_bytes())
+    _copy(released["colar"], old)
     state = load_file(str(old / "model.safetensors"))
     renames = {"lt_head.fc.0": "latent_head.0", "lt_head.fc.2": "latent_head.2", "lt_head.fc.3": "latent_head.3",
                "lt_head.mean": "latent_head.4"}
@@ -201,9 +201,7 @@ def test_truncated_weights_name_the_file(released, tmp_path):
 
 def test_invalid_config_json_names_the_file(released, tmp_path):
     folder = tmp_path / "badconfig"
-    folder.mkdir()
-    for f in released["coconut"].iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    _copy(released["coconut"], folder)
     (folder / "config.json").write_text('{"model_type": "gpt2", ')
     with pytest.raises(CheckpointLoadError) as err:
         AutoLatentModel.from_pretrained(folder)
@@ -227,9 +225,7 @@ def test_missing_tokenizer_files_are_named(released, tmp_path):
 
 def test_damaged_tokenizer_is_named(released, tmp_path):
     folder = tmp_path / "badtok"
-    folder.mkdir()
-    for f in released["coconut"].iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    _copy(released["coconut"], folder)
     (folder / "tokenizer.json").write_text("{ not json")
     with pytest.raises(CheckpointLoadError, match=f"tokenizer in {folder}"):
         load_latent_tokenizer(folder)
@@ -237,9 +233,7 @@ def test_damaged_tokenizer_is_named(released, tmp_path):
 
 def test_tokenizer_is_checked_against_the_config(released, tmp_path):
     folder = tmp_path / "othertok"
-    folder.mkdir()
-    for f in released["coconut"].iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    _copy(released["coconut"], folder)
     make_tokenizer(extra_tokens=["<|latent|>", "<|start-latent|>", "<|end-latent|>"]).save_pretrained(folder)
     model = AutoLatentModel.from_pretrained(folder)  # ids from config.json
     with pytest.raises(ValueError, match="disagree"):
