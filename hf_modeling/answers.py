@@ -65,7 +65,7 @@ def extract_answer(text: str | None, kind: str) -> str | None:
         raise ValueError(f"Unknown latent backbone {kind!r}; expected one of {sorted(ANSWER_FORMATS)}.") from None
 
 
-def normalize_number(answer):
+def normalize_number(answer) -> int | Fraction | None:
     """The answer as an exact number (``int`` if integral, else ``Fraction``), or ``None`` if it is not one.
 
     Accepts ``"1,234"``, ``"1,234,567.5"``, ``"1234.0"``, ``"-3"``, ``"\u22123"``, ``"$12"``, ``"12."``,
@@ -93,13 +93,13 @@ def normalize_number(answer):
     return int(value) if value.denominator == 1 else value
 
 
-def _is_non_finite(answer):
+def _is_non_finite(answer) -> bool:
     """True for NaN / infinity as a float or as text (``"nan"``, ``"-Inf"``, ``"\u2212infinity"``)."""
     text = str(answer).strip().casefold().lstrip("+-" + UNICODE_MINUS)
     return text in _NON_FINITE
 
 
-def answer_key(answer):
+def answer_key(answer) -> tuple | None:
     """A hashable canonical form: the number for numeric answers, else the collapsed lower-case string.
 
     ``None`` for no answer and for NaN / infinities, so that they never equal anything and never win a vote.
@@ -113,7 +113,7 @@ def answer_key(answer):
     return ("str", text) if text else None
 
 
-def answers_equal(a, b):
+def answers_equal(a, b) -> bool:
     """True if both answers are present and equal (numbers as numbers); ``None`` never equals anything."""
     ka, kb = answer_key(a), answer_key(b)
     return ka is not None and kb is not None and ka == kb

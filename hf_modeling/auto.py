@@ -8,6 +8,8 @@ reads the raw config.json, picks the class, fills in missing ids from the
 tokenizer and loads the weights with the ordinary ``from_pretrained``.
 """
 
+from __future__ import annotations
+
 import json
 import os
 from pathlib import Path
@@ -28,12 +30,13 @@ ARCHITECTURES = {
 }
 
 
-def register_architecture(name, config_class, model_class):
+def register_architecture(name: str, config_class: type, model_class: type) -> None:
     """Let ``AutoLatentModel`` load checkpoints whose ``architectures`` is ``name``."""
     ARCHITECTURES[name] = (config_class, model_class)
 
 
-def resolve_checkpoint(path_or_id, revision=None, token=None, cache_dir=None):
+def resolve_checkpoint(path_or_id: str | os.PathLike, revision: str | None = None, token: str | None = None,
+                       cache_dir: str | None = None) -> Path:
     """A local folder as is; otherwise a Hub id downloaded (or found in the cache) by huggingface_hub."""
     path = Path(os.fspath(path_or_id)).expanduser()
     if path.is_dir():
@@ -102,7 +105,7 @@ def _tokenizer_ids(folder, names):
     return ids
 
 
-def latent_config(folder):
+def latent_config(folder: str | os.PathLike) -> tuple:
     """Build this project's config object for the checkpoint in ``folder``."""
     folder = Path(folder)
     raw = _read_config(folder)
@@ -149,7 +152,8 @@ class AutoLatentModel:
         raise EnvironmentError("Use AutoLatentModel.from_pretrained(path_or_hub_id).")
 
     @classmethod
-    def from_pretrained(cls, path_or_id, *, revision=None, token=None, cache_dir=None, **kwargs):
+    def from_pretrained(cls, path_or_id: str | os.PathLike, *, revision: str | None = None, token: str | None = None,
+                        cache_dir: str | None = None, **kwargs):
         folder = resolve_checkpoint(path_or_id, revision=revision, token=token, cache_dir=cache_dir)
         config, model_class = latent_config(folder)
         for key, value in list(kwargs.items()):
@@ -158,7 +162,8 @@ class AutoLatentModel:
         return model_class.from_pretrained(str(folder), config=config, **kwargs)
 
     @classmethod
-    def rm_from_pretrained(cls, path_or_id, *, revision=None, token=None, cache_dir=None, **kwargs):
+    def rm_from_pretrained(cls, path_or_id: str | os.PathLike, *, revision: str | None = None,
+                           token: str | None = None, cache_dir: str | None = None, **kwargs) -> tuple:
         """(LatentRM, "rm" | "backbone"): the RM in an RM checkpoint, or one initialised from a backbone's
         weights with a new classifier head (said in one log line) -- for training an RM."""
         folder = resolve_checkpoint(path_or_id, revision=revision, token=token, cache_dir=cache_dir)
@@ -175,7 +180,7 @@ _NOT_RM_FIELDS = {
 }
 
 
-def is_rm_checkpoint(folder) -> bool:
+def is_rm_checkpoint(folder: str | os.PathLike) -> bool:
     """True when ``folder`` holds a LatentRM (a token-classification architecture), not a backbone."""
     raw = _read_config(folder)
     archs = raw.get("architectures") or []
@@ -202,7 +207,8 @@ def _rm_from_backbone(folder, **kwargs):
     return rm_class.from_pretrained(str(folder), config=config_class(**fields, num_labels=1), new_head=True, **kwargs)
 
 
-def load_latent_tokenizer(path_or_id, config=None, revision=None, token=None, cache_dir=None):
+def load_latent_tokenizer(path_or_id: str | os.PathLike, config=None, revision: str | None = None,
+                          token: str | None = None, cache_dir: str | None = None):
     """The checkpoint's tokenizer, left padded, with a pad token, checked against ``config``."""
     folder = resolve_checkpoint(path_or_id, revision=revision, token=token, cache_dir=cache_dir)
     tok = _load_tokenizer(folder)

@@ -25,7 +25,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 class LatentForwardMixin:
     """``forward`` with latent slots; the class provides ``base_model``, ``latent_vector`` and the LM head."""
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, latent_noise_std: float = 0.0, **kwargs):
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, latent_noise_std: float = 0.0, **kwargs) -> CausalLMOutputWithPast:
         latent_id = getattr(self.config, "latent_id", None)
         if input_ids is None or latent_id is None or not bool((input_ids == latent_id).any()):
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)

@@ -27,6 +27,7 @@ checkpoints for ``trust_remote_code`` loading.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -73,7 +74,7 @@ class LatentGenerationMixin:
     dynamic_latent_length = False
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
         """As transformers', but exact (a missing, unexpected or mis-shaped weight is an error naming it); the
         checkpoint's ``generation_config.json`` becomes a ``LatentGenerationConfig`` (its recommended settings)."""
         from .loading import exact_from_pretrained
@@ -193,7 +194,7 @@ class LatentGenerationMixin:
         state.latent_active.append(active)
         return latent
 
-    def decode_answer(self, state: LatentState, max_new_tokens: int, eos_token_id=None,
+    def decode_answer(self, state: LatentState, max_new_tokens: int, eos_token_id: int | list[int] | None = None,
                       pad_token_id: int | None = None, room: torch.Tensor | None = None) -> torch.Tensor:
         """Feed the end marker, then decode greedily until EOS, ``max_new_tokens`` or the row's ``room``."""
         eos = torch.tensor(_as_list(eos_token_id), device=state.hidden.device, dtype=torch.long)
@@ -291,7 +292,7 @@ class LatentGenerationMixin:
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                  generation_config: GenerationConfig | None = None, *, sample_offset: int = 0,
-                 generator: torch.Generator | None = None, **kwargs):
+                 generator: torch.Generator | None = None, **kwargs) -> torch.Tensor | LatentGenerateOutput:
         """Draw N latent rollouts per prompt, in one batch.
 
         Args:

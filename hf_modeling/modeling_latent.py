@@ -9,6 +9,8 @@ Only torch, transformers and the sibling files are imported: this file is
 copied next to saved checkpoints for ``trust_remote_code`` loading.
 """
 
+from __future__ import annotations
+
 import torch
 from torch import nn
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
@@ -20,7 +22,7 @@ from .prompting import LatentPromptMixin
 
 
 class _GPT2LatentMixin(LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin):
-    def dropout_sites(self):
+    def dropout_sites(self) -> list[nn.Module]:
         # SPEC: residual dropout only (attention and embedding dropout stay off)
         sites = []
         for block in self.transformer.h:
@@ -28,7 +30,7 @@ class _GPT2LatentMixin(LatentForwardMixin, LatentPromptMixin, LatentGenerationMi
             sites.append(block.mlp.dropout)
         return sites
 
-    def max_context_length(self):
+    def max_context_length(self) -> int:
         return self.config.n_positions
 
 
@@ -60,7 +62,7 @@ class CODIGPT2(_GPT2LatentMixin, GPT2LMHeadModel):
             )
         self.post_init()
 
-    def latent_vector(self, hidden):
+    def latent_vector(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.projector(hidden) if self.config.projector else hidden
 
 
@@ -99,20 +101,20 @@ class ColarLlama(LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin, L
         self.lt_head = LatentHead(config.hidden_size, config.latent_intermediate_size)
         self.post_init()
 
-    def dropout_sites(self):
+    def dropout_sites(self) -> list[nn.Module]:
         return [layer.mlp.down_proj for layer in self.model.layers]
 
-    def latent_vector(self, hidden):
+    def latent_vector(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lt_head(hidden) * self.config.latent_embedding_std
 
-    def start_marker_id(self):
+    def start_marker_id(self) -> int | None:
         # The CoLaR prompt ends with the end marker "###", which also closes the latents.
         return self.config.end_marker_id
 
-    def end_marker_id(self):
+    def end_marker_id(self) -> int | None:
         return self.config.end_marker_id
 
-    def latent_should_stop(self, hidden):
+    def latent_should_stop(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).argmax(-1) == self.config.end_marker_id
 
 

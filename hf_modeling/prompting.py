@@ -9,6 +9,8 @@ copied next to saved checkpoints for ``trust_remote_code`` loading.
 
 from __future__ import annotations
 
+from transformers import PreTrainedTokenizerBase
+
 from .answers import answers_equal, extract_answer
 
 
@@ -22,7 +24,7 @@ class LatentPromptMixin:
         """The backbone's prompt format (SPEC) around a bare question, ending with the start marker."""
         return self.prompt_template.replace("{question}", question)
 
-    def encode_prompt(self, tokenizer, question: str) -> list[int]:
+    def encode_prompt(self, tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
         """Token ids of the prompt for ``question``; special-token text inside the question stays text.
 
         A question that contains e.g. ``<|latent|>`` would otherwise be parsed
@@ -50,7 +52,7 @@ class LatentPromptMixin:
         """The answer in a decoded answer ``text``, in this backbone's answer format (SPEC)."""
         return extract_answer(text, self.latent_kind)
 
-    def is_correct(self, text: str | None, gold) -> bool:
+    def is_correct(self, text: str | None, gold: str | int | float | None) -> bool:
         """True when the answer in ``text`` equals ``gold`` (numbers compare as numbers)."""
         return answers_equal(self.extract_answer(text), gold)
 

@@ -44,14 +44,14 @@ class RMState:
     positions: torch.Tensor  # (rows,) position id of the next input
 
     @property
-    def rows(self):
+    def rows(self) -> int:
         return self.positions.shape[0]
 
-    def select(self, index):
+    def select(self, index: torch.Tensor) -> RMState:
         """A new state with rows ``index`` (repeats allowed); the original stays valid."""
         return self._map(lambda t: t[index])
 
-    def repeat_interleave(self, n):
+    def repeat_interleave(self, n: int) -> RMState:
         """A new state in which each row becomes n consecutive rows."""
         return self._map(lambda t: t.repeat_interleave(n, dim=0))
 
@@ -59,7 +59,7 @@ class RMState:
         return RMState(cache=_map_cache(self.cache, fn), attention_mask=fn(self.attention_mask), positions=fn(self.positions))
 
 
-def reduce_step_scores(step_scores, step_mask, reduction="sum"):
+def reduce_step_scores(step_scores: torch.Tensor, step_mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """Trajectory scores (rows,) from step scores (rows, steps) over the steps where ``step_mask`` is True."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")

@@ -27,6 +27,7 @@ import logging
 import re
 
 import torch
+from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 
 from hf_modeling.answers import normalize_number
@@ -48,7 +49,7 @@ _HARNESS_QA = re.compile(r"^\s*Question:\s*(?P<q>.*?)\s*\n\s*Answer:\s*$", re.DO
 HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
 
 
-def canonical_answer(answer):
+def canonical_answer(answer) -> str | None:
     """An extracted answer in canonical text form (numbers as numbers: '1,234.0' -> '1234')."""
     if answer is None:
         return None
@@ -190,7 +191,7 @@ class LatentTTSModel(LM):
             raise DocError(f"the prompt has {len(job.prompt)} tokens; with {steps} latent steps it does not fit "
                            f"the model's context window of {limit} positions")
 
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
         jobs = [self._job(i, request) for i, request in enumerate(requests)]
         results = self.batches.run(jobs, self._check_doc, self._candidates, self._respond, self._failed,
@@ -220,7 +221,7 @@ class LatentTTSModel(LM):
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         return self._device
 
     @property
@@ -231,10 +232,10 @@ class LatentTTSModel(LM):
     def tokenizer_name(self) -> str:
         return str(self.pretrained).replace("/", "__")
 
-    def all_gather(self, tensor):
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.world_size <= 1 else self.accelerator.gather(tensor)
 
-    def gather_object(self, obj, dst: int = 0):
+    def gather_object(self, obj: object, dst: int = 0) -> list | None:
         if self.world_size <= 1:
             return [obj]
         result = [None] * self.world_size if self.rank == dst else None
@@ -271,20 +272,20 @@ class LatentTTSModel(LM):
         }
         return {"latent_tts": info, "model_name": str(self.pretrained)}
 
-    def loglikelihood(self, requests):
+    def loglikelihood(self, requests: list[Instance]) -> list:
         raise NotImplementedError(
             "latent_tts only supports generate_until tasks (e.g. latent_gsm8k, latent_arith, or gsm8k with "
             "--num_fewshot 0): a latent reasoning model answers after reasoning in continuous space and has no "
             "token log-likelihoods to score multiple-choice or perplexity tasks."
         )
 
-    def loglikelihood_rolling(self, requests):
+    def loglikelihood_rolling(self, requests: list[Instance]) -> list:
         raise NotImplementedError(
             "latent_tts only supports generate_until tasks; loglikelihood_rolling (perplexity) is not available "
             "for latent reasoning models."
         )
 
-    def apply_chat_template(self, chat_history, add_generation_prompt=True):
+    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
         raise NotImplementedError(
             "latent_tts does not use chat templates: the model applies its backbone's own prompt format. "
             "Run without --apply_chat_template."

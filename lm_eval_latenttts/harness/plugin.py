@@ -26,6 +26,8 @@ package also declares ``latent_tts`` there (pyproject.toml).
 Set ``LM_EVAL_LATENTTTS_DISABLE_HOOK=1`` to switch the hook off.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
@@ -48,7 +50,7 @@ def tasks_dir() -> str | None:
 _WATCHED = ("lm_eval.models", "lm_eval.tasks.manager")
 
 
-def register_model():
+def register_model() -> None:
     """Register ``latent_tts`` (lazily) in lm-eval's model registry; idempotent."""
     import lm_eval.models  # noqa: F401  (built-ins first, see module docstring)
     from lm_eval.api.registry import model_registry
@@ -57,7 +59,7 @@ def register_model():
         model_registry.register(MODEL_NAME, target=MODEL_TARGET)
 
 
-def patch_task_manager(manager_module=None):
+def patch_task_manager(manager_module=None) -> None:
     """Make every ``TaskManager`` that includes the built-in tasks also index the package's tasks."""
     if manager_module is None:
         import lm_eval.tasks.manager as manager_module
@@ -152,7 +154,7 @@ def _after_models(module):
     register_model()
 
 
-def install():
+def install() -> None:
     """Install the finder (called from the .pth file at interpreter start-up); idempotent."""
     if os.environ.get("LM_EVAL_LATENTTTS_DISABLE_HOOK", "").strip() not in ("", "0"):
         return

@@ -39,7 +39,7 @@ def shipped_defaults(arg_dict: dict) -> dict:
     return arg_dict
 
 
-def process_group():
+def process_group() -> tuple:
     """(accelerator, rank, world size): accelerate's when several processes were launched, else (None, 0, 1)."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         from accelerate import Accelerator
@@ -72,13 +72,13 @@ def pick_device(device: str | None, harness_default: bool = False) -> torch.devi
         raise LatentTTSArgumentError(f"latent_tts model_args: device={device!r} is not a torch device ({err}).")
 
 
-def pick_dtype(dtype: str, device: torch.device):
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
     if dtype == "auto":
         return torch.float32 if device.type == "cpu" else "auto"
     return getattr(torch, dtype)
 
 
-def single_thread_for_tiny_cpu_models(model, device: torch.device) -> None:
+def single_thread_for_tiny_cpu_models(model: torch.nn.Module, device: torch.device) -> None:
     """One torch thread for a tiny model on CPU, unless the user chose (OMP_NUM_THREADS).
 
     Its matrices are so small that intra-op threads only add synchronisation:
@@ -92,7 +92,8 @@ def single_thread_for_tiny_cpu_models(model, device: torch.device) -> None:
         torch.set_num_threads(1)
 
 
-def load_models(pretrained: str, rm_path: str | None, revision: str | None, dtype, device: torch.device):
+def load_models(pretrained: str, rm_path: str | None, revision: str | None, dtype: torch.dtype | str,
+                device: torch.device) -> tuple:
     """(backbone, tokenizer, LatentRM or None, the run's base settings) for ``pretrained`` and ``rm_path``.
 
     The base settings are the backbone's ``generation_config`` (the checkpoint's

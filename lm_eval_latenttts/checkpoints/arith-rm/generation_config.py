@@ -164,7 +164,7 @@ class LatentGenerationConfig(GenerationConfig):
         return {k: getattr(self, k) for k in keys}
 
 
-def check_field(field: str, value) -> None:
+def check_field(field: str, value: object) -> None:
     """Raise ``ValueError`` if ``value`` is not a valid value of the config field ``field`` on its own."""
     FIELD_CHECKS[field](field, value)
 

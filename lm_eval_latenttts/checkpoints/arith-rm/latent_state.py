@@ -11,6 +11,7 @@ saved checkpoints for ``trust_remote_code`` loading.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -114,11 +115,11 @@ class LatentGenerateOutput(ModelOutput):
     num_return_sequences: int | None = None
 
     @property
-    def answer_start(self):
+    def answer_start(self) -> int:
         return self.prompt_length + self.latents.shape[1] + 1
 
     @property
-    def answer_ids(self):
+    def answer_ids(self) -> torch.Tensor:
         return self.sequences[:, self.answer_start :]
 
     def first_rows(self, rows: int) -> "LatentGenerateOutput":
@@ -174,7 +175,7 @@ class RolloutSetup:
 MIN_ROWS = 16  # rows per forward below which CPU/GPU matrix kernels take size-dependent code paths
 
 
-def batch_invariant_attention():
+def batch_invariant_attention() -> contextlib.AbstractContextManager:
     """Run scaled-dot-product attention with its math kernel for the duration of a rollout.
 
     The fused (flash) kernels split the keys of one-token queries over threads
@@ -191,7 +192,8 @@ def ghost_questions(questions: int, rows_per_question: int) -> int:
     return max(0, -(-MIN_ROWS // max(rows_per_question, 1)) - questions)
 
 
-def prompt_pass(base_model, config, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+def prompt_pass(base_model: torch.nn.Module, config, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> tuple:
     """(output, position ids) of one pass over left-padded prompts into a fresh KV cache.
 
     Position ids count real tokens only, so a prompt gets the same positions

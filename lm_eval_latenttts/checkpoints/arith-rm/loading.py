@@ -68,7 +68,7 @@ def _short(keys: Iterable[str], most: int = 12) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > most else "")
 
 
-def check_config_json(path) -> None:
+def check_config_json(path: str | os.PathLike) -> None:
     """A clear error for a config.json that is not valid JSON (transformers raises a bare JSONDecodeError)."""
     config = Path(os.fspath(path)) / "config.json"
     if not config.is_file():
@@ -82,7 +82,8 @@ def check_config_json(path) -> None:
         ) from None
 
 
-def exact_from_pretrained(parent, cls, path, *args, new_head: Iterable[str] = (), **kwargs):
+def exact_from_pretrained(parent: super, cls: type, path: str | os.PathLike, *args, new_head: Iterable[str] = (),
+                          **kwargs):
     """``parent.from_pretrained(path, ...)`` (``parent`` is ``super()`` of ``cls``), refusing inexact loads.
 
     ``new_head``: parameter-name prefixes that may be missing because they are

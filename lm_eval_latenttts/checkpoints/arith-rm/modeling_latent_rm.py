@@ -24,6 +24,10 @@ sibling files are imported: this file is copied next to saved checkpoints for
 ``trust_remote_code`` loading.
 """
 
+from __future__ import annotations
+
+
+import os
 
 import torch
 from torch import nn
@@ -43,7 +47,8 @@ class LatentRMMixin:
     head_prefixes: tuple = ()  # parameter names of the one-output head (new when initialised from a backbone)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, new_head: bool = False, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, new_head: bool = False,
+                        **kwargs):
         """As transformers', but exact (see ``hf_modeling.loading``).
 
         ``new_head=True`` initialises the RM from a *backbone* checkpoint: the
@@ -56,7 +61,8 @@ class LatentRMMixin:
         prefixes = cls.head_prefixes if new_head else ()
         return exact_from_pretrained(super(), cls, pretrained_model_name_or_path, *args, new_head=prefixes, **kwargs)
 
-    def forward(self, input_ids=None, attention_mask=None, latents=None, inputs_embeds=None, **kwargs):
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                latents: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **kwargs):
         """The parent's token-classification forward; ``latents`` (rows, steps, hidden) fill the ``latent_id``
         slots of ``input_ids`` (for training: per-position logits (rows, length, 1))."""
         if latents is not None:
@@ -67,16 +73,16 @@ class LatentRMMixin:
                                **kwargs)
 
     # -- hooks -----------------------------------------------------------------------
-    def rm_head(self, hidden):
+    def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., hidden) -> (...,) the one-output classifier (no dropout)."""
         raise NotImplementedError
 
     @property
-    def latent_size(self):
+    def latent_size(self) -> int:
         """Size of the latent vectors this RM reads (its embedding size)."""
         return self.get_input_embeddings().weight.shape[1]
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """As usual; a checkpoint with remote code maps both AutoModel and AutoModelForTokenClassification to this class."""
         if getattr(self, "_auto_class", None) is not None:
             name = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
@@ -87,7 +93,7 @@ class LatentRMMixin:
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     # -- compatibility checks ------------------------------------------------------------
-    def check_backbone(self, backbone):
+    def check_backbone(self, backbone) -> None:
         """Raise ValueError if ``backbone`` (a latent model or its config) does not fit this RM."""
         config = getattr(backbone, "config", backbone)
         name = type(backbone).__name__
@@ -126,7 +132,7 @@ class LatentRMMixin:
             )
 
     # -- inputs with latent slots ----------------------------------------------------------
-    def embed_with_latents(self, input_ids, latents):
+    def embed_with_latents(self, input_ids: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """Input embeddings of ``input_ids`` with the k-th ``latent_id`` slot of a row holding ``latents[row, k]``."""
         latent_id = self.config.latent_id
         if latent_id is None:
@@ -148,7 +154,7 @@ class LatentRMMixin:
 
     # -- incremental scoring ---------------------------------------------------------------
     @torch.no_grad()
-    def rm_prefill(self, input_ids, attention_mask=None):
+    def rm_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> RMState:
         """Run the (left-padded) prompt once; returns the RM state to feed latents into."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -160,7 +166,7 @@ class LatentRMMixin:
         return RMState(cache=out.cache, attention_mask=attention_mask, positions=positions[:, -1] + 1)
 
     @torch.no_grad()
-    def rm_step(self, state, latents, active=None):
+    def rm_step(self, state: RMState, latents: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
         """Feed latent vectors and return their scores; updates ``state`` in place.
 
         latents: (rows, hidden) for one step or (rows, k, hidden) for k steps.
@@ -198,7 +204,7 @@ class LatentRMMixin:
 
     # -- scoring whole rollouts ----------------------------------------------------------------
     @torch.no_grad()
-    def score_rollouts(self, output, reduction="sum", num_return_sequences=None):
+    def score_rollouts(self, output, reduction: str = "sum", num_return_sequences: int | None = None) -> RMScores:
         """Score the latent steps of a ``LatentGenerateOutput`` -> :class:`RMScores`.
 
         The prompt pass runs once per question (rows are question-major, N =
@@ -274,7 +280,7 @@ class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassificatio
     config_class = LatentRMGPT2Config
     head_prefixes = ("classifier.",)
 
-    def rm_head(self, hidden):
+    def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(hidden)[..., 0]
 
 
@@ -295,7 +301,7 @@ class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaForTokenClassifica
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def rm_head(self, hidden):
+    def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.score(hidden)[..., 0]
 
 
