@@ -2,8 +2,9 @@
 
 lm-eval's ``EvaluationTracker`` (``--hf_hub_log_args``) talks to the Hub through ``huggingface_hub.HfApi``
 (create_repo, upload_file, upload_folder, list_repo_files), ``hf_hub_url`` and ``DatasetCard.push_to_hub``
-(the Hub's card validation endpoint and ``huggingface_hub.repocard.upload_file``).  Those are replaced here: uploads are copied under
-``$FAKE_HUB_DIR/<repo id>/`` and every call is appended to ``$FAKE_HUB_DIR/calls.jsonl``.
+(the Hub's card validation endpoint, ``huggingface_hub.repocard.upload_file``).  Those are replaced here:
+uploads are copied under ``$FAKE_HUB_DIR/<repo id>/`` and every call is appended to
+``$FAKE_HUB_DIR/calls.jsonl``.
 Arguments: those of ``lm_eval``.
 """
 

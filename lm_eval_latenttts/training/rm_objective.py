@@ -146,4 +146,5 @@ def evaluate(model, batches, loss_kind, reduce=None):
     }
 
 
-__all__ = ["LOSSES", "compute_loss", "evaluate", "loss_units", "step_scores", "stepwise_bce_loss", "stepwise_contrastive_loss"]
+__all__ = ["LOSSES", "compute_loss", "evaluate", "loss_units", "step_scores", "stepwise_bce_loss",
+           "stepwise_contrastive_loss"]
