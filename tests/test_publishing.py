@@ -49,7 +49,13 @@ def test_push_a_saved_backbone(tiny_checkpoints, tmp_path, monkeypatch):
 
     from hf_modeling import AutoLatentModel
 
-    AutoLatentModel.from_pretrained(tiny_checkpoints["codi"]).save_pretrained(tmp_path / "codi")
+    model = AutoLatentModel.from_pretrained(tiny_checkpoints["codi"])
+    card = model.model_card("me/codi", base_model="openai-community/gpt2", datasets=["openai/gsm8k"], license="mit")
+    model.save_pretrained(tmp_path / "codi", model_card=card)
+    meta = ModelCard.load(tmp_path / "codi" / "README.md").data
+    assert (meta.base_model, meta.datasets, meta.license, meta.library_name) == (
+        "openai-community/gpt2", ["openai/gsm8k"], "mit", "transformers")
+    assert 'AutoModelForCausalLM.from_pretrained("me/codi", trust_remote_code=True)' in card
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     FakeApi.calls = []
     assert cli.main(["push-to-hub", str(tmp_path / "codi"), "me/codi", "--private"]) == 0
