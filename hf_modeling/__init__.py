@@ -26,7 +26,9 @@ def _register(config_class, model_class, auto_class):
     model_class.register_for_auto_class(auto_class.__name__)
 
 
+# backbones: AutoModelForCausalLM and AutoModel (save_pretrained maps both in auto_map)
 for _config, _model in ((CoconutConfig, COCONUTGPT2), (CodiConfig, CODIGPT2), (ColarConfig, ColarLlama)):
+    AutoModel.register(_config, _model, exist_ok=True)
     _register(_config, _model, AutoModelForCausalLM)
 
 # LatentRM: AutoModel and AutoModelForTokenClassification (save_pretrained maps both in auto_map)

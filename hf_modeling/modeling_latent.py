@@ -16,12 +16,35 @@ from torch import nn
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
 from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
+from .hub import LatentHubMixin
 from .latent_forward import LatentForwardMixin
 from .latent_generation import LatentGenerationMixin
 from .prompting import LatentPromptMixin
 
 
-class _GPT2LatentMixin(LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin):
+class _BackboneHubMixin(LatentHubMixin):
+    """Saved backbones load through ``AutoModelForCausalLM`` and ``AutoModel``; their card names the formats."""
+
+    auto_classes = ("AutoModelForCausalLM", "AutoModel")
+    card_pipeline_tag = "text-generation"
+
+    def card_description(self) -> str:
+        config = self.latent_generation_config()
+        steps = (f"up to {self.config.max_latent_length} latent steps (stops at its end marker)"
+                 if self.dynamic_latent_length else f"{self.config.latent_length} latent steps")
+        sampling = config.latent_sampling or "none"
+        strength = {"dropout": f", dropout_p={config.dropout_p}", "noise": f", noise_std={config.noise_std}"}
+        return "\n".join([
+            f"A {self.latent_kind.upper()} latent reasoning model (Parallel Test-Time Scaling for Latent Reasoning "
+            "Models, arXiv 2510.07745): it reasons in continuous latent vectors before decoding its answer.",
+            "",
+            f"- Prompt format: `{self.prompt_template!r}`; {steps}.",
+            f"- Recommended test-time scaling (generation_config.json): sampling={sampling}"
+            f"{strength.get(sampling, '')}, N={config.num_return_sequences}, seed={config.seed}.",
+        ])
+
+
+class _GPT2LatentMixin(_BackboneHubMixin, LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin):
     def dropout_sites(self) -> list[nn.Module]:
         # SPEC: residual dropout only (attention and embedding dropout stay off)
         sites = []
@@ -83,7 +106,7 @@ class LatentHead(nn.Module):
         return self.mean(self.fc(hidden))
 
 
-class ColarLlama(LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin, LlamaForCausalLM):
+class ColarLlama(_BackboneHubMixin, LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin, LlamaForCausalLM):
     """CoLaR: Llama feeding back ``lt_head(h) * latent_embedding_std``.
 
     The number of latent steps is dynamic: a row stops when the language model

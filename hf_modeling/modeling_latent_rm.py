@@ -35,14 +35,18 @@ from transformers import GPT2ForTokenClassification, LlamaForTokenClassification
 
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
 from .generation_config import REDUCTIONS
+from .hub import LatentHubMixin
 from .latent_state import batch_invariant_attention, ghost_questions, prompt_pass
 from .rm_state import RMScores, RMState, reduce_step_scores
 
 LATENT_ID_FIELDS = ("latent_id", "latent_start_id", "latent_end_id")
 
 
-class LatentRMMixin:
+class LatentRMMixin(LatentHubMixin):
     """Scoring of latent trajectories; the classes provide ``base_model`` and ``rm_head(h)``."""
+
+    auto_classes = ("AutoModel", "AutoModelForTokenClassification")
+    card_pipeline_tag = "token-classification"
 
     head_prefixes: tuple = ()  # parameter names of the one-output head (new when initialised from a backbone)
 
@@ -82,15 +86,10 @@ class LatentRMMixin:
         """Size of the latent vectors this RM reads (its embedding size)."""
         return self.get_input_embeddings().weight.shape[1]
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """As usual; a checkpoint with remote code maps both AutoModel and AutoModelForTokenClassification to this class."""
-        if getattr(self, "_auto_class", None) is not None:
-            name = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            for key in ("AutoModel", "AutoModelForTokenClassification"):
-                auto_map.setdefault(key, name)
-            self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+    def card_description(self) -> str:
+        return ("A LatentRM: a reward model for latent reasoning trajectories (Parallel Test-Time Scaling for "
+                "Latent Reasoning Models, arXiv 2510.07745). It reads a question and a latent trajectory and emits "
+                "one score per latent step (`score_rollouts`); a trajectory's score is the sum of its step scores.")
 
     # -- compatibility checks ------------------------------------------------------------
     def check_backbone(self, backbone) -> None:

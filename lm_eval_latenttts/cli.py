@@ -97,7 +97,9 @@ def _configure_train_rm(p):
                    help="step-wise contrastive loss over the N trajectories (SPEC) or BCE on step values")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the training questions")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps, >= 1 (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=4, help="questions (each with its N trajectories) per micro-batch")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="questions (each with its N trajectories) per process and micro-batch; an optimizer step "
+                        "sees processes x batch size x grad accum questions (the global batch)")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation micro-batches")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW, cosine schedule)")
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
@@ -120,6 +122,10 @@ def _configure_train_rm(p):
                    help="delete the checkpoints of an earlier run in OUTPUT_DIR and start again")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the saved RM folder to this Hub repo")
     p.add_argument("--hub-private", action="store_true", help="create the Hub repo as private")
+    p.add_argument("--base-model", default=None,
+                   help="model card base_model: Hub id of the checkpoint the RM starts from (default: --init or the "
+                        "annotation's backbone when that is a Hub id or a Hub cache folder)")
+    p.add_argument("--license", default=None, help="model card license (e.g. mit, apache-2.0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -133,13 +139,55 @@ def _run_train_rm(args):
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     config = TrainConfig(**options, progress=not args.no_progress)
     summary = train_rm(config)
-    brief = {k: v for k, v in summary.items() if k not in ("history", "annotation_config", "config")}
-    print(json.dumps(brief, indent=2, default=str))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one report, not one per process
+        brief = {k: v for k, v in summary.items() if k not in ("history", "annotation_config", "config")}
+        print(json.dumps(brief, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------- publishing
+def _configure_push(p):
+    p.add_argument("folder", help="a saved checkpoint folder (backbone or LatentRM: config.json, weights, README.md)")
+    p.add_argument("repo_id", help="Hub repo to create (if needed) and upload to, e.g. you/latent-coconut")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+
+
+def _run_push(args):
+    from lm_eval_latenttts.publishing.hub import push_to_hub
+
+    print(push_to_hub(args.folder, args.repo_id, private=args.private))
+
+
+def _configure_export(p):
+    p.add_argument("results", help="an lm-eval results_*.json, or the --output_path folder of `lm_eval --model "
+                                   "latent_tts` (its newest results file for this model)")
+    p.add_argument("--model-dir", required=True,
+                   help="the evaluated backbone's folder: .eval_results/ and the README.md model-index go here")
+    p.add_argument("--benchmark", action="append", default=[], metavar="TASK=DATASET[:TASK_ID]",
+                   help="the Hub benchmark dataset (and its eval.yaml task id) a task's scores belong to; needed "
+                        "for a task read from a local file or without a known Hub benchmark (repeatable)")
+    p.add_argument("--repo-id", default=None,
+                   help="the model's Hub repo (card model_name; default source url https://huggingface.co/REPO)")
+    p.add_argument("--source-url", default=None, help="where the evaluation logs are (e.g. the details dataset)")
+    p.add_argument("--source-name", default=None, help="display name of that source")
+
+
+def _run_export(args):
+    from lm_eval_latenttts.publishing.eval_results import export_results, parse_benchmarks
+
+    written = export_results(args.results, args.model_dir, benchmarks=parse_benchmarks(args.benchmark),
+                             repo_id=args.repo_id, source_url=args.source_url, source_name=args.source_name)
+    print(json.dumps([str(p) for p in written], indent=2))
 
 
 register_subcommand("annotate", "step-wise Monte Carlo annotation of latent trajectories (LatentRM labels)",
                     _configure_annotate, _run_annotate)
 register_subcommand("train-rm", "train a LatentRM on an annotation folder", _configure_train_rm, _run_train_rm)
+register_subcommand("push-to-hub", "upload a saved backbone or LatentRM folder to the Hugging Face Hub",
+                    _configure_push, _run_push)
+register_subcommand("export-results", "write an lm-eval latent_tts result into a model folder for the Hub "
+                    "(.eval_results/*.yaml and the card's model-index)", _configure_export, _run_export)
 
 
 # ------------------------------------------------------------------------------------ entry

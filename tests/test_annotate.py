@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,6 +176,38 @@ def test_accelerate_launch_two_cpu_processes_matches_single_process(backbone, qu
     # the combined dataset equals the single-process one
     reference = _rows(load_annotations(tmp_path / "single"))
     rows = _rows(load_annotations(tmp_path / "par"))
+    assert sorted(rows) == sorted(reference) == list(range(5))
+    for qid, row in rows.items():
+        for key in ("latents", "step_values", "answers", "correct", "prompt_ids"):
+            assert row[key] == reference[qid][key], (qid, key)
+
+
+def test_rank_killed_mid_shard_then_rerun_completes_the_single_process_dataset(backbone, questions, tmp_path):
+    """2 real CPU processes; rank 1 is SIGKILLed while writing its second shard.  The launch fails, a half-written
+    shard is left under a temporary name, and rerunning the same 2-process command completes the dataset,
+    equal to one process's, with nothing half-written left."""
+    launch, launch_env = accelerate_cpu_launch(2)
+    if launch is None:
+        pytest.skip("accelerate CLI not installed")
+    out = tmp_path / "par"
+    args = ["--model", str(backbone[0]), "--data", str(questions), "-N", str(N), "-M", str(M), "--dropout-p", "0.3",
+            "--max-new-tokens", "4", "--latent-length", "3", "--keep-all", "--shard-size", "1", "--threads", "1",
+            "--no-progress", "--output-dir", str(out)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **launch_env)
+    killer = str(Path(__file__).with_name("kill_rank_annotate.py"))
+    killed = subprocess.run(launch + [killer] + args, capture_output=True, text=True, env=env, timeout=300)
+    assert killed.returncode != 0, killed.stdout[-2000:]
+    # rank 1 (questions 1, 3) completed question 1; question 3's shard is half-written under a temporary name
+    assert 1 in done_question_ids(out) and 3 not in done_question_ids(out)
+    # (rank 0, stopped by the launcher when rank 1 died, may have been mid-shard too)
+    assert any(p.name.startswith(".tmp-r001-") for p in out.glob(".tmp-*")), sorted(p.name for p in out.iterdir())
+
+    rerun = subprocess.run(launch + ["-m", "lm_eval_latenttts", "annotate"] + args, capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
+    assert not list(out.glob(".tmp-*"))
+    reference = _rows(load_annotations(_run_and_path(backbone, questions, tmp_path / "single", shard_size=1)))
+    rows = _rows(load_annotations(out))
     assert sorted(rows) == sorted(reference) == list(range(5))
     for qid, row in rows.items():
         for key in ("latents", "step_values", "answers", "correct", "prompt_ids"):

@@ -72,10 +72,21 @@ def test_saved_checkpoint_loads_with_auto_classes(tiny_checkpoints, tmp_path, ki
     model.save_pretrained(tmp_path / "saved")
     tok.save_pretrained(tmp_path / "saved")
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())
-    assert "AutoModelForCausalLM" in saved["auto_map"]
-    assert (tmp_path / "saved" / "modeling_latent.py").is_file()
+    name = f"modeling_latent.{type(model).__name__}"
+    assert saved["auto_map"]["AutoModelForCausalLM"] == saved["auto_map"]["AutoModel"] == name
+    assert (tmp_path / "saved" / "modeling_latent.py").is_file() and (tmp_path / "saved" / "hub.py").is_file()
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
     assert type(again) is type(model)
+    from transformers import AutoModel
+
+    assert type(AutoModel.from_pretrained(tmp_path / "saved")) is type(model)
+    # a model card with the Hub's metadata, naming the backbone's prompt format
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "saved" / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
+    assert {"latent-reasoning", kind} <= set(card.data.tags)
+    assert repr(model.prompt_template) in card.text and "trust_remote_code=True" in card.text
     enc = encode(tok, model, QUESTIONS)
     assert torch.equal(model.generate(**enc, max_new_tokens=4), again.generate(**enc, max_new_tokens=4))
     # the project's own loader reads its own layout too
@@ -85,9 +96,11 @@ def test_saved_checkpoint_loads_with_auto_classes(tiny_checkpoints, tmp_path, ki
 REMOTE_GENERATE = """
 import json
 import sys
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 m = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)
 assert type(m).__module__.startswith("transformers_modules"), type(m).__module__
+bare = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert type(bare).__name__ == type(m).__name__ and type(bare).__module__.startswith("transformers_modules")
 t = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
 t.padding_side = "left"
 enc = t(json.loads(sys.argv[2]), return_tensors="pt", padding=True)

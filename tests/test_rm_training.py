@@ -196,6 +196,12 @@ def test_train_save_card_push_and_resume(backbone_dir, tmp_path, monkeypatch):
     assert len(config.get("id2label", {"0": "LABEL_0"})) == 1
     card = (out / "README.md").read_text()
     assert "recall@1" in card and "contrastive" in card and "score_rollouts" in card and str(backbone_dir) in card
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard.load(out / "README.md").data
+    assert meta.library_name == "transformers" and meta.pipeline_tag == "token-classification"
+    assert {"reward-model", "latent-reasoning"} <= set(meta.tags)
+    assert meta.base_model is None  # initialised from a local folder that is no Hub repo: not guessed
 
     # the saved RM reloads (our loader and trust_remote_code) and continues training from it
     from hf_modeling import AutoLatentModel
@@ -236,10 +242,14 @@ def test_train_save_card_push_and_resume(backbone_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     cfg2 = TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm2"), init=str(out), max_steps=1,
-                       batch_size=4, eval_fraction=0.0, push_to_hub="me/latent-rm", progress=False, loss="bce")
+                       batch_size=4, eval_fraction=0.0, push_to_hub="me/latent-rm", progress=False, loss="bce",
+                       base_model="me/tiny-rm", license="mit")
     pushed = train_rm(cfg2)
     assert pushed["init_kind"] == "rm"
     assert calls == [("create", "me/latent-rm"), ("upload", "me/latent-rm", str(tmp_path / "rm2"))]
+    meta = ModelCard.load(tmp_path / "rm2" / "README.md").data
+    assert (meta.base_model, meta.license, meta.base_model_relation) == ("me/tiny-rm", "mit", "finetune")
+    assert 'AutoLatentModel.from_pretrained("me/latent-rm")' in (tmp_path / "rm2" / "README.md").read_text()
 
 
 def test_eval_metrics_by_hand(backbone_dir, tmp_path):

@@ -39,6 +39,7 @@ from lm_eval_latenttts.harness.arguments import (
 )
 from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job
 from lm_eval_latenttts.harness.setup import load_models, pick_device, pick_dtype, process_group, shipped_defaults
+from lm_eval_latenttts.publishing.model_info import scaling_settings
 from lm_eval_latenttts.scaling import rollouts
 from lm_eval_latenttts.scaling.aggregation import select
 
@@ -66,6 +67,7 @@ class LatentTTSModel(LM):
         super().__init__()
         self.load_options, overrides = parse_model_args(shipped_defaults(dict(kwargs)))
         self._warned: set[str] = set()
+        self._task_settings: dict[str, dict] = {}
         self.accelerator, self._rank, self._world_size = process_group()
         device = self.accelerator.device if self.accelerator is not None else pick_device(
             self.load_options["device"], harness_default=_harness_device)
@@ -194,6 +196,7 @@ class LatentTTSModel(LM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
         jobs = [self._job(i, request) for i, request in enumerate(requests)]
+        self._note_task_settings(requests, jobs)
         results = self.batches.run(jobs, self._check_doc, self._candidates, self._respond, self._failed,
                                    disable_tqdm=disable_tqdm or self.rank != 0)
         for request, text in zip(requests, results):
@@ -246,31 +249,42 @@ class LatentTTSModel(LM):
         if self.world_size > 1:
             self.accelerator.wait_for_everyone()
 
+    def _note_task_settings(self, requests, jobs) -> None:
+        """Remember each task's settings (the run's, after its ``gen_kwargs``) for ``get_model_info``."""
+        for request, job in zip(requests, jobs):
+            task = getattr(request, "task_name", None)
+            if task is not None and task not in self._task_settings:
+                self._task_settings[task] = scaling_settings(job.config, self.rm is not None)
+
     def get_model_info(self) -> dict:
-        config = self.run_config
-        how = config.selection(self.rm is not None)
+        """What lm-eval writes into the results' ``config``: the keys ``HFLM`` writes for the backbone
+        (``model_num_parameters``, ``model_dtype``, ``model_revision``, ``model_sha``) and the same for the
+        LatentRM (``rm_*``), read by leaderboard back-ends, plus the ``latent_tts`` block: the checkpoints,
+        their weights' sha256 (``export-results`` matches a model folder by it), the run's settings, each
+        task's settings and the local data files the tasks were pointed at."""
+        from lm_eval_latenttts.publishing.model_info import checkpoint_info, data_overrides
+
+        backbone = checkpoint_info(self.model, self.pretrained, self.load_options["revision"])
         info = {
             "pretrained": str(self.pretrained),
             "backbone": self.model.latent_kind,
             "backbone_class": type(self.model).__name__,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "dtype": str(next(self.model.parameters()).dtype),
+            "num_parameters": backbone["num_parameters"],
+            "dtype": backbone["dtype"],
+            "weights_sha256": backbone["weights_sha256"],
             "rm": self.load_options["rm"],
             "rm_class": type(self.rm).__name__ if self.rm is not None else None,
-            "sampling": config.latent_sampling or "none",
-            "dropout_p": config.dropout_p,
-            "noise_std": config.noise_std,
-            "dropout_scope": config.dropout_scope,
-            "n": config.num_return_sequences,
-            "aggregate": how,
-            "beams": config.latent_beams if how == "beam" else None,
-            "candidates": config.latent_candidates if how == "beam" else None,
-            "latent_length": config.latent_length,
-            "max_new_tokens": config.max_new_tokens,
-            "seed": config.seed,
+            **scaling_settings(self.run_config, self.rm is not None),
             "batch_size": self.load_options["batch_size"],
+            "tasks": dict(sorted(self._task_settings.items())),
+            "data_files": data_overrides(),
         }
-        return {"latent_tts": info, "model_name": str(self.pretrained)}
+        top = {f"model_{k}": backbone[k] for k in ("num_parameters", "dtype", "revision", "sha")}
+        if self.rm is not None:
+            rm = checkpoint_info(self.rm, self.load_options["rm"], self.load_options["revision"])
+            info["rm_weights_sha256"] = rm["weights_sha256"]
+            top.update({f"rm_{k}": rm[k] for k in ("num_parameters", "dtype", "revision", "sha")})
+        return {"latent_tts": info, "model_name": str(self.pretrained), **top}
 
     def loglikelihood(self, requests: list[Instance]) -> list:
         raise NotImplementedError(

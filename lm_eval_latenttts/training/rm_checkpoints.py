@@ -37,16 +37,21 @@ def annotation_settings(annotations):
 # exactly from any checkpoint, so --save-every changes neither the weights nor the history); ``extra`` is
 # never read by training.
 _UNRECORDED = {"output_dir", "resume", "overwrite", "push_to_hub", "hub_private", "threads", "progress", "extra",
-               "save_every"}
+               "save_every", "base_model", "license"}
 
 
 def _local_path(path):
     return os.path.abspath(path) if path and os.path.exists(path) else path
 
 
-def run_settings(cfg, init: str, ann_config: dict, question_ids: list) -> dict:
-    """Everything the trained weights (and the summary's history) depend on: a resumed run must match it."""
+def run_settings(cfg, init: str, ann_config: dict, question_ids: list, processes: int = 1) -> dict:
+    """Everything the trained weights (and the summary's history) depend on: a resumed run must match it.
+
+    ``processes`` is recorded too: ``batch_size`` is per process, so another process count is another
+    global batch (and a checkpoint's micro-batch counter would point elsewhere).
+    """
     rec = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _UNRECORDED}
+    rec["num_processes"] = int(processes)
     rec["init"] = _local_path(str(init))
     rec["annotations"] = os.path.abspath(cfg.annotations)
     rec["eval_annotations"] = _local_path(cfg.eval_annotations)

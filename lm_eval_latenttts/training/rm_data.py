@@ -2,6 +2,14 @@
 
 A batch of Q questions becomes Q*N rows ``prompt + latent slots`` (right
 padded) whose latent slots hold the trajectory's vectors.
+
+Data parallel batches (``global_batches``, ``rank_share``): every process
+draws the same permutation of the training questions per epoch
+(``epoch_order``) and cuts it into *global* micro-batches of
+``processes x batch_size`` questions; process r takes positions r, r + K, ...
+of each.  So the questions of an optimizer step are the same for any number
+of processes K at equal global batch (K x batch_size x grad_accum); the last
+micro-batch of an epoch may be shorter, and a process may get none of it.
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ class RMCollator:
             "mask": mask,
             "traj_mask": traj_mask,
             "correct": correct,
+            "question_id": torch.tensor([e["question_id"] for e in examples], dtype=torch.long),
         }
 
 
@@ -110,6 +119,23 @@ def split_questions(ids, fraction, seed):
     return [i for i in ids if i not in held], sorted(held)
 
 
+def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
+    """The order of ``count`` training questions in ``epoch``: the same permutation on every process."""
+    generator = torch.Generator().manual_seed(seed * 1000003 + epoch)
+    return torch.randperm(count, generator=generator).tolist()
+
+
+def global_batches(order: list[int], batch_size: int, processes: int) -> list[list[int]]:
+    """``order`` cut into global micro-batches of ``processes * batch_size`` (the last may be shorter)."""
+    size = batch_size * processes
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def rank_share(batch: list[int], rank: int, processes: int) -> list[int]:
+    """Process ``rank``'s questions of a global micro-batch (positions rank, rank + K, ...; may be empty)."""
+    return batch[rank::processes]
+
+
 class QuestionExamples(torch.utils.data.Dataset):
     """The annotated questions ``indices`` of ``ds`` as training examples."""
 
@@ -123,4 +149,5 @@ class QuestionExamples(torch.utils.data.Dataset):
         return question_example(self.ds[self.indices[i]])
 
 
-__all__ = ["QuestionExamples", "RMCollator", "question_example", "split_questions"]
+__all__ = ["QuestionExamples", "RMCollator", "epoch_order", "global_batches", "question_example", "rank_share",
+           "split_questions"]

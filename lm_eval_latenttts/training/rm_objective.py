@@ -10,6 +10,11 @@
 * Evaluation: recall@1 on held-out questions -- does the trajectory with the
   highest RM score (sum of step scores) reach the right answer; reported with
   the random-pick baseline (mean trajectory accuracy) of the same questions.
+* Sums and units: ``reduction="sum"`` and :func:`loss_units` (questions for the
+  contrastive loss, (trajectory, step) entries for BCE) let a data-parallel run
+  divide the summed loss of every process and micro-batch by the global count,
+  so a step's loss is the same for any split of its questions; evaluation sums
+  its counts over the processes the same way.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ def _check_scores(scores, labels, mask):
     return mask.bool()
 
 
-def stepwise_contrastive_loss(scores, labels, mask=None):
-    """SPEC's step-wise contrastive loss.
+def stepwise_contrastive_loss(scores, labels, mask=None, reduction="mean"):
+    """SPEC's step-wise contrastive loss (``reduction="sum"``: summed over the questions instead).
 
     scores, labels: (Q, N, T) -- step scores and Monte Carlo step values of the N trajectories of Q
     questions; mask: (Q, N, T) bool, False on padded trajectories / steps.
@@ -57,24 +62,33 @@ def stepwise_contrastive_loss(scores, labels, mask=None):
     valid = mask.flatten(1).any(-1)
     if not bool(valid.any()):
         return scores.sum() * 0.0
-    return per_question[valid].mean()
+    return per_question[valid].sum() if reduction == "sum" else per_question[valid].mean()
 
 
-def stepwise_bce_loss(scores, labels, mask=None):
-    """Binary cross-entropy of ``sigmoid(score)`` against the step values, mean over valid entries."""
+def stepwise_bce_loss(scores, labels, mask=None, reduction="mean"):
+    """Binary cross-entropy of ``sigmoid(score)`` against the step values, mean (or sum) over valid entries."""
     mask = _check_scores(scores, labels, mask)
     if not bool(mask.any()):
         return scores.sum() * 0.0
     loss = F.binary_cross_entropy_with_logits(scores.float(), labels.float().clamp(0, 1), reduction="none")
-    return loss[mask].mean()
+    return loss[mask].sum() if reduction == "sum" else loss[mask].mean()
 
 
-def compute_loss(kind, scores, labels, mask=None):
+def compute_loss(kind, scores, labels, mask=None, reduction="mean"):
+    """The ``kind`` loss of a batch: its mean over :func:`loss_units`, or (``reduction="sum"``) its sum."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be mean or sum; got {reduction!r}.")
     if kind == "contrastive":
-        return stepwise_contrastive_loss(scores, labels, mask)
+        return stepwise_contrastive_loss(scores, labels, mask, reduction)
     if kind == "bce":
-        return stepwise_bce_loss(scores, labels, mask)
+        return stepwise_bce_loss(scores, labels, mask, reduction)
     raise ValueError(f"loss must be one of {LOSSES}; got {kind!r}.")
+
+
+def loss_units(kind, mask) -> int:
+    """What the ``kind`` loss averages over in a batch of (Q, N, T) ``mask``: questions, or valid entries (BCE)."""
+    mask = mask.bool()
+    return int(mask.sum()) if kind == "bce" else int(mask.flatten(1).any(-1).sum())
 
 
 def step_scores(model, batch):
@@ -92,37 +106,45 @@ def step_scores(model, batch):
 
 
 @torch.no_grad()
-def evaluate(model, loader, loss_kind):
-    """recall@1 of the RM's top trajectory (sum of step scores), the random-pick baseline and the loss."""
+def evaluate(model, batches, loss_kind, reduce=None):
+    """recall@1 of the RM's top trajectory (sum of step scores), the random-pick baseline and the loss.
+
+    ``batches``: this process's held-out batches; ``reduce(tensor)`` sums a tensor over the processes
+    (data parallel evaluation: each question is scored by exactly one process).
+    """
     was_training = model.training
     model.eval()
-    hits, baseline, questions, loss_total, batches = 0.0, 0.0, 0, 0.0, 0
+    totals = torch.zeros(5, dtype=torch.float64)  # hits, random-pick sum, questions, loss sum, loss units
     try:
-        for batch in loader:
+        for batch in batches:
             scores = step_scores(model, batch).float()
             mask = batch["mask"]
             traj = torch.where(mask, scores, torch.zeros_like(scores)).sum(-1)
             traj = traj.masked_fill(~batch["traj_mask"], float("-inf"))
             top = traj.argmax(-1)
             correct = batch["correct"]
-            hits += float(correct.gather(1, top[:, None]).float().sum())
-            baseline += float((correct.float().sum(-1) / batch["traj_mask"].float().sum(-1)).sum())
-            questions += correct.shape[0]
+            totals[0] += float(correct.gather(1, top[:, None]).float().sum())
+            totals[1] += float((correct.float().sum(-1) / batch["traj_mask"].float().sum(-1)).sum())
+            totals[2] += correct.shape[0]
             try:
-                loss_total += float(compute_loss(loss_kind, scores, batch["values"], mask))
-                batches += 1
+                totals[3] += float(compute_loss(loss_kind, scores, batch["values"], mask, reduction="sum"))
+                totals[4] += loss_units(loss_kind, mask)
             except ValueError:
                 pass
     finally:
         model.train(was_training)
+    if reduce is not None:
+        totals = reduce(totals)
+    hits, baseline, questions, loss_sum, units = totals.tolist()
     if questions == 0:
         return {}
     return {
         "eval_recall_at_1": hits / questions,
         "eval_random_pick": baseline / questions,
-        "eval_loss": loss_total / max(batches, 1),
-        "eval_questions": questions,
+        "eval_loss": loss_sum / max(units, 1),
+        "eval_questions": int(questions),
     }
 
 
-__all__ = ["LOSSES", "compute_loss", "evaluate", "step_scores", "stepwise_bce_loss", "stepwise_contrastive_loss"]
+__all__ = ["LOSSES", "compute_loss", "evaluate", "loss_units", "step_scores", "stepwise_bce_loss",
+           "stepwise_contrastive_loss"]

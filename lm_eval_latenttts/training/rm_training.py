@@ -2,9 +2,14 @@
 
 * The objective (step-wise contrastive loss or BCE) and the held-out recall@1
   are in ``rm_objective``; examples and batches in ``rm_data``.
-* An accelerate loop: AdamW, lr 1e-4, cosine schedule with 10% warm-up,
-  gradient accumulation, bf16/fp32, optional LoRA (peft), checkpoints under
-  ``OUT/checkpoints/step-*`` that ``resume=True`` continues from.
+* An accelerate loop (``rm_loop``): AdamW, lr 1e-4, cosine schedule with 10%
+  warm-up, gradient accumulation, bf16/fp32, optional LoRA (peft), checkpoints
+  under ``OUT/checkpoints/step-*`` that ``resume=True`` continues from.  Under
+  ``accelerate launch --num_processes K`` it is distributed data parallel:
+  ``batch_size`` questions per process and micro-batch, a global batch of
+  K x batch_size x grad_accum questions per optimizer step, the same RM as one
+  process at equal global batch (up to rounding); only the main process writes
+  the RM, its card, the summary and checkpoint metadata.
 * A run record ``OUT/checkpoints/run_config.json`` (run id + every setting the
   weights depend on, and the annotation's identity) ties the checkpoints to
   one run: each checkpoint carries the run id, ``resume`` refuses changed
@@ -21,24 +26,18 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from lm_eval_latenttts.publishing.hub import push_to_hub
 from lm_eval_latenttts.training.annotation_store import load_annotations
-from lm_eval_latenttts.training.rm_checkpoints import (
-    CHECKPOINTS_DIR,
-    STATE_FILE,
-    annotation_settings,
-    open_run,
-    run_checkpoints,
-    run_settings,
-)
+from lm_eval_latenttts.training.rm_checkpoints import CHECKPOINTS_DIR, annotation_settings, open_run, run_settings
 from lm_eval_latenttts.training.rm_data import QuestionExamples, RMCollator, split_questions
-from lm_eval_latenttts.training.rm_objective import LOSSES, compute_loss, evaluate, step_scores
+from lm_eval_latenttts.training.rm_loop import RMTrainingLoop
+from lm_eval_latenttts.training.rm_objective import LOSSES
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ class TrainConfig:
     loss: str = "contrastive"
     epochs: float = 3.0
     max_steps: int | None = None
-    batch_size: int = 4  # questions per micro-batch
+    batch_size: int = 4  # questions per process and micro-batch (global batch: processes x this x grad_accum)
     grad_accum: int = 1
     lr: float = 1e-4
     warmup_ratio: float = 0.1
@@ -101,6 +100,8 @@ class TrainConfig:
     overwrite: bool = False  # delete OUT/checkpoints of an earlier run and start again
     push_to_hub: str | None = None
     hub_private: bool = False
+    base_model: str | None = None  # model card: Hub id of the initial checkpoint (default: derived from init)
+    license: str | None = None  # model card license
     threads: int | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)  # informational only: never read, not recorded
@@ -189,10 +190,14 @@ def train_rm(cfg: TrainConfig) -> dict:
     if not init:
         raise ValueError("No --init checkpoint given and the annotation folder does not name its backbone.")
 
+    # no gradient_accumulation_steps (accelerate would divide the loss by it) and no prepared scheduler
+    # (accelerate would step it once per process): the loop weights its losses and steps the schedule itself
     accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
-                              gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available())
+    world = accelerator.num_processes
     ckpt_root = out / CHECKPOINTS_DIR
-    run_id, latest = open_run(cfg, ckpt_root, run_settings(cfg, init, ann_config, ds["question_id"]), accelerator)
+    settings = run_settings(cfg, init, ann_config, ds["question_id"], processes=world)
+    run_id, latest = open_run(cfg, ckpt_root, settings, accelerator)
     set_seed(cfg.seed)
     rm, tokenizer, source = load_rm(init)
     hidden = len(next(lat for lat in ds[0]["latents"] if lat)[0])
@@ -213,7 +218,7 @@ def train_rm(cfg: TrainConfig) -> dict:
     if max_prompt and max(max(p) for p in ds["prompt_ids"]) >= rm.config.vocab_size:
         raise ValueError("The annotation's prompt token ids exceed the LatentRM's vocabulary; RM/backbone mismatch.")
 
-    # data
+    # data: the training questions (every process walks the same global batches) and the held-out ones
     if cfg.eval_annotations:
         eval_ds = load_annotations(cfg.eval_annotations)
         train_idx, eval_idx = list(range(len(ds))), list(range(len(eval_ds)))
@@ -223,103 +228,49 @@ def train_rm(cfg: TrainConfig) -> dict:
         train_ids, held_ids = split_questions(ids, cfg.eval_fraction, cfg.seed)
         pos = {qid: i for i, qid in enumerate(ids)}
         train_idx, eval_idx = [pos[i] for i in train_ids], [pos[i] for i in held_ids]
+    if not train_idx:
+        raise ValueError(f"{cfg.annotations}: no training questions are left after holding out {len(eval_idx)}.")
     pad = rm.config.pad_token_id
     if pad is None:
         pad = rm.config.eos_token_id if isinstance(rm.config.eos_token_id, int) else 0
-    collator = RMCollator(rm.config.latent_id, pad)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader = torch.utils.data.DataLoader(QuestionExamples(ds, train_idx), batch_size=cfg.batch_size, shuffle=True,
-                                               collate_fn=collator, generator=generator)
-    eval_loader = torch.utils.data.DataLoader(QuestionExamples(eval_ds, eval_idx), batch_size=cfg.batch_size,
-                                              collate_fn=collator) if eval_idx else None
+    train_set = QuestionExamples(ds, train_idx)
+    eval_set = QuestionExamples(eval_ds, eval_idx) if eval_idx else None
 
     if cfg.lora_r:
         rm = _lora(rm, cfg)
     params = [p for p in rm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.grad_accum))
+    micro_batches = math.ceil(len(train_idx) / (cfg.batch_size * world))
+    updates_per_epoch = max(1, math.ceil(micro_batches / cfg.grad_accum))
     total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(updates_per_epoch * cfg.epochs))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total)), total)
-    rm, optimizer, scheduler = accelerator.prepare(rm, optimizer, scheduler)
-    device = accelerator.device
-
-    step, epoch, start_batch, history = 0, 0, 0, []
+    rm, optimizer = accelerator.prepare(rm, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    loop = RMTrainingLoop(accelerator, rm, optimizer, scheduler, params, cfg, train_set, eval_set,
+                          RMCollator(rm_config(rm).latent_id, pad), total, ckpt_root, run_id)
     if cfg.resume and latest is None:
         logger.warning("--resume: no checkpoint under %s; starting from scratch.", ckpt_root)
     elif latest is not None:
-        accelerator.load_state(str(latest))
-        state = json.loads((latest / STATE_FILE).read_text())
-        step, epoch, start_batch, history = state["step"], state["epoch"], state["batch"], state["history"]
-        logger.info("Resumed from %s (step %d).", latest, step)
+        loop.resume(latest)
+        logger.info("Resumed from %s (step %d).", latest, loop.progress.step)
 
-    def save_checkpoint(at_epoch, at_batch):
-        path = ckpt_root / f"step-{step}"
-        tmp = ckpt_root / f".tmp-step-{step}"
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.save_state(str(tmp))
-        if accelerator.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(
-                {"run_id": run_id, "step": step, "epoch": at_epoch, "batch": at_batch, "history": history}))
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)
-            for old in run_checkpoints(ckpt_root, run_id)[0][:-2]:  # never another run's
-                shutil.rmtree(old, ignore_errors=True)
+    bar = tqdm(total=total, initial=loop.progress.step, desc="train-rm", unit="step",
+               disable=not (cfg.progress and accelerator.is_main_process))
 
-    metrics_start = None
-    if eval_loader is not None and step == 0:
-        metrics_start = evaluate(rm, _device_loader(eval_loader, device), cfg.loss)
-        history.append({"step": 0, **metrics_start})
-    bar = tqdm(total=total, initial=step, desc="train-rm", unit="step", disable=not cfg.progress)
-    rm.train()
+    def on_step(record):
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "eval_recall_at_1")})
+
     t0 = time.perf_counter()
-    running = []
-    accum = cfg.grad_accum
-    n_batches = len(train_loader)
-    while step < total:
-        # a fixed permutation per epoch: skipping the first `start_batch` batches resumes mid-epoch
-        generator.manual_seed(cfg.seed * 1000003 + epoch)
-        for b, batch in enumerate(train_loader):
-            if b < start_batch:
-                continue
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with accelerator.autocast():
-                scores = step_scores(rm, batch)
-            loss = compute_loss(cfg.loss, scores.float(), batch["values"], batch["mask"])
-            # the last group of an epoch may be shorter than grad_accum
-            group = min(accum, n_batches - (b // accum) * accum)
-            accelerator.backward(loss / group)
-            running.append(float(loss.detach()))
-            end_of_epoch = b == n_batches - 1
-            if (b + 1) % accum and not end_of_epoch:
-                continue
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            bar.update(1)
-            record = {"step": step, "loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0]}
-            running = []
-            if eval_loader is not None and ((cfg.eval_every and step % cfg.eval_every == 0)
-                                            or (not cfg.eval_every and end_of_epoch) or step == total):
-                record.update(evaluate(rm, _device_loader(eval_loader, device), cfg.loss))
-            history.append(record)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "eval_recall_at_1")})
-            if (cfg.save_every and step % cfg.save_every == 0) or (not cfg.save_every and end_of_epoch) \
-                    or step == total:
-                save_checkpoint(epoch + 1 if end_of_epoch else epoch, 0 if end_of_epoch else b + 1)
-            if step >= total:
-                break
-        epoch += 1
-        start_batch = 0
+    progress = loop.run(on_step)
     bar.close()
     seconds = time.perf_counter() - t0
 
     accelerator.wait_for_everyone()
+    history = progress.history
     final_metrics = next((h for h in reversed(history) if "eval_recall_at_1" in h), {})
     train_losses = [h["loss"] for h in history if "loss" in h]
+    metrics_start = history[0] if history and history[0].get("step") == 0 and "loss" not in history[0] else {}
     summary = {
         "run_id": run_id,
         "init": str(init),
@@ -329,12 +280,14 @@ def train_rm(cfg: TrainConfig) -> dict:
         "train_questions": len(train_idx),
         "eval_questions": len(eval_idx),
         "trajectories_per_question": n_max,
+        "num_processes": world,
+        "global_batch": world * cfg.batch_size * cfg.grad_accum,
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
-        "optimizer_steps": step,
+        "optimizer_steps": progress.step,
         "seconds": seconds,
         "first_loss": train_losses[0] if train_losses else None,
         "last_loss": train_losses[-1] if train_losses else None,
-        "eval_before": metrics_start or {},
+        "eval_before": {k: v for k, v in metrics_start.items() if k.startswith("eval_")},
         "eval_after": {k: v for k, v in final_metrics.items() if k.startswith("eval_")},
         "history": history,
     }
@@ -342,39 +295,31 @@ def train_rm(cfg: TrainConfig) -> dict:
         final = _unwrap_rm(accelerator.unwrap_model(rm))
         save_rm(final, tokenizer, out, summary)
         if cfg.push_to_hub:
-            summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private)
+            summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private,
+                                             commit_message="Upload LatentRM trained with lm-eval-latenttts")
+    accelerator.wait_for_everyone()
     return summary
 
 
-def _device_loader(loader, device):
-    for batch in loader:
-        yield {k: v.to(device) for k, v in batch.items()}
+def rm_config(model):
+    """The config of a (possibly DDP- or peft-wrapped) RM."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return model.config
 
 
 def save_rm(rm, tokenizer, out, summary):
-    """save_pretrained (safetensors, modeling code, auto_map) + tokenizer + summary + model card."""
-    from lm_eval_latenttts.training.model_card import model_card
+    """save_pretrained (safetensors, modeling code, auto_map, model card) + tokenizer + summary."""
+    from lm_eval_latenttts.publishing.model_card import rm_model_card
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rm.config.architectures = [type(rm).__name__]
-    rm.save_pretrained(str(out), safe_serialization=True)
+    rm.save_pretrained(str(out), safe_serialization=True, model_card=rm_model_card(summary, rm))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-    (out / "README.md").write_text(model_card(summary, rm))
     return out
-
-
-def push_to_hub(folder, repo_id, private=False, token=None):
-    """Upload the saved RM folder to the Hub repo ``repo_id``; returns the commit URL."""
-    import huggingface_hub
-
-    api = huggingface_hub.HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(folder_path=str(folder), repo_id=repo_id,
-                             commit_message="Upload LatentRM trained with lm-eval-latenttts",
-                             ignore_patterns=["checkpoints/*"])
 
 
 __all__ = [

@@ -1,6 +1,19 @@
-"""The model card (README.md) of a LatentRM trained by ``rm_training``, generated from the run summary."""
+"""Model cards: the card of a trained LatentRM, and the ``model-index`` results of any card.
+
+* :func:`rm_model_card`: the ``README.md`` that ``train-rm`` writes, from the
+  run summary: the Hub's YAML metadata (``library_name``, ``pipeline_tag``,
+  ``base_model`` = the checkpoint it was initialised from, ``datasets``,
+  ``tags``, ``license``) and the training details.
+* :func:`update_model_index`: merge evaluation results into a card's
+  ``model-index`` metadata (``export-results``), keeping everything else.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from hf_modeling.hub import CARD_FILE, card_metadata, render_card
+from lm_eval_latenttts.publishing.identity import hub_repo_id
 
 
 def _fmt(value):
@@ -9,8 +22,8 @@ def _fmt(value):
     return "n/a" if value is None else str(value)
 
 
-def model_card(summary, rm=None, repo_id=None):
-    """Markdown model card with YAML front matter, from the ``training_summary.json`` dict."""
+def rm_model_card(summary: dict, rm=None, repo_id: str | None = None) -> str:
+    """Markdown model card with the Hub's YAML metadata, from the ``training_summary.json`` dict."""
     ann = summary.get("annotation_config") or {}
     cfg = summary.get("config") or {}
     before = summary.get("eval_before") or {}
@@ -18,10 +31,12 @@ def model_card(summary, rm=None, repo_id=None):
     arch = type(rm).__name__ if rm is not None else "LatentRM"
     backbone = ann.get("model") or summary.get("init") or "unknown"
     name = repo_id or cfg.get("push_to_hub") or "path/to/this/folder"
-    sampling = ann.get("sampling")
-    strength = (f"dropout p={ann.get('dropout_p')}" if sampling == "dropout"
-                else f"Gaussian noise sigma={ann.get('noise_std')}" if sampling == "noise" else "n/a")
-    n = ann.get("num_trajectories", summary.get("trajectories_per_question"))
+    gen = ann.get("generation") or {}  # annotate records its rollout settings here; older folders flat
+    sampling = gen.get("latent_sampling", ann.get("sampling"))
+    strength = (f"dropout p={gen.get('dropout_p', ann.get('dropout_p'))}" if sampling == "dropout"
+                else f"Gaussian noise sigma={gen.get('noise_std', ann.get('noise_std'))}" if sampling == "noise"
+                else "n/a")
+    n = gen.get("num_return_sequences", ann.get("num_trajectories", summary.get("trajectories_per_question")))
     loss = cfg.get("loss", "contrastive")
     loss_text = (
         "step-wise contrastive loss: at each latent step t, softmax of the step scores over the N trajectories "
@@ -29,17 +44,12 @@ def model_card(summary, rm=None, repo_id=None):
         if loss == "contrastive"
         else "binary cross-entropy of sigmoid(step score) against the Monte Carlo step value"
     )
+    base_model = cfg.get("base_model") or hub_repo_id(summary.get("init")) or hub_repo_id(backbone)
+    dataset = hub_repo_id(ann.get("data"))
+    data = card_metadata(pipeline_tag="token-classification", tags=["reward-model"], base_model=base_model,
+                         datasets=[dataset] if dataset else None, license=cfg.get("license"),
+                         base_model_relation="finetune" if base_model else None)
     lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: token-classification",
-        "tags:",
-        "- latent-reasoning",
-        "- reward-model",
-        "- test-time-scaling",
-        "- lm-eval-latenttts",
-        "---",
-        "",
         f"# LatentRM ({arch})",
         "",
         "A reward model for latent reasoning trajectories (Parallel Test-Time Scaling for Latent Reasoning "
@@ -58,8 +68,9 @@ def model_card(summary, rm=None, repo_id=None):
         "N trajectories were all right or all wrong dropped" + (" (kept here)" if ann.get("keep_all") else ""),
         f"- Loss: {loss_text}",
         f"- Optimisation: lr {cfg.get('lr')}, cosine schedule, warm-up {cfg.get('warmup_ratio')}, "
-        f"{summary.get('optimizer_steps')} optimizer steps, batch {cfg.get('batch_size')} questions x "
-        f"{cfg.get('grad_accum')} accumulation, precision {cfg.get('precision')}"
+        f"{summary.get('optimizer_steps')} optimizer steps of {summary.get('global_batch', cfg.get('batch_size'))} "
+        f"questions ({summary.get('num_processes', 1)} processes x {cfg.get('batch_size')} questions x "
+        f"{cfg.get('grad_accum')} accumulation), precision {cfg.get('precision')}"
         + (f", LoRA r={cfg.get('lora_r')} (merged)" if cfg.get("lora_r") else ", full fine-tuning"),
         f"- Training loss: {_fmt(summary.get('first_loss'))} -> {_fmt(summary.get('last_loss'))}",
         "",
@@ -100,7 +111,32 @@ def model_card(summary, rm=None, repo_id=None):
         "the full run record.",
         "",
     ]
-    return "\n".join(lines)
+    return render_card(data, "\n".join(lines))
 
 
-__all__ = ["model_card"]
+def update_model_index(folder, results: list, model_name: str, new_card: str | None = None) -> Path:
+    """Merge ``results`` (``huggingface_hub.EvalResult``) into the ``model-index`` of ``folder/README.md``.
+
+    An existing entry for the same task, dataset, metric and metric config is replaced; the card's other
+    metadata and text stay as they are.  A folder without a card gets ``new_card`` first.
+    """
+    from huggingface_hub import ModelCard
+
+    path = Path(folder) / CARD_FILE
+    card = ModelCard(path.read_text(encoding="utf-8") if path.is_file() else new_card or "")
+
+    def key(result):
+        return (result.task_type, result.task_name, result.dataset_type, result.dataset_config,
+                result.metric_type, result.metric_config)
+
+    fresh = {key(r) for r in results}
+    kept = [r for r in card.data.eval_results or [] if key(r) not in fresh]
+    card.data.eval_results = kept + list(results)
+    card.data.model_name = card.data.model_name or model_name
+    tmp = path.with_name(f".tmp-{CARD_FILE}")
+    tmp.write_text(str(card), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["rm_model_card", "update_model_index"]

@@ -1,0 +1,272 @@
+"""``export-results``: an lm-eval ``latent_tts`` results file -> the model folder's Hub evaluation results.
+
+Writes, into the evaluated backbone's folder:
+
+* ``.eval_results/<task>_<metric>_<settings>.yaml``: one file per task and
+  metric variant, in the Hub's eval-results format (a YAML list of entries
+  ``dataset: {id, task_id}``, ``value``, ``date``, ``source: {url, name}``,
+  ``notes``; https://huggingface.co/docs/hub/eval-results, serialised by
+  ``huggingface_hub.eval_result_entries_to_yaml``).  ``notes`` names the
+  test-time-scaling settings (sampling, N, aggregation, LatentRM, seed) and
+  what the metric is, since a majority@16 score is not a greedy score;
+* the same results in the ``model-index`` of its ``README.md`` card (metric
+  ``config`` = the settings, ``args`` = every setting), replacing older
+  entries of the same task, metric and settings.
+
+Refused: results of another model than the folder's (compared by the sha256
+of the weights that the run recorded, see ``publishing.model_info``), results
+not produced by ``latent_tts``, runs with ``--limit`` / ``--samples`` (fewer
+documents than the task has), and tasks whose questions came from a local
+file unless ``--benchmark TASK=DATASET`` says which Hub benchmark they are.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lm_eval_latenttts.publishing.identity import weights_sha256
+from lm_eval_latenttts.publishing.model_info import DATA_ENV_PREFIX, SETTING_KEYS
+
+RESULTS_DIR = ".eval_results"
+TASK_PREFIX = "latent_"
+METRIC_MEANING = {
+    "acc": "accuracy of the aggregated answer ({aggregate})",
+    "single_acc": "mean accuracy of a single rollout",
+    "majority": "majority vote over the N answers",
+    "best_of_n": "answer of the rollout with the highest LatentRM score (best-of-N)",
+    "weighted": "LatentRM-weighted vote over the N answers",
+    "coverage": "any of the N answers right (pass@N)",
+}
+
+
+class ExportError(ValueError):
+    """The results cannot be exported as asked (another model, a partial run, an unknown benchmark...)."""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A Hub benchmark dataset and the task id its ``eval.yaml`` gives the scores' task."""
+
+    dataset_id: str
+    task_id: str
+    split: str | None = None
+
+
+def _default_benchmarks() -> dict[str, Benchmark]:
+    """The Hub datasets the ``latent_*`` tasks read when no local file is given (``tasks/utils.py``)."""
+    from lm_eval_latenttts.tasks.utils import HUB_SOURCES
+
+    return {f"{TASK_PREFIX}{name}": Benchmark(repo, repo.split("/")[-1], split)
+            for name, (repo, _config, split) in HUB_SOURCES.items()}
+
+
+def parse_benchmarks(items: list[str]) -> dict[str, Benchmark]:
+    """``["TASK=DATASET[:TASK_ID]", ...]`` (``--benchmark``) -> {task: Benchmark}."""
+    found = {}
+    for item in items:
+        task, _, target = item.partition("=")
+        dataset, _, task_id = target.partition(":")
+        if not task or "/" not in dataset:
+            raise ExportError(f"--benchmark {item!r}: expected TASK=DATASET[:TASK_ID] with a Hub dataset id "
+                              "such as openai/gsm8k, e.g. --benchmark latent_gsm8k=openai/gsm8k:gsm8k.")
+        found[task.strip()] = Benchmark(dataset.strip(), (task_id or dataset.split("/")[-1]).strip())
+    return found
+
+
+# ------------------------------------------------------------------------------------ reading
+def find_results_file(path) -> Path:
+    """``path`` itself, or the newest ``results_*.json`` under an ``--output_path`` folder (one model only)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ExportError(f"{path} is neither an lm-eval results file nor an --output_path folder.")
+    found = sorted(path.rglob("results_*.json"))
+    if not found:
+        raise ExportError(f"{path} holds no lm-eval results_*.json file; run lm_eval with --output_path {path}.")
+    models = sorted({p.parent for p in found})
+    if len(models) > 1:
+        raise ExportError(f"{path} holds results of several models ({', '.join(m.name for m in models)}); "
+                          "pass the results file itself.")
+    return max(found, key=lambda p: p.name)  # the names carry the ISO date
+
+
+def load_results(path) -> tuple[dict, Path]:
+    file = find_results_file(path)
+    try:
+        results = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ExportError(f"{file} is not a readable lm-eval results file ({err}).") from err
+    if not isinstance(results, dict) or "results" not in results or "config" not in results:
+        raise ExportError(f"{file} is not an lm-eval results file (no 'results' / 'config').")
+    return results, file
+
+
+def check_results(results: dict, file: Path, model_dir: Path) -> dict:
+    """Refuse results that are not a complete ``latent_tts`` run of the model in ``model_dir``; its info block."""
+    config = results["config"]
+    info = config.get("latent_tts")
+    if config.get("model") != "latent_tts" or not isinstance(info, dict):
+        raise ExportError(f"{file} was not produced by `lm_eval --model latent_tts` (model={config.get('model')!r}).")
+    if config.get("limit") is not None:
+        raise ExportError(f"{file} comes from a run with --limit {config['limit']}: a score on part of a task is "
+                          "not the task's score. Rerun without --limit.")
+    for task, counts in (results.get("n-samples") or {}).items():
+        if counts.get("effective") != counts.get("original"):
+            raise ExportError(f"{file}: task {task} scored {counts.get('effective')} of its {counts.get('original')} "
+                              "documents (--limit or --samples). Rerun on the whole task.")
+    recorded = info.get("weights_sha256")
+    if not recorded:
+        raise ExportError(f"{file} does not record the evaluated weights' sha256 (an older lm-eval-latenttts?); "
+                          "rerun the evaluation with this version.")
+    try:
+        mine = weights_sha256(model_dir)
+    except FileNotFoundError as err:
+        raise ExportError(str(err)) from None
+    if mine != recorded:
+        raise ExportError(f"{file} evaluated {info.get('pretrained')!r} (weights sha256 {recorded[:12]}...), but "
+                          f"{model_dir} holds other weights ({mine[:12]}...): export results into the folder of "
+                          "the model that was evaluated.")
+    return info
+
+
+def task_benchmark(results: dict, info: dict, task: str, given: dict[str, Benchmark]) -> Benchmark:
+    """The Hub benchmark of ``task``'s scores: ``--benchmark``, else the Hub dataset the task read."""
+    if task in given:
+        return given[task]
+    metadata = (results.get("configs") or {}).get(task, {}).get("metadata") or {}
+    name = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
+    local = metadata.get(f"{TASK_PREFIX}{name}_data") or (info.get("data_files") or {}).get(
+        f"{DATA_ENV_PREFIX}{name.upper()}")
+    default = _default_benchmarks().get(task)
+    if default is not None and not local:
+        return default
+    source = f"the local file {local}" if local else "data that is not a known Hub benchmark"
+    raise ExportError(f"Task {task} read {source}, so its scores belong to no Hub benchmark by default. Name the "
+                      f"benchmark dataset they are for: --benchmark {task}=<org/dataset>[:<task id>].")
+
+
+# ------------------------------------------------------------------------------------ settings
+def settings_slug(settings: dict, has_rm: bool) -> str:
+    """A short, file-name-safe name of the settings, e.g. ``dropout0.2-n16-weighted-rm`` or ``greedy``."""
+    sampling, n = settings.get("sampling") or "none", settings.get("n") or 1
+    if settings.get("aggregate") == "beam":
+        parts = [f"beam{settings.get('beams')}x{settings.get('candidates')}"]
+        parts += [sampling if sampling == "none" else _strength(settings)]
+    elif sampling == "none" and n == 1:
+        parts = ["greedy"]
+    else:
+        parts = [_strength(settings), f"n{n}", str(settings.get("aggregate"))]
+    parts += ["rm"] if has_rm else []
+    parts += [f"seed{settings['seed']}"] if settings.get("seed") not in (None, 0) else []
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", "-".join(parts))
+
+
+def _strength(settings: dict) -> str:
+    sampling = settings.get("sampling") or "none"
+    value = {"dropout": settings.get("dropout_p"), "noise": settings.get("noise_std")}.get(sampling)
+    return sampling if value is None else f"{sampling}{value}"
+
+
+def notes(settings: dict, metric: str, rm: str | None) -> str:
+    """Human-readable test-time-scaling settings and what ``metric`` measures."""
+    aggregate = settings.get("aggregate")
+    meaning = METRIC_MEANING.get(metric, metric).format(aggregate=aggregate)
+    if metric.startswith("pass@"):
+        meaning = f"{metric}: chance that one of {metric[5:]} of the N rollouts is right (unbiased estimator)"
+    sampling = settings.get("sampling") or "none"
+    strength = {"dropout": f" p={settings.get('dropout_p')}", "noise": f" sigma={settings.get('noise_std')}"}
+    how = f"RM-guided beam search {settings.get('beams')}x{settings.get('candidates')}" if aggregate == "beam" \
+        else aggregate
+    return (f"lm-eval-latenttts test-time scaling, zero-shot: {meaning}. Latent sampling {sampling}"
+            f"{strength.get(sampling, '')}, N={settings.get('n')}, aggregation {how}, LatentRM "
+            f"{rm or 'none'}, seed {settings.get('seed')}.")
+
+
+def relevant(settings: dict) -> dict:
+    """The settings that shaped the scores: no strength of a sampler that did not run, no unset values."""
+    sampling = settings.get("sampling") or "none"
+    unused = {"dropout_p", "dropout_scope"} if sampling != "dropout" else set()
+    unused |= {"noise_std"} if sampling != "noise" else set()
+    return {k: v for k, v in settings.items() if v is not None and k not in unused}
+
+
+def rm_label(info: dict) -> str | None:
+    """The LatentRM as a reader of the card can find it: its Hub id, else its folder name and weights hash."""
+    from lm_eval_latenttts.publishing.identity import hub_repo_id
+
+    rm = info.get("rm")
+    if rm is None:
+        return None
+    return hub_repo_id(rm) or f"{Path(str(rm)).name} (weights sha256 {str(info.get('rm_weights_sha256'))[:12]})"
+
+
+def _metrics(task_results: dict):
+    """(metric, filter, value) of a task's numeric scores (no stderr)."""
+    for key, value in sorted(task_results.items()):
+        metric, _, filt = key.partition(",")
+        if filt and "_stderr" not in metric and isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield metric, filt, float(value)
+
+
+# ------------------------------------------------------------------------------------ writing
+def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] | None = None,
+                   repo_id: str | None = None, source_url: str | None = None,
+                   source_name: str | None = None) -> list[Path]:
+    """Write ``.eval_results/*.yaml`` and the card's ``model-index`` for every task of the results file.
+
+    Everything is checked before anything is written; returns the files written (the card last).
+    """
+    import yaml
+    from huggingface_hub import EvalResult, EvalResultEntry, eval_result_entries_to_yaml
+
+    from hf_modeling.hub import card_metadata, render_card
+    from lm_eval_latenttts.publishing.model_card import update_model_index
+
+    model_dir = Path(model_dir)
+    results, file = load_results(results_path)
+    info = check_results(results, file, model_dir)
+    groups = set(results.get("group_subtasks") or {})
+    tasks = [t for t in sorted(results["results"]) if t not in groups]
+    chosen = {task: task_benchmark(results, info, task, benchmarks or {}) for task in tasks}
+    url = source_url or (f"https://huggingface.co/{repo_id}" if repo_id else None)
+    name = source_name or ("lm-eval-harness results (lm-eval-latenttts)" if url else None)
+    date = datetime.fromtimestamp(float(results.get("date") or 0), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rm = rm_label(info)
+    files, index = {}, []
+    for task in tasks:
+        settings = relevant((info.get("tasks") or {}).get(task) or {k: info.get(k) for k in SETTING_KEYS})
+        slug, bench = settings_slug(settings, rm is not None), chosen[task]
+        for metric, filt, value in _metrics(results["results"][task]):
+            variant = metric if filt == "none" else f"{metric}-{filt}"
+            text = notes(settings, metric, rm)
+            entry = EvalResultEntry(dataset_id=bench.dataset_id, task_id=bench.task_id, value=value, date=date,
+                                    source_url=url, source_name=name, notes=text)
+            stem = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{task}_{variant.replace('@', '-at-')}_{slug}")
+            files[stem] = yaml.safe_dump(eval_result_entries_to_yaml([entry]), sort_keys=False)
+            index.append(EvalResult(
+                task_type="text-generation", task_name=task, dataset_type=bench.dataset_id,
+                dataset_name=bench.dataset_id, dataset_split=bench.split, metric_type=variant, metric_value=value,
+                metric_name=f"{variant} ({slug})", metric_config=slug, source_name=name, source_url=url,
+                metric_args={**settings, "rm": rm, "notes": text}))
+    if not files:
+        raise ExportError(f"{file} holds no task scores to export.")
+    out = model_dir / RESULTS_DIR
+    out.mkdir(exist_ok=True)
+    written = []
+    for stem, text in files.items():
+        tmp = out / f".tmp-{stem}.yaml"
+        tmp.write_text(text, encoding="utf-8")
+        written.append(tmp.replace(out / f"{stem}.yaml"))
+    card = render_card(card_metadata(pipeline_tag="text-generation", tags=[str(info.get("backbone"))]),
+                       f"# {repo_id or model_dir.name}\n\nA {info.get('backbone_class')} latent reasoning model.")
+    written.append(update_model_index(model_dir, index, repo_id or model_dir.name, new_card=card))
+    return written
+
+
+__all__ = ["Benchmark", "ExportError", "export_results", "find_results_file", "load_results", "notes",
+           "parse_benchmarks", "settings_slug"]

@@ -1,0 +1,200 @@
+"""From a run to the Hub: push a saved folder, lm-eval's own Hub logging, and ``export-results``.
+
+One real ``lm_eval --model latent_tts`` run (the shipped model, copied into a folder, with its LatentRM) on 20
+local arithmetic questions -- the whole file, no ``--limit`` -- with ``--hf_hub_log_args`` and the Hub replaced
+by a folder (``fake_hub_lm_eval.py``); then ``export-results`` of its results file into the model folder.
+"""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard, parse_eval_result_entries
+from tiny_models import make_checkpoint
+
+from lm_eval_latenttts import cli
+from lm_eval_latenttts.checkpoints import shipped_model, shipped_rm
+from lm_eval_latenttts.data import ARITH_TEST
+from lm_eval_latenttts.publishing.eval_results import Benchmark, ExportError, export_results
+from lm_eval_latenttts.publishing.hub import push_to_hub
+from lm_eval_latenttts.publishing.identity import hub_commit, hub_repo_id
+
+QUESTIONS = 20
+HUB_ARGS = ("hub_results_org=me,details_repo_name=latent-details,results_repo_name=latent-results,"
+            "push_results_to_hub=True,push_samples_to_hub=True,public_repo=False")
+
+
+class FakeApi:
+    calls = []
+
+    def __init__(self, token=None):
+        pass
+
+    def create_repo(self, repo_id, **kw):
+        self.calls.append(("create", repo_id, kw.get("private")))
+
+    def upload_folder(self, folder_path, repo_id, **kw):
+        self.calls.append(("upload", repo_id, sorted(os.listdir(folder_path)), kw.get("ignore_patterns")))
+        return f"https://huggingface.co/{repo_id}/commit/1"
+
+
+def test_push_a_saved_backbone(tiny_checkpoints, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from hf_modeling import AutoLatentModel
+
+    model = AutoLatentModel.from_pretrained(tiny_checkpoints["codi"])
+    card = model.model_card("me/codi", base_model="openai-community/gpt2", datasets=["openai/gsm8k"], license="mit")
+    model.save_pretrained(tmp_path / "codi", model_card=card)
+    meta = ModelCard.load(tmp_path / "codi" / "README.md").data
+    assert (meta.base_model, meta.datasets, meta.license, meta.library_name) == (
+        "openai-community/gpt2", ["openai/gsm8k"], "mit", "transformers")
+    assert 'AutoModelForCausalLM.from_pretrained("me/codi", trust_remote_code=True)' in card
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeApi.calls = []
+    assert cli.main(["push-to-hub", str(tmp_path / "codi"), "me/codi", "--private"]) == 0
+    (create, upload) = FakeApi.calls
+    assert create == ("create", "me/codi", True)
+    assert upload[1] == "me/codi" and {"README.md", "config.json", "model.safetensors", "modeling_latent.py"} <= set(
+        upload[2]) and "checkpoints/*" in upload[3]
+    with pytest.raises(FileNotFoundError, match="not a saved checkpoint"):
+        push_to_hub(tmp_path, "me/nothing")
+
+
+def test_hub_identity_of_cache_folders(tmp_path):
+    snapshot = tmp_path / "hub" / "models--org--name" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    assert (hub_repo_id(snapshot), hub_commit(snapshot)) == ("org/name", "a" * 40)
+    assert (hub_repo_id(tmp_path), hub_commit(tmp_path)) == (None, "")
+    assert hub_repo_id("ModalityDance/latent-tts-coconut") == "ModalityDance/latent-tts-coconut"
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """The lm_eval run: (results dict, results file, model folder, fake Hub folder, process)."""
+    root = tmp_path_factory.mktemp("publish")
+    model = root / "arith-coconut"
+    shutil.copytree(shipped_model(), model)
+    data = root / "arith20.json"
+    data.write_text(json.dumps(json.loads(ARITH_TEST.read_text())[:QUESTIONS]))
+    hub = root / "hub"
+    hub.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               HF_TOKEN="fake-token", FAKE_HUB_DIR=str(hub), LATENT_TTS_DATA_ARITH=str(data))
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("fake_hub_lm_eval.py")), "--model", "latent_tts",
+         "--model_args", f"pretrained={model},rm={shipped_rm()}", "--tasks", "latent_arith", "--log_samples",
+         "--output_path", str(root / "results"), "--hf_hub_log_args", HUB_ARGS],
+        capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    files = list((root / "results").rglob("results_*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text()), files[0], model, hub, proc
+
+
+def test_results_carry_the_model_info_leaderboards_read(evaluated):
+    from hf_modeling import AutoLatentModel
+    from lm_eval_latenttts.publishing.identity import weights_sha256
+
+    results, _, model, _, _ = evaluated
+    config = results["config"]
+    backbone, rm = AutoLatentModel.from_pretrained(model), AutoLatentModel.from_pretrained(shipped_rm())
+    assert config["model_num_parameters"] == sum(p.numel() for p in backbone.parameters())
+    assert config["rm_num_parameters"] == sum(p.numel() for p in rm.parameters())
+    assert config["model_dtype"] == config["rm_dtype"] == "torch.float32"
+    assert config["model_revision"] == config["rm_revision"] == "main"
+    assert config["model_sha"] == config["rm_sha"] == ""  # local folders: no Hub commit (as lm-eval's HFLM)
+    info = config["latent_tts"]
+    assert info["weights_sha256"] == weights_sha256(model) and info["rm_weights_sha256"] == weights_sha256(shipped_rm())
+    assert info["tasks"]["latent_arith"]["n"] == 16 and info["data_files"]["LATENT_TTS_DATA_ARITH"].endswith(".json")
+    assert results["n-samples"]["latent_arith"] == {"original": QUESTIONS, "effective": QUESTIONS}
+
+
+def test_hf_hub_log_args_uploads_results_and_details(evaluated):
+    results, _, _, hub, proc = evaluated
+    log = proc.stdout + proc.stderr
+    assert "Could not save" not in log and "Successfully pushed aggregated results" in log
+    calls = [json.loads(line) for line in (hub / "calls.jsonl").read_text().splitlines()]
+    assert ["create_repo", "me/latent-results-private", "dataset", True] in calls
+    assert ["create_repo", "me/latent-details-private", "dataset", True] in calls
+    uploaded = [p for p in (hub / "me" / "latent-results-private").rglob("results_*.json")]
+    assert len(uploaded) == 1
+    assert json.loads(uploaded[0].read_text())["config"]["latent_tts"] == results["config"]["latent_tts"]
+    assert list((hub / "me" / "latent-details-private").rglob("samples_latent_arith_*.jsonl"))
+    assert any(c[0] == "upload_file" and c[3] == "README.md" for c in calls)  # the details dataset card
+
+
+def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path):
+    results, file, model, _, _ = evaluated
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)  # a copy holds the same weights: it is the evaluated model
+    ModelCard("---\nlicense: mit\n---\n\n# My model\n\nHand-written text.\n").save(folder / "README.md")
+    with pytest.raises(ExportError, match="local file .*--benchmark latent_arith="):
+        export_results(file.parent.parent, folder)
+    assert not (folder / ".eval_results").exists()  # refused before writing anything
+
+    code = cli.main(["export-results", str(file.parent.parent), "--model-dir", str(folder), "--benchmark",
+                     "latent_arith=me/arith:arith_test", "--repo-id", "me/arith-coconut"])
+    assert code == 0
+    scores = {k.split(",")[0]: v for k, v in results["results"]["latent_arith"].items()
+              if k.endswith(",none") and "_stderr" not in k and isinstance(v, float)}
+    files = sorted((folder / ".eval_results").glob("*.yaml"))
+    assert len(files) == len(scores) == 11  # acc, single_acc, majority, best_of_n, weighted, coverage, pass@1..16
+    seen = {}
+    for path in files:
+        raw = yaml.safe_load(path.read_text())
+        (entry,) = parse_eval_result_entries(raw)  # the Hub's own parser of the format
+        assert set(raw[0]) == {"dataset", "value", "date", "source", "notes"}
+        assert (entry.dataset_id, entry.task_id) == ("me/arith", "arith_test")
+        assert entry.source_url == "https://huggingface.co/me/arith-coconut" and entry.date.endswith("Z")
+        assert "N=16" in entry.notes and "dropout p=0.2" in entry.notes and "arith-rm" in entry.notes
+        assert "aggregation weighted" in entry.notes and path.stem.endswith("dropout0.2-n16-weighted-rm")
+        metric = path.stem[len("latent_arith_"):-len("_dropout0.2-n16-weighted-rm")].replace("-at-", "@")
+        seen[metric] = entry.value
+    assert seen == scores
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "mit" and "Hand-written text." in card.text  # the rest of the card is kept
+    index = {r.metric_type: r for r in card.data.eval_results}
+    assert {k: r.metric_value for k, r in index.items()} == scores
+    assert {(r.dataset_type, r.task_name, r.metric_config) for r in index.values()} == {
+        ("me/arith", "latent_arith", "dropout0.2-n16-weighted-rm")}
+    assert index["majority"].metric_args["n"] == 16 and index["majority"].metric_args["aggregate"] == "weighted"
+    assert card.data.model_name == "me/arith-coconut"
+    # exporting again replaces, never duplicates
+    export_results(file, folder, benchmarks={"latent_arith": Benchmark("me/arith", "arith_test")},
+                   repo_id="me/arith-coconut")
+    assert len(ModelCard.load(folder / "README.md").data.eval_results) == len(scores)
+    assert len(list((folder / ".eval_results").glob("*.yaml"))) == len(scores)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["config"].update(limit=5), "--limit 5"),
+    (lambda r: r["n-samples"]["latent_arith"].update(effective=5), "scored 5 of its 20 documents"),
+    (lambda r: r["config"]["latent_tts"].update(weights_sha256="0" * 64), "holds other weights"),
+    (lambda r: r["config"].update(model="hf"), "not produced by `lm_eval --model latent_tts`"),
+])
+def test_export_refuses_other_models_and_partial_runs(evaluated, tmp_path, change, message):
+    results, _, model, _, _ = evaluated
+    changed = copy.deepcopy(results)
+    change(changed)
+    path = tmp_path / "results_2026-01-01T00-00-00.json"
+    path.write_text(json.dumps(changed))
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    with pytest.raises(ExportError, match=message):
+        export_results(path, folder, benchmarks={})
+    assert not (folder / ".eval_results").exists() and not (folder / "README.md").exists()
+
+
+def test_export_refuses_a_folder_with_another_model(evaluated, tmp_path):
+    _, file, _, _, _ = evaluated
+    other = make_checkpoint(tmp_path / "other", "coconut")
+    code = cli.main(["export-results", str(file), "--model-dir", str(other), "--benchmark", "latent_arith=me/a"])
+    assert code == 2
