@@ -36,6 +36,16 @@ ROWS = {"coverage": "coverage", "single": "single_acc", "majority": "majority", 
         "weighted": "weighted"}
 
 
+def _shown(path):
+    """A path as the report records it: relative to the working directory when inside it (no machine paths)."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def load_questions(path, limit):
     """The first ``limit`` (0: all) ``{question, answer}`` docs; bad rows stop the report instead of scoring zero."""
     rows = [q.as_doc() for q in read_questions(path)]
@@ -128,7 +138,7 @@ def main():
     base = model.latent_generation_config(max_new_tokens=args.max_new_tokens) if args.max_new_tokens else \
         model.latent_generation_config()
 
-    report = {"model": str(model_path), "rm": str(rm_path), "data": str(data_path), "questions": len(questions),
+    report = {"model": _shown(model_path), "rm": _shown(rm_path), "data": _shown(data_path), "questions": len(questions),
               "seeds": args.seeds, "n": args.n, "methods": {}}
     greedy = draw(model, None, tok, questions, model.latent_generation_config(base, latent_sampling=None,
                                                                               num_return_sequences=1),
