@@ -24,7 +24,6 @@ Only torch and transformers are imported: this file is copied next to saved
 checkpoints for ``trust_remote_code`` loading.
 """
 
-
 from __future__ import annotations
 
 import os
