@@ -1,4 +1,4 @@
-"""Adaptive sampling (``scaling.adaptive``), and the compute and greedy rows."""
+"""Adaptive sampling (``scaling.adaptive``), the compute and greedy rows, and the GPU batch-size policy."""
 
 import itertools
 import json
@@ -16,7 +16,8 @@ from hf_modeling.generation_config import LatentGenerationConfig  # noqa: E402
 from lm_eval_latenttts.data import ARITH_TEST  # noqa: E402
 from lm_eval_latenttts.data.questions import read_questions  # noqa: E402
 from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError, parse_model_args  # noqa: E402
-from lm_eval_latenttts.harness.model import LatentTTSModel  # noqa: E402
+from lm_eval_latenttts.harness.model import LatentTTSModel, _is_harness_default_batch_size  # noqa: E402
+from lm_eval_latenttts.harness.setup import pick_batch_size  # noqa: E402
 from lm_eval_latenttts.scaling.adaptive import (  # noqa: E402
     draw_in_rounds,
     exact_settled,
@@ -203,3 +204,16 @@ def test_adaptive_arguments():
         with pytest.raises(LatentTTSArgumentError, match="Valid keys") as info:
             parse_model_args(bad)
         assert words in str(info.value)
+
+
+# ----------------------------------------------------------------------------- batch size on a GPU
+def test_batch_size_policy():
+    """Not measured here (no GPU): on CUDA with no batch_size, auto up to 512 questions per call; on CPU, 1."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert pick_batch_size(None, None, cuda) == ("auto", 512)
+    assert pick_batch_size(None, None, cpu) == (1, 64)
+    assert pick_batch_size(8, None, cuda) == (8, 512) and pick_batch_size("auto", 32, cuda) == ("auto", 32)
+    assert pick_batch_size("auto", None, cpu) == ("auto", 64)
+    # lm-eval passes the int 1 when no --batch_size was given; a given --batch_size 1 is the str "1"
+    assert _is_harness_default_batch_size(1) and not _is_harness_default_batch_size("1")
+    assert not _is_harness_default_batch_size(True) and not _is_harness_default_batch_size(4)

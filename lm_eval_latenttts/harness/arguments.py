@@ -35,8 +35,10 @@ dtype                                       auto | float32 | bfloat16 | float16
 device                                      cpu | cuda | cuda:N | mps (default: picked)
 batch_size                                  questions per generate call at N rollouts, or
                                             ``auto`` (halves on out-of-memory); results do not
-                                            depend on it
-max_batch_size                              cap for ``batch_size=auto``
+                                            depend on it.  Not given: 1 on CPU, ``auto`` up to
+                                            512 on CUDA (``setup.pick_batch_size``)
+max_batch_size                              cap for ``batch_size=auto`` (default: 512 on CUDA,
+                                            64 elsewhere)
 revision                                    Hub revision of ``pretrained`` and ``rm``
 ==================  ======================  ====================================================
 """
@@ -66,7 +68,7 @@ GENERATION_KEYS = {
 }
 FLOAT_FIELDS = ("dropout_p", "noise_std", "adaptive_threshold")
 LOAD_DEFAULTS = {
-    "pretrained": None, "rm": None, "dtype": "auto", "device": None, "batch_size": 1, "max_batch_size": 64,
+    "pretrained": None, "rm": None, "dtype": "auto", "device": None, "batch_size": None, "max_batch_size": None,
     "revision": None,
 }
 VALID_KEYS = ("pretrained", "rm", *GENERATION_KEYS, *[k for k in LOAD_DEFAULTS if k not in ("pretrained", "rm")])
@@ -159,6 +161,8 @@ def _load_value(key, value):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             _fail(key, value, "a device string such as cpu, cuda, cuda:0")
         return value.strip() if isinstance(value, str) else None
+    if value is None:  # batch_size, max_batch_size: not given, picked for the device (setup.pick_batch_size)
+        return None
     if key == "batch_size" and isinstance(value, str) and value.strip().lower().startswith("auto"):
         return "auto"
     value = _coerce(value)

@@ -40,7 +40,14 @@ from lm_eval_latenttts.harness.arguments import (
     request_overrides,
 )
 from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Hooks, Job
-from lm_eval_latenttts.harness.setup import load_models, pick_device, pick_dtype, process_group, shipped_defaults
+from lm_eval_latenttts.harness.setup import (
+    load_models,
+    pick_batch_size,
+    pick_device,
+    pick_dtype,
+    process_group,
+    shipped_defaults,
+)
 from lm_eval_latenttts.scaling import rollouts
 from lm_eval_latenttts.scaling.adaptive import round_size, rounds_apply
 from lm_eval_latenttts.scaling.aggregation import select
@@ -50,6 +57,7 @@ logger = logging.getLogger("lm_eval.latent_tts")
 
 _HARNESS_QA = re.compile(r"^\s*Question:\s*(?P<q>.*?)\s*\n\s*Answer:\s*$", re.DOTALL)
 HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
+HARNESS_DEFAULT_BATCH_SIZE = 1  # ... and when no --batch_size is given (an int; the CLI's own value is a str)
 
 
 def canonical_answer(answer):
@@ -76,7 +84,9 @@ class LatentTTSModel(LM):
         self._create_model(pick_dtype(self.load_options["dtype"], device))
         # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here)
         self.run_config = self._checked(self._config(self.base_config, overrides, "model_args"))
-        self.batches = BatchRunner(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
+        sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
+        self.load_options["batch_size"], self.load_options["max_batch_size"] = sizes
+        self.batches = BatchRunner(*sizes, device)
 
     # ------------------------------------------------------------------ hooks
     def _create_model(self, dtype) -> None:
@@ -246,6 +256,8 @@ class LatentTTSModel(LM):
         logs), so results and the output folder name the checkpoints used.
         """
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        if _is_harness_default_batch_size(extra.get("batch_size")):
+            del extra["batch_size"]  # no --batch_size given: pick one for the device (setup.pick_batch_size)
         shipped_defaults(arg_dict)
         harness_device = extra.get("device") == HARNESS_DEFAULT_DEVICE
         return cls(**arg_dict, **extra, _harness_device=harness_device)
@@ -331,6 +343,12 @@ class LatentTTSModel(LM):
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(msg, *args)
+
+
+def _is_harness_default_batch_size(value) -> bool:
+    """lm-eval's CLI passes the int 1 when no ``--batch_size`` was given (its config default); a given
+    ``--batch_size 1`` arrives as the string ``"1"``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value == HARNESS_DEFAULT_BATCH_SIZE
 
 
 def _register() -> None:
