@@ -223,11 +223,16 @@ def test_shipped_arith_and_default_checkpoint():
         pytest.skip("shipped checkpoint not built yet")
     lm = LatentTTSModel(device="cpu")
     assert lm.pretrained == str(folder) and lm.model.latent_kind == "coconut" and lm.rm is not None
-    # the checkpoints' own generation_config.json: dropout p=0.2, N=16 (backbone), the RM-weighted vote (RM)
+    # the checkpoints' own generation_config.json: dropout p=0.2, a budget of N=16 drawn adaptively (backbone),
+    # the RM-weighted vote (RM)
     info = lm.get_model_info()["latent_tts"]
     assert (info["sampling"], info["dropout_p"], info["n"], info["aggregate"]) == ("dropout", 0.2, 16, "weighted")
+    config = lm.run_config
+    assert (config.adaptive, config.adaptive_rule, config.adaptive_round, config.adaptive_threshold) == \
+        (True, "confidence", 3, 0.9)
     out = json.loads(lm.generate_until([payload_req(docs[0]["question"])])[0])
-    assert len(out["candidates"]) == 16 and out["aggregate"] == "weighted"
+    assert 3 <= len(out["candidates"]) <= 16 and out["aggregate"] == "weighted" and out["n"] == 16
+    assert out["rollouts"] == len(out["candidates"]) + 1 and out["stopped"]  # and the greedy decode
 
 
 def test_batch_size_auto_backs_off_on_out_of_memory(ckpts, monkeypatch):
