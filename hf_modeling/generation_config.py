@@ -99,7 +99,9 @@ class LatentGenerationConfig(GenerationConfig):
             ``adaptive_round`` (samples ``r*k .. r*k+k-1`` in round r) and stop when
             ``adaptive_rule`` says so, at most N in all; only undecided questions go on.
             Rollouts are keyed, so the rollouts drawn are the first ones of the fixed-N
-            run.  Not used by beam search or without sampling.
+            run.  Read by the lm-eval harness and ``lm_eval_latenttts.scaling.adaptive``;
+            ``model.generate`` always draws ``num_return_sequences``.  Not used by beam
+            search or without sampling.
         adaptive_rule (`str`, defaults to ``"confidence"``): ``"exact"`` (stop when the
             leading answer cannot be overtaken by the rollouts left: the majority vote
             then equals majority@N), ``"confidence"`` (Adaptive-Consistency's Beta
