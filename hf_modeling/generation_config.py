@@ -26,6 +26,8 @@ DROPOUT_SCOPES = ("all", "latent")
 AGGREGATES = ("majority", "best_of_n", "weighted", "beam")
 REDUCTIONS = ("sum", "min", "last", "mean")
 RM_AGGREGATES = ("best_of_n", "weighted", "beam")
+ADAPTIVE_RULES = ("exact", "confidence", "esc")
+ADAPTIVE_VOTES = ("count", "rm")
 
 # SPEC: typical sampling strengths per backbone (dropout p; noise sigma), used when a strength is not given
 DEFAULT_STRENGTH = {
@@ -47,10 +49,21 @@ LATENT_DEFAULTS = {
     "latent_candidates": 4,
     "reduction": "sum",
 }
+# how many of the N rollouts a question gets (adaptive sampling) and the greedy baseline beside them; the
+# defaults are the setting measured to meet the targets in benchmarks/adaptive.py (see the README)
+ADAPTIVE_DEFAULTS = {
+    "adaptive": False,
+    "adaptive_rule": "confidence",
+    "adaptive_round": 3,
+    "adaptive_threshold": 0.9,
+    "adaptive_votes": "count",
+    "greedy_baseline": True,
+}
+BOOLEAN_FIELDS = tuple(k for k, v in ADAPTIVE_DEFAULTS.items() if isinstance(v, bool))
 INHERITED_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 32}
 # what a rollout reads; the other GenerationConfig fields concern token sampling and are refused as overrides
-ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *INHERITED_DEFAULTS, "eos_token_id", "pad_token_id", "bos_token_id",
-                            "return_dict_in_generate"})
+ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *ADAPTIVE_DEFAULTS, *INHERITED_DEFAULTS, "eos_token_id",
+                            "pad_token_id", "bos_token_id", "return_dict_in_generate"})
 
 
 class LatentGenerationConfig(GenerationConfig):
@@ -82,10 +95,29 @@ class LatentGenerationConfig(GenerationConfig):
             search, does not apply).
         reduction (`str`, defaults to ``"sum"``): trajectory score from step scores
             (``"sum"`` as in the paper, ``"min"``, ``"last"``, ``"mean"``).
+        adaptive (`bool`, defaults to `False`): draw a question's rollouts in rounds of
+            ``adaptive_round`` (samples ``r*k .. r*k+k-1`` in round r) and stop when
+            ``adaptive_rule`` says so, at most N in all; only undecided questions go on.
+            Rollouts are keyed, so the rollouts drawn are the first ones of the fixed-N
+            run.  Read by the lm-eval harness and ``lm_eval_latenttts.scaling.adaptive``;
+            ``model.generate`` always draws ``num_return_sequences``.  Not used by beam
+            search or without sampling.
+        adaptive_rule (`str`, defaults to ``"confidence"``): ``"exact"`` (stop when the
+            leading answer cannot be overtaken by the rollouts left: the majority vote
+            then equals majority@N), ``"confidence"`` (Adaptive-Consistency's Beta
+            criterion: stop when P(leader beats the runner-up) >= ``adaptive_threshold``)
+            or ``"esc"`` (early-stopping self-consistency: stop when a round's answers all
+            agree); see ``lm_eval_latenttts.scaling.adaptive``.
+        adaptive_round (`int`, defaults to 3): rollouts per question and round (k).
+        adaptive_threshold (`float`, defaults to 0.9): the confidence rule's threshold, in (0, 1).
+        adaptive_votes (`str`, defaults to ``"count"``): the confidence rule's votes: one per
+            rollout, or ``"rm"``: RM-weighted (needs a LatentRM).
+        greedy_baseline (`bool`, defaults to `True`): also decode each question once with
+            sampling off (one extra rollout), reported as the ``greedy`` row.
     """
 
     def __init__(self, **kwargs):
-        for key, default in {**LATENT_DEFAULTS, **INHERITED_DEFAULTS}.items():
+        for key, default in {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS}.items():
             value = kwargs.pop(key, None)
             setattr(self, key, default if value is None else value)
         inherited = {k: getattr(self, k) for k in INHERITED_DEFAULTS}
@@ -131,6 +163,9 @@ class LatentGenerationConfig(GenerationConfig):
         if self.noise_std and self.latent_sampling != "noise":
             raise ValueError(f"noise_std={self.noise_std} is set but latent_sampling={self.latent_sampling!r}; "
                              "set latent_sampling='noise' to add Gaussian noise to the latents.")
+        if self.adaptive and self.adaptive_rule == "esc" and self.adaptive_round < 2:
+            raise ValueError(f"adaptive_rule='esc' stops when the answers of a round agree, so it needs "
+                             f"adaptive_round >= 2; got adaptive_round={self.adaptive_round}.")
 
     # -- resolved views ---------------------------------------------------------------------------
     def for_backbone(self, kind: str | None) -> LatentGenerationConfig:
@@ -157,6 +192,12 @@ class LatentGenerationConfig(GenerationConfig):
         if self.aggregate in RM_AGGREGATES and not has_rm:
             raise ValueError(f"aggregate={self.aggregate!r} needs a LatentRM; pass one or use aggregate='majority'.")
         return self.aggregate
+
+    def check_rm(self, has_rm: bool) -> None:
+        """Raise ``ValueError`` when a setting needs a LatentRM that is not there."""
+        self.selection(has_rm)
+        if self.adaptive and self.adaptive_votes == "rm" and not has_rm:
+            raise ValueError("adaptive_votes='rm' weighs votes by a LatentRM; pass one or use adaptive_votes='count'.")
 
     def latent_settings(self) -> dict:
         """The latent fields and N, as a plain dict (for logs, results and run records)."""
@@ -187,16 +228,21 @@ def _integer(minimum, optional=False):
     return check
 
 
-def _number(low, high, high_open=False):
+def _number(low, high, high_open=False, low_open=False):
     def check(name, value):
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
             raise ValueError(f"{name} must be a finite number; got {value!r}.")
-        if value < low or value > high or (high_open and value >= high):
+        if value < low or value > high or (high_open and value >= high) or (low_open and value <= low):
             bracket = ")" if high_open else "]"
-            raise ValueError(f"{name} must be in [{low}, {high}{bracket}; got {value!r}.")
+            raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}{bracket}; got {value!r}.")
     return check
+
+
+def _boolean(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}.")
 
 
 FIELD_CHECKS = {
@@ -212,11 +258,20 @@ FIELD_CHECKS = {
     "latent_candidates": _integer(1),
     "latent_length": _integer(0, optional=True),
     "seed": _integer(None, optional=True),
+    "adaptive": _boolean,
+    "adaptive_rule": _choice(ADAPTIVE_RULES),
+    "adaptive_round": _integer(1),
+    "adaptive_threshold": _number(0.0, 1.0, high_open=True, low_open=True),
+    "adaptive_votes": _choice(ADAPTIVE_VOTES),
+    "greedy_baseline": _boolean,
 }
 
 
 __all__ = [
+    "ADAPTIVE_RULES",
+    "ADAPTIVE_VOTES",
     "AGGREGATES",
+    "BOOLEAN_FIELDS",
     "ROLLOUT_FIELDS",
     "check_field",
     "DEFAULT_STRENGTH",

@@ -35,8 +35,12 @@ count), pass ``--metadata '{"latent_skip_bad_rows": true}'`` or set
 ``latent_*`` tasks (every candidate's extracted answer, RM score, the chosen
 one) and reports, per document: ``acc`` (the aggregated answer), ``single_acc``
 (the mean accuracy of one rollout, c/N), ``majority``, ``best_of_n`` and
-``weighted`` (only with an RM), ``coverage`` (pass@N) and ``pass@k`` for
-k = 1, 2, 4, ... <= N (unbiased estimator).
+``weighted`` (only with an RM), ``greedy`` (the deterministic decode, unless
+``greedy=false``), ``coverage`` (pass@N), ``pass@k`` for k = 1, 2, 4, ... <= N
+(unbiased estimator), and the compute spent: ``rollouts`` (rollouts drawn,
+the greedy decode included) and ``latent_forwards`` (latent forward steps).
+With adaptive sampling ``single_acc`` and ``pass@k`` use the first round only
+(see ``lm_eval_latenttts.scaling.metrics``).
 """
 
 import json
@@ -167,4 +171,4 @@ def process_results(doc, results):
     payload = parse_payload(results[0] if results else "")
     answers = [c.get("answer") for c in payload.get("candidates") or []]
     return question_metrics(doc.get("answer"), answers, payload, bool(payload.get("has_rm")),
-                            int(payload.get("n") or len(answers) or 1))
+                            int(payload.get("n") or len(answers) or 1), run=payload)

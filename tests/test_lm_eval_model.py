@@ -132,7 +132,8 @@ def test_each_backbone_runs_n_rollouts_in_one_call(ckpts, kind, monkeypatch):
     monkeypatch.setattr(lm.model, "generate", counting)
     outs = lm.generate_until([payload_req(f"What is {i} times 2?") for i in range(3)])
     assert [json.loads(o)["n"] for o in outs] == [5, 5, 5]
-    assert calls == [(2, 5), (1, 5)]  # 2 questions x 5 rollouts per call, not 15 calls
+    # 2 questions x 5 rollouts per call, not 15 calls; then the 3 greedy decodes in one call (up to 2 x 5 rows)
+    assert calls == [(2, 5), (1, 5), (3, 1)]
     assert lm.get_model_info()["latent_tts"]["backbone"] == kind
 
 
@@ -225,8 +226,14 @@ def test_shipped_arith_and_default_checkpoint():
     # the checkpoints' own generation_config.json: dropout p=0.2, N=16 (backbone), the RM-weighted vote (RM)
     info = lm.get_model_info()["latent_tts"]
     assert (info["sampling"], info["dropout_p"], info["n"], info["aggregate"]) == ("dropout", 0.2, 16, "weighted")
+    assert not lm.run_config.adaptive and info["adaptive_rule"] is None  # fixed N by default
     out = json.loads(lm.generate_until([payload_req(docs[0]["question"])])[0])
-    assert len(out["candidates"]) == 16 and out["aggregate"] == "weighted"
+    assert len(out["candidates"]) == 16 and out["aggregate"] == "weighted" and out["n"] == 16
+    assert out["rollouts"] == 17  # and the greedy decode
+    adaptive = LatentTTSModel(device="cpu", adaptive=True)  # one flag away: the confidence rule, rounds of 3
+    out = json.loads(adaptive.generate_until([payload_req(docs[0]["question"])])[0])
+    assert 3 <= len(out["candidates"]) <= 16 and out["rollouts"] == len(out["candidates"]) + 1 and out["stopped"]
+    assert adaptive.get_model_info()["latent_tts"]["adaptive_rule"] == "confidence"
 
 
 def test_batch_size_auto_backs_off_on_out_of_memory(ckpts, monkeypatch):
@@ -238,15 +245,18 @@ def test_batch_size_auto_backs_off_on_out_of_memory(ckpts, monkeypatch):
     sizes = []
 
     def limited(*args, **kwargs):
-        if args[0].shape[0] > 2:
+        if args[0].shape[0] * kwargs["num_return_sequences"] > 6:  # memory holds 6 rows
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        sizes.append(args[0].shape[0])
+        sizes.append((args[0].shape[0], kwargs["num_return_sequences"]))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(lm.model, "generate", limited)
     outs = lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(7)])
     assert all(len(json.loads(o)["candidates"]) == 3 for o in outs)
-    assert sum(sizes) == 7 and max(sizes) == 2 and lm.batch_sizes == {0: 2}
+    rollouts = [q for q, n in sizes if n == 3]
+    greedy = [q for q, n in sizes if n == 1]
+    assert sum(rollouts) == 7 and max(rollouts) == 2 and lm.batch_sizes == {0: 2}
+    assert sum(greedy) == 7 and max(greedy) == 6  # the greedy decodes: 2 x 3 rows per call
 
 
 def test_one_question_too_big_draws_its_rollouts_in_pieces(ckpts, monkeypatch):
@@ -263,6 +273,6 @@ def test_one_question_too_big_draws_its_rollouts_in_pieces(ckpts, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(lm.model, "generate", limited)
-    p = json.loads(lm.generate_until([payload_req("What is 3 plus 3?")])[0])
+    p = json.loads(lm.generate_until([payload_req("What is 3 plus 3?", greedy=False)])[0])
     assert len(p["candidates"]) == 6 and sum(calls) == 6 and max(calls) <= 2
     assert all(isinstance(c["score"], float) for c in p["candidates"])

@@ -25,11 +25,20 @@ beams, candidates   latent_beams,           RM-guided beam search: B beams, C ca
 latent_length       latent_length           latent steps (fixed backbones) / their cap (CoLaR)
 max_new_tokens      max_new_tokens          answer tokens decoded after the latent phase
 seed                seed                    sample j of a question depends on (seed, question, j)
+adaptive            adaptive                true: draw rollouts in rounds, stop when settled
+adaptive_rule       adaptive_rule           exact | confidence | esc (see scaling.adaptive)
+adaptive_round      adaptive_round          rollouts per question and round
+adaptive_threshold  adaptive_threshold      the confidence rule's threshold, in (0, 1)
+adaptive_votes      adaptive_votes          count | rm (the confidence rule's votes)
+greedy              greedy_baseline         also decode each question greedily (``greedy`` row)
 dtype                                       auto | float32 | bfloat16 | float16
 device                                      cpu | cuda | cuda:N | mps (default: picked)
-batch_size                                  questions per generate call, or ``auto`` (halves
-                                            on out-of-memory); results do not depend on it
-max_batch_size                              cap for ``batch_size=auto``
+batch_size                                  questions per generate call at N rollouts, or
+                                            ``auto`` (halves on out-of-memory); results do not
+                                            depend on it.  Not given: 1 on CPU, ``auto`` up to
+                                            512 on CUDA (``setup.pick_batch_size``)
+max_batch_size                              cap for ``batch_size=auto`` (default: 512 on CUDA,
+                                            64 elsewhere)
 revision                                    Hub revision of ``pretrained`` and ``rm``
 ==================  ======================  ====================================================
 """
@@ -50,9 +59,16 @@ GENERATION_KEYS = {
     "latent_length": "latent_length",
     "max_new_tokens": "max_new_tokens",
     "seed": "seed",
+    "adaptive": "adaptive",
+    "adaptive_rule": "adaptive_rule",
+    "adaptive_round": "adaptive_round",
+    "adaptive_threshold": "adaptive_threshold",
+    "adaptive_votes": "adaptive_votes",
+    "greedy": "greedy_baseline",
 }
+FLOAT_FIELDS = ("dropout_p", "noise_std", "adaptive_threshold")
 LOAD_DEFAULTS = {
-    "pretrained": None, "rm": None, "dtype": "auto", "device": None, "batch_size": 1, "max_batch_size": 64,
+    "pretrained": None, "rm": None, "dtype": "auto", "device": None, "batch_size": None, "max_batch_size": None,
     "revision": None,
 }
 VALID_KEYS = ("pretrained", "rm", *GENERATION_KEYS, *[k for k in LOAD_DEFAULTS if k not in ("pretrained", "rm")])
@@ -65,6 +81,7 @@ HARNESS_GEN_KEYS = (
 )
 PAYLOAD_KEY = "latent_tts_payload"  # our tasks' marker: "return the JSON payload of all N candidates"
 _NONE = ("none", "null", "off", "greedy", "")
+_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off", "none", "null", "")
 
 
 class LatentTTSArgumentError(ValueError):
@@ -86,15 +103,23 @@ def _coerce(value):
     return text.lower()
 
 
+def _boolean(value):
+    """Command-line text or 0/1 to a bool ('true', 'on', '1' -> True; 'false', 'off', '0' -> False); else as is."""
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text not in (*_TRUE, *_FALSE, "0", "1"):
+        return value
+    return text in (*_TRUE, "1")
+
+
 def generation_overrides(args: dict, source: str = "model_args") -> dict:
     """``{config field: value}`` from harness keys, each value checked by ``LatentGenerationConfig``."""
-    from hf_modeling.generation_config import check_field
+    from hf_modeling.generation_config import BOOLEAN_FIELDS, check_field
 
     overrides = {}
     for key, value in args.items():
         field = GENERATION_KEYS[key]
-        value = _coerce(value)
-        if isinstance(value, float) and value.is_integer() and field not in ("dropout_p", "noise_std"):
+        value = _boolean(value) if field in BOOLEAN_FIELDS else _coerce(value)
+        if isinstance(value, float) and value.is_integer() and field not in FLOAT_FIELDS:
             value = int(value)
         try:
             check_field(field, value)
@@ -136,6 +161,8 @@ def _load_value(key, value):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             _fail(key, value, "a device string such as cpu, cuda, cuda:0")
         return value.strip() if isinstance(value, str) else None
+    if value is None:  # batch_size, max_batch_size: not given, picked for the device (setup.pick_batch_size)
+        return None
     if key == "batch_size" and isinstance(value, str) and value.strip().lower().startswith("auto"):
         return "auto"
     value = _coerce(value)

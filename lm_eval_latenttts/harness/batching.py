@@ -1,11 +1,17 @@
-"""How ``latent_tts`` batches questions: lm-eval's ``Collator``, out-of-memory back-off, failing documents.
+"""How ``latent_tts`` batches questions: lm-eval's ``Collator``, rounds, out-of-memory back-off, failing documents.
 
 Questions are grouped by their settings and by their prompt length, so a
 batch has no padding: padding shifts the attention's reductions and changes a
 question's numbers in the last bits, and results must not depend on batching.
-With ``batch_size=auto`` a batch that runs out of memory is halved (and the
-batch size kept for what follows); a single question whose N rollouts do not
-fit draws them in 2, 4, ... calls (``sample_offset``: the same samples).
+A group is drawn by ``scaling.adaptive.draw_in_rounds``: one round of N
+rollouts (fixed N), or rounds of k for adaptive sampling, where only the
+undecided questions go on; then, when the task reports it, the greedy decode of
+every question of the group.  A call carries at most ``batch_size * N`` rows
+(``batch_size`` questions at N rollouts, ``batch_size * N / k`` at k, and
+``batch_size * N`` greedy decodes).  With ``batch_size=auto`` a call that runs
+out of memory is halved (and the smaller budget kept for what follows); a
+single question whose rollouts do not fit draws them in 2, 4, ... calls
+(``sample_offset``: the same samples).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Callable
 
 import torch
 
+from lm_eval_latenttts.scaling.adaptive import draw_in_rounds
+
 logger = logging.getLogger("lm_eval.latent_tts")
 
 
@@ -25,13 +33,37 @@ class DocError(Exception):
 
 @dataclass
 class Job:
-    """One ``generate_until`` request: its position, bare question, prompt token ids and settings."""
+    """One ``generate_until`` request: its position, bare question, prompt token ids and settings.
+
+    ``baseline`` is the config of its greedy decode (``None``: not reported).
+    """
 
     index: int
     question: str
     prompt: list[int]
     config: object  # LatentGenerationConfig
     payload: bool
+    baseline: object = None
+
+
+@dataclass
+class Hooks:
+    """What the runner asks of the model.
+
+    ``check(job)`` raises ``DocError`` for a document that cannot run;
+    ``candidates(prompts, config, offset, count)`` draws samples ``offset ..
+    offset+count-1`` of a batch of questions, ``baseline`` the same without
+    RM scores (the greedy decodes); ``how(config)`` is the aggregation a
+    config uses; ``respond(job, candidates, greedy)`` and ``failed(job,
+    reason)`` make the responses.
+    """
+
+    check: Callable
+    candidates: Callable
+    baseline: Callable
+    how: Callable
+    respond: Callable
+    failed: Callable
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -41,7 +73,7 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 class BatchRunner:
-    """Runs jobs in batches of ``batch_size`` questions (an int, or ``"auto"`` up to ``max_batch_size``)."""
+    """Runs jobs in calls of ``batch_size`` questions at N rollouts (an int, or ``"auto"`` up to ``max_batch_size``)."""
 
     def __init__(self, batch_size, max_batch_size: int, device) -> None:
         self.auto = batch_size == "auto"
@@ -49,15 +81,8 @@ class BatchRunner:
         self.device = torch.device(device)
         self.batch_sizes: dict = {}
 
-    def run(self, jobs: list[Job], check: Callable, candidates: Callable, respond: Callable, failed: Callable,
-            disable_tqdm: bool = False) -> list[str]:
-        """Responses to ``jobs`` in their order.
-
-        ``check(job)`` raises ``DocError`` for a document that cannot run;
-        ``candidates(prompts, config, offset, count)`` draws a batch's
-        candidates; ``respond(job, candidates)`` and ``failed(job, reason)``
-        make the responses.
-        """
+    def run(self, jobs: list[Job], hooks: Hooks, disable_tqdm: bool = False) -> list[str]:
+        """Responses to ``jobs`` in their order."""
         from lm_eval.models.utils import Collator
         from tqdm import tqdm
 
@@ -65,67 +90,98 @@ class BatchRunner:
         ready = []
         for job in jobs:
             try:
-                check(job)
+                hooks.check(job)
                 ready.append(job)
             except DocError as err:
-                results[job.index] = failed(job, str(err))
+                results[job.index] = hooks.failed(job, str(err))
         collator = Collator(ready, sort_fn=lambda job: (-len(job.prompt), job.index), group_by="gen_kwargs",
                             group_fn=lambda job: {"settings": job.config.to_json_string(use_diff=False),
                                                   "payload": job.payload, "length": len(job.prompt)})
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(ready), disable=disable_tqdm, desc="latent_tts rollouts")
-        for chunk in collator.get_batched(n=0, batch_fn=lambda *_: max(1, int(self.current))):
-            for job, response in zip(chunk, self._chunk(chunk, candidates, respond, failed)):
+        for group in collator.get_batched(n=0, batch_fn=lambda _, whole: len(whole)):
+            for job, response in zip(group, self._group(group, hooks)):
                 results[job.index] = response
             if self.auto:
                 self.batch_sizes = {0: int(self.current)}
-            bar.update(len(chunk))
+            bar.update(len(group))
         bar.close()
         return results
 
-    def _chunk(self, chunk: list[Job], candidates, respond, failed) -> list[str]:
-        """Responses of one batch: halves it on out-of-memory; a failing batch is retried one by one."""
-        config = chunk[0].config
+    def _group(self, jobs: list[Job], hooks: Hooks) -> list[str]:
+        """Responses of a group of questions with the same settings and prompt length."""
+        config = jobs[0].config
+        n = config.num_return_sequences
+
+        def budget() -> int:
+            return max(1, int(self.current)) * n
+
+        found = draw_in_rounds(len(jobs), config, hooks.how(config),
+                               self._drawer(jobs, config, hooks.candidates, hooks), budget)
+        greedy = [None] * len(jobs)
+        baseline = jobs[0].baseline
+        if baseline is not None:
+            greedy = draw_in_rounds(len(jobs), baseline, hooks.how(baseline),
+                                    self._drawer(jobs, baseline, hooks.baseline, hooks), budget)
+        responses = []
+        for job, got, base in zip(jobs, found, greedy):
+            trouble = got if isinstance(got, str) else base if isinstance(base, str) else None
+            responses.append(hooks.failed(job, trouble) if trouble else hooks.respond(job, got, base))
+        return responses
+
+    def _drawer(self, jobs: list[Job], config, fn: Callable, hooks: Hooks):
+        """``draw(indices, offset, count)`` for ``draw_in_rounds``: one call of ``fn``, or smaller ones on
+        out-of-memory."""
+        def draw(indices: list[int], offset: int, count: int) -> list:
+            return self._draw([jobs[i] for i in indices], config, offset, count, fn, hooks)
+        return draw
+
+    def _draw(self, chunk: list[Job], config, offset: int, count: int, fn: Callable, hooks: Hooks) -> list:
+        """Candidates of one call, per question (a ``str`` for a question that failed).
+
+        Out of memory halves the call (and the budget of later calls); a
+        failing call is retried one question at a time.
+        """
         try:
-            found = candidates([job.prompt for job in chunk], config, 0, None)
-            return [respond(job, c) for job, c in zip(chunk, found)]
+            return fn([job.prompt for job in chunk], config, offset, count)
         except Exception as err:  # noqa: BLE001 - out-of-memory and per-document failures are handled below
             if is_out_of_memory(err):
                 self._free()
                 if len(chunk) == 1:
-                    return [self._in_pieces(chunk[0], candidates, respond, err)]
+                    return [self._in_pieces(chunk[0], config, offset, count, fn, hooks, err)]
                 half = (len(chunk) + 1) // 2
-                self.current = half
-                logger.warning("latent_tts: out of memory with %d questions per batch; retrying with %d.",
-                               len(chunk), half)
-                return self._chunk(chunk[:half], candidates, respond, failed) + \
-                    self._chunk(chunk[half:], candidates, respond, failed)
+                self.current = max(1, min(int(self.current), half * count // config.num_return_sequences))
+                logger.warning("latent_tts: out of memory with %d questions x %d rollouts per call; retrying "
+                               "with %d questions.", len(chunk), count, half)
+                return self._draw(chunk[:half], config, offset, count, fn, hooks) + \
+                    self._draw(chunk[half:], config, offset, count, fn, hooks)
             if _is_setting_error(err):
                 raise
             if len(chunk) > 1:
-                return [response for job in chunk for response in self._chunk([job], candidates, respond, failed)]
-            return [failed(chunk[0], f"{type(err).__name__}: {err}")]
+                return [got for job in chunk for got in self._draw([job], config, offset, count, fn, hooks)]
+            return [f"{type(err).__name__}: {err}"]
 
-    def _in_pieces(self, job: Job, candidates, respond, err: BaseException) -> str:
-        """One question's N rollouts do not fit: draw samples 0..k-1, k..2k-1, ... in 2, 4, 8, ... calls."""
-        n, split = job.config.num_return_sequences, 2
-        while job.config.samples and job.config.aggregate != "beam" and split <= n:
-            logger.warning("latent_tts: out of memory with n=%d rollouts in one call; drawing them in %d calls.",
-                           n, split)
-            sizes = [n // split + (1 if i < n % split else 0) for i in range(split)]
+    def _in_pieces(self, job: Job, config, offset: int, count: int, fn: Callable, hooks: Hooks,
+                   err: BaseException):
+        """One question's ``count`` rollouts do not fit one call: draw them in 2, 4, 8, ... calls."""
+        split = 2
+        while config.samples and hooks.how(config) != "beam" and split <= count:
+            logger.warning("latent_tts: out of memory with %d rollouts in one call; drawing them in %d calls.",
+                           count, split)
+            sizes = [count // split + (1 if i < count % split else 0) for i in range(split)]
             try:
-                found, offset = None, 0
+                found, start = None, offset
                 for size in sizes:
-                    part = candidates([job.prompt], job.config, offset, size)[0]
+                    part = fn([job.prompt], config, start, size)[0]
                     found = part if found is None else (found.extend(part) or found)
-                    offset += size
-                return respond(job, found)
+                    start += size
+                return found
             except Exception as again:  # noqa: BLE001
                 if not is_out_of_memory(again):
                     raise
                 self._free()
                 split *= 2
         raise RuntimeError(
-            f"latent_tts: out of memory with a single question and n={n} rollouts; lower n, use a smaller dtype "
+            f"latent_tts: out of memory with a single question and {count} rollouts; lower n, use a smaller dtype "
             "(dtype=bfloat16) or a larger device."
         ) from err
 
@@ -140,4 +196,4 @@ def _is_setting_error(err: BaseException) -> bool:
     return isinstance(err, (LatentTTSArgumentError, NotImplementedError))
 
 
-__all__ = ["BatchRunner", "DocError", "Job", "is_out_of_memory"]
+__all__ = ["BatchRunner", "DocError", "Hooks", "Job", "is_out_of_memory"]

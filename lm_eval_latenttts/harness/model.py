@@ -5,16 +5,19 @@
 Every ``generate_until`` request is one question.  The adapter is small hooks
 in the style of lm-eval's ``HFLM``: ``_create_model`` loads the backbone, its
 tokenizer and the optional LatentRM; ``_request_config`` turns a request's
-``gen_kwargs`` into a ``LatentGenerationConfig``; ``_candidates`` draws the N
-rollouts of a batch of questions (``scaling.rollouts``); ``_respond`` chooses
-the answer (``scaling.aggregation``).  Batches are formed by lm-eval's
-``Collator``, grouped by settings and prompt length (see ``batching``).
+``gen_kwargs`` into a ``LatentGenerationConfig``; ``_candidates`` draws
+rollouts of a batch of questions (``scaling.rollouts``), in rounds with
+adaptive sampling (``scaling.adaptive``); ``_respond`` chooses the answer
+(``scaling.aggregation``).  Batches are formed by lm-eval's ``Collator``,
+grouped by settings and prompt length (see ``batching``).
 
 What a request gets back depends on the task: the ``latent_*`` tasks
 (``generation_kwargs: latent_tts_payload: true``) get a JSON payload with every
-candidate's extracted answer, RM score and which one was chosen, which their
-``process_results`` turns into metric rows; any other generation task (e.g.
-the built-in ``gsm8k`` with ``--num_fewshot 0``) gets ``"#### <answer>"``.
+candidate's extracted answer, RM score and which one was chosen, the greedy
+decode's answer, the rollouts and latent forward steps spent and why sampling
+stopped, which their ``process_results`` turns into metric rows; any other
+generation task (e.g. the built-in ``gsm8k`` with ``--num_fewshot 0``) gets
+``"#### <answer>"``.
 The harness's zero-shot ``"Question: ...\\nAnswer:"`` wrapper is reduced to the
 bare question; a few-shot context is an error (latent reasoning models are
 evaluated zero-shot).  See :mod:`lm_eval_latenttts.harness.arguments`.
@@ -37,10 +40,18 @@ from lm_eval_latenttts.harness.arguments import (
     parse_model_args,
     request_overrides,
 )
-from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job
-from lm_eval_latenttts.harness.setup import load_models, pick_device, pick_dtype, process_group, shipped_defaults
+from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Hooks, Job
+from lm_eval_latenttts.harness.setup import (
+    load_models,
+    pick_batch_size,
+    pick_device,
+    pick_dtype,
+    process_group,
+    shipped_defaults,
+)
 from lm_eval_latenttts.publishing.model_info import scaling_settings
 from lm_eval_latenttts.scaling import rollouts
+from lm_eval_latenttts.scaling.adaptive import round_size, rounds_apply
 from lm_eval_latenttts.scaling.aggregation import select
 
 # under lm-eval's logger, so that INFO lines show at the harness's default verbosity
@@ -48,6 +59,7 @@ logger = logging.getLogger("lm_eval.latent_tts")
 
 _HARNESS_QA = re.compile(r"^\s*Question:\s*(?P<q>.*?)\s*\n\s*Answer:\s*$", re.DOTALL)
 HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
+HARNESS_DEFAULT_BATCH_SIZE = 1  # ... and when no --batch_size is given (an int; the CLI's own value is a str)
 
 
 def canonical_answer(answer) -> str | None:
@@ -75,7 +87,9 @@ class LatentTTSModel(LM):
         self._create_model(pick_dtype(self.load_options["dtype"], device))
         # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here)
         self.run_config = self._checked(self._config(self.base_config, overrides, "model_args"))
-        self.batches = BatchRunner(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
+        sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
+        self.load_options["batch_size"], self.load_options["max_batch_size"] = sizes
+        self.batches = BatchRunner(*sizes, device)
 
     # ------------------------------------------------------------------ hooks
     def _create_model(self, dtype) -> None:
@@ -88,7 +102,7 @@ class LatentTTSModel(LM):
         """``base`` updated with ``overrides``, validated and resolved for the backbone; errors name ``source``."""
         try:
             config = self.model.latent_generation_config(base, **overrides)
-            config.selection(has_rm=self.rm is not None)
+            config.check_rm(has_rm=self.rm is not None)
         except ValueError as err:
             raise LatentTTSArgumentError(f"latent_tts {source}: {harness_names(str(err))}") from None
         return config
@@ -122,17 +136,31 @@ class LatentTTSModel(LM):
                             "rollouts; pass sampling=dropout or sampling=noise.", n, n)
         return config
 
+    def _how(self, config) -> str:
+        return config.selection(self.rm is not None)
+
     def _candidates(self, prompts: list[list[int]], config, offset: int = 0, count: int | None = None):
         """Candidates of a batch of questions: samples ``offset .. offset+count-1`` (beam search: the beams)."""
-        if config.selection(self.rm is not None) == "beam":
+        if self._how(config) == "beam":
             return rollouts.beam(self.model, self.tokenizer, prompts, config, self.rm)
-        if count is not None:
+        if count is not None and count != config.num_return_sequences:
             config = self.model.latent_generation_config(config, num_return_sequences=count)
         return rollouts.sample(self.model, self.tokenizer, prompts, config, self.rm, sample_offset=offset)
 
-    def _respond(self, job: Job, candidates) -> str:
+    def _baseline(self, prompts: list[list[int]], config, offset: int = 0, count: int | None = None):
+        """The greedy decodes of a batch of questions (``config`` from ``_baseline_config``; no RM scores)."""
+        return rollouts.sample(self.model, self.tokenizer, prompts, config, None)
+
+    def _baseline_config(self, config):
+        """The greedy decode beside ``config``'s rollouts, or None: not asked for, or the rollout itself is it."""
+        if not config.greedy_baseline or (not config.samples and self._how(config) != "beam"):
+            return None
+        return self.model.latent_generation_config(config, latent_sampling=None, num_return_sequences=1,
+                                                   adaptive=False, aggregate="majority")
+
+    def _respond(self, job: Job, candidates, greedy=None) -> str:
         """The response to one request: the JSON payload of every candidate, or ``#### <answer>``."""
-        how = job.config.selection(self.rm is not None)
+        how = self._how(job.config)
         answers = [canonical_answer(a) for a in candidates.answers]
         chosen = select(answers, candidates.scores, how, candidates.chosen)
         if not job.payload:
@@ -144,22 +172,33 @@ class LatentTTSModel(LM):
                                               candidates.latent_steps):
             listed.append({"answer": answer, "score": None if score is None else round(float(score), 6),
                            "text": text, "latent_steps": int(steps)})
-        return json.dumps({
-            "answer": chosen.answer, "aggregate": how, "n": len(listed), "chosen": chosen.chosen,
-            "majority": chosen.majority, "best_of_n": chosen.best_of_n, "weighted": chosen.weighted,
-            "has_rm": candidates.scores is not None, "candidates": listed,
-        }, ensure_ascii=False)
+        record = {
+            "answer": chosen.answer, "aggregate": how, "n": job.config.num_return_sequences if how != "beam"
+            else len(listed), "chosen": chosen.chosen, "majority": chosen.majority, "best_of_n": chosen.best_of_n,
+            "weighted": chosen.weighted, "has_rm": candidates.scores is not None,
+            "rollouts": candidates.drawn + (greedy.drawn if greedy is not None else 0),
+            "latent_forwards": candidates.latent_forwards + (greedy.latent_forwards if greedy is not None else 0),
+            "stopped": candidates.stopped,
+        }
+        if rounds_apply(job.config, how):
+            record["first_round"] = round_size(job.config, how)
+        if job.config.greedy_baseline:
+            record["greedy"] = canonical_answer((greedy or candidates).answers[0])  # sampling off: the rollout
+        return json.dumps({**record, "candidates": listed}, ensure_ascii=False)
 
     def _failed(self, job: Job, reason: str) -> str:
         """The response to a document that could not run (logged): no answer, scored wrong."""
         logger.warning("latent_tts: %s; the document is scored as wrong. Question: %.80r", reason, job.question)
         if not job.payload:
             return ""
-        return json.dumps({
-            "answer": None, "aggregate": job.config.selection(self.rm is not None),
-            "n": job.config.num_return_sequences, "candidates": [], "chosen": None, "majority": None,
-            "best_of_n": None, "weighted": None, "has_rm": self.rm is not None, "error": reason,
-        })
+        record = {
+            "answer": None, "aggregate": self._how(job.config), "n": job.config.num_return_sequences,
+            "candidates": [], "chosen": None, "majority": None, "best_of_n": None, "weighted": None,
+            "has_rm": self.rm is not None, "rollouts": 0, "latent_forwards": 0, "stopped": "failed", "error": reason,
+        }
+        if job.config.greedy_baseline:
+            record["greedy"] = None
+        return json.dumps(record)
 
     # ------------------------------------------------------------------ requests
     def _question(self, context: str, payload: bool) -> str:
@@ -176,11 +215,17 @@ class LatentTTSModel(LM):
                 return match.group("q")
         return context.strip()
 
-    def _job(self, index: int, request) -> Job:
+    def _job(self, index: int, request, baselines: dict) -> Job:
         context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {}) or {}
         config, payload = self._request_config(gen_kwargs)
         question = self._question(context, payload)
-        return Job(index, question, self.model.encode_prompt(self.tokenizer, question), config, payload)
+        baseline = None
+        if payload:  # the greedy row is a metric of the latent_* tasks
+            settings = config.to_json_string(use_diff=False)
+            if settings not in baselines:
+                baselines[settings] = self._baseline_config(config)
+            baseline = baselines[settings]
+        return Job(index, question, self.model.encode_prompt(self.tokenizer, question), config, payload, baseline)
 
     def _check_doc(self, job: Job) -> None:
         if not job.question.strip():
@@ -195,10 +240,12 @@ class LatentTTSModel(LM):
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
-        jobs = [self._job(i, request) for i, request in enumerate(requests)]
+        baselines: dict = {}
+        jobs = [self._job(i, request, baselines) for i, request in enumerate(requests)]
         self._note_task_settings(requests, jobs)
-        results = self.batches.run(jobs, self._check_doc, self._candidates, self._respond, self._failed,
-                                   disable_tqdm=disable_tqdm or self.rank != 0)
+        hooks = Hooks(check=self._check_doc, candidates=self._candidates, baseline=self._baseline, how=self._how,
+                      respond=self._respond, failed=self._failed)
+        results = self.batches.run(jobs, hooks, disable_tqdm=disable_tqdm or self.rank != 0)
         for request, text in zip(requests, results):
             self.cache_hook.add_partial("generate_until", request.args, text)
         return results
@@ -213,6 +260,8 @@ class LatentTTSModel(LM):
         logs), so results and the output folder name the checkpoints used.
         """
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        if _is_harness_default_batch_size(extra.get("batch_size")):
+            del extra["batch_size"]  # no --batch_size given: pick one for the device (setup.pick_batch_size)
         shipped_defaults(arg_dict)
         harness_device = extra.get("device") == HARNESS_DEFAULT_DEVICE
         return cls(**arg_dict, **extra, _harness_device=harness_device)
@@ -309,6 +358,12 @@ class LatentTTSModel(LM):
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(msg, *args)
+
+
+def _is_harness_default_batch_size(value) -> bool:
+    """lm-eval's CLI passes the int 1 when no ``--batch_size`` was given (its config default); a given
+    ``--batch_size 1`` arrives as the string ``"1"``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value == HARNESS_DEFAULT_BATCH_SIZE
 
 
 def _register() -> None:

@@ -161,6 +161,9 @@ def settings_slug(settings: dict, has_rm: bool) -> str:
         parts = ["greedy"]
     else:
         parts = [_strength(settings), f"n{n}", str(settings.get("aggregate"))]
+    if settings.get("adaptive_rule"):
+        parts += [f"adaptive-{settings['adaptive_rule']}{settings.get('adaptive_threshold')}"
+                  f"-k{settings.get('adaptive_round')}"]
     parts += ["rm"] if has_rm else []
     parts += [f"seed{settings['seed']}"] if settings.get("seed") not in (None, 0) else []
     return re.sub(r"[^A-Za-z0-9.+-]", "_", "-".join(parts))
@@ -182,8 +185,13 @@ def notes(settings: dict, metric: str, rm: str | None) -> str:
     strength = {"dropout": f" p={settings.get('dropout_p')}", "noise": f" sigma={settings.get('noise_std')}"}
     how = f"RM-guided beam search {settings.get('beams')}x{settings.get('candidates')}" if aggregate == "beam" \
         else aggregate
+    budget = f"N={settings.get('n')}"
+    if settings.get("adaptive_rule"):
+        budget = (f"at most N={settings.get('n')} drawn adaptively (rule {settings['adaptive_rule']}, rounds of "
+                  f"{settings.get('adaptive_round')}, threshold {settings.get('adaptive_threshold')}, "
+                  f"{settings.get('adaptive_votes')} votes)")
     return (f"lm-eval-latenttts test-time scaling, zero-shot: {meaning}. Latent sampling {sampling}"
-            f"{strength.get(sampling, '')}, N={settings.get('n')}, aggregation {how}, LatentRM "
+            f"{strength.get(sampling, '')}, {budget}, aggregation {how}, LatentRM "
             f"{rm or 'none'}, seed {settings.get('seed')}.")
 
 

@@ -17,17 +17,20 @@ from lm_eval_latenttts.publishing.identity import hub_commit, weights_sha256
 
 DATA_ENV_PREFIX = "LATENT_TTS_DATA_"
 SETTING_KEYS = ("sampling", "dropout_p", "noise_std", "dropout_scope", "n", "aggregate", "beams", "candidates",
-                "latent_length", "max_new_tokens", "seed")
+                "latent_length", "max_new_tokens", "seed", "adaptive_rule", "adaptive_round", "adaptive_threshold",
+                "adaptive_votes")
 
 
 def scaling_settings(config, has_rm: bool) -> dict:
     """The test-time-scaling settings of a ``LatentGenerationConfig`` in ``model_args`` names (``SETTING_KEYS``):
     what a score depends on besides the checkpoints and the questions."""
     how = config.selection(has_rm)
+    adaptive = bool(config.adaptive) and how != "beam" and config.samples  # N is then a budget, not a count
     values = (config.latent_sampling or "none", config.dropout_p, config.noise_std, config.dropout_scope,
               config.num_return_sequences, how, config.latent_beams if how == "beam" else None,
               config.latent_candidates if how == "beam" else None, config.latent_length, config.max_new_tokens,
-              config.seed)
+              config.seed, *((config.adaptive_rule, config.adaptive_round, config.adaptive_threshold,
+                              config.adaptive_votes) if adaptive else (None, None, None, None)))
     return dict(zip(SETTING_KEYS, values))
 
 

@@ -21,19 +21,34 @@ def _check_scores(answers, scores):
     return answers, scores
 
 
-def majority_vote(answers):
-    """The most frequent answer (first occurrence's form); ties -> earliest first occurrence; None if all are None."""
-    counts, first = {}, {}
+def vote_totals(answers, weights=None) -> dict:
+    """Per answer (``answer_key``): ``[votes, index of its first occurrence, that occurrence]``.
+
+    One vote per answer, or ``weights[i]`` for answer i; ``None`` answers carry no vote.
+    """
+    totals = {}
     for i, a in enumerate(answers):
         k = answer_key(a)
         if k is None:
             continue
-        counts[k] = counts.get(k, 0) + 1
-        first.setdefault(k, (i, a))
-    if not counts:
+        weight = 1.0 if weights is None else weights[i]
+        if k in totals:
+            totals[k][0] += weight
+        else:
+            totals[k] = [weight, i, a]
+    return totals
+
+
+def _leader(totals: dict):
+    """The answer with the most votes (ties -> earliest first occurrence), None without votes."""
+    if not totals:
         return None
-    best = max(counts, key=lambda k: (counts[k], -first[k][0]))
-    return first[best][1]
+    return max(totals.values(), key=lambda t: (t[0], -t[1]))[2]
+
+
+def majority_vote(answers):
+    """The most frequent answer (first occurrence's form); ties -> earliest first occurrence; None if all are None."""
+    return _leader(vote_totals(answers))
 
 
 def best_of_n_index(scores):
@@ -101,18 +116,7 @@ def weighted_vote(answers, scores, weighting="softmax", temperature=1.0):
     occurrence.  Returns None if no answer could be extracted.
     """
     answers, scores = _check_scores(answers, scores)
-    weights = answer_weights(scores, weighting=weighting, temperature=temperature)
-    mass, first = {}, {}
-    for i, (a, w) in enumerate(zip(answers, weights)):
-        k = answer_key(a)
-        if k is None:
-            continue
-        mass[k] = mass.get(k, 0.0) + w
-        first.setdefault(k, (i, a))
-    if not mass:
-        return None
-    best = max(mass, key=lambda k: (mass[k], -first[k][0]))
-    return first[best][1]
+    return _leader(vote_totals(answers, answer_weights(scores, weighting=weighting, temperature=temperature)))
 
 
 @dataclass(frozen=True)
@@ -159,5 +163,6 @@ __all__ = [
     "best_of_n_index",
     "majority_vote",
     "select",
+    "vote_totals",
     "weighted_vote",
 ]

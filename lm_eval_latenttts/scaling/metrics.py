@@ -2,9 +2,17 @@
 
 ``question_metrics`` turns one question's N candidate answers and selection
 into the rows that the ``latent_*`` tasks report (``acc``, ``single_acc``,
-``majority``, ``best_of_n``, ``weighted``, ``coverage``, ``pass@k``);
-``benchmarks/scaling.py`` calls the same function, so the report and
-``lm_eval`` cannot disagree.
+``majority``, ``best_of_n``, ``weighted``, ``coverage``, ``pass@k``, and from
+the run's record ``greedy``, ``rollouts``, ``latent_forwards``); the
+benchmarks call the same function, so the reports and ``lm_eval`` cannot
+disagree.
+
+With adaptive sampling a question draws a number of rollouts that depends on
+its answers, and an average over such a stopped sample is biased (the draws
+stop when they agree).  So ``single_acc`` and ``pass@k`` are computed on the
+first round only (``first_round`` in the record: k rollouts that every
+question draws), for k up to the round size; ``coverage`` is over every drawn
+rollout.
 """
 
 from __future__ import annotations
@@ -49,11 +57,25 @@ def pass_at_k(n, c, k):
     return 1.0 - prod
 
 
-def question_metrics(gold, answers: list, selection, has_rm: bool, n: int | None = None) -> dict[str, float]:
-    """The metric rows of one question from its candidate answers and ``Selection`` (or payload dict)."""
+RUN_ROWS = ("rollouts", "latent_forwards")  # compute per question, reported as is
+
+
+def question_metrics(gold, answers: list, selection, has_rm: bool, n: int | None = None,
+                     run: dict | None = None) -> dict[str, float]:
+    """The metric rows of one question from its candidate answers and ``Selection`` (or payload dict).
+
+    ``run`` is what the run recorded beside the candidates (the payload of
+    ``latent_tts``): ``greedy`` (the answer of the deterministic decode; a
+    ``greedy`` row only when the key is there), ``rollouts`` and
+    ``latent_forwards`` (compute rows) and ``first_round`` (adaptive sampling,
+    see the module docstring).
+    """
     get = selection.get if isinstance(selection, dict) else (lambda key: getattr(selection, key))
+    run = run or {}
     correct = [answers_equal(a, gold) for a in answers]
-    c, drawn = sum(correct), len(answers)
+    first = run.get("first_round")
+    sampled = correct[:first] if first else correct  # the rollouts every question drew, whatever its answers
+    c, drawn = sum(sampled), len(sampled)
     out = {
         "acc": float(answers_equal(get("answer"), gold)),
         "single_acc": c / drawn if drawn else 0.0,
@@ -62,9 +84,14 @@ def question_metrics(gold, answers: list, selection, has_rm: bool, n: int | None
     if has_rm:
         out["best_of_n"] = float(answers_equal(get("best_of_n"), gold))
         out["weighted"] = float(answers_equal(get("weighted"), gold))
+    if "greedy" in run:
+        out["greedy"] = float(answers_equal(run["greedy"], gold))
     out["coverage"] = coverage(correct)
-    for k in pass_ks(n or drawn or 1):
+    for k in pass_ks(first or n or drawn or 1):
         out[f"pass@{k}"] = pass_at_k(drawn, c, k) if drawn >= k else 0.0
+    for key in RUN_ROWS:
+        if run.get(key) is not None:
+            out[key] = float(run[key])
     return out
 
 
@@ -78,4 +105,4 @@ def bootstrap_ci(values: list[float], resamples: int = 1000, seed: int = 0) -> l
     return [means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]]
 
 
-__all__ = ["bootstrap_ci", "coverage", "pass_at_k", "pass_ks", "question_metrics"]
+__all__ = ["RUN_ROWS", "bootstrap_ci", "coverage", "pass_at_k", "pass_ks", "question_metrics"]

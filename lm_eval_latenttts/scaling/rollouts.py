@@ -18,20 +18,29 @@ from hf_modeling.generation_config import LatentGenerationConfig
 @dataclass
 class Candidates:
     """One question's candidates: decoded answer texts, extracted answers, RM trajectory scores (None
-    without an RM), latent steps taken; ``chosen`` is set by beam search, ``latents`` on request."""
+    without an RM), latent steps taken; ``chosen`` is set by beam search, ``latents`` on request.
+
+    What they cost: ``drawn`` rollouts (1 with sampling off, where one stands for all N; B*C for beam
+    search) and ``latent_forwards`` latent forward steps (rows x steps, the unit beam search is compared
+    in); ``stopped`` says why no more were drawn (``scaling.adaptive``)."""
 
     texts: list[str]
     answers: list[str | None]
     scores: list[float] | None
     latent_steps: list[int]
+    drawn: int
+    latent_forwards: int
     chosen: int | None = None
     latents: torch.Tensor | None = None
+    stopped: str | None = None
 
     def extend(self, other: Candidates) -> None:
         """Append the candidates of a later call (samples ``offset..``) for the same question."""
         self.texts += other.texts
         self.answers += other.answers
         self.latent_steps += other.latent_steps
+        self.drawn += other.drawn
+        self.latent_forwards += other.latent_forwards
         if self.scores is not None:
             self.scores += other.scores
         if self.latents is not None:
@@ -68,6 +77,7 @@ def _candidates(model, tokenizer, answer_ids, rows_per_question, scores, steps, 
         out.append(Candidates(
             texts=texts[rows], answers=[model.extract_answer(t) for t in texts[rows]],
             scores=None if scores is None else scores[rows], latent_steps=steps[rows],
+            drawn=rows_per_question, latent_forwards=sum(steps[rows]),
             latents=None if latents is None else latents[rows].float().cpu(),
         ))
     return out
@@ -110,10 +120,12 @@ def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationCon
     found = []
     for q in range(len(prompts)):
         texts = decode_answers(tokenizer, out.beam_answer_ids[q])
+        steps = out.beam_step_mask[q].sum(-1).cpu().tolist()
+        width = config.latent_beams * config.latent_candidates  # B*C rows at every latent step
         found.append(Candidates(
             texts=texts, answers=[model.extract_answer(t) for t in texts],
-            scores=out.beam_scores[q].float().cpu().tolist(),
-            latent_steps=out.beam_step_mask[q].sum(-1).cpu().tolist(), chosen=int(out.chosen[q]),
+            scores=out.beam_scores[q].float().cpu().tolist(), latent_steps=steps,
+            drawn=width, latent_forwards=width * max(steps, default=0), chosen=int(out.chosen[q]),
         ))
     return found
 
