@@ -39,6 +39,7 @@ from lm_eval_latenttts.scaling import rollouts
 from lm_eval_latenttts.scaling.adaptive import draw_in_rounds
 from lm_eval_latenttts.scaling.aggregation import select
 from lm_eval_latenttts.scaling.metrics import bootstrap_ci, pass_ks, question_metrics
+from scaling import shown_path  # benchmarks/scaling.py: the report's path form
 
 ROWS = ("majority", "weighted", "rollouts", "latent_forwards")
 
@@ -162,7 +163,7 @@ def main():
             print(f"seed {seed} {name}: {wall:.1f} s", flush=True)
 
     timing = interleaved_timing(model, tok, rm, prompts, base, args.timing_repeats, args.rows_per_call)
-    report = {"model": str(model_path), "rm": str(rm_path), "questions": len(questions), "seeds": args.seeds,
+    report = {"model": shown_path(model_path), "rm": shown_path(rm_path), "questions": len(questions), "seeds": args.seeds,
               "budget": n, "rows_per_call": args.rows_per_call, "threads": torch.get_num_threads(),
               "sampling": {"latent_sampling": base.latent_sampling, "dropout_p": base.dropout_p},
               "greedy": {"mean": sum(greedy_acc) / len(greedy_acc), "ci95": bootstrap_ci(greedy_acc)},

@@ -36,7 +36,7 @@ ROWS = {"coverage": "coverage", "single": "single_acc", "majority": "majority", 
         "weighted": "weighted"}
 
 
-def _shown(path):
+def shown_path(path):
     """A path as the report records it: relative to the working directory when inside it (no machine paths)."""
     if path is None:
         return None
@@ -138,7 +138,7 @@ def main():
     base = model.latent_generation_config(max_new_tokens=args.max_new_tokens) if args.max_new_tokens else \
         model.latent_generation_config()
 
-    report = {"model": _shown(model_path), "rm": _shown(rm_path), "data": _shown(data_path), "questions": len(questions),
+    report = {"model": shown_path(model_path), "rm": shown_path(rm_path), "data": shown_path(data_path), "questions": len(questions),
               "seeds": args.seeds, "n": args.n, "methods": {}}
     greedy = draw(model, None, tok, questions, model.latent_generation_config(base, latent_sampling=None,
                                                                               num_return_sequences=1),

@@ -144,8 +144,10 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
     assert code == 0
     scores = {k.split(",")[0]: v for k, v in results["results"]["latent_arith"].items()
               if k.endswith(",none") and "_stderr" not in k and isinstance(v, float)}
+    costs = {k: scores.pop(k) for k in ("rollouts", "latent_forwards")}  # costs, not scores: in the notes
+    assert costs == {"rollouts": 17.0, "latent_forwards": 34.0}
     files = sorted((folder / ".eval_results").glob("*.yaml"))
-    assert len(files) == len(scores) == 11  # acc, single_acc, majority, best_of_n, weighted, coverage, pass@1..16
+    assert len(files) == len(scores) == 12  # acc, single_acc, majority, best_of_n, weighted, coverage, greedy, pass@1..16
     seen = {}
     for path in files:
         raw = yaml.safe_load(path.read_text())
@@ -155,6 +157,7 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
         assert entry.source_url == "https://huggingface.co/me/arith-coconut" and entry.date.endswith("Z")
         assert "N=16" in entry.notes and "dropout p=0.2" in entry.notes and "arith-rm" in entry.notes
         assert "aggregation weighted" in entry.notes and path.stem.endswith("dropout0.2-n16-weighted-rm")
+        assert "17 rollouts, 34 latent forward steps" in entry.notes
         metric = path.stem[len("latent_arith_"):-len("_dropout0.2-n16-weighted-rm")].replace("-at-", "@")
         seen[metric] = entry.value
     assert seen == scores

@@ -7,8 +7,10 @@ Writes, into the evaluated backbone's folder:
   ``dataset: {id, task_id}``, ``value``, ``date``, ``source: {url, name}``,
   ``notes``; https://huggingface.co/docs/hub/eval-results, serialised by
   ``huggingface_hub.eval_result_entries_to_yaml``).  ``notes`` names the
-  test-time-scaling settings (sampling, N, aggregation, LatentRM, seed) and
-  what the metric is, since a majority@16 score is not a greedy score;
+  test-time-scaling settings (sampling, N, aggregation, LatentRM, seed), what
+  the metric is, since a majority@16 score is not a greedy score, and what the
+  run cost per question (the ``rollouts`` and ``latent_forwards`` rows, which
+  are costs and get no entry of their own);
 * the same results in the ``model-index`` of its ``README.md`` card (metric
   ``config`` = the settings, ``args`` = every setting), replacing older
   entries of the same task, metric and settings.
@@ -40,7 +42,10 @@ METRIC_MEANING = {
     "best_of_n": "answer of the rollout with the highest LatentRM score (best-of-N)",
     "weighted": "LatentRM-weighted vote over the N answers",
     "coverage": "any of the N answers right (pass@N)",
+    "greedy": "accuracy of the deterministic decode (sampling off, one rollout), run beside the sampled ones",
 }
+# cost rows of a result, not scores: they go into every score's notes instead of entries of their own
+COST_METRICS = {"rollouts": "rollouts", "latent_forwards": "latent forward steps"}
 
 
 class ExportError(ValueError):
@@ -175,8 +180,8 @@ def _strength(settings: dict) -> str:
     return sampling if value is None else f"{sampling}{value}"
 
 
-def notes(settings: dict, metric: str, rm: str | None) -> str:
-    """Human-readable test-time-scaling settings and what ``metric`` measures."""
+def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] | None = None) -> str:
+    """Human-readable test-time-scaling settings, what ``metric`` measures and what the run cost per question."""
     aggregate = settings.get("aggregate")
     meaning = METRIC_MEANING.get(metric, metric).format(aggregate=aggregate)
     if metric.startswith("pass@"):
@@ -190,9 +195,11 @@ def notes(settings: dict, metric: str, rm: str | None) -> str:
         budget = (f"at most N={settings.get('n')} drawn adaptively (rule {settings['adaptive_rule']}, rounds of "
                   f"{settings.get('adaptive_round')}, threshold {settings.get('adaptive_threshold')}, "
                   f"{settings.get('adaptive_votes')} votes)")
+    spent = ", ".join(f"{costs[k]:g} {label}" for k, label in COST_METRICS.items() if k in (costs or {}))
+    spent = f" Cost per question (mean, the greedy decode included): {spent}." if spent else ""
     return (f"lm-eval-latenttts test-time scaling, zero-shot: {meaning}. Latent sampling {sampling}"
             f"{strength.get(sampling, '')}, {budget}, aggregation {how}, LatentRM "
-            f"{rm or 'none'}, seed {settings.get('seed')}.")
+            f"{rm or 'none'}, seed {settings.get('seed')}.{spent}")
 
 
 def relevant(settings: dict) -> dict:
@@ -249,9 +256,13 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     for task in tasks:
         settings = relevant((info.get("tasks") or {}).get(task) or {k: info.get(k) for k in SETTING_KEYS})
         slug, bench = settings_slug(settings, rm is not None), chosen[task]
-        for metric, filt, value in _metrics(results["results"][task]):
+        scores = list(_metrics(results["results"][task]))
+        costs = {metric: value for metric, filt, value in scores if metric in COST_METRICS and filt == "none"}
+        for metric, filt, value in scores:
+            if metric in COST_METRICS:
+                continue
             variant = metric if filt == "none" else f"{metric}-{filt}"
-            text = notes(settings, metric, rm)
+            text = notes(settings, metric, rm, costs)
             entry = EvalResultEntry(dataset_id=bench.dataset_id, task_id=bench.task_id, value=value, date=date,
                                     source_url=url, source_name=name, notes=text)
             stem = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{task}_{variant.replace('@', '-at-')}_{slug}")
