@@ -103,6 +103,8 @@ def test_threshold_is_the_lower_empirical_quantile():
     assert ev.threshold_from_heldout(top, 0.2) == pytest.approx(0.3)  # 2 of 10 values lie below 0.3
     assert ev.threshold_from_heldout(top, 0.05) == pytest.approx(0.1)
     assert ev.threshold_from_heldout(top, 0.5) == pytest.approx(0.6)
+    assert ev.threshold_from_heldout(top, 0.5, cap=0.5) == pytest.approx(0.5)
+    assert ev.threshold_from_heldout(top, 0.2, cap=0.5) == pytest.approx(0.3)
 
 
 def test_readout_metrics_by_hand():
@@ -132,6 +134,27 @@ def test_follow_metrics_by_hand():
     assert f["stays"] == pytest.approx(1 / 3)
 
 
+def test_follow_metrics_on_ones_digits_by_hand():
+    # x1 = 55, second step * 3; greedy ones digit 5 (answer 65); read-outs 4 -> 4*3 = 12: ones 2,
+    # 9 -> 27: ones 7
+    decoded = torch.tensor([[4, 4, 9, 5]])
+    answers = [["12", "92", "65", "65"]]  # 12 and 92 both end in 2 (follow); 65 stays; the 5 is unchanged
+    f = ev.follow_metrics([EX], decoded, torch.tensor([5]), answers, ["65"], ones_digit=True)
+    assert f["changed_trajectories"] == 3
+    assert f["follows"] == pytest.approx(2 / 3)
+    assert f["stays"] == pytest.approx(1 / 3)
+    minus = {"steps": ["<<12-5=7>>", "<<7-9=98>>"]}
+    f = ev.follow_metrics([minus], torch.tensor([[3]]), torch.tensor([7]), [["94"]], ["98"], ones_digit=True)
+    assert f["follows"] == 1.0 and f["stays"] == 0.0  # (3 - 9) mod 10 = 4
+    # "* 5": digits 3 and 5 both give ones digit 5, so that change cannot tell following from staying: skipped
+    times5 = {"steps": ["<<10+3=13>>", "<<13*5=65>>"]}
+    f = ev.follow_metrics([times5], torch.tensor([[5, 2]]), torch.tensor([3]), [["65", "60"]], ["65"], ones_digit=True)
+    assert f["changed_trajectories"] == 1 and f["follows"] == 1.0 and f["stays"] == 0.0
+    # the same for full values: 13 * 5 = 65 and 33 * 5 = 65
+    f = ev.follow_metrics([times5], torch.tensor([[33, 14]]), torch.tensor([13]), [["65", "70"]], ["65"])
+    assert f["changed_trajectories"] == 1 and f["follows"] == 1.0
+
+
 # --------------------------------------------------------------------------- compute accounting
 def test_generated_lengths_count_up_to_the_first_eos():
     ids = torch.tensor([[5, 0, 0, 0], [5, 6, 7, 8], [0, 0, 0, 0], [5, 6, 0, 6]])
@@ -147,6 +170,21 @@ def test_position_formulas_by_hand():
     # FLOPs: 2N per position + 2 * n_layer * context * d, + 2 d V per LM-head position
     assert ev.forward_flops(10, 1, 2, [1, 2]) == 2 * 10 * 2 + 2 * 1 * 2 * (1 + 2)
     assert ev.forward_flops(10, 1, 2, [1, 2], vocab=5, lm_head_positions=1) == 52 + 2 * 2 * 5
+
+
+def test_flops_of_a_rollout_by_hand():
+    shape = {"n_params_nonembedding": 10, "n_layer": 1, "d_model": 2, "vocab": 5}
+    per = lambda c: 2 * 10 + 2 * 1 * c * 2  # noqa: E731
+    # latent, prompt 2, 1 latent step, one sample of 2 tokens: positions 1, 2 (prompt), 3 (latent), 4 (end
+    # marker), 5 (first token); LM head on the end marker and the first token
+    own = sum(per(c) for c in (1, 2, 3, 4, 5)) + 2 * 2 * 5 * 2
+    assert ev.latent_flops(shape, 2, 1, [2], shared_prompt=False) == own
+    # two samples sharing the prompt: the prompt positions once
+    shared = sum(per(c) for c in (1, 2)) + 2 * sum(per(c) for c in (3, 4, 5)) + 2 * 2 * 5 * 4
+    assert ev.latent_flops(shape, 2, 1, [2, 2], shared_prompt=True) == shared
+    # CoT, prompt 2, samples of 3 and 1 tokens: positions 1, 2 once, then 3, 4 for the first sample only;
+    # LM head on position 2 and the 2 fed tokens
+    assert ev.cot_flops(shape, 2, [3, 1]) == sum(per(c) for c in (1, 2, 3, 4)) + 2 * 2 * 5 * 3
 
 
 def _count_positions(module):
