@@ -3,24 +3,32 @@
 One command, for the shipped model (``arith-coconut``), its LatentRM (``arith-rm``)
 and the shipped arithmetic task::
 
-    python benchmarks/evidence.py --cot-model runs/arith-cot     # reuse the trained CoT baseline
-    python benchmarks/evidence.py                                 # trains it first (recipe, ~40 min)
-    python benchmarks/evidence.py --quick                         # a few minutes: smoke run, not a result
+    python benchmarks/evidence.py      # reuses runs/arith-cot if it holds the finished CoT recipe run, else trains it
+    python benchmarks/evidence.py --cot-model DIR         # reuse (or train into) another folder
+    python benchmarks/evidence.py --quick                 # ~1-3 min smoke run (40 questions); not a result
+    python benchmarks/evidence.py --plots-only            # redraw the PNGs from benchmarks/results/evidence.json
 
-1. **What the latents say** (``latent_semantics``): a 100-way probe per latent
-   step, trained on greedy latents of training-split questions to predict the
-   true intermediate (x1 after step 1, x2 after step 2; x1 from step 2 too),
-   with its accuracy on held-out (valid-split) greedy latents, beside what the
-   logit lens gives.  "Decodes to no number" = the probe's top probability is
-   below its 5th percentile on held-out greedy latents.  Then, per sampling
-   setting (dropout p 0.1/0.2/0.3, noise sigma 0.5/1/2), N=16, seed 0, on the
-   test questions: accuracy of the decoded intermediate, how often it differs
-   from the greedy trajectory's, P(final right | decoded right / wrong), the
-   unstructured fraction, and whether the final answer follows a changed
-   intermediate.
+Training the CoT baseline (``python -m lm_eval_latenttts.recipes.train_backbone --out runs/arith-cot
+--stage-steps 3600,0,0``) took 65 min wall / 35 min CPU on a shared 2-core box; the rest takes about 13 min.
+
+1. **What the latents say** (``latent_semantics``): probes per latent step
+   trained on greedy latents of all training-split questions to predict the
+   true intermediate (x1 after step 1, x2 after step 2; x1 from step 2 and x2
+   from step 1 as controls): 100-way linear and one-hidden-layer MLP probes
+   (the better on held-out greedy latents of the valid split is used) and a
+   10-way linear probe of x1's ones digit; the logit lens beside them.  A
+   latent "decodes to no number" when the probe's top probability is below
+   min(0.5, its 5% quantile on held-out greedy latents).  Per sampling setting
+   (dropout p 0.1/0.2/0.3, noise sigma 0.5/1/2), N=16, seed 0, on the 500 test
+   questions: accuracy of the decoded intermediate, how often it differs from
+   the greedy trajectory's, P(answer right | decoded right / wrong), the
+   no-number fraction, whether the answer follows a changed intermediate, and
+   a verdict ("semantically distinct" or "noise", rule in ``verdict``).  A
+   probe trained on dropout latents checks whether the whole x1 survives
+   dropout.
 2. **What the LatentRM sees** (``rm_step_auroc``): within-question AUROC of
-   the RM's step score for "the decoded intermediate is right", beside vote
-   share.
+   the RM's step score for "the decoded intermediate is right" (and "the
+   answer is right"), beside vote share.
 3. **Token CoT at equal compute** (``cot_baseline``): a token chain-of-thought
    model of the same size trained with the backbone recipe's CoT stage for the
    whole 3,600-step budget (``--stage-steps 3600,0,0``), temperature sampling
@@ -34,6 +42,7 @@ Writes ``evidence.json`` and ``evidence_*.png`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -206,6 +215,16 @@ PROBES = [("step1_x1", 0, 0, "value"), ("step2_x2", 1, 1, "value"), ("step2_x1",
           ("step1_x2", 0, 1, "value"), ("step1_x1_ones", 0, 0, "ones"), ("step2_x1_ones", 1, 0, "ones")]
 
 
+@contextlib.contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def target_values(examples, t, kind):
     y = torch.tensor([ev.intermediates(e)[t] for e in examples])
     return y % 10 if kind == "ones" else y
@@ -224,7 +243,8 @@ def train_readout(model, tok, train, valid, args):
         r, fitted = {}, {}
         for arch, hidden in (("linear", 0),) + ((("mlp", PROBE_HIDDEN),) if kind == "value" else ()):
             t1 = time.time()
-            pr = ev.fit_probe(z_tr[:, s], y_tr, hidden=hidden, epochs=args.probe_epochs, seed=0, classes=classes)
+            with one_thread():  # small matrices: a second thread only adds synchronisation (stalls on a busy box)
+                pr = ev.fit_probe(z_tr[:, s], y_tr, hidden=hidden, epochs=args.probe_epochs, seed=0, classes=classes)
             v_tr, _ = pr.decode(z_tr[:, s])
             v_va, top_va = pr.decode(z_va[:, s])
             r[arch] = {"train_accuracy": float((v_tr == y_tr).float().mean()),
@@ -325,6 +345,42 @@ def verdict(res, max_unstructured=2 * UNSTRUCTURED_QUANTILE):
     return {"label": label, "why": why, "checks": checks}
 
 
+def sampled_probe_check(model, tok, train, valid, test, roll, greedy, probes, greedy_dec, args):
+    """Is the whole x1 still in dropout latents?  The value probe trained on greedy latents does not transfer to
+    sampled ones, so train the same MLP probe on dropout p=0.2 latents (1 draw, seed 1, per training question),
+    read its held-out accuracy on dropout latents of the valid questions, and use it on the test rollouts."""
+    t0 = time.time()
+    samp = sampling_kwargs("dropout", 0.2)
+    z_tr = latent_rollouts(model, tok, None, train, 1, samp, 1, args.batch_rows, max_new_tokens=1)["latents"][:, 0]
+    z_va = latent_rollouts(model, tok, None, valid, 1, samp, 1, args.batch_rows, max_new_tokens=1)["latents"][:, 0]
+    y_tr, y_va, y_te = (target_values(x, 0, "value") for x in (train, valid, test))
+    greedy_answers = [a[0] for a in greedy["answers"]]
+    out = {"sampling": "dropout_p=0.2", "train_questions": len(train), "heldout_questions": len(valid)}
+    for name, s in (("step1_x1", 0), ("step2_x1", 1)):
+        with one_thread():
+            pr = ev.fit_probe(z_tr[:, s], y_tr, hidden=PROBE_HIDDEN, epochs=args.probe_epochs, seed=0)
+        v_va, top_va = pr.decode(z_va[:, s])
+        greedy_probe = probes[name][0]
+        v_va_greedy_probe, _ = greedy_probe.decode(z_va[:, s])
+        tau = ev.threshold_from_heldout(top_va, UNSTRUCTURED_QUANTILE, cap=UNSTRUCTURED_CAP)
+        q, n = roll["latents"].shape[:2]
+        dec, _ = pr.decode(roll["latents"][:, :, s].reshape(q * n, -1), tau)
+        dec = dec.view(q, n)
+        out[name] = {
+            "heldout_sampled_accuracy": float((v_va == y_va).float().mean()),
+            "heldout_sampled_accuracy_of_greedy_trained_probe": float((v_va_greedy_probe == y_va).float().mean()),
+            "threshold": tau,
+            "test": ev.readout_metrics(dec, y_te, greedy_dec[name][:, 0], roll["correct"]),
+            "follow": ev.follow_metrics(test, dec, greedy_dec[name][:, 0], roll["answers"], greedy_answers),
+        }
+        log(f"dropout-trained probe {name}: held-out dropout latents {out[name]['heldout_sampled_accuracy']:.3f} "
+            f"(greedy-trained probe {out[name]['heldout_sampled_accuracy_of_greedy_trained_probe']:.3f}); test: "
+            f"differs from greedy {out[name]['test']['differs_from_greedy']:.3f}, follows "
+            f"{out[name]['follow']['follows']:.3f} / stays {out[name]['follow']['stays']:.3f}")
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
 # --------------------------------------------------------------------------- section 2
 def section2_setting(examples, roll, dec):
     true = torch.tensor([ev.intermediates(e) for e in examples])
@@ -420,13 +476,15 @@ def section3(args, model, tok, test, valid, greedy, greedy_acc, lat_rolls, cot_p
     cot_tok = AutoTokenizer.from_pretrained(str(cot_path))
     assert sum(x.numel() for x in cot.parameters()) == sum(x.numel() for x in model.parameters())
     t0 = time.time()
-    temp_grid = {}
+    temp_grid, temp_single = {}, {}
     for temp in TEMPERATURES:
         r = cot_sample(cot, cot_tok, valid, 16, temp, 0, args.batch_rows)
         temp_grid[temp] = sum(majority_correct(r, valid, 16)) / len(valid)
-    temperature = max(TEMPERATURES, key=lambda t: (temp_grid[t], -t))
+        temp_single[temp] = float(r["correct"].float().mean())
+    temperature = max(TEMPERATURES, key=lambda t: (temp_grid[t], temp_single[t], -t))
     cot_valid_greedy = float(cot_sample(cot, cot_tok, valid, 1, 0.0, 0, args.batch_rows)["correct"].float().mean())
-    log(f"CoT temperature on valid (majority@16, seed 0): {temp_grid} -> {temperature} ({time.time() - t0:.0f} s)")
+    log(f"CoT temperature on valid (majority@16, seed 0): {temp_grid}, single {temp_single} -> {temperature} "
+        f"({time.time() - t0:.0f} s)")
 
     t0 = time.time()
     cot_greedy = cot_sample(cot, cot_tok, test, 1, 0.0, 0, args.batch_rows)
@@ -473,8 +531,10 @@ def section3(args, model, tok, test, valid, greedy, greedy_acc, lat_rolls, cot_p
         "latent_training_steps": 3600, "parameters": n_params, "parameters_nonembedding": n_params - n_emb,
         "flops_rule": ("approximate forward FLOPs (2 * non-embedding parameters + 2 * n_layer * context * d per "
                        "position, + 2 * d * vocab where the LM head runs); the x-axis is positions"),
-        "temperature": {"grid_valid_majority_at_16": temp_grid, "chosen": temperature,
-                        "rule": "highest majority@16 accuracy on the valid split (seed 0); ties -> lower T"},
+        "temperature": {"grid_valid_majority_at_16": temp_grid, "grid_valid_single_sample": temp_single,
+                        "chosen": temperature,
+                        "rule": ("highest majority@16 accuracy on the valid split (seed 0, N=16); ties -> higher "
+                                 "single-sample accuracy, then the lower T")},
         "cot_valid_greedy_accuracy": cot_valid_greedy,
         "greedy": {k: {"positions_per_question": v[0], "accuracy": v[1]} for k, v in greedy_points.items()},
         "cot": cot_pts, "latent_dropout_p0.2": lat_pts, "seeds": args.seeds, "questions": len(test),
@@ -490,94 +550,110 @@ def section3(args, model, tok, test, valid, greedy, greedy_acc, lat_rolls, cot_p
         log(f"N={n}: CoT {cot_pts[n]['majority_accuracy']:.3f} @ {cot_pts[n]['positions_per_question']:.0f} pos; "
             f"latent {lat_pts[n]['majority_accuracy']:.3f} @ {lat_pts[n]['positions_per_question']:.0f} pos")
 
-    plot_cot(cot_pts, lat_pts, greedy_points, out_dir / "evidence_cot_vs_latent.png")
     return cot_section
 
 
-# --------------------------------------------------------------------------- plots
-def plot_cot(cot, lat, greedy_points, path):
+# --------------------------------------------------------------------------- plots (from the written JSON)
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, pts, color in (("token CoT, temperature sampling", cot, "tab:orange"),
-                             ("latent (COCONUT), MC dropout p=0.2", lat, "tab:blue")):
-        xs = [pts[n]["positions_per_question"] for n in NS]
-        ys = [100 * pts[n]["majority_accuracy"] for n in NS]
-        lo = [100 * (pts[n]["majority_accuracy"] - pts[n]["ci95"][0]) for n in NS]
-        hi = [100 * (pts[n]["ci95"][1] - pts[n]["majority_accuracy"]) for n in NS]
+    return plt
+
+
+def plot_cot(cb, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.6, 4.3))
+    keys = [str(n) for n in NS]
+    for name, pts, color in (("token CoT, temperature %g" % cb["temperature"]["chosen"], cb["cot"], "tab:orange"),
+                             ("latent (COCONUT), MC dropout p=0.2", cb["latent_dropout_p0.2"], "tab:blue")):
+        xs = [pts[k]["positions_per_question"] for k in keys]
+        ys = [100 * pts[k]["majority_accuracy"] for k in keys]
+        lo = [100 * (pts[k]["majority_accuracy"] - pts[k]["ci95"][0]) for k in keys]
+        hi = [100 * (pts[k]["ci95"][1] - pts[k]["majority_accuracy"]) for k in keys]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color, label=name + ", majority@N")
-        for n, x, y in zip(NS, xs, ys):
-            ax.annotate(f"N={n}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7, color=color)
-    for name, (x, y), color in (("CoT greedy", greedy_points["cot"], "tab:orange"),
-                                ("latent greedy", greedy_points["latent"], "tab:blue")):
-        ax.scatter([x], [100 * y], marker="*", s=90, color=color, edgecolor="k", zorder=5, label=name)
+        for k, x, y in zip(keys, xs, ys):
+            ax.annotate(f"N={k}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7, color=color)
+    for name, key, color in (("CoT greedy", "cot", "tab:orange"), ("latent greedy", "latent", "tab:blue")):
+        g = cb["greedy"][key]
+        ax.scatter([g["positions_per_question"]], [100 * g["accuracy"]], marker="*", s=110, color=color,
+                   edgecolor="k", zorder=5, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("forward token positions per question (prompt + latent steps + generated tokens)")
-    ax.set_ylabel("test accuracy, % (500 questions, mean of 3 seeds)")
-    ax.set_title("Equal compute: token chain of thought vs latent reasoning", fontsize=10)
+    ax.set_ylabel(f"test accuracy, % ({cb['questions']} questions, mean of {cb['seeds']} seeds)")
+    ax.set_title("Equal compute: token chain of thought vs latent reasoning (95% bootstrap CI)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
 def plot_readout(sem, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = ["greedy"] + [setting_name(m, s) for m, s in SETTINGS]
-    rows = [sem["greedy"]] + [sem["settings"][setting_name(m, s)] for m, s in SETTINGS]
-    metrics = [("decoded_accuracy", "decoded x1 right"), ("differs_from_greedy", "differs from greedy"),
-               ("unstructured", "no number"), ("p_final_right_given_right", "P(answer right | x1 right)"),
-               ("p_final_right_given_wrong", "P(answer right | x1 wrong)")]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    plt = _plt()
+    names = ["greedy"] + list(sem["settings"])
+    metrics = [("decoded_accuracy", "decoded right"), ("differs_from_greedy", "differs from greedy"),
+               ("unstructured", "no number"), ("p_final_right_given_right", "P(answer right | decoded right)"),
+               ("p_final_right_given_wrong", "P(answer right | decoded wrong)")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    panels = [("step1_x1", "step-1 latent: value of x1 (MLP probe on greedy latents)"),
+              ("step2_x1_ones", "step-2 latent: ones digit of x1 (linear probe)")]
     w = 0.8 / len(metrics)
-    for k, (key, label) in enumerate(metrics):
-        ax.bar([i + k * w for i in range(len(names))], [100 * (r["step1_x1"][key] if not math.isnan(
-            r["step1_x1"][key]) else 0) for r in rows], width=w, label=label)
-    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))])
-    ax.set_xticklabels(names, fontsize=8, rotation=15)
-    ax.set_ylabel("% of trajectories (step-1 latent, probe read-out)")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 1.22))
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+    for ax, (probe, title) in zip(axes, panels):
+        rows = [sem["greedy"][probe]] + [sem["settings"][n][probe] for n in names[1:]]
+        for k, (key, label) in enumerate(metrics):
+            ax.bar([i + k * w for i in range(len(names))], [100 * (r[key] if r[key] is not None else 0) for r in rows],
+                   width=w, label=label)
+        ans = [0] + [100 * sem["settings"][n]["answer_differs_from_greedy"] for n in names[1:]]
+        ax.scatter([i + 0.4 - w / 2 for i in range(len(names))], ans, marker="_", s=300, color="k", zorder=5,
+                   label="final answer differs from greedy")
+        ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))])
+        ax.set_xticklabels(names, fontsize=8, rotation=20)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel(f"% of trajectories (N={sem['n']}, {sem['questions']} test questions)")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=6)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
-def plot_auroc(rm_auc, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [setting_name(m, s) for m, s in SETTINGS]
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
-    series = [("step1_x1", "rm_step_score", "RM step 1 / x1 right"), ("step1_x1", "vote_share", "vote share / x1 right"),
-              ("step2_final_answer", "rm_step_score", "RM step 2 / answer right"),
+def plot_auroc(rm, path):
+    plt = _plt()
+    names = list(rm["settings"])
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    series = [("step1_x1_ones", "rm_step_score", "RM step-1 score / x1 (ones digit) right"),
+              ("step1_x1_ones", "vote_share", "vote share / x1 (ones digit) right"),
+              ("step2_final_answer", "rm_step_score", "RM step-2 score / answer right"),
               ("step2_final_answer", "vote_share", "vote share / answer right")]
     w = 0.8 / len(series)
     for k, (lab, score, label) in enumerate(series):
-        ys = [rm_auc[nm][lab][score]["mean"] for nm in names]
-        lo = [y - rm_auc[nm][lab][score]["ci"][0] for y, nm in zip(ys, names)]
-        hi = [rm_auc[nm][lab][score]["ci"][1] - y for y, nm in zip(ys, names)]
-        ax.bar([i + k * w for i in range(len(names))], ys, yerr=[lo, hi], width=w, capsize=2, label=label)
+        vals = [rm["settings"][nm][lab][score] for nm in names]
+        num = lambda x: float("nan") if x is None else x  # noqa: E731  (no qualifying question)
+        ys = [num(v["mean"]) for v in vals]
+        err = [[y - num(v["ci"][0]) for y, v in zip(ys, vals)], [num(v["ci"][1]) - y for y, v in zip(ys, vals)]]
+        ax.bar([i + k * w for i in range(len(names))], ys, width=w, label=label, yerr=err, capsize=2)
     ax.axhline(0.5, color="k", lw=0.8, ls="--")
     ax.set_ylim(0.3, 1.0)
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))])
     ax.set_xticklabels(names, fontsize=8)
-    ax.set_ylabel("within-question AUROC (mean)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel("within-question AUROC (mean over questions)")
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def plot_all(report, out_dir):
+    out_dir = Path(out_dir)
+    plot_readout(report["latent_semantics"], out_dir / "evidence_latent_readout.png")
+    plot_auroc(report["rm_step_auroc"], out_dir / "evidence_rm_auroc.png")
+    if isinstance(report.get("cot_baseline"), dict):
+        plot_cot(report["cot_baseline"], out_dir / "evidence_cot_vs_latent.png")
 
 
 # --------------------------------------------------------------------------- main
@@ -601,6 +677,8 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=0, help="test questions (0 = all 500)")
     p.add_argument("--valid-limit", type=int, default=0, help="valid questions for temperature and probe (0 = all 500)")
     p.add_argument("--probe-train", type=int, default=0, help="training-split questions for the probes (0 = all)")
+    p.add_argument("--sampled-probe-train", type=int, default=20000,
+                   help="training questions for the probe trained on dropout p=0.2 latents")
     p.add_argument("--probe-epochs", type=int, default=60, help="MLP probe training epochs")
     p.add_argument("--seeds", type=int, default=3, help="seeds of the equal-compute comparison")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
@@ -611,7 +689,12 @@ def main(argv=None):
                         "100 CoT training steps if it has to train; the numbers are not results")
     p.add_argument("--skip-cot", action="store_true", help="sections 1 and 2 only (no CoT baseline)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results; --quick: runs/evidence-quick)")
+    p.add_argument("--plots-only", action="store_true", help="redraw the plots from OUT/evidence.json and stop")
     args = p.parse_args(argv)
+    if args.plots_only:
+        out = Path(args.out or REPO / "benchmarks" / "results")
+        plot_all(json.loads((out / "evidence.json").read_text()), out)
+        return
     if args.quick:
         args.limit, args.valid_limit = args.limit or 40, args.valid_limit or 40
         args.probe_train, args.probe_epochs, args.seeds = args.probe_train or 3000, 5, 1
@@ -621,6 +704,7 @@ def main(argv=None):
     args.out = args.out or str(REPO / ("runs/evidence-quick" if args.quick else "benchmarks/results"))
     torch.set_num_threads(args.threads)
     t_start = time.time()
+    load_start = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -641,7 +725,7 @@ def main(argv=None):
 
     # ---- 1. what the latents say
     probes, readout = train_readout(model, tok, train, valid, args)
-    z_te, greedy = greedy_latents(model, tok, test)
+    _, greedy = greedy_latents(model, tok, test)
     greedy_dec = decode_all(probes, greedy["latents"])
     greedy_metrics = {name: ev.readout_metrics(greedy_dec[name], target_values(test, t, kind), greedy_dec[name][:, 0],
                                                greedy["correct"]) for name, (_, _, s, t, kind) in probes.items()}
@@ -670,18 +754,21 @@ def main(argv=None):
         res, dec = section1_setting(test, roll, greedy, probes, greedy_dec)
         sem["settings"][name] = res
         rm_auc[name] = section2_setting(test, roll, dec)
+        if (method, strength) == ("dropout", 0.2):
+            roll_p02 = roll
         log(f"{name}: x1 decoded {res['step1_x1']['decoded_accuracy']:.3f} (ones {res['step1_x1_ones']['decoded_accuracy']:.3f}), "
             f"differs {res['step1_x1']['differs_from_greedy']:.3f} (ones {res['step1_x1_ones']['differs_from_greedy']:.3f}), "
             f"unstructured {res['step1_x1']['unstructured']:.3f}; {res['verdict']['why']} -> {res['verdict']['label']}; RM AUROC step1 "
             f"{rm_auc[name]['step1_x1']['rm_step_score']['mean']:.3f} vote {rm_auc[name]['step1_x1']['vote_share']['mean']:.3f} "
             f"({time.time() - t0:.0f} s)")
 
+    n_sampled_probe = min(len(train), args.sampled_probe_train)
+    sem["dropout_trained_probe"] = sampled_probe_check(model, tok, train[:n_sampled_probe], valid, test, roll_p02,
+                                                       greedy, probes, greedy_dec, args)
     cot_section = None
     if not args.skip_cot:
         cot_section = section3(args, model, tok, test, valid, greedy, greedy_acc, lat_rolls, cot_path, cot_info,
                                cot_trained_here, out_dir)
-    plot_readout(sem, out_dir / "evidence_latent_readout.png")
-    plot_auroc(rm_auc, out_dir / "evidence_rm_auroc.png")
 
     wall = time.time() - t_start
     report = {
@@ -690,6 +777,8 @@ def main(argv=None):
             "wall_seconds": round(wall, 1),
             "wall_seconds_without_cot_training": round(time.time() - t_after_cot, 1),
             "cot_training_included": cot_trained_here,
+            "load_average_1_5_15_min_at_start": [round(x, 2) for x in load_start],
+            "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
             "threads": args.threads, "quick": args.quick, "torch": torch.__version__,
             "python": platform.python_version(), "model": str(model_path.relative_to(REPO)),
             "rm": str(rm_path.relative_to(REPO)),
@@ -710,6 +799,7 @@ def main(argv=None):
     }
     path = out_dir / "evidence.json"
     path.write_text(json.dumps(strip(report), indent=1, sort_keys=False) + "\n")
+    plot_all(json.loads(path.read_text()), out_dir)
     log(f"wrote {path} ({wall / 60:.1f} min in all, {(time.time() - t_after_cot) / 60:.1f} min without CoT training)")
 
 
