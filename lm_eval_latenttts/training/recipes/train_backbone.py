@@ -267,7 +267,8 @@ def build_parser():
     p.add_argument("--latents-per-step", type=int, default=1,
                    help="latent slots replacing one reasoning step (latent_length = 2 * this)")
     p.add_argument("--stage-steps", default="800,600,2200",
-                   help="optimizer steps of curriculum stages 0 (full CoT), 1, 2 (all latent)")
+                   help="optimizer steps of curriculum stages 0 (full CoT), 1, 2 (all latent); "
+                        "3600,0,0 trains a token chain-of-thought model only (the equal-step baseline)")
     p.add_argument("--mix-prob", type=float, default=0.3,
                    help="probability that a batch of stage s>0 uses a random earlier stage")
     p.add_argument("--batch-size", type=int, default=128, help="examples per optimizer step")
@@ -306,11 +307,15 @@ def main(argv=None):
     n_steps = len(stage_steps) - 1
     if n_steps != 2:
         raise SystemExit("--stage-steps needs 3 entries (the task has 2 reasoning steps)")
+    if any(s < 0 for s in stage_steps) or stage_steps[0] <= 0:
+        raise SystemExit("--stage-steps: stage 0 needs > 0 steps and no stage may be negative")
     total = sum(stage_steps)
     if args.max_steps is not None and args.max_steps < total:
         scale = args.max_steps / total
-        stage_steps = [max(1, int(round(s * scale))) for s in stage_steps]
-        stage_steps[-1] = max(1, args.max_steps - sum(stage_steps[:-1]))
+        # a stage of 0 steps (e.g. 3600,0,0: chain-of-thought only) stays skipped
+        stage_steps = [max(1, int(round(s * scale))) if s else 0 for s in stage_steps]
+        last = max(i for i, s in enumerate(stage_steps) if s)
+        stage_steps[last] = max(1, args.max_steps - sum(stage_steps) + stage_steps[last])
         total = sum(stage_steps)
     bounds = stage_bounds(stage_steps)
     latent_length = n_steps * args.latents_per_step

@@ -1,0 +1,343 @@
+"""The referee evidence's pieces on hand-made inputs: read-out, compute accounting, AUROC, bootstrap (no training)."""
+
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lm_eval_latenttts import evidence as ev  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EX = {"question": "Start at 47, plus 8, then times 3. Answer mod 100?", "steps": ["<<47+8=55>>", "<<55*3=65>>"],
+      "answer": "65"}
+
+
+# --------------------------------------------------------------------------- intermediates
+def test_intermediates_and_answer_from_another_first_value():
+    assert ev.intermediates(EX) == [55, 65]
+    assert ev.answer_from_first(EX, 55) == 65
+    assert ev.answer_from_first(EX, 40) == 20  # 40 * 3 = 120 -> 20 mod 100
+    assert ev.answer_from_first(EX, ev.NO_NUMBER) is None
+    minus = {"steps": ["<<12-5=7>>", "<<7-9=98>>"]}
+    assert ev.intermediates(minus) == [7, 98]
+    assert ev.answer_from_first(minus, 3) == 94
+    with pytest.raises(ValueError):
+        ev.intermediates({"steps": ["47 + 8 = 55"]})
+
+
+# --------------------------------------------------------------------------- read-out
+def _digit_vocab():
+    """A toy LM head: tokens 0..9 are the digits '0'..'9' at ids 3..12; ids 0..2 are '+', '-', '*'."""
+    vocab, d = 13, 13
+    return torch.eye(vocab, d), list(range(3, 13))
+
+
+def test_logit_lens_names_the_digit_a_hidden_state_points_at():
+    w, digit_ids = _digit_vocab()
+    h = torch.zeros(3, 13)
+    h[0, 3 + 7] = 5.0  # points at digit 7
+    h[1, 1] = 5.0  # points at '-': the top token is not a digit ...
+    h[1, 3 + 2] = 1.0  # ... but among digits 2 is best
+    h[2, 3 + 0] = 2.0
+    h[2, 3 + 9] = 3.0
+    is_digit, digit = ev.logit_lens_digit(h, w, digit_ids)
+    assert is_digit.tolist() == [True, False, True]
+    assert digit.tolist() == [7, 2, 9]
+
+
+def _hand_probe(number=37, dim=4):
+    """A linear probe whose logits are 10 * h[0] at class ``number`` and 10 * h[1] at class 5, 0 elsewhere."""
+    probe = ev.LatentProbe(dim, 100, hidden=0)
+    with torch.no_grad():
+        probe.net.weight.zero_()
+        probe.net.bias.zero_()
+        probe.net.weight[number, 0] = 10.0
+        probe.net.weight[5, 1] = 10.0
+    return probe
+
+
+def test_probe_decodes_the_chosen_number_and_no_number_below_threshold():
+    probe = _hand_probe(37)
+    h = torch.tensor([[1.0, 0, 0, 0],  # names 37 (p = e^10 / (e^10 + 99) ~ 0.9955)
+                      [0, 1.0, 0, 0],  # names 5
+                      [0, 0, 1.0, 0],  # flat: every class 1/100
+                      [0.3, 0, 0, 0]])  # weakly 37: p = e^3 / (e^3 + 99) ~ 0.169
+    values, top = probe.decode(h, threshold=0.0)
+    assert values.tolist() == [37, 5, 0, 37]  # with no threshold the flat row falls to the first class
+    assert top[2].item() == pytest.approx(0.01)
+    assert top[3].item() == pytest.approx(math.exp(3) / (math.exp(3) + 99))
+    values, _ = probe.decode(h, threshold=0.5)
+    assert values.tolist() == [37, 5, ev.NO_NUMBER, ev.NO_NUMBER]
+    values, _ = probe.decode(h, threshold=0.1)
+    assert values.tolist() == [37, 5, ev.NO_NUMBER, 37]
+
+
+def test_probe_standardises_its_input():
+    probe = _hand_probe(42)
+    probe.mean.copy_(torch.tensor([100.0, 0, 0, 0]))
+    probe.std.copy_(torch.tensor([2.0, 1, 1, 1]))
+    values, _ = probe.decode(torch.tensor([[102.0, 0, 0, 0], [100.0, 0, 0, 0]]), threshold=0.5)
+    assert values.tolist() == [42, ev.NO_NUMBER]  # (102 - 100) / 2 = 1 -> 42; (100 - 100) / 2 = 0 -> flat
+
+
+def test_fit_probe_learns_values_it_can_separate():
+    torch.manual_seed(0)
+    centres = torch.randn(5, 8) * 4
+    y = torch.arange(5).repeat(40)
+    z = centres[y] + 0.1 * torch.randn(len(y), 8)
+    targets = torch.tensor([11, 22, 33, 44, 99])[y]
+    for hidden in (0, 16):
+        probe = ev.fit_probe(z, targets, hidden=hidden, epochs=30, batch_size=64, lr=1e-2)
+        values, _ = probe.decode(centres)
+        assert values.tolist() == [11, 22, 33, 44, 99]
+
+
+def test_threshold_is_the_lower_empirical_quantile():
+    top = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.6, 0.4, 0.8, 1.0])
+    assert ev.threshold_from_heldout(top, 0.2) == pytest.approx(0.3)  # 2 of 10 values lie below 0.3
+    assert ev.threshold_from_heldout(top, 0.05) == pytest.approx(0.1)
+    assert ev.threshold_from_heldout(top, 0.5) == pytest.approx(0.6)
+    assert ev.threshold_from_heldout(top, 0.5, cap=0.5) == pytest.approx(0.5)
+    assert ev.threshold_from_heldout(top, 0.2, cap=0.5) == pytest.approx(0.3)
+
+
+def test_readout_metrics_by_hand():
+    # 2 questions x 3 trajectories; true x1 = 55 and 7; greedy read-outs 55 and 8
+    decoded = torch.tensor([[55, 55, 40], [7, ev.NO_NUMBER, 8]])
+    true = torch.tensor([55, 7])
+    greedy = torch.tensor([55, 8])
+    final = torch.tensor([[True, False, False], [True, True, False]])
+    m = ev.readout_metrics(decoded, true, greedy, final)
+    assert m["decoded_accuracy"] == pytest.approx(3 / 6)
+    assert m["differs_from_greedy"] == pytest.approx(3 / 6)  # 40, 7, NO_NUMBER
+    assert m["p_final_right_given_right"] == pytest.approx(2 / 3)  # (T, F, T)
+    assert m["p_final_right_given_wrong"] == pytest.approx(1 / 3)  # 40: F, NO_NUMBER: T, 8: F
+    assert m["p_final_right_given_wrong_number"] == pytest.approx(0.0)  # 40: F, 8: F
+    assert (m["n_right"], m["n_wrong"], m["n_wrong_number"]) == (3, 3, 2)
+    assert m["unstructured"] == pytest.approx(1 / 6)
+
+
+def test_follow_metrics_by_hand():
+    # greedy read-out 55 (answer 65); trajectories read 40 -> answer 20 follows, 30 -> answer 65 stays,
+    # 55 (unchanged, not counted), NO_NUMBER (not counted), 10 -> answer 99 neither
+    decoded = torch.tensor([[40, 30, 55, ev.NO_NUMBER, 10]])
+    answers = [["20", "65", "65", "20", "99"]]
+    f = ev.follow_metrics([EX], decoded, torch.tensor([55]), answers, ["65"])
+    assert f["changed_trajectories"] == 3
+    assert f["follows"] == pytest.approx(1 / 3)
+    assert f["stays"] == pytest.approx(1 / 3)
+
+
+def test_follow_metrics_on_ones_digits_by_hand():
+    # x1 = 55, second step * 3; greedy ones digit 5 (answer 65); read-outs 4 -> 4*3 = 12: ones 2,
+    # 9 -> 27: ones 7
+    decoded = torch.tensor([[4, 4, 9, 5]])
+    answers = [["12", "92", "65", "65"]]  # 12 and 92 both end in 2 (follow); 65 stays; the 5 is unchanged
+    f = ev.follow_metrics([EX], decoded, torch.tensor([5]), answers, ["65"], ones_digit=True)
+    assert f["changed_trajectories"] == 3
+    assert f["follows"] == pytest.approx(2 / 3)
+    assert f["stays"] == pytest.approx(1 / 3)
+    minus = {"steps": ["<<12-5=7>>", "<<7-9=98>>"]}
+    f = ev.follow_metrics([minus], torch.tensor([[3]]), torch.tensor([7]), [["94"]], ["98"], ones_digit=True)
+    assert f["follows"] == 1.0 and f["stays"] == 0.0  # (3 - 9) mod 10 = 4
+    # "* 5": digits 3 and 5 both give ones digit 5, so that change cannot tell following from staying: skipped
+    times5 = {"steps": ["<<10+3=13>>", "<<13*5=65>>"]}
+    f = ev.follow_metrics([times5], torch.tensor([[5, 2]]), torch.tensor([3]), [["65", "60"]], ["65"], ones_digit=True)
+    assert f["changed_trajectories"] == 1 and f["follows"] == 1.0 and f["stays"] == 0.0
+    # the same for full values: 13 * 5 = 65 and 33 * 5 = 65
+    f = ev.follow_metrics([times5], torch.tensor([[33, 14]]), torch.tensor([13]), [["65", "70"]], ["65"])
+    assert f["changed_trajectories"] == 1 and f["follows"] == 1.0
+
+
+# --------------------------------------------------------------------------- compute accounting
+def test_generated_lengths_count_up_to_the_first_eos():
+    ids = torch.tensor([[5, 0, 0, 0], [5, 6, 7, 8], [0, 0, 0, 0], [5, 6, 0, 6]])
+    assert ev.generated_lengths(ids, 0).tolist() == [2, 4, 1, 3]
+
+
+def test_position_formulas_by_hand():
+    # latent: prompt 30, 2 latent steps, answers of 3 and 4 tokens (EOS included)
+    assert ev.latent_positions(30, 2, [3, 4], shared_prompt=False) == 30 + 30 + (2 + 3) + (2 + 4)
+    assert ev.latent_positions(30, 2, [3, 4], shared_prompt=True) == 30 + (2 + 3) + (2 + 4)
+    # CoT: prompt 31 once, chains of 25 and 20 tokens: their first 24 and 19 tokens are fed
+    assert ev.cot_positions(31, [25, 20]) == 31 + 24 + 19
+    # FLOPs: 2N per position + 2 * n_layer * context * d, + 2 d V per LM-head position
+    assert ev.forward_flops(10, 1, 2, [1, 2]) == 2 * 10 * 2 + 2 * 1 * 2 * (1 + 2)
+    assert ev.forward_flops(10, 1, 2, [1, 2], vocab=5, lm_head_positions=1) == 52 + 2 * 2 * 5
+
+
+def test_flops_of_a_rollout_by_hand():
+    shape = {"n_params_nonembedding": 10, "n_layer": 1, "d_model": 2, "vocab": 5}
+    per = lambda c: 2 * 10 + 2 * 1 * c * 2  # noqa: E731
+    # latent, prompt 2, 1 latent step, one sample of 2 tokens: positions 1, 2 (prompt), 3 (latent), 4 (end
+    # marker), 5 (first token); LM head on the end marker and the first token
+    own = sum(per(c) for c in (1, 2, 3, 4, 5)) + 2 * 2 * 5 * 2
+    assert ev.latent_flops(shape, 2, 1, [2], shared_prompt=False) == own
+    # two samples sharing the prompt: the prompt positions once
+    shared = sum(per(c) for c in (1, 2)) + 2 * sum(per(c) for c in (3, 4, 5)) + 2 * 2 * 5 * 4
+    assert ev.latent_flops(shape, 2, 1, [2, 2], shared_prompt=True) == shared
+    # CoT, prompt 2, samples of 3 and 1 tokens: positions 1, 2 once, then 3, 4 for the first sample only;
+    # LM head on position 2 and the 2 fed tokens
+    assert ev.cot_flops(shape, 2, [3, 1]) == sum(per(c) for c in (1, 2, 3, 4)) + 2 * 2 * 5 * 3
+
+
+def _count_positions(module):
+    """A forward pre-hook that sums rows x length of every input a module is fed."""
+    seen = []
+
+    def hook(mod, args, kwargs):
+        x = kwargs.get("input_ids")
+        if x is None:
+            x = kwargs.get("inputs_embeds")
+        if x is None:
+            x = args[0]
+        seen.append(x.shape[0] * x.shape[1])
+
+    return seen, module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_arith_models():
+    from lm_eval_latenttts.training.recipes import train_backbone as tb
+
+    tok = tb.build_tokenizer()
+    model = tb.build_model(tok, 1, 16, 2, 0.1, 0, latent_length=2).eval()  # the recipe's model is the latent one
+    return tok, model, model
+
+
+@pytest.mark.parametrize("sampling,shared", [({"latent_sampling": "dropout", "dropout_p": 0.2}, False),
+                                             ({"latent_sampling": "noise", "noise_std": 0.5}, True)])
+def test_latent_accounting_equals_what_the_forward_passes_process(tiny_arith_models, sampling, shared):
+    from lm_eval_latenttts.data import arith
+
+    tok, _, latent = tiny_arith_models
+    qs = arith.load_split("test")[:8]  # 8 questions x N=2 = 16 rows: no ghost rows
+    enc = tok([latent.format_prompt(q["question"]) for q in qs], return_tensors="pt", padding=True,
+              add_special_tokens=False)
+    seen, handle = _count_positions(latent.transformer)
+    try:  # an EOS id that never occurs: every row decodes all 3 answer tokens
+        out = latent.generate(**enc, num_return_sequences=2, seed=0, max_new_tokens=3, eos_token_id=-1,
+                              return_dict_in_generate=True, **sampling)
+    finally:
+        handle.remove()
+    gen = ev.generated_lengths(out.answer_ids, -1).view(8, 2)
+    assert gen.eq(3).all()
+    p = enc.input_ids.shape[1]
+    expected = sum(ev.latent_positions(p, 2, gen[q].tolist(), shared_prompt=shared) for q in range(8))
+    assert sum(seen) == expected
+    assert expected == (8 * p if shared else 16 * p) + 16 * (2 + 3)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("evidence_bench", REPO / "benchmarks" / "evidence.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cot_accounting_equals_what_the_forward_passes_process(tiny_arith_models):
+    from lm_eval_latenttts.data import arith
+
+    bench = _bench()
+    tok, base, _ = tiny_arith_models
+    base.eval()
+    qs = arith.load_split("test")[:3]
+    seen, handle = _count_positions(base.transformer)
+    try:
+        roll = bench.cot_sample(base, tok, qs, 4, 1.0, 0, max_new_tokens=5)
+    finally:
+        handle.remove()
+    gen = roll["generated"]
+    assert gen.eq(5).all(), "this tiny random model emits no EOS in 5 tokens (fixed seeds)"
+    p = roll["prompt_lengths"][0]
+    expected = sum(ev.cot_positions(p, gen[q].tolist()) for q in range(3))
+    assert sum(seen) == expected == 3 * p + 12 * 4
+
+
+def test_cot_samples_depend_on_question_and_seed_not_on_batch(tiny_arith_models):
+    from lm_eval_latenttts.data import arith
+
+    bench = _bench()
+    tok, base, _ = tiny_arith_models
+    qs = arith.load_split("test")[:3]
+    together = bench.cot_sample(base, tok, qs, 4, 1.0, 7, max_new_tokens=6)
+    alone = bench.cot_sample(base, tok, qs[2:], 4, 1.0, 7, max_new_tokens=6)
+    other_seed = bench.cot_sample(base, tok, qs[2:], 4, 1.0, 8, max_new_tokens=6)
+    assert together["answers"][2] == alone["answers"][0]
+    assert torch.equal(together["generated"][2], alone["generated"][0])
+    greedy = bench.cot_sample(base, tok, qs, 3, 0.0, 0, max_new_tokens=6)
+    assert all(len(set(map(str, a))) == 1 for a in greedy["answers"])  # temperature 0: N copies
+    assert other_seed["answers"] != alone["answers"] or not torch.equal(other_seed["generated"], alone["generated"])
+
+
+# --------------------------------------------------------------------------- AUROC, vote share, bootstrap
+def test_auroc_by_hand():
+    assert ev.auroc([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0]) == pytest.approx(3 / 4)
+    assert ev.auroc([0.1, 0.8, 0.3, 0.9], [1, 0, 1, 0]) == pytest.approx(0.0)  # inverted
+    assert ev.auroc([0.5, 0.5, 0.2], [1, 0, 0]) == pytest.approx((0.5 + 1) / 2)  # a tie counts 1/2
+    assert math.isnan(ev.auroc([0.1, 0.2], [1, 1]))
+
+
+def test_within_question_auroc_mean_and_pooled_by_hand():
+    scores = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]])
+    labels = torch.tensor([[1, 0, 0, 0],  # AUROC 1 over 3 pairs
+                           [1, 1, 0, 1],  # positives 0, 1, 3 vs negative 2: 1 of 3 pairs -> 1/3
+                           [1, 1, 1, 1]])  # one class only: not counted
+    r = ev.within_question_auroc(scores, labels, resamples=200)
+    assert r["questions"] == 2 and r["pairs"] == 6
+    assert r["mean"] == pytest.approx((1 + 1 / 3) / 2)
+    assert r["pooled"] == pytest.approx((3 + 1) / 6)
+
+
+def test_vote_shares_by_hand():
+    assert ev.vote_shares(["5", "5.0", "7", None]) == pytest.approx([0.5, 0.5, 0.25, 0.25])
+    assert ev.vote_shares([None, None]) == pytest.approx([0.5, 0.5])  # no answer shares with nothing
+
+
+def test_percentile_interval_by_hand():
+    assert ev.percentile_interval(torch.arange(100.0)) == [2.0, 97.0]
+    assert ev.percentile_interval(torch.arange(1000.0).flip(0)) == [25.0, 974.0]
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    values = [0.0] * 50 + [1.0] * 50  # mean 0.5, standard error 0.05
+    lo, hi = ev.bootstrap_mean_ci(values, resamples=4000, seed=0)
+    assert 0.39 < lo < 0.41 and 0.59 < hi < 0.61
+    assert ev.bootstrap_mean_ci([0.7] * 20) == [pytest.approx(0.7), pytest.approx(0.7)]
+    assert ev.bootstrap_mean_ci(values, 500, seed=3) == ev.bootstrap_mean_ci(values, 500, seed=3)
+
+
+def test_interp_log_by_hand():
+    assert ev.interp_log(math.sqrt(1000), [10, 100], [0.0, 1.0]) == pytest.approx(0.5)
+    assert ev.interp_log(100, [10, 100, 1000], [0.2, 0.4, 0.9]) == pytest.approx(0.4)
+    assert math.isnan(ev.interp_log(5, [10, 100], [0.0, 1.0]))
+    assert math.isnan(ev.interp_log(101, [10, 100], [0.0, 1.0]))
+
+
+# --------------------------------------------------------------------------- the recipe's CoT-only mode
+def test_recipe_chain_of_thought_only(tmp_path):
+    from lm_eval_latenttts.training.recipes import train_backbone as tb
+
+    out = tmp_path / "cot"
+    tb.main(["--small", "--no-progress", "--n-eval", "4", "--out", str(out), "--stage-steps", "3600,0,0",
+             "--max-steps", "5"])
+    info = json.loads((out / "training_info.json").read_text())
+    assert info["stage_steps"] == [5, 0, 0] and info["step"] == 5 and info["complete"]
+    assert [h["stage"] for h in info["history"]] == [0]  # every step was chain of thought
+
+
+def test_recipe_schedule_unchanged_and_bad_stage_steps_refused(tmp_path):
+    from lm_eval_latenttts.training.recipes import train_backbone as tb
+
+    out = tmp_path / "default"
+    tb.main(["--small", "--no-progress", "--n-eval", "4", "--out", str(out), "--max-steps", "4"])
+    assert json.loads((out / "training_info.json").read_text())["stage_steps"] == [1, 1, 2]
+    for bad in ("0,0,10", "10,-1,5"):
+        with pytest.raises(SystemExit):
+            tb.main(["--small", "--no-progress", "--out", str(tmp_path / "bad"), "--stage-steps", bad])
