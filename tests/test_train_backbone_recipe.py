@@ -151,4 +151,4 @@ def test_shipped_checkpoint_latent_accuracy():
     model = AutoLatentModel.from_pretrained(SHIPPED).eval()
     tok = load_latent_tokenizer(SHIPPED, model.config)
     acc = tb.evaluate(model, tok, arith.load_split("test")[:100], cfg["latent_length"])
-    assert 0.30 <= acc <= 0.85, acc
+    assert acc == 0.75, acc  # greedy latent decoding of the shipped model: 75 of the first 100 test questions

@@ -42,7 +42,8 @@ QUESTION_TEMPLATE = "Start at {x0}, {w1} {b}, then {w2} {c}. Answer mod 100?"
 DATA_DIR = os.path.dirname(os.path.abspath(__file__))  # the shipped splits sit next to this file
 
 
-def _apply(sym: str, x: int, y: int) -> int:
+def apply_op(sym: str, x: int, y: int) -> int:
+    """``x sym y`` mod 100, for the operation symbols of :data:`OPS` (``+``, ``-``, ``*``)."""
     if sym == "+":
         return (x + y) % MOD
     if sym == "-":
@@ -56,8 +57,8 @@ def make_example(x0: int, op1: int, b: int, op2: int, c: int) -> Dict:
     """Build one example from a start value, two op indices and operands."""
     w1, s1, _ = OPS[op1]
     w2, s2, _ = OPS[op2]
-    x1 = _apply(s1, x0, b)
-    x2 = _apply(s2, x1, c)
+    x1 = apply_op(s1, x0, b)
+    x2 = apply_op(s2, x1, c)
     return {
         "question": QUESTION_TEMPLATE.format(x0=x0, w1=w1, b=b, w2=w2, c=c),
         "steps": [f"<<{x0}{s1}{b}={x1}>>", f"<<{x1}{s2}{c}={x2}>>"],
