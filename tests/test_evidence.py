@@ -4,6 +4,8 @@ import importlib.util
 import json
 import math
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -235,6 +237,9 @@ def test_latent_accounting_equals_what_the_forward_passes_process(tiny_arith_mod
 
 
 def _bench():
+    """benchmarks/evidence.py as a module; its sibling scripts (evidence_*.py) import as they do when it runs."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("evidence_bench", REPO / "benchmarks" / "evidence.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -244,13 +249,12 @@ def _bench():
 def test_cot_accounting_equals_what_the_forward_passes_process(tiny_arith_models):
     from lm_eval_latenttts.data import arith
 
-    bench = _bench()
     tok, base, _ = tiny_arith_models
     base.eval()
     qs = arith.load_split("test")[:3]
     seen, handle = _count_positions(base.transformer)
     try:
-        roll = bench.cot_sample(base, tok, qs, 4, 1.0, 0, max_new_tokens=5)
+        roll = ev.cot_sample(base, tok, qs, 4, 1.0, 0, max_new_tokens=5)
     finally:
         handle.remove()
     gen = roll["generated"]
@@ -263,15 +267,14 @@ def test_cot_accounting_equals_what_the_forward_passes_process(tiny_arith_models
 def test_cot_samples_depend_on_question_and_seed_not_on_batch(tiny_arith_models):
     from lm_eval_latenttts.data import arith
 
-    bench = _bench()
     tok, base, _ = tiny_arith_models
     qs = arith.load_split("test")[:3]
-    together = bench.cot_sample(base, tok, qs, 4, 1.0, 7, max_new_tokens=6)
-    alone = bench.cot_sample(base, tok, qs[2:], 4, 1.0, 7, max_new_tokens=6)
-    other_seed = bench.cot_sample(base, tok, qs[2:], 4, 1.0, 8, max_new_tokens=6)
+    together = ev.cot_sample(base, tok, qs, 4, 1.0, 7, max_new_tokens=6)
+    alone = ev.cot_sample(base, tok, qs[2:], 4, 1.0, 7, max_new_tokens=6)
+    other_seed = ev.cot_sample(base, tok, qs[2:], 4, 1.0, 8, max_new_tokens=6)
     assert together["answers"][2] == alone["answers"][0]
     assert torch.equal(together["generated"][2], alone["generated"][0])
-    greedy = bench.cot_sample(base, tok, qs, 3, 0.0, 0, max_new_tokens=6)
+    greedy = ev.cot_sample(base, tok, qs, 3, 0.0, 0, max_new_tokens=6)
     assert all(len(set(map(str, a))) == 1 for a in greedy["answers"])  # temperature 0: N copies
     assert other_seed["answers"] != alone["answers"] or not torch.equal(other_seed["generated"], alone["generated"])
 
@@ -318,6 +321,26 @@ def test_interp_log_by_hand():
     assert ev.interp_log(100, [10, 100, 1000], [0.2, 0.4, 0.9]) == pytest.approx(0.4)
     assert math.isnan(ev.interp_log(5, [10, 100], [0.0, 1.0]))
     assert math.isnan(ev.interp_log(101, [10, 100], [0.0, 1.0]))
+
+
+def test_difference_at_equal_compute_by_hand():
+    # "other" costs twice as much per N; ref's points at 10 and 20 positions: 10 lies below other's curve
+    ref = {1: {"positions_per_question": 10.0, "majority_accuracy": 0.5, "per_question": [0.0, 1.0]},
+           4: {"positions_per_question": 20.0, "majority_accuracy": 1.0, "per_question": [1.0, 1.0]}}
+    other = {1: {"positions_per_question": 20.0, "majority_accuracy": 0.5, "per_question": [1.0, 0.0]},
+             4: {"positions_per_question": 40.0, "majority_accuracy": 0.5, "per_question": [1.0, 0.0]}}
+    below, at = ev.difference_at_equal_compute(ref, other, resamples=200)
+    assert below == {"n": 1, "positions": 10.0, "other_accuracy": None, "difference": None, "ci95": None}
+    assert at["other_accuracy"] == pytest.approx(0.5) and at["difference"] == pytest.approx(0.5)
+    assert at["ci95"][0] <= 0.5 <= at["ci95"][1]
+    assert ev.difference_at_equal_compute(other, other, resamples=50)[0]["ci95"] == [0.0, 0.0]  # paired: no spread
+
+
+def test_plots_redraw_from_the_committed_json(tmp_path):
+    shutil.copy(REPO / "benchmarks" / "results" / "evidence.json", tmp_path / "evidence.json")
+    _bench().main(["--plots-only", "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["evidence_cot_vs_latent.png",
+                                                              "evidence_latent_readout.png", "evidence_rm_auroc.png"]
 
 
 # --------------------------------------------------------------------------- the recipe's CoT-only mode

@@ -1,0 +1,33 @@
+"""The referee evidence's library (``benchmarks/evidence.py`` is the command): is a sampled latent a distinct
+reasoning path, does the LatentRM see it, and what does token chain of thought reach at the same compute?
+
+* :mod:`.readout` -- the task's true intermediates, the logit lens, and read-out / follow metrics;
+* :mod:`.probe` -- a 100-way probe that reads a latent as a value, or as "no number";
+* :mod:`.trajectories` -- N latent rollouts and N token chains of thought per question;
+* :mod:`.accounting` -- generated lengths, forward token positions and FLOPs of those samples;
+* :mod:`.ranking` -- within-question AUROC and vote share;
+* :mod:`.bootstrap` and :mod:`.equal_compute` -- intervals over questions, and two methods compared at
+  equal compute with a paired bootstrap.
+
+The public names are re-exported here: ``from lm_eval_latenttts import evidence as ev; ev.auroc(...)``.
+"""
+
+from lm_eval_latenttts.evidence.accounting import (cot_flops, cot_positions, forward_flops, generated_lengths,
+                                                   latent_flops, latent_positions)
+from lm_eval_latenttts.evidence.bootstrap import bootstrap_indices, bootstrap_mean_ci, percentile_interval
+from lm_eval_latenttts.evidence.equal_compute import difference_at_equal_compute, interp_log
+from lm_eval_latenttts.evidence.probe import NO_NUMBER, LatentProbe, fit_probe, threshold_from_heldout
+from lm_eval_latenttts.evidence.ranking import auroc, pair_counts, vote_shares, within_question_auroc
+from lm_eval_latenttts.evidence.readout import (answer_from_first, follow_metrics, intermediates, logit_lens_digit,
+                                                parse_steps, readout_metrics)
+from lm_eval_latenttts.evidence.trajectories import (COT_SUFFIX, cot_sample, first_n, latent_rollouts,
+                                                     question_seed, sampling_kwargs)
+
+__all__ = [
+    "COT_SUFFIX", "LatentProbe", "NO_NUMBER", "answer_from_first", "auroc", "bootstrap_indices", "bootstrap_mean_ci",
+    "cot_flops", "cot_positions", "cot_sample", "difference_at_equal_compute", "first_n", "fit_probe",
+    "follow_metrics", "forward_flops", "generated_lengths", "interp_log", "intermediates", "latent_flops",
+    "latent_positions", "latent_rollouts", "logit_lens_digit", "pair_counts", "parse_steps", "percentile_interval",
+    "question_seed", "readout_metrics", "sampling_kwargs", "threshold_from_heldout", "vote_shares",
+    "within_question_auroc",
+]

@@ -1,0 +1,138 @@
+"""The trajectories the evidence measures: N latent rollouts and N token chains of thought per question.
+
+Both samplers make sample j of a question a function of (seed, question, j)
+only, so the first n of N samples are the N=n samples and a question's
+samples do not depend on its batch; both also return what the compute
+accounting needs (generated lengths, prompt lengths).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Dict, Optional
+
+import torch
+
+from hf_modeling.answers import answers_equal, extract_answer
+from lm_eval_latenttts.evidence.accounting import generated_lengths
+
+COT_SUFFIX = "\n<|start-latent|><|end-latent|>"  # the backbone recipe's stage-0 (chain of thought) prompt
+
+
+def sampling_kwargs(method: Optional[str], strength: float = 0.0) -> Dict:
+    """``generate`` keyword arguments of a latent sampling setting (``None``: greedy)."""
+    if method is None:
+        return {}
+    if method == "dropout":
+        return {"latent_sampling": "dropout", "dropout_p": strength}
+    return {"latent_sampling": "noise", "noise_std": strength}
+
+
+@torch.no_grad()
+def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024, max_new_tokens=8) -> Dict:
+    """N rollouts per question -> answers, correctness, latents, generated lengths, prompt lengths, RM step scores."""
+    bq = max(1, batch_rows // n)
+    eos = model.config.eos_token_id
+    answers, correct, latents, gen, plen, steps_scores = [], [], [], [], [], []
+    for b in range(0, len(examples), bq):
+        chunk = examples[b:b + bq]
+        enc = tok([model.format_prompt(e["question"]) for e in chunk], return_tensors="pt", padding=True)
+        out = model.generate(**enc, num_return_sequences=n, seed=seed, max_new_tokens=max_new_tokens,
+                             return_dict_in_generate=True, **sampling)
+        texts = tok.batch_decode(out.answer_ids, skip_special_tokens=True)
+        lens = generated_lengths(out.answer_ids, eos).view(len(chunk), n)
+        lat = out.latents.float().view(len(chunk), n, *out.latents.shape[1:])
+        sc = rm.score_rollouts(out).step_scores.float().view(len(chunk), n, -1) if rm is not None else None
+        for i, e in enumerate(chunk):
+            a = [extract_answer(t, "coconut") for t in texts[i * n:(i + 1) * n]]
+            answers.append(a)
+            correct.append([answers_equal(x, e["answer"]) for x in a])
+            plen.append(int(enc.attention_mask[i].sum()))
+        latents.append(lat)
+        gen.append(lens)
+        if sc is not None:
+            steps_scores.append(sc)
+    return {
+        "answers": answers,
+        "correct": torch.tensor(correct, dtype=torch.bool),
+        "latents": torch.cat(latents),
+        "generated": torch.cat(gen),
+        "prompt_lengths": plen,
+        "step_scores": torch.cat(steps_scores) if steps_scores else None,
+    }
+
+
+def first_n(roll: Dict, n: int) -> Dict:
+    """The first ``n`` samples of each question of :func:`latent_rollouts`' output (= its N=n output)."""
+    return {
+        "answers": [a[:n] for a in roll["answers"]],
+        "correct": roll["correct"][:, :n],
+        "latents": roll["latents"][:, :n],
+        "generated": roll["generated"][:, :n],
+        "prompt_lengths": roll["prompt_lengths"],
+        "step_scores": None if roll["step_scores"] is None else roll["step_scores"][:, :n],
+    }
+
+
+def question_seed(seed: int, question: str) -> int:
+    """The seed of a question's chain-of-thought noise: a function of the run's seed and the question text."""
+    return (zlib.crc32(question.encode()) * 1_000_003 + seed) % (2**63 - 1)
+
+
+@torch.no_grad()
+def cot_sample(model, tok, examples, n, temperature, seed, batch_rows=1024, max_new_tokens=40) -> Dict:
+    """N chains of thought per question with temperature sampling (temperature 0: greedy).
+
+    The prompt is run once per question and its KV cache repeated for the N
+    samples.  Sample j of a question is a function of (seed, question, j) only:
+    its Gumbel noise comes from a generator seeded by the question and the seed.
+    """
+    from transformers import DynamicCache
+
+    eos = tok.eos_token_id
+    bq = max(1, batch_rows // n)
+    answers, correct, gen, plen = [], [], [], []
+    for b in range(0, len(examples), bq):
+        chunk = examples[b:b + bq]
+        ids = [tok(e["question"] + COT_SUFFIX, add_special_tokens=False)["input_ids"] for e in chunk]
+        if len({len(x) for x in ids}) != 1:  # every arith question has the same token length
+            raise ValueError("cot_sample expects prompts of one token length per batch")
+        prompt = torch.tensor(ids)
+        p = prompt.shape[1]
+        out = model.transformer(input_ids=prompt, cache=DynamicCache(config=model.config), use_cache=True,
+                                attention_mask=torch.ones_like(prompt), position_ids=torch.arange(p)[None].expand(len(chunk), p))
+        cache = out.cache
+        cache.batch_repeat_interleave(n)
+        hidden = out.last_hidden_state[:, -1].repeat_interleave(n, 0)
+        gens = [torch.Generator().manual_seed(question_seed(seed, e["question"])) for e in chunk]
+        rows = len(chunk) * n
+        done = torch.zeros(rows, dtype=torch.bool)
+        toks = []
+        for step in range(max_new_tokens):
+            logits = model.lm_head(hidden).float()
+            if temperature > 0:
+                u = torch.cat([torch.rand(n, logits.shape[-1], generator=g, dtype=torch.float64) for g in gens])
+                gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1 - 1e-16)))
+                nxt = (logits.double() / temperature + gumbel).argmax(-1)
+            else:
+                nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+            toks.append(nxt)
+            done = done | (nxt == eos)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            out = model.transformer(input_ids=nxt[:, None], cache=cache, use_cache=True,
+                                    attention_mask=torch.ones(rows, p + step + 1, dtype=torch.long),
+                                    position_ids=torch.full((rows, 1), p + step))
+            cache, hidden = out.cache, out.last_hidden_state[:, -1]
+        seqs = torch.stack(toks, 1)
+        lens = generated_lengths(seqs, eos).view(len(chunk), n)
+        texts = tok.batch_decode(seqs, skip_special_tokens=True)
+        for i, e in enumerate(chunk):
+            a = [extract_answer(t, "coconut") for t in texts[i * n:(i + 1) * n]]
+            answers.append(a)
+            correct.append([answers_equal(x, e["answer"]) for x in a])
+            plen.append(p)
+        gen.append(lens)
+    return {"answers": answers, "correct": torch.tensor(correct, dtype=torch.bool), "generated": torch.cat(gen),
+            "prompt_lengths": plen}
