@@ -236,6 +236,25 @@ def test_latent_accounting_equals_what_the_forward_passes_process(tiny_arith_mod
     assert expected == (8 * p if shared else 16 * p) + 16 * (2 + 3)
 
 
+def test_greedy_rollouts_are_greedy_whatever_the_checkpoint_defaults():
+    """The shipped model's generation_config samples by default (dropout p=0.2); the evidence's greedy
+    trajectory must still be the greedy one: the recipe's greedy accuracy, and N=2 identical copies."""
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+    from lm_eval_latenttts.checkpoints import DEFAULT_MODEL_DIR
+    from lm_eval_latenttts.data import arith
+
+    model = AutoLatentModel.from_pretrained(str(DEFAULT_MODEL_DIR)).eval()
+    assert model.generation_config.latent_sampling == "dropout"  # the default this guards against
+    tok = load_latent_tokenizer(str(DEFAULT_MODEL_DIR), model.config)
+    qs = arith.load_split("test")[:100]
+    with pytest.warns(UserWarning, match="2 identical rollouts"):
+        greedy = ev.latent_rollouts(model, tok, None, qs, 2, ev.sampling_kwargs(None), 0)
+    assert torch.equal(greedy["latents"][:, 0], greedy["latents"][:, 1])
+    assert int(greedy["correct"][:, 0].sum()) == 75  # = tests/test_train_backbone_recipe.py's greedy count
+    sampled = ev.latent_rollouts(model, tok, None, qs, 2, ev.sampling_kwargs("dropout", 0.2), 0)
+    assert not torch.equal(sampled["latents"][:, 0], sampled["latents"][:, 1])
+
+
 def _bench():
     """benchmarks/evidence.py as a module; its sibling scripts (evidence_*.py) import as they do when it runs."""
     if str(REPO / "benchmarks") not in sys.path:

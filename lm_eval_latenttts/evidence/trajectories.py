@@ -20,9 +20,13 @@ COT_SUFFIX = "\n<|start-latent|><|end-latent|>"  # the backbone recipe's stage-0
 
 
 def sampling_kwargs(method: Optional[str], strength: float = 0.0) -> Dict:
-    """``generate`` keyword arguments of a latent sampling setting (``None``: greedy)."""
+    """``generate`` keyword arguments of a latent sampling setting (``None``: greedy).
+
+    Greedy is asked for explicitly: a checkpoint's ``generation_config`` may
+    default to sampling (the shipped model's does: dropout p=0.2).
+    """
     if method is None:
-        return {}
+        return {"latent_sampling": None}
     if method == "dropout":
         return {"latent_sampling": "dropout", "dropout_p": strength}
     return {"latent_sampling": "noise", "noise_std": strength}
