@@ -50,6 +50,7 @@ import random
 import string
 import sys
 import time
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -401,7 +402,9 @@ def main(argv=None):
 
 def evaluate_stage(model, tok, examples, stage: int, latents_per_step: int) -> float:
     """Accuracy with ``stage`` latent steps and the remaining steps generated as text."""
-    return evaluate(model, tok, examples, stage * latents_per_step, max_new_tokens=40)
+    with warnings.catch_warnings():  # stage 0 is the chain of thought in text, on purpose: no latent step
+        warnings.filterwarnings("ignore", message="latent_length=0", category=UserWarning)
+        return evaluate(model, tok, examples, stage * latents_per_step, max_new_tokens=40)
 
 
 if __name__ == "__main__":
