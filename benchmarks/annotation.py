@@ -22,19 +22,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def naive_question(model, tokenizer, kind, prompt_ids, gold, n, m, sampler_kwargs, seed, max_new_tokens, steps):
-    from hf_modeling.latent_generation import batch_invariant_attention, sample_keys
+def naive_question(model, tokenizer, prompt_ids, gold, config, m):
+    """``annotate_question``'s work with every continuation recomputing its prefix; returns continuations run."""
     from hf_modeling.latent_sampling import fold
-    from lm_eval_latenttts.training.annotate import _Judge, _finish
+    from hf_modeling.latent_state import batch_invariant_attention, sample_keys
+    from lm_eval_latenttts.scaling.rollouts import decode_answers
+    from lm_eval_latenttts.training.annotate import _finish
 
-    setup = model.prepare_rollout(
-        torch.tensor([prompt_ids]), latent_sampling=sampler_kwargs["mode"], dropout_p=sampler_kwargs["dropout_p"],
-        noise_std=sampler_kwargs["noise_std"], seed=seed, latent_length=steps, max_new_tokens=max_new_tokens,
-    )
-    ids, mask, sampler, eos, pad = setup.input_ids, setup.attention_mask, setup.sampler, setup.eos_token_id, \
-        setup.pad_token_id
+    n = config.num_return_sequences
+    setup = model.prepare_rollout(torch.tensor([list(prompt_ids)]), None, config)
+    ids, mask, sampler, steps = setup.input_ids, setup.attention_mask, setup.sampler, setup.steps
     keys = sample_keys(setup.question_keys, n)
-    judge = _Judge(tokenizer, kind, gold, eos)
+
+    def judge(answer_ids):
+        return [model.is_correct(t, gold) for t in decode_answers(tokenizer, answer_ids, setup.eos_token_id)]
+
     continuations = 0
     model.eval()
     with torch.no_grad(), sampler.attached(model), batch_invariant_attention():
@@ -42,7 +44,8 @@ def naive_question(model, tokenizer, kind, prompt_ids, gold, n, m, sampler_kwarg
         for _ in range(steps):
             model.latent_step(traj, sampler)
         latents = torch.stack(traj.latents, 1)  # (n, steps, hidden)
-        model.decode_answer(traj, max_new_tokens, eos, pad)
+        judge(model.decode_answer(traj, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
+                                  setup.answer_room))
         continuations += n
         for t in range(steps - 1):
             rows = torch.arange(n).repeat_interleave(m)
@@ -51,7 +54,7 @@ def naive_question(model, tokenizer, kind, prompt_ids, gold, n, m, sampler_kwarg
             with sampler.phase("latent"):
                 for k in range(t + 1):  # the trajectory's prefix, recomputed
                     model._forward_step(state, latents[rows, k], sampler=sampler)
-            judge.correct(_finish(model, state, sampler, steps - t - 1, max_new_tokens, eos, pad, setup.answer_room))
+            judge(_finish(model, state, sampler, steps - t - 1, setup))
             continuations += n * m
     return continuations
 
@@ -77,24 +80,23 @@ def main():
     folder = make_checkpoint(os.path.join(tempfile.mkdtemp(), "gpt2"), "coconut", n_layer=a.layers, hidden=a.hidden)
     model = AutoLatentModel.from_pretrained(str(folder))
     tok = load_latent_tokenizer(str(folder), model.config)
-    sampler_kwargs = {"mode": "dropout", "dropout_p": 0.1, "noise_std": 0.0}
     prompts = [model.encode_prompt(tok, f"Natalia sold clips to {i} of her friends, then half as many. How many?")
                for i in range(a.questions)]
-    common = dict(max_new_tokens=a.max_new_tokens)
+
+    def config(seed, n, steps):
+        return model.latent_generation_config(latent_sampling="dropout", dropout_p=0.1, seed=seed,
+                                              num_return_sequences=n, latent_length=steps,
+                                              max_new_tokens=a.max_new_tokens)
 
     results = {}
     for name in ("shared", "naive"):
-        # warm-up
-        annotate_question(model, tok, "coconut", prompts[0], "1", num_trajectories=2, num_continuations=2,
-                          sampler_kwargs=sampler_kwargs, seed=0, latent_length=2, **common)
+        annotate_question(model, tok, prompts[0], "1", config(0, 2, 2), 2)  # warm-up
         start, total = time.perf_counter(), 0
         for i, ids in enumerate(prompts):
             if name == "shared":
-                _, c = annotate_question(model, tok, "coconut", ids, "1", num_trajectories=a.n, num_continuations=a.m,
-                                         sampler_kwargs=sampler_kwargs, seed=i, latent_length=a.steps, **common)
+                _, c = annotate_question(model, tok, ids, "1", config(i, a.n, a.steps), a.m)
             else:
-                c = naive_question(model, tok, "coconut", ids, "1", a.n, a.m, sampler_kwargs, i,
-                                   a.max_new_tokens, a.steps)
+                c = naive_question(model, tok, ids, "1", config(i, a.n, a.steps), a.m)
             total += c
         seconds = time.perf_counter() - start
         results[name] = (total, seconds)

@@ -23,9 +23,9 @@ VOCAB = 50260
 IDS = dict(latent_start_id=50257, latent_id=50258, latent_end_id=50259)
 
 
-def build(seed=0):
+def build(seed=0, layers=12, hidden=768):
     torch.manual_seed(seed)
-    common = dict(vocab_size=VOCAB, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+    common = dict(vocab_size=VOCAB, n_positions=1024, n_embd=hidden, n_layer=layers, n_head=max(1, hidden // 64),
                   bos_token_id=50256, eos_token_id=50256, pad_token_id=50256, **IDS)
     backbone = COCONUTGPT2(CoconutConfig(**common, latent_length=6)).eval()
     rm = COCONUTGPT2ForTokenClassification(LatentRMGPT2Config(**common)).eval()
@@ -37,10 +37,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--layers", type=int, default=12, help="model depth (smoke runs: 2)")
+    parser.add_argument("--hidden", type=int, default=768, help="model width (smoke runs: 64)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    backbone, rm = build()
+    backbone, rm = build(layers=args.layers, hidden=args.hidden)
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(0, 50000, (2, 96), generator=g)
     prompts[:, -1] = IDS["latent_start_id"]
@@ -49,7 +51,7 @@ def main():
         "dropout p=0.1 (paper: prompt + latents, prompt run N times)": dict(latent_sampling="dropout", dropout_p=0.1),
         "noise sigma=0.5 (prompt pass shared by the N samples)": dict(latent_sampling="noise", noise_std=0.5),
     }
-    print(f"backbone/RM: 12 layers, hidden 768; 2 prompts x 96 tokens, N={args.n}, 6 latents, 8 answer tokens; "
+    print(f"backbone/RM: {args.layers} layers, hidden {args.hidden}; 2 prompts x 96 tokens, N={args.n}, 6 latents, 8 answer tokens; "
           f"torch threads {torch.get_num_threads()}")
     with torch.no_grad():
         for name, kw in settings.items():

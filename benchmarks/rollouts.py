@@ -1,6 +1,6 @@
 """Seconds per ``generate`` call and peak memory of latent rollouts, against the naive way and the floor.
 
-A GPT-2-small-sized random COCONUT (12 layers, hidden 768), 2 prompts of 96
+A GPT-2-small-sized random COCONUT (12 layers, hidden 768; --layers/--hidden), 2 prompts of 96
 tokens, 6 latents, 8 answer tokens (EOS disabled so every call decodes 8),
 noise sampling (``--sampling dropout``: dropout on the latent steps).  For N in {1, 4, 16, 64}:
 
@@ -28,13 +28,13 @@ import torch
 PROMPTS, PROMPT_LEN, LATENTS, ANSWER = 2, 96, 6, 8
 
 
-def build(device):
+def build(device, layers=12, hidden=768):
     import hf_modeling
 
     torch.manual_seed(0)
     vocab = 50260
     config = hf_modeling.CoconutConfig(
-        vocab_size=vocab, n_layer=12, n_embd=768, n_head=12, latent_id=50258, latent_start_id=50257,
+        vocab_size=vocab, n_layer=layers, n_embd=hidden, n_head=max(1, hidden // 64), latent_id=50258, latent_start_id=50257,
         latent_end_id=50259, eos_token_id=50256, pad_token_id=50256, bos_token_id=50256, latent_length=LATENTS,
     )
     model = hf_modeling.COCONUTGPT2(config).to(device).eval()
@@ -56,11 +56,10 @@ def run_latent_tts(model, ids, mask, n, sampling):
 
 def run_naive(model, ids, mask, n, sampling):
     """N full copies of the prompt: with dropout on the prompt this is what each sample needs."""
-    from hf_modeling import LatentSampler
+    from hf_modeling import LatentGenerationConfig, LatentSampler
     from hf_modeling.latent_generation import batch_invariant_attention, question_keys, sample_keys
 
-    kw = SAMPLING[sampling]
-    sampler = LatentSampler(kw["latent_sampling"], kw.get("dropout_p", 0.0), kw.get("noise_std", 0.0), "all")
+    sampler = LatentSampler(LatentGenerationConfig(**{**SAMPLING[sampling], "dropout_scope": "all"}).for_backbone("coconut"))
     keys = sample_keys(question_keys(ids, mask, 0), n)
     with sampler.attached(model), batch_invariant_attention():
         state = model.prefill(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), sampler, keys)
@@ -94,9 +93,9 @@ def run_floor(model, ids, mask, n, sampling):
 IMPLEMENTATIONS = {"latent_tts": run_latent_tts, "naive": run_naive, "floor": run_floor}
 
 
-def measure(impl, n, repeats, device, sampling):
+def measure(impl, n, repeats, device, sampling, layers=12, hidden=768):
     """Runs inside the child process: time per call (median) and peak RSS above the loaded model."""
-    model, ids, mask = build(device)
+    model, ids, mask = build(device, layers, hidden)
     fn = IMPLEMENTATIONS[impl]
     with torch.no_grad():
         fn(model, ids, mask, 1, sampling)  # warm-up
@@ -126,20 +125,23 @@ def main():
     parser.add_argument("--sampling", choices=sorted(SAMPLING), default="noise",
                         help="noise on the latents, or dropout on the latent steps (the prompt pass shared)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--layers", type=int, default=12, help="model depth (smoke runs: 2)")
+    parser.add_argument("--hidden", type=int, default=768, help="model width (smoke runs: 64)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats, args.device, args.sampling)))
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats, args.device, args.sampling,
+                                 args.layers, args.hidden)))
         return
 
     rows = []
     for n in args.n:
         for impl in IMPLEMENTATIONS:
             cmd = [sys.executable, __file__, "--child", impl, str(n), "--repeats", str(args.repeats), "--device", args.device,
-                   "--sampling", args.sampling]
+                   "--sampling", args.sampling, "--layers", str(args.layers), "--hidden", str(args.hidden)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))

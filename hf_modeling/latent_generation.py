@@ -35,6 +35,7 @@ from transformers import GenerationConfig
 from .generation_config import ROLLOUT_FIELDS, LatentGenerationConfig
 from .latent_sampling import LatentSampler
 from .latent_state import (
+    MIN_ROWS,
     LatentGenerateOutput,
     LatentState,
     RolloutSetup,
@@ -166,19 +167,39 @@ class LatentGenerationMixin:
             row_keys=row_keys,
         )
 
-    def start_samples(self, setup: RolloutSetup, n: int, keys: torch.Tensor) -> LatentState:
+    def start_samples(self, setup: RolloutSetup, n: int, keys: torch.Tensor,
+                      questions: int | None = None) -> LatentState:
         """The state of n samples per prompt of ``setup``, keyed ``keys``, after the prompt pass.
 
         With a deterministic prompt pass (no dropout on it) the prompt runs once
         per question and its cache is shared by the n samples; else each sample
-        runs its own (dropout on the prompt, as in the paper).
+        runs its own (dropout on the prompt, as in the paper).  ``questions``:
+        how many of ``setup``'s prompts are real; the ghost questions after them
+        copy the last real question's state instead of running their prompts,
+        when the real prompt pass alone has MIN_ROWS token rows (the prompt pass
+        is then row-invariant already; ghosts are only needed for the one-token
+        steps that follow).
         """
         ids, mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
+        total = ids.shape[0]
+        per_question = 1 if sampler.prompt_is_deterministic else n
+        run = total
+        if questions is not None and questions * per_question * ids.shape[1] >= MIN_ROWS:
+            run = questions
         if sampler.prompt_is_deterministic:
-            state = self.prefill(ids, mask, sampler, setup.question_keys).repeat_interleave(n)
-            state.row_keys = keys
-            return state
-        return self.prefill(ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0), sampler, keys)
+            state = self.prefill(ids[:run], mask[:run], sampler, setup.question_keys[:run])
+        else:
+            state = self.prefill(ids[:run].repeat_interleave(n, dim=0), mask[:run].repeat_interleave(n, dim=0),
+                                 sampler, keys[:run * n])
+        if run < total:  # ghost questions: copies of the last real question (same keys, same rows)
+            last = torch.arange((run - 1) * per_question, run * per_question, device=ids.device)
+            index = torch.cat([torch.arange(run * per_question, device=ids.device),
+                               last.repeat(total - run)])
+            state = state.select(index)
+        if sampler.prompt_is_deterministic:
+            state = state.repeat_interleave(n)
+        state.row_keys = keys
+        return state
 
     def latent_step(self, state: LatentState, sampler: LatentSampler) -> torch.Tensor:
         """Feed back one latent vector per row (rows that stopped get a masked slot)."""
@@ -331,7 +352,7 @@ class LatentGenerationMixin:
         self.eval()
         try:
             with sampler.attached(self), batch_invariant_attention():
-                state = self.start_samples(setup, n, keys)
+                state = self.start_samples(setup, n, keys, questions)
                 for _ in range(setup.steps):
                     if self.dynamic_latent_length and bool(state.stopped.all()):
                         break

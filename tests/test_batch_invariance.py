@@ -175,3 +175,25 @@ def test_answer_room_is_per_row_not_set_by_a_long_neighbour(models):
     assert torch.equal(both.answer_ids[0], alone.answer_ids[0])  # the short question keeps its 30 tokens
     room = model.config.n_positions - (both.attention_mask[1, : both.prompt_length].sum() + 6 + 1)
     assert int(both.attention_mask[1, both.answer_start:].sum()) == room  # the long one stops at the window
+
+
+@pytest.mark.parametrize("sampling", [dict(latent_sampling=None), dict(latent_sampling="dropout", dropout_p=0.2),
+                                      dict(latent_sampling="noise", noise_std=1.0)])
+def test_ghost_rows_alone_equal_a_full_batch_bit_for_bit(sampling):
+    """One question with N=1 runs with ghost questions (fewer than MIN_ROWS rows); the ghosts copy its prompt
+    state instead of running the prompt again.  Its rollout equals the same question's in a batch of 20
+    questions (no ghosts), bit for bit, and the shipped model's prompts all have one length (no padding)."""
+    from hf_modeling.latent_state import MIN_ROWS
+    from lm_eval_latenttts.checkpoints import DEFAULT_MODEL_DIR
+    from lm_eval_latenttts.data import arith
+
+    model = AutoLatentModel.from_pretrained(str(DEFAULT_MODEL_DIR)).eval()
+    tok = load_latent_tokenizer(str(DEFAULT_MODEL_DIR), model.config)
+    qs = [model.format_prompt(e["question"]) for e in arith.load_split("test")[:20]]
+    assert len(qs) > MIN_ROWS
+    kw = dict(num_return_sequences=1, seed=3, max_new_tokens=4, return_dict_in_generate=True, **sampling)
+    batch = model.generate(**tok(qs, return_tensors="pt"), **kw)
+    for q in (0, 7, 19):
+        alone = model.generate(**tok(qs[q:q + 1], return_tensors="pt"), **kw)
+        assert torch.equal(alone.latents, batch.latents[q:q + 1])
+        assert torch.equal(alone.answer_ids, batch.answer_ids[q:q + 1])

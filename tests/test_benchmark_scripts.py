@@ -1,0 +1,52 @@
+"""The speed benchmarks still run against the current API (tiny models; the numbers are not looked at).
+
+They print the README's speed numbers and no other test calls them, so an API change would otherwise
+break them silently.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script, *args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_rollouts_benchmark_runs():
+    out = _run("rollouts.py", "--n", "2", "--repeats", "1", "--layers", "2", "--hidden", "64",
+               "--sampling", "dropout", "--threads", "1")
+    table = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and "s/call" not in line]
+    assert [row[0] for row in table] == ["2"] and len(table[0]) == 8
+
+
+def test_rm_scoring_benchmark_runs():
+    out = _run("rm_scoring.py", "--n", "2", "--layers", "2", "--hidden", "64", "--threads", "1")
+    assert out.count("scoring/rollout = ") == 2
+
+
+def test_annotation_benchmark_runs():
+    out = _run("annotation.py", "--questions", "1", "--n", "2", "--m", "2", "--steps", "2", "--layers", "2",
+               "--hidden", "64")
+    shared, naive = (line for line in out.splitlines() if "continuations in" in line)
+    assert shared.split(":")[1].split()[0] == naive.split(":")[1].split()[0]  # the same work, shared or not
+    assert "prefix sharing is" in out
+
+
+def test_scaling_and_adaptive_reports_run_on_a_few_questions(tmp_path):
+    import json
+
+    _run("scaling.py", "--limit", "4", "--seeds", "1", "--n", "1", "2", "--out", str(tmp_path / "scaling"))
+    report = json.loads((tmp_path / "scaling" / "scaling.json").read_text())
+    assert report["questions"] == 4 and report["n"] == [1, 2] and (tmp_path / "scaling" / "scaling.png").is_file()
+    _run("adaptive.py", "--limit", "4", "--seeds", "1", "--rounds", "3", "--thresholds", "0.9",
+         "--timing-repeats", "1", "--out", str(tmp_path / "adaptive"))
+    assert json.loads((tmp_path / "adaptive" / "adaptive.json").read_text())["questions"] == 4
+    assert (tmp_path / "adaptive" / "adaptive.png").is_file()
