@@ -22,13 +22,16 @@ COT_SUFFIX = "\n<|start-latent|><|end-latent|>"  # the backbone recipe's stage-0
 def sampling_kwargs(method: Optional[str], strength: float = 0.0) -> Dict:
     """``generate`` keyword arguments of a latent sampling setting (``None``: greedy).
 
-    Greedy is asked for explicitly: a checkpoint's ``generation_config`` may
-    default to sampling (the shipped model's does: dropout p=0.2).
+    Every setting is spelled out, greedy included: a checkpoint's
+    ``generation_config`` may default to sampling (the shipped model's does:
+    dropout p=0.2) or to another dropout scope.  Dropout covers prompt and
+    latents (``dropout_scope="all"``, the paper's setting, which the compute
+    accounting assumes).
     """
     if method is None:
         return {"latent_sampling": None}
     if method == "dropout":
-        return {"latent_sampling": "dropout", "dropout_p": strength}
+        return {"latent_sampling": "dropout", "dropout_p": strength, "dropout_scope": "all"}
     return {"latent_sampling": "noise", "noise_std": strength}
 
 
