@@ -3,7 +3,7 @@
 * :func:`run_without_this_package`: a child Python in which ``hf_modeling`` and
   ``lm_eval_latenttts`` cannot be imported, as in an environment that never
   installed this project -- works the same in a virtualenv and a system Python
-  (no ``python -S``, no site-packages paths, no machine paths).
+  (it does not switch off the site module, read site-packages paths or use machine paths).
 * :func:`accelerate_cpu_launch`: ``accelerate launch`` of two (or more) real CPU
   processes (gloo). ``accelerate launch --num_processes 2`` alone, or with
   ``--cpu``, starts ONE process on a machine without GPUs; several CPU
