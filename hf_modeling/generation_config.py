@@ -169,7 +169,12 @@ class LatentGenerationConfig(GenerationConfig):
 
     # -- resolved views ---------------------------------------------------------------------------
     def for_backbone(self, kind: str | None) -> LatentGenerationConfig:
-        """A copy with the sampling strength filled in for backbone ``kind`` (typical value when unset)."""
+        """A copy with the sampling strength filled in for backbone ``kind`` (typical value when unset).
+
+        The other mode's strength becomes ``None`` (unset), not 0: a resolved
+        config switched to that mode later must get the typical strength, not
+        a silent zero that turns sampling off.
+        """
         resolved = copy.deepcopy(self)
         typical = DEFAULT_STRENGTH.get(kind, DEFAULT_STRENGTH["coconut"])
         for mode, field in (("dropout", "dropout_p"), ("noise", "noise_std")):
@@ -177,7 +182,7 @@ class LatentGenerationConfig(GenerationConfig):
                 if getattr(resolved, field) is None:
                     setattr(resolved, field, typical[field])
             else:
-                setattr(resolved, field, 0.0)
+                setattr(resolved, field, None)
         return resolved
 
     @property

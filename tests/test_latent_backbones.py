@@ -203,6 +203,22 @@ def test_zero_strength_sampling_equals_sampling_off(tiny_checkpoints, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_switching_the_mode_of_a_resolved_config_gets_the_typical_strength(tiny_checkpoints, kind):
+    """A resolved config (e.g. a checkpoint's dropout settings, or greedy) switched to another mode samples
+    with that mode's typical strength; before, the resolved 0 of the inactive mode stuck and sampling was off."""
+    from hf_modeling.generation_config import DEFAULT_STRENGTH
+
+    model, _ = load(tiny_checkpoints[kind])
+    typical = DEFAULT_STRENGTH.get(model.latent_kind, DEFAULT_STRENGTH["coconut"])
+    dropout = model.latent_generation_config(latent_sampling="dropout", dropout_p=0.3)
+    noise = model.latent_generation_config(dropout, latent_sampling="noise")
+    assert noise.samples and noise.noise_std == typical["noise_std"] and not noise.dropout_p
+    greedy = model.latent_generation_config(latent_sampling=None)
+    back = model.latent_generation_config(greedy, latent_sampling="dropout")
+    assert back.samples and back.dropout_p == typical["dropout_p"] and not back.noise_std
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "kwargs",
     [
