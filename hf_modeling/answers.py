@@ -77,8 +77,8 @@ def normalize_number(answer) -> int | Fraction | None:
     if isinstance(answer, Number):
         if isinstance(answer, float) and not math.isfinite(answer):
             return None
-        try:
-            value = Fraction(answer)
+        try:  # a float by its shortest decimal text: 0.1 is 1/10, as "0.1" is, not its binary value
+            value = Fraction(repr(answer)) if isinstance(answer, float) else Fraction(answer)
         except (TypeError, ValueError, OverflowError):
             return None
     else:

@@ -99,3 +99,10 @@ def test_gold_from_a_file_scores_the_same_as_its_plain_form(tmp_path, monkeypatc
     docs = list(task_utils.load_gsm8k()["test"])
     right = ("1234", "-3", "-2")
     assert [task_utils.process_results(doc, [_payload(a, [a])])["acc"] for doc, a in zip(docs, right)] == [1.0] * 3
+
+
+@pytest.mark.parametrize("gold,text", [(0.1, "0.1"), (2.3, "2.3"), (-1.25, "-1.25"), (1e20, "100000000000000000000")])
+def test_float_golds_compare_by_their_decimal_value(gold, text):
+    # a JSON gold such as 2.3 is the float 2.29999..., whose exact binary value no model output can equal
+    assert answers_equal(gold, text) and answers_equal(text, gold)
+    assert not answers_equal(gold, "2.4")
