@@ -68,7 +68,14 @@ class LatentRMMixin(LatentHubMixin):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 latents: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **kwargs):
         """The parent's token-classification forward; ``latents`` (rows, steps, hidden) fill the ``latent_id``
-        slots of ``input_ids`` (for training: per-position logits (rows, length, 1))."""
+        slots of ``input_ids`` (for training: per-position logits (rows, length, 1)).
+
+        There is no built-in loss: the parent's would be a one-class cross-entropy (always 0 for integer labels,
+        an error for float ones), so ``labels`` is refused rather than trained on silently.
+        """
+        if kwargs.get("labels") is not None:
+            raise ValueError("a LatentRM has no built-in loss (one output per position); compute the loss from the "
+                             "returned logits, or train with `latent-tts-train-rm` (step-wise objective).")
         if latents is not None:
             if input_ids is None:
                 raise ValueError("latents need input_ids with latent_id slots to be placed in.")

@@ -215,3 +215,18 @@ def test_trust_remote_code_without_package(coconut, tmp_path):
     again = AutoLatentModel.from_pretrained(tmp_path / "saved")
     assert isinstance(again, COCONUTGPT2ForTokenClassification)
     assert isinstance(AutoModel.from_pretrained(tmp_path / "saved"), COCONUTGPT2ForTokenClassification)
+
+
+def test_labels_are_refused_rather_than_trained_on_a_one_class_loss():
+    """The parents' token-classification loss with one output is a one-class cross-entropy: 0 for any integer
+    labels (training would silently learn nothing). Both RMs refuse labels and say what to do."""
+    gpt2 = COCONUTGPT2ForTokenClassification(LatentRMGPT2Config(
+        vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=64, latent_id=37, pad_token_id=0))
+    llama = LatentRMLlamaForTokenClassification(LatentRMLlamaConfig(
+        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=64, latent_id=37, pad_token_id=0))
+    ids = torch.randint(1, 30, (2, 5))
+    for rm in (gpt2, llama):
+        assert rm(input_ids=ids).logits.shape == (2, 5, 1)
+        with pytest.raises(ValueError, match="no built-in loss"):
+            rm(input_ids=ids, labels=torch.ones(2, 5, dtype=torch.long))
