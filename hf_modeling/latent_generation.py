@@ -173,31 +173,30 @@ class LatentGenerationMixin:
 
         With a deterministic prompt pass (no dropout on it) the prompt runs once
         per question and its cache is shared by the n samples; else each sample
-        runs its own (dropout on the prompt, as in the paper).  ``questions``:
-        how many of ``setup``'s prompts are real; the ghost questions after them
-        copy the last real question's state instead of running their prompts,
-        when the real prompt pass alone has MIN_ROWS token rows (the prompt pass
-        is then row-invariant already; ghosts are only needed for the one-token
-        steps that follow).
+        runs its own (dropout on the prompt, as in the paper).
+
+        Only the first ``questions`` prompts are real (default: all); the ghost
+        questions after them (``RolloutSetup.with_ghosts``) copy the last real
+        question's state instead of running their prompts.  The prompt pass
+        itself needs MIN_ROWS token rows to be batch-invariant; when the real
+        prompts are that short it runs copies of the last one too.
         """
         ids, mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
         total = ids.shape[0]
+        real = total if questions is None else questions
         per_question = 1 if sampler.prompt_is_deterministic else n
-        run = total
-        if questions is not None and questions * per_question * ids.shape[1] >= MIN_ROWS:
-            run = questions
+        run = max(real, -(-MIN_ROWS // (per_question * ids.shape[1])))  # questions in the prompt pass
+        source = torch.arange(run, device=ids.device).clamp(max=real - 1)  # the real ones, then copies of the last
         if sampler.prompt_is_deterministic:
-            state = self.prefill(ids[:run], mask[:run], sampler, setup.question_keys[:run])
+            state = self.prefill(ids[source], mask[source], sampler, setup.question_keys[source])
         else:
-            state = self.prefill(ids[:run].repeat_interleave(n, dim=0), mask[:run].repeat_interleave(n, dim=0),
-                                 sampler, keys[:run * n])
-        if run < total:  # ghost questions: copies of the last real question (same keys, same rows)
-            last = torch.arange((run - 1) * per_question, run * per_question, device=ids.device)
-            index = torch.cat([torch.arange(run * per_question, device=ids.device),
-                               last.repeat(total - run)])
-            state = state.select(index)
-        if sampler.prompt_is_deterministic:
-            state = state.repeat_interleave(n)
+            sample_rows = (source[:, None] * n + torch.arange(n, device=ids.device)).flatten()
+            state = self.prefill(ids[source].repeat_interleave(n, dim=0), mask[source].repeat_interleave(n, dim=0),
+                                 sampler, keys[sample_rows])
+        if not (run == real == total and per_question == n):  # else the state's rows are already the result's
+            question = torch.arange(total, device=ids.device).clamp(max=real - 1)  # ghosts: the last real question
+            index = (question[:, None] * per_question + torch.arange(per_question, device=ids.device)).flatten()
+            state = state.select(index.repeat_interleave(n // per_question))
         state.row_keys = keys
         return state
 

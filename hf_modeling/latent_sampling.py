@@ -120,11 +120,6 @@ class LatentSampler:
         return self.mode == "noise" and self.noise_std > 0
 
     @property
-    def is_deterministic(self) -> bool:
-        """True when every rollout of a prompt is the same (no sampling, or zero strength)."""
-        return not (self.uses_dropout or self.uses_noise)
-
-    @property
     def prompt_is_deterministic(self) -> bool:
         """True when the prompt pass gives the same cache for every sample."""
         return not self.uses_dropout or self.dropout_scope == "latent"

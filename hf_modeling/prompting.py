@@ -41,8 +41,6 @@ class LatentPromptMixin:
         bounds = [0] + [c for c in cuts if 0 < c < len(question)] + [len(question)]
         chunks = [question[a:b] for a, b in zip(bounds, bounds[1:])]
         chunks[0], chunks[-1] = prefix + chunks[0], chunks[-1] + suffix
-        if len(chunks) == 1:  # cannot happen (a special token was found); kept for clarity
-            return list(tokenizer(chunks[0])["input_ids"])
         ids = list(tokenizer(chunks[0])["input_ids"])
         for chunk in chunks[1:]:
             ids += tokenizer(chunk, add_special_tokens=False)["input_ids"]

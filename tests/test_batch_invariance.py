@@ -6,6 +6,7 @@ The lm-eval runs go through the harness's own ``simple_evaluate`` with
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,23 @@ def test_ghost_rows_alone_equal_a_full_batch_bit_for_bit(sampling):
         alone = model.generate(**tok(qs[q:q + 1], return_tensors="pt"), **kw)
         assert torch.equal(alone.latents, batch.latents[q:q + 1])
         assert torch.equal(alone.answer_ids, batch.answer_ids[q:q + 1])
+
+
+@pytest.mark.parametrize("sampling", [dict(latent_sampling=None), dict(latent_sampling="noise", noise_std=1.0),
+                                      dict(latent_sampling="dropout", dropout_p=0.2, dropout_scope="latent")])
+def test_prompts_shorter_than_min_rows_alone_equal_a_full_batch_bit_for_bit(sampling):
+    """A 3-token prompt whose pass is shared by its N=16 samples has fewer than MIN_ROWS token rows alone;
+    the prompt pass then runs copies of it, so that its numbers match the same prompt's in a batch of 20."""
+    from lm_eval_latenttts.checkpoints import DEFAULT_MODEL_DIR
+
+    model = AutoLatentModel.from_pretrained(str(DEFAULT_MODEL_DIR)).eval()
+    ids = torch.randint(1, 60, (20, 3), generator=torch.Generator().manual_seed(0))
+    ids[:, -1] = model.config.latent_start_id
+    mask = torch.ones_like(ids)
+    kw = dict(num_return_sequences=16, seed=3, max_new_tokens=3, return_dict_in_generate=True, **sampling)
+    with pytest.warns(UserWarning) if sampling["latent_sampling"] is None else nullcontext():
+        batch = model.generate(ids, mask, **kw)
+        for q in (0, 9, 19):
+            alone = model.generate(ids[q:q + 1], mask[q:q + 1], **kw)
+            assert torch.equal(alone.latents, batch.latents[q * 16:(q + 1) * 16])
+            assert torch.equal(alone.answer_ids, batch.answer_ids[q * 16:(q + 1) * 16])
