@@ -148,6 +148,22 @@ def test_long_and_empty_questions_are_scored_wrong(ckpts, caplog):
     assert "scored as wrong" in caplog.text
 
 
+@pytest.mark.parametrize("gen", [
+    {"adaptive": True, "adaptive_round": 3},  # pass@k on the first round of 3 only
+    {"aggregate": "beam", "beams": 2, "candidates": 2},  # n = B beams, not N
+])
+def test_failed_document_reports_the_same_metric_rows(ckpts, gen):
+    """A failed document's payload has the n / first_round of an answered one: no metric row of its own."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm"]), device="cpu", n=8, sampling="dropout")
+    failed, answered = (json.loads(o) for o in lm.generate_until([payload_req("word " * 400, **gen),
+                                                                  payload_req("What is 2 plus 2?", **gen)]))
+    assert "error" in failed and "error" not in answered
+    assert {k: failed.get(k) for k in ("aggregate", "n", "first_round")} == \
+        {k: answered.get(k) for k in ("aggregate", "n", "first_round")}
+    rows = [task_utils.process_results({"answer": "4"}, [json.dumps(p)]) for p in (failed, answered)]
+    assert set(rows[0]) == set(rows[1]) and "pass@8" not in rows[0]
+
+
 def test_rm_aggregations_and_beam(ckpts):
     lm = LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm"]), device="cpu", n=4,
                         sampling="dropout", aggregate="weighted")
@@ -257,6 +273,32 @@ def test_batch_size_auto_backs_off_on_out_of_memory(ckpts, monkeypatch):
     greedy = [q for q, n in sizes if n == 1]
     assert sum(rollouts) == 7 and max(rollouts) == 2 and lm.batch_sizes == {0: 2}
     assert sum(greedy) == 7 and max(greedy) == 6  # the greedy decodes: 2 x 3 rows per call
+
+
+def test_out_of_memory_in_the_greedy_decodes_shrinks_the_budget(ckpts, monkeypatch):
+    import torch
+
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", batch_size="auto",
+                        max_batch_size=4)
+    original = lm.model.generate
+    greedy = []  # (prompt length, rows) of every greedy call tried
+
+    def limited(*args, **kwargs):
+        if kwargs["num_return_sequences"] == 1:
+            greedy.append((args[0].shape[1], args[0].shape[0]))
+            if args[0].shape[0] > 3:  # memory holds 3 greedy rows (the rollouts always fit)
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "generate", limited)
+    outs = lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(8)] +
+                             [payload_req(f"What is {i} plus 1 plus 2 plus 3?") for i in range(8)])
+    assert all("error" not in json.loads(o) and json.loads(o)["greedy"] is not None for o in outs)
+    lengths = list(dict.fromkeys(length for length, _ in greedy))
+    first, second = ([rows for length, rows in greedy if length == x] for x in lengths)
+    assert len(lengths) == 2 and sum(first) > 8 and max(first) == 8  # the first group's greedy call ran out...
+    # ... which shrank the budget (2 questions x 3 rollouts -> 1): the next group's greedy calls fit
+    assert sum(second) == 8 and max(second) <= 3 and lm.batch_sizes == {0: 1}
 
 
 def test_one_question_too_big_draws_its_rollouts_in_pieces(ckpts, monkeypatch):

@@ -6,12 +6,14 @@ question's numbers in the last bits, and results must not depend on batching.
 A group is drawn by ``scaling.adaptive.draw_in_rounds``: one round of N
 rollouts (fixed N), or rounds of k for adaptive sampling, where only the
 undecided questions go on; then, when the task reports it, the greedy decode of
-every question of the group.  A call carries at most ``batch_size * N`` rows
-(``batch_size`` questions at N rollouts, ``batch_size * N / k`` at k, and
-``batch_size * N`` greedy decodes).  With ``batch_size=auto`` a call that runs
-out of memory is halved (and the smaller budget kept for what follows); a
-single question whose rollouts do not fit draws them in 2, 4, ... calls
-(``sample_offset``: the same samples).
+every question of the group.  A call is sized by a budget of ``batch_size * N``
+rows: ``batch_size`` questions at N rollouts, ``batch_size * N / k`` at k,
+``batch_size * N`` greedy decodes, and with beam search ``batch_size``
+questions, each of B*C rows at every latent step.  With ``batch_size=auto`` a
+call that runs out of memory is halved (and the smaller budget, still counted
+in questions at the group's N, kept for what follows); a single question whose
+rollouts do not fit draws them in 2, 4, ... calls (``sample_offset``: the same
+samples).
 """
 
 from __future__ import annotations
@@ -149,7 +151,10 @@ class BatchRunner:
                 if len(chunk) == 1:
                     return [self._in_pieces(chunk[0], config, offset, count, fn, hooks, err)]
                 half = (len(chunk) + 1) // 2
-                self.current = max(1, min(int(self.current), half * count // config.num_return_sequences))
+                # the budget counts questions at the group's N rollouts (``job.config``), also for the greedy
+                # decodes (``config`` is then the baseline's, N=1): half of this call's rows, in those units
+                n = chunk[0].config.num_return_sequences
+                self.current = max(1, min(int(self.current), half * count // n))
                 logger.warning("latent_tts: out of memory with %d questions x %d rollouts per call; retrying "
                                "with %d questions.", len(chunk), count, half)
                 return self._draw(chunk[:half], config, offset, count, fn, hooks) + \

@@ -172,30 +172,41 @@ class LatentTTSModel(LM):
                                               candidates.latent_steps):
             listed.append({"answer": answer, "score": None if score is None else round(float(score), 6),
                            "text": text, "latent_steps": int(steps)})
-        record = {
-            "answer": chosen.answer, "aggregate": how, "n": job.config.num_return_sequences if how != "beam"
-            else len(listed), "chosen": chosen.chosen, "majority": chosen.majority, "best_of_n": chosen.best_of_n,
-            "weighted": chosen.weighted, "has_rm": candidates.scores is not None,
+        record = self._record(job, how)
+        record.update({
+            "answer": chosen.answer, "chosen": chosen.chosen, "majority": chosen.majority,
+            "best_of_n": chosen.best_of_n, "weighted": chosen.weighted, "has_rm": candidates.scores is not None,
             "rollouts": candidates.drawn + (greedy.drawn if greedy is not None else 0),
             "latent_forwards": candidates.latent_forwards + (greedy.latent_forwards if greedy is not None else 0),
             "stopped": candidates.stopped,
-        }
-        if rounds_apply(job.config, how):
-            record["first_round"] = round_size(job.config, how)
+        })
         if job.config.greedy_baseline:
             record["greedy"] = canonical_answer((greedy or candidates).answers[0])  # sampling off: the rollout
         return json.dumps({**record, "candidates": listed}, ensure_ascii=False)
+
+    def _record(self, job: Job, how: str) -> dict:
+        """The fields of a payload that depend only on the settings, the same for answered and failed documents.
+
+        ``n``: N rollouts, or the B beams of beam search; ``first_round`` (adaptive sampling): the round every
+        question draws, on which ``single_acc`` and ``pass@k`` are computed.
+        """
+        config = job.config
+        record = {"answer": None, "aggregate": how,
+                  "n": config.latent_beams if how == "beam" else config.num_return_sequences}
+        if rounds_apply(config, how):
+            record["first_round"] = round_size(config, how)
+        return record
 
     def _failed(self, job: Job, reason: str) -> str:
         """The response to a document that could not run (logged): no answer, scored wrong."""
         logger.warning("latent_tts: %s; the document is scored as wrong. Question: %.80r", reason, job.question)
         if not job.payload:
             return ""
-        record = {
-            "answer": None, "aggregate": self._how(job.config), "n": job.config.num_return_sequences,
+        record = self._record(job, self._how(job.config))
+        record.update({
             "candidates": [], "chosen": None, "majority": None, "best_of_n": None, "weighted": None,
             "has_rm": self.rm is not None, "rollouts": 0, "latent_forwards": 0, "stopped": "failed", "error": reason,
-        }
+        })
         if job.config.greedy_baseline:
             record["greedy"] = None
         return json.dumps(record)
