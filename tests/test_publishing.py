@@ -201,3 +201,27 @@ def test_export_refuses_a_folder_with_another_model(evaluated, tmp_path):
     other = make_checkpoint(tmp_path / "other", "coconut")
     code = cli.main(["export-results", str(file), "--model-dir", str(other), "--benchmark", "latent_arith=me/a"])
     assert code == 2
+
+
+def test_settings_slug_tells_apart_every_setting_that_changes_scores(tmp_path):
+    from hf_modeling.generation_config import ADAPTIVE_DEFAULTS, INHERITED_DEFAULTS, LATENT_DEFAULTS
+    from lm_eval_latenttts.publishing.eval_results import SLUG_EXTRAS, settings_slug, slug_defaults
+
+    library = {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS}
+    assert slug_defaults() == {k: library[k] for k in SLUG_EXTRAS}  # no checkpoint: the library's defaults
+    base = {"sampling": "dropout", "dropout_p": 0.2, "dropout_scope": "all", "n": 16, "aggregate": "weighted",
+            "max_new_tokens": 32, "seed": 0}
+    assert settings_slug(base, True) == "dropout0.2-n16-weighted-rm"  # the default settings: the short slug
+    assert settings_slug({"sampling": "none", "n": 1, "aggregate": "majority", "max_new_tokens": 32}, False) == "greedy"
+    slugs = {settings_slug(base, True)}
+    for change in ({"dropout_scope": "latent"}, {"max_new_tokens": 16}, {"latent_length": 4}):
+        slugs.add(settings_slug({**base, **change}, True))
+    assert len(slugs) == 4
+    adaptive = {**base, "adaptive_rule": "confidence", "adaptive_round": 3, "adaptive_threshold": 0.9,
+                "adaptive_votes": "count"}
+    assert settings_slug(adaptive, True) != settings_slug({**adaptive, "adaptive_votes": "rm"}, True)
+    # the defaults are the checkpoint's own settings (a run without model_args): its max_new_tokens keeps the short slug
+    (tmp_path / "generation_config.json").write_text(json.dumps({"max_new_tokens": 8, "dropout_scope": "all"}))
+    defaults = slug_defaults(tmp_path)
+    assert settings_slug({**base, "max_new_tokens": 8}, True, defaults) == "dropout0.2-n16-weighted-rm"
+    assert settings_slug(base, True, defaults) == "dropout0.2-n16-weighted-rm-tok32"

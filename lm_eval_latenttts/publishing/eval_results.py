@@ -156,8 +156,34 @@ def task_benchmark(results: dict, info: dict, task: str, given: dict[str, Benchm
 
 
 # ------------------------------------------------------------------------------------ settings
-def settings_slug(settings: dict, has_rm: bool) -> str:
-    """A short, file-name-safe name of the settings, e.g. ``dropout0.2-n16-weighted-rm`` or ``greedy``."""
+# settings that change scores but have no place in the short slug, with their slug tags; appended only when a
+# run's value differs from the default, so that runs of the checkpoint's own settings keep the short slug
+SLUG_EXTRAS = {"dropout_scope": "scope", "latent_length": "L", "max_new_tokens": "tok", "adaptive_votes": "votes"}
+
+
+def slug_defaults(model_dir=None) -> dict:
+    """The values of ``SLUG_EXTRAS`` a run gets when model_args do not set them: the checkpoint's
+    ``generation_config.json`` (in ``model_dir``), else the library's defaults (``LatentGenerationConfig``)."""
+    from hf_modeling.generation_config import ADAPTIVE_DEFAULTS, INHERITED_DEFAULTS, LATENT_DEFAULTS
+
+    library = {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS}
+    defaults = {key: library[key] for key in SLUG_EXTRAS}
+    path = Path(model_dir) / "generation_config.json" if model_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        defaults.update({key: saved[key] for key in defaults if key in saved})
+    return defaults
+
+
+def settings_slug(settings: dict, has_rm: bool, defaults: dict | None = None) -> str:
+    """A short, file-name-safe name of the settings, e.g. ``dropout0.2-n16-weighted-rm`` or ``greedy``.
+
+    Settings of ``SLUG_EXTRAS`` that differ from ``defaults`` (see ``slug_defaults``) are appended, e.g.
+    ``-scopelatent`` or ``-tok16``: runs that differ in any setting that changes scores get different slugs.
+    """
     sampling, n = settings.get("sampling") or "none", settings.get("n") or 1
     if settings.get("aggregate") == "beam":
         parts = [f"beam{settings.get('beams')}x{settings.get('candidates')}"]
@@ -171,6 +197,11 @@ def settings_slug(settings: dict, has_rm: bool) -> str:
                   f"-k{settings.get('adaptive_round')}"]
     parts += ["rm"] if has_rm else []
     parts += [f"seed{settings['seed']}"] if settings.get("seed") not in (None, 0) else []
+    defaults = slug_defaults() if defaults is None else defaults
+    for key, tag in SLUG_EXTRAS.items():
+        value = settings.get(key)
+        if value is not None and value != defaults[key]:
+            parts.append(f"{tag}{value}")
     return re.sub(r"[^A-Za-z0-9.+-]", "_", "-".join(parts))
 
 
@@ -252,10 +283,11 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     name = source_name or ("lm-eval-harness results (lm-eval-latenttts)" if url else None)
     date = datetime.fromtimestamp(float(results.get("date") or 0), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     rm = rm_label(info)
+    defaults = slug_defaults(model_dir)  # the checkpoint's own settings: what a run without model_args used
     files, index = {}, []
     for task in tasks:
         settings = relevant((info.get("tasks") or {}).get(task) or {k: info.get(k) for k in SETTING_KEYS})
-        slug, bench = settings_slug(settings, rm is not None), chosen[task]
+        slug, bench = settings_slug(settings, rm is not None, defaults), chosen[task]
         scores = list(_metrics(results["results"][task]))
         costs = {metric: value for metric, filt, value in scores if metric in COST_METRICS and filt == "none"}
         for metric, filt, value in scores:
@@ -288,4 +320,4 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
 
 
 __all__ = ["Benchmark", "ExportError", "export_results", "find_results_file", "load_results", "notes",
-           "parse_benchmarks", "settings_slug"]
+           "parse_benchmarks", "settings_slug", "slug_defaults"]
