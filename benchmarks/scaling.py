@@ -87,14 +87,15 @@ def beam_accuracy(model, rm, tok, questions, config, n, batch_questions):
     """Beam search with B*C = n (C = min(4, n)): per question right or wrong, and latent forwards spent."""
     c = min(4, n)
     config = model.latent_generation_config(config, latent_beams=n // c, latent_candidates=c, aggregate="beam")
-    correct = []
+    correct, spent = [], 0
     for start in range(0, len(questions), batch_questions):
         chunk = questions[start: start + batch_questions]
         found = rollouts.beam(model, tok, [model.encode_prompt(tok, q["question"]) for q in chunk], config, rm)
         for cand, q in zip(found, chunk):
             correct.append(float(model.is_correct(cand.texts[cand.chosen], q["answer"])))
+            spent += cand.latent_forwards  # what the search reports it spent
     steps = model.config.latent_length
-    return correct, {"beams": n // c, "candidates": c, "latent_forward_passes": n * steps * len(questions),
+    return correct, {"beams": n // c, "candidates": c, "latent_forward_passes": spent,
                      "best_of_n_latent_forward_passes": n * steps * len(questions)}
 
 

@@ -179,9 +179,10 @@ def test_train_save_card_push_and_resume(backbone_dir, tmp_path, monkeypatch):
     folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=10)
     out = tmp_path / "rm"
     cfg = TrainConfig(annotations=str(folder), output_dir=str(out), max_steps=4, batch_size=2, lr=1e-3,
-                      eval_fraction=0.2, save_every=2, progress=False)
+                      eval_fraction=0.2, save_every=2, progress=False, extra={"recipe": "this test"})
     summary = train_rm(cfg)
     assert summary["optimizer_steps"] == 4 and summary["eval_questions"] == 2
+    assert summary["extra"] == {"recipe": "this test"}  # recorded, e.g. the recipe that trained it
     # the held-out metrics, by hand: the final (saved) RM's top trajectory per held-out question
     held_out = split_questions(list(range(10)), 0.2, cfg.seed)[1]
     assert len(held_out) == 2

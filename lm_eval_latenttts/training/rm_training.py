@@ -104,7 +104,7 @@ class TrainConfig:
     license: str | None = None  # model card license
     threads: int | None = None
     progress: bool = True
-    extra: dict = field(default_factory=dict)  # informational only: never read, not recorded
+    extra: dict = field(default_factory=dict)  # informational (e.g. the recipe): recorded in the summary as is
 
     def validate(self) -> None:
         """Refuse settings that would silently train something else (e.g. ``max_steps=0`` read as "unset")."""
@@ -167,7 +167,7 @@ def train_rm(cfg: TrainConfig) -> dict:
     """Train a LatentRM as configured; returns the summary dict (also written to OUT).
 
     ``cfg.resume`` continues the run recorded in OUT/checkpoints (same settings only); a fresh start into a
-    folder holding an earlier run needs ``cfg.overwrite`` (see ``_open_run``).
+    folder holding an earlier run needs ``cfg.overwrite`` (see ``rm_checkpoints.open_run``).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -283,6 +283,7 @@ def train_rm(cfg: TrainConfig) -> dict:
         "num_processes": world,
         "global_batch": world * cfg.batch_size * cfg.grad_accum,
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "extra": cfg.extra,
         "optimizer_steps": progress.step,
         "seconds": seconds,
         "first_loss": train_losses[0] if train_losses else None,

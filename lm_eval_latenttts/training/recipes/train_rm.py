@@ -48,7 +48,7 @@ def build_parser():
                    help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
     p.add_argument("--epochs", type=float, default=6.0, help="RM training epochs")
     p.add_argument("--max-steps", type=int, default=None, help="cap on RM optimizer steps (tests use a few)")
-    p.add_argument("--batch-size", type=int, default=16, help="questions per RM training batch")
+    p.add_argument("--batch-size", type=int, default=16, help="questions (each with its N trajectories) per process and micro-batch")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine, 10%% warm-up)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
