@@ -11,15 +11,16 @@ ignored; give the latent slots -100).  A sequence without latent slots is the
 base model's ordinary ``forward``.  Every row must have its slots in the same
 columns (left-pad the part before them, right-pad the part after).
 
-Only torch and transformers are imported: this file is copied next to saved
-checkpoints for ``trust_remote_code`` loading.
+Besides torch and transformers it imports only sibling modules, which
+``save_pretrained`` copies next to a checkpoint with it (``trust_remote_code``).
 """
 
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .latent_state import prompt_pass
 
 
 class LatentForwardMixin:
@@ -51,10 +52,9 @@ class LatentForwardMixin:
             raise ValueError("A latent slot needs at least one token before it (the start marker).")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.config)
-        out = self.base_model(input_ids=input_ids[:, :start], attention_mask=attention_mask[:, :start],
-                              position_ids=positions[:, :start], cache=cache, use_cache=True)
+        out, _ = prompt_pass(self.base_model, self.config, input_ids[:, :start], attention_mask[:, :start])
+        cache = out.cache
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # of the whole row, for the later passes
         hidden = [out.last_hidden_state]
         last = out.last_hidden_state[:, -1:]
         for column in range(start, end):
