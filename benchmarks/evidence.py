@@ -190,7 +190,7 @@ def main(argv=None):
                                       args.batch_rows)
         res, dec = section1_setting(test, roll, greedy, probes, greedy_dec)
         sem["settings"][name] = res
-        rm_auc[name] = section2_setting(test, roll, dec)
+        rm_auc[name] = section2_setting(test, roll, dec, args.bootstrap)
         if (method, strength) == ("dropout", 0.2):
             roll_p02 = roll
         log(f"{name}: x1 decoded {res['step1_x1']['decoded_accuracy']:.3f} (ones {res['step1_x1_ones']['decoded_accuracy']:.3f}), "

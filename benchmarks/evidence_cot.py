@@ -19,6 +19,7 @@ from pathlib import Path
 from hf_modeling.answers import answers_equal
 from lm_eval_latenttts import evidence as ev
 from lm_eval_latenttts.scaling.aggregation import majority_vote
+from scaling import shown_path  # sibling script (benchmarks/ is on sys.path)
 
 NS = [1, 4, 16, 64]
 TEMPERATURES = [0.4, 0.6, 0.8, 1.0, 1.2]
@@ -129,7 +130,7 @@ def section3(args, model, tok, test, valid, greedy, greedy_acc, lat_rolls, cot_p
                        for q in range(len(test))) / len(test), greedy_acc),
     }
     cot_section = {
-        "cot_model": str(cot_path), "cot_trained_by_this_run": cot_trained_here,
+        "cot_model": shown_path(cot_path), "cot_trained_by_this_run": cot_trained_here,
         "cot_training": {"stage_steps": cot_info.get("stage_steps"), "train_seconds": cot_info.get("train_seconds"),
                          "batch_size": cot_info.get("args", {}).get("batch_size"),
                          "history": cot_info.get("history")},

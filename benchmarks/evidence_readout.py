@@ -211,7 +211,7 @@ def sampled_probe_check(model, tok, train, valid, test, roll, greedy, probes, gr
 
 
 # --------------------------------------------------------------------------- section 2
-def section2_setting(examples, roll, dec):
+def section2_setting(examples, roll, dec, resamples=1000):
     """Within-question AUROC of the RM's step scores (and of vote share) for each read-out being right."""
     true = torch.tensor([ev.intermediates(e) for e in examples])
     shares = torch.tensor([ev.vote_shares(a) for a in roll["answers"]], dtype=torch.float64)
@@ -225,10 +225,11 @@ def section2_setting(examples, roll, dec):
         "step2_final_answer": (1, roll["correct"]),
     }
     for name, (s, y) in labels.items():
-        out[name] = {"rm_step_score": ev.within_question_auroc(sc[:, :, s], y),
-                     "vote_share": ev.within_question_auroc(shares, y),
+        out[name] = {"rm_step_score": ev.within_question_auroc(sc[:, :, s], y, resamples),
+                     "vote_share": ev.within_question_auroc(shares, y, resamples),
                      "positive_rate": float(y.float().mean())}
-    out["trajectory_final_answer"] = {"rm_trajectory_score": ev.within_question_auroc(sc.sum(-1), roll["correct"]),
-                                      "vote_share": ev.within_question_auroc(shares, roll["correct"])}
+    out["trajectory_final_answer"] = {
+        "rm_trajectory_score": ev.within_question_auroc(sc.sum(-1), roll["correct"], resamples),
+        "vote_share": ev.within_question_auroc(shares, roll["correct"], resamples)}
     return out
 

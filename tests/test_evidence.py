@@ -157,6 +157,15 @@ def test_follow_metrics_on_ones_digits_by_hand():
     assert f["changed_trajectories"] == 1 and f["follows"] == 1.0
 
 
+def test_follow_metrics_on_ones_digits_compare_staying_by_ones_digit_too():
+    # read-out 4 (greedy 5) implies ones digit 2; "75" keeps the greedy answer's ones digit (5): it stays, as
+    # "65" does; "12" follows; with whole answers "75" would have counted as neither
+    f = ev.follow_metrics([EX], torch.tensor([[4, 4, 4]]), torch.tensor([5]), [["75", "65", "12"]], ["65"],
+                          ones_digit=True)
+    assert f["changed_trajectories"] == 3
+    assert f["stays"] == pytest.approx(2 / 3) and f["follows"] == pytest.approx(1 / 3)
+
+
 # --------------------------------------------------------------------------- compute accounting
 def test_generated_lengths_count_up_to_the_first_eos():
     ids = torch.tensor([[5, 0, 0, 0], [5, 6, 7, 8], [0, 0, 0, 0], [5, 6, 0, 6]])

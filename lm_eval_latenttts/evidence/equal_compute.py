@@ -42,16 +42,16 @@ def difference_at_equal_compute(ref: Dict[int, Dict], other: Dict[int, Dict], re
     q = len(next(iter(ref.values()))["per_question"])
     idx = bootstrap_indices(q, resamples, seed)
     xs_o = [other[m]["positions_per_question"] for m in other]
+    ys_o = [other[m]["majority_accuracy"] for m in other]
+    oth_q = torch.stack([torch.tensor(other[m]["per_question"], dtype=torch.float64) for m in other])  # (Ns, Q)
+    oth_b = oth_q[:, idx].mean(-1)  # (Ns, R)
     for n in ref:
         x = ref[n]["positions_per_question"]
-        y_o = interp_log(x, xs_o, [other[m]["majority_accuracy"] for m in other])
+        y_o = interp_log(x, xs_o, ys_o)
         if math.isnan(y_o):
             out.append({"n": n, "positions": x, "other_accuracy": None, "difference": None, "ci95": None})
             continue
-        ref_q = torch.tensor(ref[n]["per_question"], dtype=torch.float64)
-        oth_q = torch.stack([torch.tensor(other[m]["per_question"], dtype=torch.float64) for m in other])  # (Ns, Q)
-        ref_b = ref_q[idx].mean(-1)
-        oth_b = oth_q[:, idx].mean(-1)  # (Ns, R)
+        ref_b = torch.tensor(ref[n]["per_question"], dtype=torch.float64)[idx].mean(-1)
         diffs = torch.tensor([float(ref_b[r]) - interp_log(x, xs_o, oth_b[:, r].tolist()) for r in range(resamples)])
         out.append({"n": n, "positions": x, "ref_accuracy": ref[n]["majority_accuracy"], "other_accuracy": y_o,
                     "difference": ref[n]["majority_accuracy"] - y_o, "ci95": percentile_interval(diffs)})

@@ -13,6 +13,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 from hf_modeling.answers import answer_key
+from lm_eval_latenttts.scaling.aggregation import vote_totals
 from lm_eval_latenttts.evidence.bootstrap import bootstrap_mean_ci
 
 
@@ -59,9 +60,5 @@ def within_question_auroc(scores: torch.Tensor, labels: torch.Tensor, resamples:
 def vote_shares(answers: Sequence) -> List[float]:
     """Per trajectory, the fraction of the question's N trajectories whose answer equals its answer
     (itself included; an unparsable answer ``None`` shares with nothing but itself)."""
-    keys = []
-    for i, a in enumerate(answers):
-        k = answer_key(a) if a is not None else None
-        keys.append(("none", i) if k is None else k)
-    n = len(keys)
-    return [sum(k == other for other in keys) / n for k in keys]
+    totals, n = vote_totals(answers), len(answers)
+    return [totals[k][0] / n if (k := answer_key(a)) is not None else 1 / n for a in answers]

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from hf_modeling.answers import normalize_number
 from lm_eval_latenttts.data.arith import MOD, apply_op
 from lm_eval_latenttts.evidence.probe import NO_NUMBER
 
@@ -109,9 +110,10 @@ def follow_metrics(examples: Sequence[Dict], decoded_x1: torch.Tensor, greedy_x1
     the greedy trajectory's answer.  A distinct, meaningful latent path shows
     ``follows`` well above ``stays`` (and above chance, 1/100 or 1/10).
 
-    ``ones_digit=True``: the read-out is x1's ones digit (0..9) and ``follows``
-    compares ones digits: the ones digit of ``x1 + c``, ``x1 - c`` and
-    ``x1 * c`` (mod 100) is a function of the ones digit of x1 alone.
+    ``ones_digit=True``: the read-out is x1's ones digit (0..9) and both
+    ``follows`` and ``stays`` compare ones digits: the ones digit of
+    ``x1 + c``, ``x1 - c`` and ``x1 * c`` (mod 100) is a function of the ones
+    digit of x1 alone.
     """
     follows = stays = n = 0
     for q, ex in enumerate(examples):
@@ -125,15 +127,14 @@ def follow_metrics(examples: Sequence[Dict], decoded_x1: torch.Tensor, greedy_x1
             if implied_greedy is not None and implied % base == implied_greedy % base:
                 continue
             n += 1
-            value = _as_int(a)
+            value, greedy_value = _as_int(a), _as_int(greedy_answers[q])
             follows += value is not None and value % base == implied % base
-            stays += value is not None and value == _as_int(greedy_answers[q])
+            stays += value is not None and greedy_value is not None and value % base == greedy_value % base
     return {"changed_trajectories": n, "follows": follows / n if n else float("nan"),
             "stays": stays / n if n else float("nan")}
 
 
 def _as_int(a) -> Optional[int]:
-    try:
-        return int(str(a).strip())
-    except (TypeError, ValueError):
-        return None
+    """The answer as an integer (the project's number reading), else None."""
+    value = normalize_number(a)
+    return value if isinstance(value, int) else None

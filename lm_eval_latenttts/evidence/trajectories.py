@@ -1,9 +1,11 @@
 """The trajectories the evidence measures: N latent rollouts and N token chains of thought per question.
 
-Both samplers make sample j of a question a function of (seed, question, j)
-only, so the first n of N samples are the N=n samples and a question's
-samples do not depend on its batch; both also return what the compute
-accounting needs (generated lengths, prompt lengths).
+A question's samples depend only on (seed, question, N), not on its batch.
+Latent sample j depends on (seed, question, j) alone, so the first n of N
+latent samples are the N=n samples; a chain of thought's noise is drawn N rows
+at a time per step, so its first n of N are i.i.d. samples like the N=n ones
+but not the same draws.  Both return what the compute accounting needs
+(generated lengths, prompt lengths).
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ def cot_sample(model, tok, examples, n, temperature, seed, batch_rows=1024, max_
     """N chains of thought per question with temperature sampling (temperature 0: greedy).
 
     The prompt is run once per question and its KV cache repeated for the N
-    samples.  Sample j of a question is a function of (seed, question, j) only:
-    its Gumbel noise comes from a generator seeded by the question and the seed.
+    samples.  A question's N samples are a function of (seed, question, N)
+    only: their Gumbel noise comes from a generator seeded by the question and
+    the seed, drawn (N, vocab) per step.
     """
     from transformers import DynamicCache
 
