@@ -233,6 +233,17 @@ def _integer(minimum, optional=False):
     return check
 
 
+SEED_RANGE = (-(2**127), 2**127 - 1)  # the keys hash the seed as 16 signed bytes (latent_sampling.token_key)
+
+
+def _seed(name, value):
+    if value is None:
+        return
+    low, high = SEED_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [-2**127, 2**127 - 1]; got {value!r}.")
+
+
 def _number(low, high, high_open=False, low_open=False):
     def check(name, value):
         if value is None:
@@ -262,7 +273,7 @@ FIELD_CHECKS = {
     "latent_beams": _integer(1),
     "latent_candidates": _integer(1),
     "latent_length": _integer(0, optional=True),
-    "seed": _integer(None, optional=True),
+    "seed": _seed,
     "adaptive": _boolean,
     "adaptive_rule": _choice(ADAPTIVE_RULES),
     "adaptive_round": _integer(1),
