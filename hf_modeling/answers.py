@@ -93,6 +93,27 @@ def normalize_number(answer) -> int | Fraction | None:
     return int(value) if value.denominator == 1 else value
 
 
+def number_text(number: int | Fraction) -> str:
+    """Exact text of a number from :func:`normalize_number`: ``10**30`` -> ``"1000000000000000000000000000000"``,
+    ``Fraction(1, 8)`` -> ``"0.125"``; a fraction with no finite decimal expansion as ``"1/3"``.
+
+    Never through a binary float, which would change large or long numbers (``1e23`` -> ``99999999999999991611392``).
+    """
+    if isinstance(number, int) or number.denominator == 1:
+        return str(int(number))
+    den, twos, fives = number.denominator, 0, 0
+    while den % 2 == 0:
+        den, twos = den // 2, twos + 1
+    while den % 5 == 0:
+        den, fives = den // 5, fives + 1
+    if den != 1:
+        return f"{number.numerator}/{number.denominator}"
+    places = max(twos, fives)
+    scaled = abs(number.numerator) * 10**places // number.denominator
+    digits = str(scaled).rjust(places + 1, "0")
+    return ("-" if number < 0 else "") + digits[:-places] + "." + digits[-places:]
+
+
 def _is_non_finite(answer) -> bool:
     """True for NaN / infinity as a float or as text (``"nan"``, ``"-Inf"``, ``"\u2212infinity"``)."""
     text = str(answer).strip().casefold().lstrip("+-" + UNICODE_MINUS)
@@ -126,5 +147,6 @@ __all__ = [
     "extract_answer",
     "last_number",
     "normalize_number",
+    "number_text",
     "text_after",
 ]

@@ -15,7 +15,9 @@ the question is the first non-null of ``question`` / ``input`` / ``Question``
 (non-empty text) and the gold answer the first non-null of ``answer`` /
 ``target`` / ``final_ans`` / ``Answer`` / ``label`` (text or a number).
 GSM8K's raw answer (rationale, then ``#### 72``) is reduced to ``72``;
-floats with an integral value are written as integers (``5.0`` -> ``"5"``).
+numbers in a file are read as exact decimals (``1e30`` is 10**30, never a
+binary float) and written exactly (``5.0`` -> ``"5"``, ``1e30`` -> ``"1"``
+and 30 zeros, ``0.1`` -> ``"0.1"``).
 Gold text is otherwise kept as written (``"1,234"`` stays ``"1,234"``):
 numbers are compared by :func:`hf_modeling.answers.answers_equal`,
 and a gold answer is "a number" exactly when
@@ -28,15 +30,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from hf_modeling.answers import normalize_number
+from hf_modeling.answers import normalize_number, number_text
 
 __all__ = [
     "QUESTION_KEYS",
@@ -116,11 +118,11 @@ def gold_answer(value: Any) -> str:
         raise ValueError(f"the gold answer {value!r} is a boolean, not a number")
     if isinstance(value, Integral):
         text = str(int(value))
-    elif isinstance(value, Real):
-        value = float(value)
-        if not math.isfinite(value):
+    elif isinstance(value, (Real, Decimal)):  # a JSON number with a fraction or exponent is read as a Decimal
+        number = normalize_number(value)  # exact: a float by its shortest decimal text
+        if number is None:
             raise ValueError(f"the gold answer {value!r} is not a finite number")
-        text = str(int(value)) if value.is_integer() else repr(value)
+        text = number_text(number)
     elif isinstance(value, str):
         text = value.rsplit("####", 1)[1] if "####" in value else value  # GSM8K: rationale, then '#### 72'
         text = text.strip()
@@ -193,7 +195,7 @@ def _json_lines(path: Path, text: str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(json.loads(line, parse_float=Decimal))
         except json.JSONDecodeError as err:
             raise QuestionFileError(
                 f"{path}, line {lineno}: not valid JSON ({err.msg}): {_excerpt(line)}. Expected {_LAYOUT}."
@@ -210,7 +212,7 @@ def _raw_rows(path: Path) -> list[Any]:
     if not text.strip():
         raise QuestionFileError(f"{path} is empty; expected {_LAYOUT}.")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as err:
         if text.lstrip().startswith("["):
             raise QuestionFileError(
