@@ -37,7 +37,8 @@ class DocError(Exception):
 class Job:
     """One ``generate_until`` request: its position, bare question, prompt token ids and settings.
 
-    ``baseline`` is the config of its greedy decode (``None``: not reported).
+    ``baseline`` is the config of its greedy decode (``None``: not reported);
+    ``sample_offset`` the index of its first sample (lm-eval's repeat r of a request draws its own samples).
     """
 
     index: int
@@ -46,6 +47,7 @@ class Job:
     config: object  # LatentGenerationConfig
     payload: bool
     baseline: object = None
+    sample_offset: int = 0
 
 
 @dataclass
@@ -98,7 +100,8 @@ class BatchRunner:
                 results[job.index] = hooks.failed(job, str(err))
         collator = Collator(ready, sort_fn=lambda job: (-len(job.prompt), job.index), group_by="gen_kwargs",
                             group_fn=lambda job: {"settings": job.config.to_json_string(use_diff=False),
-                                                  "payload": job.payload, "length": len(job.prompt)})
+                                                  "payload": job.payload, "length": len(job.prompt),
+                                                  "sample_offset": job.sample_offset})
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(ready), disable=disable_tqdm, desc="latent_tts rollouts")
         for group in collator.get_batched(n=0, batch_fn=lambda _, whole: len(whole)):
             for job, response in zip(group, self._group(group, hooks)):
@@ -133,8 +136,8 @@ class BatchRunner:
     def _drawer(self, jobs: list[Job], config, fn: Callable, hooks: Hooks):
         """``draw(indices, offset, count)`` for ``draw_in_rounds``: one call of ``fn``, or smaller ones on
         out-of-memory."""
-        def draw(indices: list[int], offset: int, count: int) -> list:
-            return self._draw([jobs[i] for i in indices], config, offset, count, fn, hooks)
+        def draw(indices: list[int], offset: int, count: int) -> list:  # a group shares its sample_offset
+            return self._draw([jobs[i] for i in indices], config, jobs[0].sample_offset + offset, count, fn, hooks)
         return draw
 
     def _draw(self, chunk: list[Job], config, offset: int, count: int, fn: Callable, hooks: Hooks) -> list:

@@ -18,22 +18,27 @@ decode's answer, the rollouts and latent forward steps spent and why sampling
 stopped, which their ``process_results`` turns into metric rows; any other
 generation task (e.g. the built-in ``gsm8k`` with ``--num_fewshot 0``) gets
 ``"#### <answer>"``.
-The harness's zero-shot ``"Question: ...\\nAnswer:"`` wrapper is reduced to the
-bare question; a few-shot context is an error (latent reasoning models are
-evaluated zero-shot).  See :mod:`lm_eval_latenttts.harness.arguments`.
+The model gets the bare question (``harness.context``: the document's
+question, its template's labels such as ``"Question: ...\\nAnswer:"`` dropped);
+a context with more (few-shot examples, ``--system_instruction``, a
+description) is an error: latent reasoning models are evaluated zero-shot.
+A task's ``repeats: K`` hands the model K copies of a request: copy r draws
+samples r*N .. r*N+N-1 of the question (N = n), so the K responses are
+disjoint samples, each a function of (seed, question, settings, r); the greedy
+row is the same in every copy.  ``--use_cache`` is refused (``set_cache_hook``).
+See :mod:`lm_eval_latenttts.harness.arguments`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 
-from hf_modeling.answers import normalize_number
+from hf_modeling.answers import normalize_number, number_text
 from lm_eval_latenttts.harness.arguments import (
     LatentTTSArgumentError,
     harness_names,
@@ -41,6 +46,7 @@ from lm_eval_latenttts.harness.arguments import (
     request_overrides,
 )
 from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Hooks, Job
+from lm_eval_latenttts.harness.context import bare_question
 from lm_eval_latenttts.harness.setup import (
     load_models,
     pick_batch_size,
@@ -57,19 +63,16 @@ from lm_eval_latenttts.scaling.aggregation import select
 # under lm-eval's logger, so that INFO lines show at the harness's default verbosity
 logger = logging.getLogger("lm_eval.latent_tts")
 
-_HARNESS_QA = re.compile(r"^\s*Question:\s*(?P<q>.*?)\s*\n\s*Answer:\s*$", re.DOTALL)
 HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
 HARNESS_DEFAULT_BATCH_SIZE = 1  # ... and when no --batch_size is given (an int; the CLI's own value is a str)
 
 
 def canonical_answer(answer) -> str | None:
-    """An extracted answer in canonical text form (numbers as numbers: '1,234.0' -> '1234')."""
+    """An extracted answer in canonical text form (numbers as exact numbers: '1,234.0' -> '1234')."""
     if answer is None:
         return None
     number = normalize_number(answer)
-    if number is None:
-        return str(answer)
-    return str(number) if isinstance(number, int) else repr(float(number))
+    return str(answer) if number is None else number_text(number)
 
 
 class LatentTTSModel(LM):
@@ -212,31 +215,28 @@ class LatentTTSModel(LM):
         return json.dumps(record)
 
     # ------------------------------------------------------------------ requests
-    def _question(self, context: str, payload: bool) -> str:
-        """The bare question of a request's context (the harness's zero-shot wrapper removed)."""
-        if not payload:
-            if context.count("Question:") > 1:
-                raise ValueError(
-                    "latent_tts: the task sent a few-shot context (several 'Question:' blocks). Latent reasoning "
-                    "models are evaluated zero-shot: they were trained to reason in latent space from the bare "
-                    "question and cannot use worked examples. Run with --num_fewshot 0."
-                )
-            match = _HARNESS_QA.match(context)
-            if match:
-                return match.group("q")
-        return context.strip()
-
-    def _job(self, index: int, request, baselines: dict) -> Job:
+    def _job(self, index: int, request, baselines: dict, repeat: int = 0) -> Job:
+        """The job of a request; ``repeat`` r (lm-eval's r-th copy of it) draws samples r*N .. r*N+N-1."""
         context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {}) or {}
         config, payload = self._request_config(gen_kwargs)
-        question = self._question(context, payload)
+        where = f"document {getattr(request, 'doc_id', None)} of task {getattr(request, 'task_name', None)}"
+        question = bare_question(context, getattr(request, "doc", None), where)
+        if repeat and config.samples and self._how(config) == "beam":
+            raise LatentTTSArgumentError(
+                "latent_tts: the task repeats each request (repeats > 1), but aggregate=beam has no sample index "
+                "to give each repeat samples of its own (every repeat would be the same search). Use repeats: 1 with beam search, or n=<K> with "
+                "another aggregate instead of repeats.")
+        if repeat and not config.samples:
+            self._warn_once("deterministic_repeats", "latent_tts: the task repeats each request, but with "
+                            "sampling=none every repeat is the same deterministic answer.")
         baseline = None
         if payload:  # the greedy row is a metric of the latent_* tasks
             settings = config.to_json_string(use_diff=False)
             if settings not in baselines:
                 baselines[settings] = self._baseline_config(config)
             baseline = baselines[settings]
-        return Job(index, question, self.model.encode_prompt(self.tokenizer, question), config, payload, baseline)
+        return Job(index, question, self.model.encode_prompt(self.tokenizer, question), config, payload, baseline,
+                   sample_offset=repeat * config.num_return_sequences)
 
     def _check_doc(self, job: Job) -> None:
         if not job.question.strip():
@@ -252,7 +252,8 @@ class LatentTTSModel(LM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
         baselines: dict = {}
-        jobs = [self._job(i, request, baselines) for i, request in enumerate(requests)]
+        jobs = [self._job(i, request, baselines, repeat) for i, (request, repeat) in
+                enumerate(zip(requests, repeat_indices(requests)))]
         self._note_task_settings(requests, jobs)
         hooks = Hooks(check=self._check_doc, candidates=self._candidates, baseline=self._baseline, how=self._how,
                       respond=self._respond, failed=self._failed)
@@ -262,6 +263,20 @@ class LatentTTSModel(LM):
         return results
 
     # ------------------------------------------------------------------ lm-eval plumbing
+    def set_cache_hook(self, cache_hook) -> None:
+        """Refuse ``--use_cache``: lm-eval's cache keys a response on the request's text and ``gen_kwargs`` only.
+
+        A cached answer would come back for another seed, n, sampling mode, RM or checkpoint, and all K
+        repeats of a request (one key) would get one response, while the results name the new settings.
+        """
+        if getattr(cache_hook, "dbdict", None) is not None:
+            raise LatentTTSArgumentError(
+                "latent_tts does not support --use_cache: lm-eval's response cache is keyed only on the prompt and "
+                "gen_kwargs, not on the model's settings (seed, n, sampling, rm, checkpoint, dtype) nor on the "
+                "repeat index, so it would return answers computed under other settings. Run without --use_cache: "
+                "a latent_tts result is a function of (seed, question, settings) and reruns give the same numbers.")
+        super().set_cache_hook(cache_hook)
+
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> LatentTTSModel:
         """As lm-eval's, but ``--model_args`` wins over the CLI's generic batch_size/device.
@@ -369,6 +384,16 @@ class LatentTTSModel(LM):
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(msg, *args)
+
+
+def repeat_indices(requests: list) -> list[int]:
+    """Which copy of its request each entry is: lm-eval's ``repeats: K`` passes one ``Instance`` object K times."""
+    seen: dict[int, int] = {}
+    indices = []
+    for request in requests:
+        indices.append(seen.get(id(request), 0))
+        seen[id(request)] = indices[-1] + 1
+    return indices
 
 
 def _is_harness_default_batch_size(value) -> bool:
