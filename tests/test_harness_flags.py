@@ -1,0 +1,143 @@
+"""lm-eval's own features with ``--model latent_tts``, through the real ``lm_eval`` CLI on the shipped model.
+
+``repeats`` (each copy of a request its own samples), task templates that wrap
+the question, float gold answers, and the flags that are refused with a clear
+message: few-shot contexts, ``--system_instruction``, ``--use_cache`` and a seed
+out of range.  Local task YAMLs include the shipped ``latent_arith``.
+"""
+
+import glob
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_lm_eval_plugin import _env, _lm_eval_cmd  # noqa: E402
+
+TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+LIMIT = 3
+FLOAT_GOLDS = [1e30, 1e23, 0.1, 5.0]
+
+
+def _yaml(folder: Path, name: str, body: str) -> None:
+    (folder / f"{name}.yaml").write_text(f"include: {TASKS_DIR / 'latent_arith.yaml'}\ntask: {name}\n{body}")
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("harness_flags")
+    folder = root / "tasks"
+    folder.mkdir()
+    # repeats with lm-eval's majority vote over "#### <answer>" responses (self-consistency, as gsm8k-cot-self-consistency)
+    _yaml(folder, "arith_rep", """doc_to_text: "Question: {{question}}\\nAnswer:"
+generation_kwargs: {until: [], do_sample: false}
+repeats: 4
+process_results: null
+filter_list:
+  - name: maj
+    filter:
+      - {function: regex, regex_pattern: "#### (\\\\-?[0-9\\\\.\\\\,]+)"}
+      - {function: majority_vote}
+      - {function: take_first}
+metric_list:
+  - {metric: exact_match, aggregation: mean, higher_is_better: true}
+""")
+    _yaml(folder, "arith_n4", "generation_kwargs: {latent_tts_payload: true, until: [], n: 4}\n")
+    _yaml(folder, "arith_rep_n2", "generation_kwargs: {latent_tts_payload: true, until: [], n: 2}\nrepeats: 2\n")
+    _yaml(folder, "arith_qa", 'doc_to_text: "Q: {{question}}\\nA:"\n')
+    _yaml(folder, "arith_shot", 'doc_to_target: "#### {{answer}}"\nfewshot_split: test\nnum_fewshot: 1\n')
+    _yaml(folder, "arith_qa_shot", 'doc_to_text: "Q: {{question}}\\nA:"\ndoc_to_target: " {{answer}}"\n'
+          "fewshot_split: test\nnum_fewshot: 1\n")
+    floats = root / "floats.json"
+    floats.write_text("[" + ", ".join(f'{{"question": "Start at {i}, plus 1. Answer?", "answer": {g!r}}}'
+                                      for i, g in enumerate(FLOAT_GOLDS)) + "]")
+    return {"root": root, "tasks": folder, "floats": floats}
+
+
+def _lm_eval(tasks, *args, timeout=600, **env):
+    return subprocess.run(_lm_eval_cmd() + ["--model", "latent_tts", "--include_path", str(tasks["tasks"]),
+                                            "--limit", str(LIMIT), *args],
+                          cwd=tasks["root"], capture_output=True, text=True, env=_env(**env), timeout=timeout)
+
+
+def _samples(out: Path, task: str) -> list[dict]:
+    files = glob.glob(str(out / "*" / f"samples_{task}_2*.jsonl"))
+    assert len(files) == 1, files
+    rows = [json.loads(line) for line in Path(files[0]).read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["doc_id"])
+
+
+@pytest.fixture(scope="module")
+def noise_run(tasks):
+    out = tasks["root"] / "out"
+    proc = _lm_eval(tasks, "--model_args", "sampling=noise,noise_std=1.0,n=1,device=cpu",
+                    "--tasks", "latent_arith,arith_rep,arith_n4,arith_rep_n2,arith_qa,latent_gsm8k",
+                    "--log_samples", "--output_path", str(out), LATENT_TTS_DATA_GSM8K=tasks["floats"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return out
+
+
+def _answers(response: str) -> list:
+    return [c["answer"] for c in json.loads(response)["candidates"]]
+
+
+def test_repeat_r_draws_its_own_samples(noise_run):
+    """repeats: 4 at n=1: copy r is sample r, i.e. the r-th candidate of the same question at n=4."""
+    reps, n4 = _samples(noise_run, "arith_rep"), _samples(noise_run, "arith_n4")
+    assert [r["doc_id"] for r in reps] == [r["doc_id"] for r in n4] == list(range(LIMIT))
+    distinct = 0
+    for rep, full in zip(reps, n4):
+        responses = rep["resps"][0]
+        assert len(responses) == 4
+        assert responses == [f"#### {a}" for a in _answers(full["resps"][0][0])]
+        distinct += len(set(responses)) > 1
+    assert distinct >= 1  # noise_std=1.0 makes the samples of some question disagree
+
+
+def test_repeats_with_n_rollouts_are_disjoint_blocks(noise_run):
+    """Repeat r of a request with N rollouts draws samples r*N .. r*N+N-1."""
+    for rep, full in zip(_samples(noise_run, "arith_rep_n2"), _samples(noise_run, "arith_n4")):
+        four = _answers(full["resps"][0][0])
+        assert [_answers(r) for r in rep["resps"][0]] == [four[:2], four[2:]]
+
+
+def test_template_labels_around_the_question_are_dropped(noise_run):
+    """A 'Q: ...\\nA:' template gets the same answers as the bare question (it was sent whole and scored 0)."""
+    for wrapped, bare in zip(_samples(noise_run, "arith_qa"), _samples(noise_run, "latent_arith")):
+        assert wrapped["arguments"]["gen_args_0"]["arg_0"].startswith("Q: ")
+        assert wrapped["resps"] == bare["resps"]
+
+
+def test_float_gold_answers_are_exact(noise_run):
+    """JSON ``1e30`` is the gold 10**30 (it was 1000000000000000019884624838656), ``0.1`` stays 0.1."""
+    targets = [r["target"] for r in _samples(noise_run, "latent_gsm8k")]
+    assert targets == ["1" + "0" * 30, "1" + "0" * 23, "0.1"]
+
+
+@pytest.mark.parametrize("case", ["fewshot", "fewshot_qa", "system_instruction", "use_cache", "seed"])
+def test_refused_through_cli(tasks, case, tmp_path):
+    """Each is refused before any document is scored: a clear message and no results table."""
+    args = {
+        "fewshot": ["--tasks", "arith_shot"],
+        "fewshot_qa": ["--tasks", "arith_qa_shot"],
+        "system_instruction": ["--tasks", "latent_arith", "--system_instruction", "You are a careful calculator."],
+        "use_cache": ["--tasks", "latent_arith", "--use_cache", str(tmp_path / "cache")],
+        "seed": ["--tasks", "latent_arith", "--model_args", f"device=cpu,seed={2**127}"],
+    }[case]
+    if "--model_args" not in args:
+        args += ["--model_args", "device=cpu"]
+    proc = _lm_eval(tasks, *args)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "|latent_arith" not in proc.stdout and "|arith_" not in proc.stdout, out[-3000:]
+    expected = {
+        "fewshot": ["holds more than the question", "#### ", "--num_fewshot"],
+        "fewshot_qa": ["holds more than the question", "--num_fewshot"],
+        "system_instruction": ["'You are a careful calculator.' before it", "--system_instruction"],
+        "use_cache": ["does not support --use_cache", "seed, n, sampling"],
+        "seed": [f"seed={2**127}", "[-2**127, 2**127 - 1]"],
+    }[case]
+    for text in expected:
+        assert text in out, out[-3000:]
