@@ -106,3 +106,15 @@ def test_float_golds_compare_by_their_decimal_value(gold, text):
     # a JSON gold such as 2.3 is the float 2.29999..., whose exact binary value no model output can equal
     assert answers_equal(gold, text) and answers_equal(text, gold)
     assert not answers_equal(gold, "2.4")
+
+
+@pytest.mark.parametrize("number, text", [
+    (10**30, "1" + "0" * 30), (Fraction(1, 8), "0.125"), (Fraction(-1, 8), "-0.125"), (Fraction(3, 1000), "0.003"),
+    (Fraction(1, 3), "1/3"), (Fraction(-5, 2), "-2.5"), (-7, "-7"),
+    (Fraction(123456789012345678901, 100), "1234567890123456789.01"),
+])
+def test_number_text_is_exact(number, text):
+    from hf_modeling.answers import number_text
+
+    assert number_text(number) == text
+    assert normalize_number(text) == number  # it reads back as the same number

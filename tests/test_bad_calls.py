@@ -120,3 +120,16 @@ def test_no_device_warning_when_nobody_asked_for_one(tiny, caplog):
 def test_explicit_cuda_without_cuda_is_an_error(tiny):
     with pytest.raises(LatentTTSArgumentError, match="device='cuda' was requested but CUDA is not available"):
         LatentTTSModel(pretrained=str(tiny["codi"]), device="cuda")
+
+
+@pytest.mark.parametrize("seed", [2**127, -(2**127) - 1, 2**200])
+def test_seed_out_of_range_is_refused_up_front(tiny, seed):
+    """The keys hash the seed as 16 signed bytes: 2**127 passed validation, then every question failed."""
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[-2\*\*127, 2\*\*127 - 1\]"):
+        tiny["model"].generate(**tiny["enc"], seed=seed, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("seed", [2**127 - 1, -(2**127)])
+def test_seed_at_the_ends_of_the_range_runs(tiny, seed):
+    tiny["model"].generate(**tiny["enc"], seed=seed, max_new_tokens=2, latent_sampling="noise",
+                           num_return_sequences=2)

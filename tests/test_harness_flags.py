@@ -141,3 +141,41 @@ def test_refused_through_cli(tasks, case, tmp_path):
     }[case]
     for text in expected:
         assert text in out, out[-3000:]
+
+
+# ----------------------------------------------------------------------------- the rules, without the CLI
+@pytest.mark.parametrize("context, doc, question", [
+    ("Start at 3?", {"question": "Start at 3?"}, "Start at 3?"),
+    ("Question: Start at 3?\nAnswer:", {"question": "Start at 3?"}, "Start at 3?"),
+    ("Q: Start at 3?\nA:", {"question": " Start at 3? "}, "Start at 3?"),
+    ("Problem: Start at 3?", {"input": "Start at 3?"}, "Start at 3?"),
+    ("Question: Start at 3?\nAnswer:", {"text": "other"}, "Start at 3?"),  # no question field: the wrapper
+    ("Q: Start at 3?\nA:", None, "Start at 3?"),
+    ("Start at 3?", None, "Start at 3?"),
+])
+def test_bare_question(context, doc, question):
+    from lm_eval_latenttts.harness.context import bare_question
+
+    assert bare_question(context, doc) == question
+
+
+@pytest.mark.parametrize("context, doc", [
+    ("Start at 1? #### 1\n\nStart at 3?", {"question": "Start at 3?"}),  # a shot before the question
+    ("Q: Start at 1?\nA: 1\n\nQ: Start at 3?\nA:", {"question": "Start at 3?"}),
+    ("You are a careful calculator.Start at 3?", {"question": "Start at 3?"}),  # --system_instruction
+    ("Start at 3?\nThink step by step.", {"question": "Start at 3?"}),
+    ("Question: Start at 1?\nAnswer: 1\n\nQuestion: Start at 3?\nAnswer:", None),  # no doc: the repeated label
+])
+def test_more_than_the_question_is_refused(context, doc):
+    from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
+    from lm_eval_latenttts.harness.context import bare_question
+
+    with pytest.raises(LatentTTSArgumentError, match="zero-shot"):
+        bare_question(context, doc, "document 0 of task t")
+
+
+def test_repeat_indices_count_copies_of_one_request():
+    from lm_eval_latenttts.harness.model import repeat_indices
+
+    a, b = object(), object()
+    assert repeat_indices([a, a, a, b, b, a]) == [0, 1, 2, 0, 1, 3]

@@ -290,3 +290,28 @@ def test_shipped_arith_splits_pass_validation():
 def test_shared_data_passes_validation(name, count):
     questions = read_questions(SHARED_DATA / name)  # no skipping: every row must be usable
     assert len(questions) == count
+
+
+def test_float_golds_are_exact_decimals(tmp_path):
+    """JSON numbers are read as decimals: 1e30 was str(int(1e30)) = '1000000000000000019884624838656'."""
+    path = tmp_path / "f.json"
+    path.write_text('[{"question": "a", "answer": 1e30}, {"question": "b", "answer": 1e23}, '
+                    '{"question": "c", "answer": 12345678901234567890.5}, {"question": "d", "answer": -2.50}, '
+                    '{"question": "e", "answer": 1.5e-7}, {"question": "f", "answer": 5.0}]')
+    expected = ["1" + "0" * 30, "1" + "0" * 23, "12345678901234567890.5", "-2.5", "0.00000015", "5"]
+    assert [q.answer for q in read_questions(path)] == expected
+    lines = tmp_path / "f.jsonl"
+    lines.write_text('{"question": "a", "answer": 1e30}\n{"question": "b", "answer": 0.1}\n')
+    assert [q.answer for q in read_questions(lines)] == ["1" + "0" * 30, "0.1"]
+    # rows that arrive as Python floats (the Hub's datasets) by their shortest decimal text
+    assert [q.answer for q in validate_rows([{"question": "a", "answer": 1e23}, {"question": "b", "answer": 0.1}],
+                                            "rows")] == ["1" + "0" * 23, "0.1"]
+
+
+def test_right_answer_to_a_float_gold_scores(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    path.write_text('[{"question": "a", "answer": 1e30}, {"question": "b", "answer": 1e23}]')
+    monkeypatch.setenv("LATENT_TTS_DATA_GSM8K", str(path))
+    docs = list(task_utils.load_gsm8k()["test"])
+    for doc, said in zip(docs, ["1" + "0" * 30, "100,000,000,000,000,000,000,000"]):
+        assert task_utils.process_results(doc, [f"#### {said}"])["acc"] == 1
