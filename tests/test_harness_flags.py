@@ -179,3 +179,15 @@ def test_repeat_indices_count_copies_of_one_request():
 
     a, b = object(), object()
     assert repeat_indices([a, a, a, b, b, a]) == [0, 1, 2, 0, 1, 3]
+
+
+def test_seed_flag_and_sampling_gen_kwargs_are_said_to_change_nothing(tasks):
+    """``--seed 5`` does not change latent_tts's samples (model_args seed does), ``do_sample=True`` is ignored:
+    both said in a warning (do_sample=True passed silently, as True == 1.0)."""
+    proc = _lm_eval(tasks, "--tasks", "latent_arith", "--model_args", "device=cpu", "--seed", "5",
+                    "--gen_kwargs", "do_sample=True,temperature=0.7")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "--seed set torch's seed to 5" in out and "Pass --model_args seed=5" in out
+    for key in ("do_sample", "temperature"):
+        assert f"latent_tts ignores the generation setting '{key}'" in out

@@ -115,8 +115,9 @@ class LatentTTSModel(LM):
         overrides, ignored, payload = request_overrides(gen_kwargs)
         for key in ignored:
             value = gen_kwargs.get(key)
-            if key in ("until", "max_gen_toks", "max_length", "stop") or value in (False, None, 0, 0.0, 1.0):
-                continue  # task boilerplate, or a value that means greedy anyway
+            greedy_anyway = value is False or value is None or (not isinstance(value, bool) and value in (0, 1))
+            if key in ("until", "max_gen_toks", "max_length", "stop") or greedy_anyway:
+                continue  # task boilerplate, or a value that means greedy anyway (do_sample=True is not: True == 1)
             self._warn_once(f"ignored:{key}", "latent_tts ignores the generation setting %r (answers are decoded "
                             "greedily after the latent phase).", key)
         config = self._checked(self._config(self.run_config, overrides, "gen_kwargs")) if overrides else \
@@ -289,6 +290,7 @@ class LatentTTSModel(LM):
         if _is_harness_default_batch_size(extra.get("batch_size")):
             del extra["batch_size"]  # no --batch_size given: pick one for the device (setup.pick_batch_size)
         shipped_defaults(arg_dict)
+        _say_seed_is_model_args(arg_dict)
         harness_device = extra.get("device") == HARNESS_DEFAULT_DEVICE
         return cls(**arg_dict, **extra, _harness_device=harness_device)
 
@@ -394,6 +396,22 @@ def repeat_indices(requests: list) -> list[int]:
         indices.append(seen.get(id(request), 0))
         seen[id(request)] = indices[-1] + 1
     return indices
+
+
+def _say_seed_is_model_args(arg_dict: dict) -> None:
+    """Warn when lm-eval's ``--seed`` was changed but ``model_args`` names no ``seed``.
+
+    ``--seed`` seeds Python, NumPy, torch's global generator and few-shot sampling; latent_tts's samples are
+    keyed by ``seed`` in ``model_args`` only (a function of (seed, question, j)), so ``--seed 5`` alone gives
+    the numbers of the default seed.  lm-eval seeds torch (its default 1234) before it creates the model.
+    """
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
+
+    torch_seed = torch.initial_seed()
+    if "seed" not in arg_dict and torch_seed != DEFAULT_OTHER_SEED:
+        logger.warning("latent_tts: lm-eval's --seed set torch's seed to %d, but latent_tts draws its samples from "
+                       "model_args seed (not given: the checkpoint's, default 0), so they are unchanged. Pass "
+                       "--model_args seed=%d to change them.", torch_seed, torch_seed)
 
 
 def _is_harness_default_batch_size(value) -> bool:
