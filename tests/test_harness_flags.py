@@ -117,7 +117,7 @@ def test_float_gold_answers_are_exact(noise_run):
     assert targets == ["1" + "0" * 30, "1" + "0" * 23, "0.1"]
 
 
-@pytest.mark.parametrize("case", ["fewshot", "fewshot_qa", "system_instruction", "use_cache", "seed"])
+@pytest.mark.parametrize("case", ["fewshot", "fewshot_qa", "system_instruction", "use_cache", "seed", "chat_template"])
 def test_refused_through_cli(tasks, case, tmp_path):
     """Each is refused before any document is scored: a clear message and no results table."""
     args = {
@@ -126,6 +126,7 @@ def test_refused_through_cli(tasks, case, tmp_path):
         "system_instruction": ["--tasks", "latent_arith", "--system_instruction", "You are a careful calculator."],
         "use_cache": ["--tasks", "latent_arith", "--use_cache", str(tmp_path / "cache")],
         "seed": ["--tasks", "latent_arith", "--model_args", f"device=cpu,seed={2**127}"],
+        "chat_template": ["--tasks", "latent_arith", "--apply_chat_template"],
     }[case]
     if "--model_args" not in args:
         args += ["--model_args", "device=cpu"]
@@ -138,6 +139,7 @@ def test_refused_through_cli(tasks, case, tmp_path):
         "system_instruction": ["'You are a careful calculator.' before it", "--system_instruction"],
         "use_cache": ["does not support --use_cache", "seed, n, sampling"],
         "seed": [f"seed={2**127}", "[-2**127, 2**127 - 1]"],
+        "chat_template": ["does not use chat templates", "without --apply_chat_template"],
     }[case]
     for text in expected:
         assert text in out, out[-3000:]
