@@ -399,16 +399,19 @@ def repeat_indices(requests: list) -> list[int]:
 
 
 def _say_seed_is_model_args(arg_dict: dict) -> None:
-    """Warn when lm-eval's ``--seed`` was changed but ``model_args`` names no ``seed``.
+    """Warn when the ``lm_eval`` command line changed ``--seed`` but ``model_args`` names no ``seed``.
 
     ``--seed`` seeds Python, NumPy, torch's global generator and few-shot sampling; latent_tts's samples are
     keyed by ``seed`` in ``model_args`` only (a function of (seed, question, j)), so ``--seed 5`` alone gives
     the numbers of the default seed.  lm-eval seeds torch (its default 1234) before it creates the model.
     """
+    import sys
+
     from lm_eval.defaults import DEFAULT_OTHER_SEED
 
+    given = any(arg == "--seed" or arg.startswith("--seed=") for arg in sys.argv[1:])  # the lm_eval CLI's flag
     torch_seed = torch.initial_seed()
-    if "seed" not in arg_dict and torch_seed != DEFAULT_OTHER_SEED:
+    if given and "seed" not in arg_dict and torch_seed != DEFAULT_OTHER_SEED:
         logger.warning("latent_tts: lm-eval's --seed set torch's seed to %d, but latent_tts draws its samples from "
                        "model_args seed (not given: the checkpoint's, default 0), so they are unchanged. Pass "
                        "--model_args seed=%d to change them.", torch_seed, torch_seed)
