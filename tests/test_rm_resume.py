@@ -136,3 +136,42 @@ def test_cli_refuses_settings_that_would_train_something_else(annotation, tmp_pa
     assert code == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
     assert not out.exists()
+
+
+class _Payload:
+    """A crafted pickle: unpickling it creates the marker file (i.e. runs code)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_unpickles_crafted_files(annotation, tmp_path):
+    """A crafted pickle where resume reads (the training state) is refused without running; crafted files with the
+    names of accelerate's pickled state (scheduler, random states) are ignored, and resume still reproduces the
+    uninterrupted run exactly."""
+    import torch
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train_rm(_config(annotation, whole, max_steps=4, save_every=2))
+    train_rm(_config(annotation, killed, max_steps=4, save_every=2))
+    shutil.rmtree(killed / "checkpoints" / "step-4")  # killed before its last checkpoint
+    step = killed / "checkpoints" / "step-2"
+    marker = tmp_path / "payload-ran"
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"):
+        torch.save(_Payload(marker), step / name)
+    resumed = train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
+    assert not marker.exists()
+    assert resumed["optimizer_steps"] == 4
+    _assert_same_weights(killed, whole)
+
+    shutil.rmtree(killed / "checkpoints" / "step-4")
+    state = step / "training_state.pt"
+    torch.save({"model": _Payload(marker)}, state)
+    with pytest.raises(ValueError) as err:
+        train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
+    assert not marker.exists()
+    message = str(err.value)
+    assert str(state) in message and "tensors and plain data" in message and "--overwrite" in message

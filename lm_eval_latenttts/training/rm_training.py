@@ -245,7 +245,6 @@ def train_rm(cfg: TrainConfig) -> dict:
     total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(updates_per_epoch * cfg.epochs))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total)), total)
     rm, optimizer = accelerator.prepare(rm, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     loop = RMTrainingLoop(accelerator, rm, optimizer, scheduler, params, cfg, train_set, eval_set,
                           RMCollator(rm_config(rm).latent_id, pad), total, ckpt_root, run_id)
     if cfg.resume and latest is None:

@@ -2,7 +2,9 @@
 
 ``annotate`` and ``train-rm`` write their settings once (atomically, by the main
 process) and compare them on every resume; a difference is an error that names
-each changed setting.
+each changed setting.  Resume state (weights, optimizer, schedule) is read back
+by :func:`load_resume_state`: tensors and plain data only, never an unpickled
+object.
 """
 
 from __future__ import annotations
@@ -52,4 +54,31 @@ def check_or_write(path: Path, settings: dict, is_main: bool, wait, what: str, r
     wait()
 
 
-__all__ = ["changed_settings", "check_or_write", "flatten", "write_json_atomic"]
+def load_resume_state(path: Path, remedy: str):
+    """The tensors and plain data saved with ``torch.save`` at ``path``, read with ``weights_only=True``.
+
+    A file holding anything else (a crafted pickle, an object of some class) is refused, never run: resume
+    folders are written by processes we do not control once they are on disk.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds more than tensors and plain data, so it is not read (loading it could run "
+                         f"code). {remedy} ({str(err).splitlines()[0]})") from None
+
+
+def require_folder(path, option: str) -> Path:
+    """``path`` as a folder path, or an error naming ``option`` when it names an existing file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is an existing file, not a folder: pass the path of a folder (a new one, "
+                         "or the one of the run to resume).")
+    return path
+
+
+__all__ = ["changed_settings", "check_or_write", "flatten", "load_resume_state", "require_folder",
+           "write_json_atomic"]
