@@ -160,7 +160,7 @@ def test_resume_never_unpickles_crafted_files(annotation, tmp_path):
     shutil.rmtree(killed / "checkpoints" / "step-4")  # killed before its last checkpoint
     step = killed / "checkpoints" / "step-2"
     marker = tmp_path / "payload-ran"
-    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"):
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl"):  # accelerate unpickled these
         torch.save(_Payload(marker), step / name)
     resumed = train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
     assert not marker.exists()
