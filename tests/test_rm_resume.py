@@ -175,3 +175,51 @@ def test_resume_never_unpickles_crafted_files(annotation, tmp_path):
     assert not marker.exists()
     message = str(err.value)
     assert str(state) in message and "tensors and plain data" in message and "--overwrite" in message
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _cli_train(annotation, out, *args):
+    return cli.main(["train-rm", "--annotations", str(annotation), "--output-dir", str(out), "--threads", "1",
+                     "--no-progress", "--max-steps", "1", "--batch-size", "2", "--eval-fraction", "0.2", *args])
+
+
+def test_output_dir_holding_another_model_is_refused(annotation, backbone_dir, tmp_path, capsys):  # noqa: F811
+    """train-rm into a backbone's folder (its weights, config, card, generation settings and eval results) is
+    refused, --overwrite or not, and leaves every file as it was."""
+    folder = tmp_path / "backbone"
+    shutil.copytree(backbone_dir, folder)
+    (folder / "generation_config.json").write_text('{"latent_sampling": "dropout"}')
+    (folder / "training_info.json").write_text('{"step": 4}')
+    (folder / ".eval_results").mkdir()
+    (folder / ".eval_results" / "arith.yaml").write_text("value: 0.74\n")
+    before = _snapshot(folder)
+    for extra in ([], ["--overwrite"]):
+        assert _cli_train(annotation, folder, *extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --output-dir {folder} holds another model (config.json, model.safetensors")
+        assert "Choose a new --output-dir" in err
+        assert _snapshot(folder) == before
+
+
+def test_output_dir_naming_a_file_is_a_clear_error(annotation, tmp_path, capsys):
+    path = tmp_path / "rm.txt"
+    path.write_text("a file")
+    assert _cli_train(annotation, path) == 2
+    assert capsys.readouterr().err.startswith(f"error: --output-dir {path} is an existing file, not a folder")
+    assert path.read_text() == "a file"
+
+
+def test_earlier_rm_without_its_checkpoints_needs_overwrite(annotation, tmp_path, capsys):
+    out = tmp_path / "rm"
+    assert _cli_train(annotation, out) == 0
+    shutil.rmtree(out / "checkpoints")  # e.g. an installed RM: the final model only
+    before = _snapshot(out)
+    for extra in ([], ["--resume"]):
+        capsys.readouterr()
+        assert _cli_train(annotation, out, *extra) == 2
+        assert "holds a LatentRM trained earlier (training_summary.json)" in capsys.readouterr().err
+        assert _snapshot(out) == before
+    assert _cli_train(annotation, out, "--overwrite") == 0

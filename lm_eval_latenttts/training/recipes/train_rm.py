@@ -73,12 +73,30 @@ def install(src, dest):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_destinations(args) -> None:
+    """Refuse, before any work, a --work-dir or --out that is a file, and an --out holding another model (the
+    install would replace it)."""
+    from lm_eval_latenttts.training.rm_checkpoints import foreign_model_files
+    from lm_eval_latenttts.training.run_record import require_folder
+
+    try:
+        require_folder(args.work_dir, "--work-dir")
+        require_folder(args.out, "--out")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    other = foreign_model_files(args.out)
+    if other:
+        raise SystemExit(f"error: --out {args.out} holds another model ({', '.join(other)}), not a LatentRM written "
+                         "by train-rm; installing the RM would replace it. Choose another --out.")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from lm_eval_latenttts.data import arith
     from lm_eval_latenttts.training.annotate import AnnotateConfig, annotate
     from lm_eval_latenttts.training.rm_training import TrainConfig, train_rm
 
+    check_destinations(args)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
