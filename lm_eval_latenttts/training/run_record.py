@@ -9,9 +9,12 @@ object.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+
+LOCK_FILE = ".run.lock"  # in the output folder of a run: held (flock) for the run's lifetime
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:
@@ -71,6 +74,37 @@ def load_resume_state(path: Path, remedy: str):
                          f"code). {remedy} ({str(err).splitlines()[0]})") from None
 
 
+@contextlib.contextmanager
+def exclusive_run(folder: Path, what: str, take: bool = True):
+    """Hold ``folder``'s run lock while the ``with`` body runs; a second run into the folder is refused.
+
+    An ``fcntl.flock`` on ``folder/.run.lock``: the OS releases it when the process ends, however it ends, so a
+    killed run never blocks its rerun.  One lock per run, not per process: under ``accelerate launch`` only the
+    main process takes it (``take``), before the others pass the run record's barrier.
+    """
+    if not take:
+        yield
+        return
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ValueError(f"{folder} is being written by another {what} (process {holder} holds {path}). Wait "
+                             "for it to finish (rerun then to resume), or choose another output folder.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def require_folder(path, option: str) -> Path:
     """``path`` as a folder path, or an error naming ``option`` when it names an existing file."""
     path = Path(path)
@@ -80,5 +114,5 @@ def require_folder(path, option: str) -> Path:
     return path
 
 
-__all__ = ["changed_settings", "check_or_write", "flatten", "load_resume_state", "require_folder",
-           "write_json_atomic"]
+__all__ = ["LOCK_FILE", "changed_settings", "check_or_write", "exclusive_run", "flatten", "load_resume_state",
+           "require_folder", "write_json_atomic"]
