@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from crafted_pickle import Payload
 from safetensors.torch import load_file
 from test_rm_training import _write_annotation, backbone_dir  # noqa: F401 (backbone_dir is a fixture)
 
@@ -138,15 +139,6 @@ def test_cli_refuses_settings_that_would_train_something_else(annotation, tmp_pa
     assert not out.exists()
 
 
-class _Payload:
-    """A crafted pickle: unpickling it creates the marker file (i.e. runs code)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
 
 def test_resume_never_unpickles_crafted_files(annotation, tmp_path):
     """A crafted pickle where resume reads (the training state) is refused without running; crafted files with the
@@ -161,7 +153,7 @@ def test_resume_never_unpickles_crafted_files(annotation, tmp_path):
     step = killed / "checkpoints" / "step-2"
     marker = tmp_path / "payload-ran"
     for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl"):  # accelerate unpickled these
-        torch.save(_Payload(marker), step / name)
+        torch.save(Payload(marker), step / name)
     resumed = train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
     assert not marker.exists()
     assert resumed["optimizer_steps"] == 4
@@ -169,12 +161,18 @@ def test_resume_never_unpickles_crafted_files(annotation, tmp_path):
 
     shutil.rmtree(killed / "checkpoints" / "step-4")
     state = step / "training_state.pt"
-    torch.save({"model": _Payload(marker)}, state)
+    torch.save({"model": Payload(marker)}, state)
     with pytest.raises(ValueError) as err:
         train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
     assert not marker.exists()
     message = str(err.value)
     assert str(state) in message and "tensors and plain data" in message and "--overwrite" in message
+    torch.save({"model": {}}, state)  # tensors and plain data, but not a training state
+    with pytest.raises(ValueError, match="is not a train-rm training state"):
+        train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
+    state.unlink()  # a checkpoint of the older format (accelerate's save_state)
+    with pytest.raises(ValueError, match="has no training_state.pt"):
+        train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
 
 
 def _snapshot(folder):

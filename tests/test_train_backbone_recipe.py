@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from crafted_pickle import Payload
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -204,22 +205,13 @@ def test_resume_refuses_changed_settings_and_names_them(tmp_path):
     assert info["step"] == 4 and info["args"]["lr"] == 0.001 and info["args"]["seed"] == 0
 
 
-class _Payload:
-    """A crafted pickle: unpickling it creates the marker file (i.e. runs code)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
 
 def test_resume_never_unpickles_a_crafted_state(tmp_path):
     import torch
 
     out, marker = tmp_path / "ckpt", tmp_path / "payload-ran"
     out.mkdir()
-    torch.save({"model": _Payload(marker), "step": 0}, out / "train_state.pt")
+    torch.save({"model": Payload(marker), "step": 0}, out / "train_state.pt")
     with pytest.raises(SystemExit) as err:
         tb.main(ARGS + ["--out", str(out), "--max-steps", "4", "--resume"])
     assert not marker.exists()

@@ -187,6 +187,9 @@ def load_training_state(folder: Path, model, optimizer, scheduler) -> None:
         raise ValueError(f"Checkpoint {folder} has no {TRAINING_STATE_FILE} (written by an older version, or "
                          f"damaged), so it cannot be resumed. {remedy}")
     state = load_resume_state(path, remedy)
+    if not isinstance(state, dict) or not {"model", "optimizer", "scheduler"} <= set(state):
+        raise ValueError(f"{path} is not a train-rm training state (it needs model, optimizer and scheduler). "
+                         f"{remedy}")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
