@@ -221,3 +221,21 @@ def test_earlier_rm_without_its_checkpoints_needs_overwrite(annotation, tmp_path
         assert "holds a LatentRM trained earlier (training_summary.json)" in capsys.readouterr().err
         assert _snapshot(out) == before
     assert _cli_train(annotation, out, "--overwrite") == 0
+
+
+def test_second_run_into_a_folder_in_use_is_refused(annotation, tmp_path):
+    """While a run holds OUT's lock (here: this process, as a running train-rm would), another train-rm into OUT
+    (even --resume, as the recipe reruns) is refused before it touches anything; once released, it runs."""
+    import os
+
+    from lm_eval_latenttts.training.run_record import exclusive_run
+
+    out = tmp_path / "rm"
+    train_rm(_config(annotation, out))
+    before = _snapshot(out)
+    with exclusive_run(out, "train-rm run"):
+        with pytest.raises(ValueError, match=f"{out} is being written by another train-rm run \\(process "
+                                             f"{os.getpid()} holds {out / '.run.lock'}\\)"):
+            train_rm(_config(annotation, out, resume=True))
+        assert _snapshot(out) == before
+    assert train_rm(_config(annotation, out, resume=True))["optimizer_steps"] == 2

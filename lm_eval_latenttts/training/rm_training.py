@@ -45,6 +45,7 @@ from lm_eval_latenttts.training.rm_checkpoints import (
 from lm_eval_latenttts.training.rm_data import QuestionExamples, RMCollator, split_questions
 from lm_eval_latenttts.training.rm_loop import RMTrainingLoop
 from lm_eval_latenttts.training.rm_objective import LOSSES
+from lm_eval_latenttts.training.run_record import exclusive_run
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,6 @@ def train_rm(cfg: TrainConfig) -> dict:
     holding another model is refused (``rm_checkpoints.check_output_dir``).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     cfg.validate()
     out = check_output_dir(cfg)
@@ -187,6 +187,15 @@ def train_rm(cfg: TrainConfig) -> dict:
     # (accelerate would step it once per process): the loop weights its losses and steps the schedule itself
     accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
                               cpu=not torch.cuda.is_available())
+    # one run at a time: the main process holds OUT's lock until the end, the others wait for it in open_run
+    with exclusive_run(out, "train-rm run", take=accelerator.is_main_process):
+        return _train(cfg, out, accelerator, ann_config, ds, n_max, init)
+
+
+def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max: int, init) -> dict:
+    """The run itself, in ``out``: checkpoints, the model, the loop, the summary and the final RM."""
+    from accelerate.utils import set_seed
+
     ckpt_root = out / CHECKPOINTS_DIR
     settings = run_settings(cfg, init, ann_config, ds["question_id"], processes=accelerator.num_processes)
     run_id, latest = open_run(cfg, ckpt_root, settings, accelerator)

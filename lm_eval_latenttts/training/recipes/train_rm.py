@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from lm_eval_latenttts.checkpoints import DEFAULT_MODEL_DIR, DEFAULT_RM_DIR
+from lm_eval_latenttts.training.run_record import LOCK_FILE
 
 # the aggregation recommended with the installed RM (its generation_config.json): the RM-weighted vote, which the
 # scaling report measured at or above majority vote at every N (best-of-N was below it)
@@ -63,7 +64,7 @@ def install(src, dest):
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"))
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp", LOCK_FILE))
     LatentGenerationConfig(aggregate=RECOMMENDED_AGGREGATE).save_pretrained(str(tmp))
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
