@@ -224,3 +224,18 @@ def test_out_naming_a_file_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match=f"--out {path} is an existing file, not a folder"):
         tb.main(ARGS + ["--out", str(path), "--max-steps", "2"])
     assert path.read_text() == "not a folder"
+
+
+def test_out_holding_another_model_is_refused_and_its_own_output_is_regenerated(tmp_path):
+    from tiny_models import make_checkpoint
+
+    other = make_checkpoint(tmp_path / "rm-or-other", "coconut")
+    before = {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit, match=f"--out {other} holds another model \\(config.json, model.safetensors"):
+        tb.main(ARGS + ["--out", str(other), "--max-steps", "2"])
+    assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
+    out = str(tmp_path / "ckpt")  # the recipe's own output (training_info.json): regenerated, as the README says
+    tb.main(ARGS + ["--out", out, "--max-steps", "2"])
+    tb.main(ARGS + ["--out", out, "--max-steps", "4"])
+    with open(os.path.join(out, "training_info.json")) as f:
+        assert json.load(f)["step"] == 4

@@ -25,16 +25,19 @@ from dataclasses import fields
 from pathlib import Path
 
 from lm_eval_latenttts.training.annotation_store import CONFIG_FILE
-from lm_eval_latenttts.training.run_record import changed_settings, load_resume_state, require_folder, write_json_atomic
+from lm_eval_latenttts.training.run_record import (
+    changed_settings,
+    foreign_model_files,
+    load_resume_state,
+    require_folder,
+    write_json_atomic,
+)
 
 CHECKPOINTS_DIR = "checkpoints"
 RUN_FILE = "run_config.json"  # the run record, in OUT/checkpoints/
 STATE_FILE = "trainer_state.json"  # in each checkpoint
 TRAINING_STATE_FILE = "training_state.pt"  # in each checkpoint: tensors and plain data only
 SUMMARY_FILE = "training_summary.json"  # in OUT, next to the final RM: marks a folder that train-rm wrote
-# files that say a folder holds a model (train-rm would overwrite or contradict them)
-MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-               "adapter_config.json", "generation_config.json", "training_info.json")
 
 
 def annotation_settings(annotations):
@@ -99,14 +102,6 @@ def run_checkpoints(ckpt_root, run_id):
     return own, foreign
 
 
-def foreign_model_files(folder) -> list[str]:
-    """The model files in ``folder`` when it holds a model that train-rm did not write (else ``[]``)."""
-    folder = Path(folder)
-    if not folder.is_dir() or (folder / SUMMARY_FILE).is_file():
-        return []
-    return [name for name in MODEL_FILES if (folder / name).exists()]
-
-
 def check_output_dir(cfg) -> Path:
     """Refuse an output folder that is a file, holds another model, or holds an earlier RM without its run.
 
@@ -114,7 +109,7 @@ def check_output_dir(cfg) -> Path:
     leave its other files (generation settings, training info, eval results) describing the wrong model.
     """
     out = require_folder(cfg.output_dir, "--output-dir")
-    other = foreign_model_files(out)
+    other = foreign_model_files(out, SUMMARY_FILE)
     if other:
         raise ValueError(f"--output-dir {out} holds another model ({', '.join(other)}), not a LatentRM written by "
                          "train-rm; it is not overwritten. Choose a new --output-dir.")
@@ -195,5 +190,5 @@ def load_training_state(folder: Path, model, optimizer, scheduler) -> None:
     scheduler.load_state_dict(state["scheduler"])
 
 
-__all__ = ["CHECKPOINTS_DIR", "MODEL_FILES", "RUN_FILE", "STATE_FILE", "SUMMARY_FILE", "TRAINING_STATE_FILE",
-           "annotation_settings", "check_output_dir", "foreign_model_files", "load_training_state", "open_run", "run_checkpoints", "run_settings", "save_training_state"]
+__all__ = ["CHECKPOINTS_DIR", "RUN_FILE", "STATE_FILE", "SUMMARY_FILE", "TRAINING_STATE_FILE",
+           "annotation_settings", "check_output_dir", "load_training_state", "open_run", "run_checkpoints", "run_settings", "save_training_state"]

@@ -2,7 +2,8 @@
 
 ``annotate`` and ``train-rm`` write their settings once (atomically, by the main
 process) and compare them on every resume; a difference is an error that names
-each changed setting.  Resume state (weights, optimizer, schedule) is read back
+each changed setting.  Their output folders are checked here too (a file, another
+model, another run holding the folder's lock).  Resume state (weights, optimizer, schedule) is read back
 by :func:`load_resume_state`: tensors and plain data only, never an unpickled
 object.
 """
@@ -105,6 +106,20 @@ def exclusive_run(folder: Path, what: str, take: bool = True):
         os.close(fd)  # releases the lock
 
 
+# files that say a folder holds a model (a run writing its own model there would overwrite or contradict them)
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "adapter_config.json", "generation_config.json", "training_info.json")
+
+
+def foreign_model_files(folder, marker: str) -> list[str]:
+    """The model files in ``folder`` when it holds a model without ``marker`` (the file by which a run knows
+    its own output, e.g. train-rm's ``training_summary.json``), else ``[]``."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / marker).is_file():
+        return []
+    return [name for name in MODEL_FILES if (folder / name).exists()]
+
+
 def require_folder(path, option: str) -> Path:
     """``path`` as a folder path, or an error naming ``option`` when it names an existing file."""
     path = Path(path)
@@ -114,5 +129,5 @@ def require_folder(path, option: str) -> Path:
     return path
 
 
-__all__ = ["LOCK_FILE", "changed_settings", "check_or_write", "exclusive_run", "flatten", "load_resume_state",
-           "require_folder", "write_json_atomic"]
+__all__ = ["LOCK_FILE", "MODEL_FILES", "changed_settings", "check_or_write", "exclusive_run", "flatten",
+           "foreign_model_files", "load_resume_state", "require_folder", "write_json_atomic"]

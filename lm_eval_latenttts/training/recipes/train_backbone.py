@@ -58,13 +58,19 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from lm_eval_latenttts.data import arith
-from lm_eval_latenttts.training.run_record import changed_settings, load_resume_state, require_folder
+from lm_eval_latenttts.training.run_record import (
+    changed_settings,
+    foreign_model_files,
+    load_resume_state,
+    require_folder,
+)
 
 START_LATENT = "<|start-latent|>"
 LATENT = "<|latent|>"
 END_LATENT = "<|end-latent|>"
 EOS = "<|endoftext|>"
 UNK = "<|unk|>"
+INFO_FILE = "training_info.json"  # in --out: the recipe's record of its run (marks a folder it wrote)
 STATE_FILE = "train_state.pt"  # in --out while training: tensors and plain data only (read with weights_only=True)
 
 WORDS = ["Start", "at", "plus", "minus", "times", "then", "Answer", "mod",
@@ -157,7 +163,7 @@ def export(model, tok, out_dir: str, latent_length: int, extra: Optional[Dict] =
     LatentGenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
                            **RECOMMENDED_GENERATION).save_pretrained(out_dir)
     if extra is not None:
-        _write_json(os.path.join(out_dir, "training_info.json"), extra)
+        _write_json(os.path.join(out_dir, INFO_FILE), extra)
 
 
 def _write_json(path: str, obj) -> None:
@@ -465,6 +471,10 @@ def main(argv=None):
         require_folder(args.out, "--out")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    other = foreign_model_files(args.out, INFO_FILE)
+    if other:
+        raise SystemExit(f"error: --out {args.out} holds another model ({', '.join(other)}; no {INFO_FILE} of "
+                         "this recipe), which the export would overwrite. Choose another --out.")
     run = Run(args, stage_steps)
     os.makedirs(args.out, exist_ok=True)
     run.start()
