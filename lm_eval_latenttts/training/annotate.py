@@ -258,8 +258,8 @@ def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_
         mine = [q for q in questions if q["question_id"] % world == rank and q["question_id"] not in done]
         stats = {"rank": rank, "world": world, "questions": len(mine), "already_done": len(done),
                  "kept": 0, "dropped": 0, "continuations": 0, "shards": 0}
-        _annotate_questions(config, model, tokenizer, generation, mine, _Shards(out_dir, rank, config.shard_size,
-                                                                                stats), on_question_done)
+        shards = _Shards(out_dir, rank, config.shard_size, stats)
+        _annotate_questions(config, model, tokenizer, generation, mine, shards, on_question_done)
         wait()
     return stats
 

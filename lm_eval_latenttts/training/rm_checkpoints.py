@@ -190,5 +190,6 @@ def load_training_state(folder: Path, model, optimizer, scheduler) -> None:
     scheduler.load_state_dict(state["scheduler"])
 
 
-__all__ = ["CHECKPOINTS_DIR", "RUN_FILE", "STATE_FILE", "SUMMARY_FILE", "TRAINING_STATE_FILE",
-           "annotation_settings", "check_output_dir", "load_training_state", "open_run", "run_checkpoints", "run_settings", "save_training_state"]
+__all__ = ["CHECKPOINTS_DIR", "RUN_FILE", "STATE_FILE", "SUMMARY_FILE", "TRAINING_STATE_FILE", "annotation_settings",
+           "check_output_dir", "load_training_state", "open_run", "run_checkpoints", "run_settings",
+           "save_training_state"]

@@ -432,7 +432,8 @@ class Run:
                "valid_latent_acc": evaluate(self.model, self.tok, self.valid_set, self.latent_length),
                "minutes": round((self.elapsed_prev + time.time() - self.t0) / 60, 2)}
         if cur < self.n_steps:  # accuracy at the current curriculum stage's latent count
-            rec["valid_stage_acc"] = evaluate_stage(self.model, self.tok, self.valid_set, cur, self.args.latents_per_step)
+            rec["valid_stage_acc"] = evaluate_stage(self.model, self.tok, self.valid_set, cur,
+                                                    self.args.latents_per_step)
         return rec
 
     def train(self) -> bool:
