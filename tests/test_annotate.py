@@ -214,6 +214,77 @@ def test_rank_killed_mid_shard_then_rerun_completes_the_single_process_dataset(b
             assert row[key] == reference[qid][key], (qid, key)
 
 
+def _wait_for(path, proc, seconds=240):
+    import time
+
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "the held annotate run did not start"
+        time.sleep(0.1)
+
+
+def test_second_concurrent_run_into_the_folder_is_refused_and_a_killed_runs_lock_is_not(backbone, questions,
+                                                                                        tmp_path):
+    """Two real processes: while one annotate run works in a folder, a second into the same folder is refused
+    (before, both annotated every question and the folder held each twice); once the first is SIGKILLed, its
+    lock is gone and a rerun resumes and completes the dataset."""
+    args = ["--model", str(backbone[0]), "--data", str(questions), "-N", str(N), "-M", str(M), "--dropout-p", "0.3",
+            "--max-new-tokens", "4", "--latent-length", "3", "--keep-all", "--shard-size", "2", "--threads", "1",
+            "--no-progress"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               HOLD_STARTED=str(tmp_path / "started"), HOLD_GO=str(tmp_path / "go"))
+    holder = [sys.executable, str(Path(__file__).with_name("hold_annotate.py"))]
+    command = [sys.executable, "-m", "lm_eval_latenttts", "annotate"]
+    reference = _rows(load_annotations(_run_and_path(backbone, questions, tmp_path / "single")))
+
+    out = tmp_path / "out"
+    first = subprocess.Popen(holder + args + ["--output-dir", str(out)], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(tmp_path / "started", first)  # the first run is mid-way: annotating, no shard written yet
+        second = subprocess.run(command + args + ["--output-dir", str(out)], capture_output=True, text=True,
+                                env=env, timeout=300)
+        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-3000:]
+        assert f"error: {out} is being written by another annotate run (process {first.pid} holds " \
+               f"{out / '.run.lock'})" in second.stderr
+        (tmp_path / "go").touch()
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err[-3000:]
+    finally:
+        first.kill()
+    rows = _rows(load_annotations(out))  # each question once (load_annotations refuses duplicated ids)
+    assert sorted(rows) == sorted(reference) == list(range(5))
+    for qid, row in rows.items():
+        assert row["latents"] == reference[qid]["latents"] and row["step_values"] == reference[qid]["step_values"]
+
+    # a run killed while it holds the lock does not block its rerun
+    (tmp_path / "started").unlink()
+    (tmp_path / "go").unlink()
+    out = tmp_path / "killed"
+    killed = subprocess.Popen(holder + args + ["--output-dir", str(out)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(tmp_path / "started", killed)
+    killed.kill()
+    killed.communicate(timeout=60)
+    rerun = subprocess.run(command + args + ["--output-dir", str(out)], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sorted(_rows(load_annotations(out))) == list(range(5))
+
+
+def test_output_dir_naming_a_file_is_a_clear_error(backbone, questions, tmp_path, capsys):
+    from lm_eval_latenttts import cli
+
+    path = tmp_path / "annotations.txt"
+    path.write_text("a file")
+    code = cli.main(["annotate", "--model", str(backbone[0]), "--data", str(questions), "--output-dir", str(path),
+                     "--no-progress"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"error: --output-dir {path} is an existing file, not a folder")
+    assert path.read_text() == "a file"
+
+
 def test_changed_arguments_refuse_to_resume(backbone, questions, tmp_path):
     _run(backbone, _config(backbone, questions, tmp_path / "out", limit=2))
     with pytest.raises(ValueError, match="different settings.*num_continuations"):

@@ -26,3 +26,19 @@ def test_train_rm_recipe_runs_and_installs_a_loadable_rm(tmp_path):
     # rerunning resumes every stage instead of redoing it
     again = train_rm.main(argv)
     assert again["annotation"]["questions"] == 0 and again["annotation"]["already_done"] == 6
+
+
+def test_recipe_refuses_to_install_over_another_model(tmp_path):
+    import pytest
+
+    backbone = make_checkpoint(tmp_path / "backbone", "coconut")
+    before = {p.name: p.read_bytes() for p in backbone.iterdir() if p.is_file()}
+    argv = ["--backbone", str(backbone), "--work-dir", str(tmp_path / "work"), "--train-questions", "6", "-N", "2",
+            "-M", "2", "--keep-all", "--max-steps", "2", "--batch-size", "2", "--threads", "1", "--no-progress"]
+    with pytest.raises(SystemExit, match=f"--out {backbone} holds another model \\(config.json"):
+        train_rm.main(argv + ["--out", str(backbone)])
+    assert {p.name: p.read_bytes() for p in backbone.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "work").exists()  # refused before any work
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="--work-dir .* is an existing file, not a folder"):
+        train_rm.main(argv[:2] + ["--out", str(tmp_path / "rm"), "--work-dir", str(tmp_path / "file")] + argv[4:])

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from crafted_pickle import Payload
 from safetensors.torch import load_file
 from test_rm_training import _write_annotation, backbone_dir  # noqa: F401 (backbone_dir is a fixture)
 
@@ -136,3 +137,105 @@ def test_cli_refuses_settings_that_would_train_something_else(annotation, tmp_pa
     assert code == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
     assert not out.exists()
+
+
+
+def test_resume_never_unpickles_crafted_files(annotation, tmp_path):
+    """A crafted pickle where resume reads (the training state) is refused without running; crafted files with the
+    names of accelerate's pickled state (scheduler, random states) are ignored, and resume still reproduces the
+    uninterrupted run exactly."""
+    import torch
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train_rm(_config(annotation, whole, max_steps=4, save_every=2))
+    train_rm(_config(annotation, killed, max_steps=4, save_every=2))
+    shutil.rmtree(killed / "checkpoints" / "step-4")  # killed before its last checkpoint
+    step = killed / "checkpoints" / "step-2"
+    marker = tmp_path / "payload-ran"
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl"):  # accelerate unpickled these
+        torch.save(Payload(marker), step / name)
+    resumed = train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
+    assert not marker.exists()
+    assert resumed["optimizer_steps"] == 4
+    _assert_same_weights(killed, whole)
+
+    shutil.rmtree(killed / "checkpoints" / "step-4")
+    state = step / "training_state.pt"
+    torch.save({"model": Payload(marker)}, state)
+    with pytest.raises(ValueError) as err:
+        train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
+    assert not marker.exists()
+    message = str(err.value)
+    assert str(state) in message and "tensors and plain data" in message and "--overwrite" in message
+    torch.save({"model": {}}, state)  # tensors and plain data, but not a training state
+    with pytest.raises(ValueError, match="is not a train-rm training state"):
+        train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
+    state.unlink()  # a checkpoint of the older format (accelerate's save_state)
+    with pytest.raises(ValueError, match="has no training_state.pt"):
+        train_rm(_config(annotation, killed, max_steps=4, save_every=2, resume=True))
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _cli_train(annotation, out, *args):
+    return cli.main(["train-rm", "--annotations", str(annotation), "--output-dir", str(out), "--threads", "1",
+                     "--no-progress", "--max-steps", "1", "--batch-size", "2", "--eval-fraction", "0.2", *args])
+
+
+def test_output_dir_holding_another_model_is_refused(annotation, backbone_dir, tmp_path, capsys):  # noqa: F811
+    """train-rm into a backbone's folder (its weights, config, card, generation settings and eval results) is
+    refused, --overwrite or not, and leaves every file as it was."""
+    folder = tmp_path / "backbone"
+    shutil.copytree(backbone_dir, folder)
+    (folder / "generation_config.json").write_text('{"latent_sampling": "dropout"}')
+    (folder / "training_info.json").write_text('{"step": 4}')
+    (folder / ".eval_results").mkdir()
+    (folder / ".eval_results" / "arith.yaml").write_text("value: 0.74\n")
+    before = _snapshot(folder)
+    for extra in ([], ["--overwrite"]):
+        assert _cli_train(annotation, folder, *extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --output-dir {folder} holds another model (config.json, model.safetensors")
+        assert "Choose a new --output-dir" in err
+        assert _snapshot(folder) == before
+
+
+def test_output_dir_naming_a_file_is_a_clear_error(annotation, tmp_path, capsys):
+    path = tmp_path / "rm.txt"
+    path.write_text("a file")
+    assert _cli_train(annotation, path) == 2
+    assert capsys.readouterr().err.startswith(f"error: --output-dir {path} is an existing file, not a folder")
+    assert path.read_text() == "a file"
+
+
+def test_earlier_rm_without_its_checkpoints_needs_overwrite(annotation, tmp_path, capsys):
+    out = tmp_path / "rm"
+    assert _cli_train(annotation, out) == 0
+    shutil.rmtree(out / "checkpoints")  # e.g. an installed RM: the final model only
+    before = _snapshot(out)
+    for extra in ([], ["--resume"]):
+        capsys.readouterr()
+        assert _cli_train(annotation, out, *extra) == 2
+        assert "holds a LatentRM trained earlier (training_summary.json)" in capsys.readouterr().err
+        assert _snapshot(out) == before
+    assert _cli_train(annotation, out, "--overwrite") == 0
+
+
+def test_second_run_into_a_folder_in_use_is_refused(annotation, tmp_path):
+    """While a run holds OUT's lock (here: this process, as a running train-rm would), another train-rm into OUT
+    (even --resume, as the recipe reruns) is refused before it touches anything; once released, it runs."""
+    import os
+
+    from lm_eval_latenttts.training.run_record import exclusive_run
+
+    out = tmp_path / "rm"
+    train_rm(_config(annotation, out))
+    before = _snapshot(out)
+    with exclusive_run(out, "train-rm run"):
+        with pytest.raises(ValueError, match=f"{out} is being written by another train-rm run \\(process "
+                                             f"{os.getpid()} holds {out / '.run.lock'}\\)"):
+            train_rm(_config(annotation, out, resume=True))
+        assert _snapshot(out) == before
+    assert train_rm(_config(annotation, out, resume=True))["optimizer_steps"] == 2

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from crafted_pickle import Payload
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -152,3 +153,89 @@ def test_shipped_checkpoint_latent_accuracy():
     tok = load_latent_tokenizer(SHIPPED, model.config)
     acc = tb.evaluate(model, tok, arith.load_split("test")[:100], cfg["latent_length"])
     assert acc == 0.75, acc  # greedy latent decoding of the shipped model: 75 of the first 100 test questions
+
+
+def _interrupted_at(monkeypatch, step):
+    """Make the recipe die (as a kill would) when it reaches optimizer step ``step``."""
+    real = tb.Run.train_step
+
+    def train_step(self):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(tb.Run, "train_step", train_step)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    tb.main(ARGS + ["--out", whole, "--max-steps", "6"])
+    with monkeypatch.context() as m:
+        _interrupted_at(m, 5)
+        with pytest.raises(KeyboardInterrupt):
+            tb.main(ARGS + ["--out", killed, "--max-steps", "6"])
+    assert os.path.exists(os.path.join(killed, "train_state.pt"))  # the checkpoint of step 4 (--ckpt-every 2)
+    tb.main(ARGS + ["--out", killed, "--max-steps", "6", "--resume", "--threads", "1", "--max-minutes", "60"])
+    a, b = load_file(os.path.join(whole, "model.safetensors")), load_file(os.path.join(killed, "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    with open(os.path.join(whole, "training_info.json")) as f, open(os.path.join(killed, "training_info.json")) as g:
+        assert [h["loss"] for h in json.load(f)["history"]] == [h["loss"] for h in json.load(g)["history"]]
+
+
+def test_resume_refuses_changed_settings_and_names_them(tmp_path):
+    out = str(tmp_path / "ckpt")
+    tb.main(ARGS + ["--out", out, "--max-steps", "4", "--max-minutes", "0"])  # stops at once, resumable
+    state = open(os.path.join(out, "train_state.pt"), "rb").read()
+    with pytest.raises(SystemExit) as err:
+        tb.main(ARGS + ["--out", out, "--max-steps", "4", "--resume", "--lr", "0.002", "--seed", "1",
+                        "--resid-pdrop", "0.2"])
+    message = str(err.value)
+    for change in ("lr: was 0.001, now 0.002", "seed: was 0, now 1", "resid_pdrop: was 0.1, now 0.2"):
+        assert change in message, message
+    assert "same arguments" in message and out in message
+    assert open(os.path.join(out, "train_state.pt"), "rb").read() == state  # the run is left as it was
+    # a fresh start would discard the unfinished run: refused too
+    with pytest.raises(SystemExit, match="unfinished training run: pass --resume"):
+        tb.main(ARGS + ["--out", out, "--max-steps", "4"])
+    tb.main(ARGS + ["--out", out, "--max-steps", "4", "--resume"])  # the same settings resume
+    with open(os.path.join(out, "training_info.json")) as f:
+        info = json.load(f)
+    assert info["step"] == 4 and info["args"]["lr"] == 0.001 and info["args"]["seed"] == 0
+
+
+
+def test_resume_never_unpickles_a_crafted_state(tmp_path):
+    import torch
+
+    out, marker = tmp_path / "ckpt", tmp_path / "payload-ran"
+    out.mkdir()
+    torch.save({"model": Payload(marker), "step": 0}, out / "train_state.pt")
+    with pytest.raises(SystemExit) as err:
+        tb.main(ARGS + ["--out", str(out), "--max-steps", "4", "--resume"])
+    assert not marker.exists()
+    assert str(out / "train_state.pt") in str(err.value) and "tensors and plain data" in str(err.value)
+
+
+def test_out_naming_a_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.txt"
+    path.write_text("not a folder")
+    with pytest.raises(SystemExit, match=f"--out {path} is an existing file, not a folder"):
+        tb.main(ARGS + ["--out", str(path), "--max-steps", "2"])
+    assert path.read_text() == "not a folder"
+
+
+def test_out_holding_another_model_is_refused_and_its_own_output_is_regenerated(tmp_path):
+    from tiny_models import make_checkpoint
+
+    other = make_checkpoint(tmp_path / "rm-or-other", "coconut")
+    before = {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit, match=f"--out {other} holds another model \\(config.json, model.safetensors"):
+        tb.main(ARGS + ["--out", str(other), "--max-steps", "2"])
+    assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
+    out = str(tmp_path / "ckpt")  # the recipe's own output (training_info.json): regenerated, as the README says
+    tb.main(ARGS + ["--out", out, "--max-steps", "2"])
+    tb.main(ARGS + ["--out", out, "--max-steps", "4"])
+    with open(os.path.join(out, "training_info.json")) as f:
+        assert json.load(f)["step"] == 4

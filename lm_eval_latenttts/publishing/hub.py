@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-UPLOAD_IGNORE = ["checkpoints/*", ".tmp-*", "**/.tmp-*"]
+UPLOAD_IGNORE = ["checkpoints/*", ".tmp-*", "**/.tmp-*", ".run.lock"]  # .run.lock: a run's lock (run_record)
 
 
 def push_to_hub(folder, repo_id: str, *, private: bool = False, token: str | None = None,

@@ -28,7 +28,9 @@ Monte Carlo dropout at the backbone's typical strength.  Ranks (``accelerate
 launch``) take the questions ``i`` with ``i % world == rank`` that are not yet
 done, so a restart may even use a different world size; question ``i`` is
 seeded from (seed, i), so the ranks' shards together equal one process's.
-Storage and resume: :mod:`lm_eval_latenttts.training.annotation_store`.
+Storage and resume: :mod:`lm_eval_latenttts.training.annotation_store`; one
+run writes a folder at a time (its main process holds the folder's lock, which
+the OS releases when the run ends or dies).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from hf_modeling.latent_state import batch_invariant_attention, sample_keys
 from lm_eval_latenttts.data.questions import read_questions
 from lm_eval_latenttts.scaling.rollouts import decode_answers
 from lm_eval_latenttts.training import annotation_store as store
-from lm_eval_latenttts.training.run_record import check_or_write
+from lm_eval_latenttts.training.run_record import check_or_write, exclusive_run, require_folder
 
 SKIP_OPTION = "--skip-bad-rows (AnnotateConfig(skip_bad_rows=True))"
 ANNOTATION_TRAJECTORIES = 8  # SPEC, released recipe: N = 8 trajectories per question
@@ -235,16 +237,35 @@ def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_
     """Annotate ``config.data`` into ``config.output_dir`` (resumable). Returns a summary dict.
 
     ``model`` / ``tokenizer`` may be passed already loaded; ``on_question_done(question_id)`` is
-    called after each question (tests use it to simulate an interruption).
+    called after each question (tests use it to simulate an interruption).  One run writes a folder at a
+    time: a second run into it is refused while the first holds its lock (``run_record.exclusive_run``).
     """
-    from tqdm.auto import tqdm
-
     config.validate()
     rank, world, device, wait = _dist_state()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    out_dir = Path(config.output_dir)
-    questions = load_questions(config.data, config.limit, skip_bad_rows=config.skip_bad_rows)
+    out_dir = require_folder(config.output_dir, "--output-dir")
+    with exclusive_run(out_dir, "annotate run", take=rank == 0):
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        questions = load_questions(config.data, config.limit, skip_bad_rows=config.skip_bad_rows)
+        model, tokenizer = _backbone(config, model, tokenizer, device)
+        generation = config.resolve(model)
+        check_or_write(out_dir / store.CONFIG_FILE, config.recorded(generation), rank == 0, wait,
+                       "an annotation run", "Resume with the same arguments, or choose a new --output-dir.")
+        store.clean_tmp(out_dir, rank)
+        done = store.done_question_ids(out_dir)
+        # ownership by question id (not by position among the questions left), so ranks that read the done set
+        # at slightly different times still partition the questions exactly
+        mine = [q for q in questions if q["question_id"] % world == rank and q["question_id"] not in done]
+        stats = {"rank": rank, "world": world, "questions": len(mine), "already_done": len(done),
+                 "kept": 0, "dropped": 0, "continuations": 0, "shards": 0}
+        shards = _Shards(out_dir, rank, config.shard_size, stats)
+        _annotate_questions(config, model, tokenizer, generation, mine, shards, on_question_done)
+        wait()
+    return stats
+
+
+def _backbone(config: AnnotateConfig, model, tokenizer, device):
+    """(model, tokenizer): the ones passed, or the backbone ``config.model`` loaded on ``device``."""
     if model is None:
         from hf_modeling import AutoLatentModel, load_latent_tokenizer
 
@@ -253,30 +274,44 @@ def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_
         model.to(device)
     elif tokenizer is None:
         raise ValueError("annotate(model=...) also needs the tokenizer.")
-    generation = config.resolve(model)
-    check_or_write(out_dir / store.CONFIG_FILE, config.recorded(generation), rank == 0, wait, "an annotation run",
-                   "Resume with the same arguments, or choose a new --output-dir.")
-    store.clean_tmp(out_dir, rank)
-    done = store.done_question_ids(out_dir)
-    # ownership by question id (not by position among the questions left), so ranks that read the done set at
-    # slightly different times still partition the questions exactly
-    mine = [q for q in questions if q["question_id"] % world == rank and q["question_id"] not in done]
-    n = generation.num_return_sequences
+    return model, tokenizer
 
-    stats = {"rank": rank, "world": world, "questions": len(mine), "already_done": len(done),
-             "kept": 0, "dropped": 0, "continuations": 0, "shards": 0}
-    rows, kept, dropped = [], [], []
 
-    def flush():
-        nonlocal rows, kept, dropped
-        if kept or dropped:
-            store.write_shard(out_dir, rank, rows, kept, dropped)
-            stats["shards"] += 1
-        rows, kept, dropped = [], [], []
+class _Shards:
+    """This rank's annotated questions, written as a shard every ``size`` questions (kept and dropped alike)."""
 
+    def __init__(self, out_dir: Path, rank: int, size: int, stats: dict) -> None:
+        self.out_dir, self.rank, self.size, self.stats = out_dir, rank, size, stats
+        self.rows, self.kept, self.dropped = [], [], []
+
+    def add(self, question_id: int, row: dict | None) -> None:
+        """Record a question: kept with its ``row``, or dropped (``None``)."""
+        if row is None:
+            self.dropped.append(question_id)
+            self.stats["dropped"] += 1
+        else:
+            self.rows.append(row)
+            self.kept.append(question_id)
+            self.stats["kept"] += 1
+        if len(self.kept) + len(self.dropped) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.kept or self.dropped:
+            store.write_shard(self.out_dir, self.rank, self.rows, self.kept, self.dropped)
+            self.stats["shards"] += 1
+        self.rows, self.kept, self.dropped = [], [], []
+
+
+def _annotate_questions(config: AnnotateConfig, model, tokenizer, generation, mine: list[dict], shards: _Shards,
+                        on_question_done) -> None:
+    """Annotate this rank's questions into ``shards``; adds the counts and speed to ``shards.stats``."""
+    from tqdm.auto import tqdm
+
+    stats, n = shards.stats, generation.num_return_sequences
     start = time.perf_counter()
-    bar = tqdm(total=len(mine), desc=f"annotate[rank {rank}]", unit="q", disable=not config.progress,
-               position=rank, dynamic_ncols=True)
+    bar = tqdm(total=len(mine), desc=f"annotate[rank {shards.rank}]", unit="q", disable=not config.progress,
+               position=shards.rank, dynamic_ncols=True)
     try:
         for q in mine:
             prompt_ids = model.encode_prompt(tokenizer, q["question"])
@@ -286,28 +321,20 @@ def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_
                                              config.num_continuations, config.max_batch_rows)
             stats["continuations"] += cont
             n_right = int(record["correct"].sum())
-            if config.keep_all or 0 < n_right < n:
-                rows.append(store.record_to_row(q, prompt_ids, record, config.num_continuations))
-                kept.append(q["question_id"])
-                stats["kept"] += 1
-            else:
-                dropped.append(q["question_id"])
-                stats["dropped"] += 1
-            if len(kept) + len(dropped) >= config.shard_size:
-                flush()
+            keep = config.keep_all or 0 < n_right < n
+            shards.add(q["question_id"],
+                       store.record_to_row(q, prompt_ids, record, config.num_continuations) if keep else None)
             bar.update(1)
             elapsed = max(time.perf_counter() - start, 1e-9)
             bar.set_postfix(cont_per_s=f"{stats['continuations'] / elapsed:.1f}", kept=stats["kept"],
                             dropped=stats["dropped"])
             if on_question_done is not None:
                 on_question_done(q["question_id"])
-        flush()
+        shards.flush()
     finally:
         bar.close()
     stats["seconds"] = time.perf_counter() - start
     stats["continuations_per_s"] = stats["continuations"] / max(stats["seconds"], 1e-9)
-    wait()
-    return stats
 
 
 __all__ = ["AnnotateConfig", "annotate", "annotate_question", "load_questions", "question_seed"]

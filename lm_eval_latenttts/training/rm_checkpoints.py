@@ -5,6 +5,12 @@ weights depend on, and the annotation's identity) ties the checkpoints to one
 run: each checkpoint carries the run id, ``resume`` refuses changed settings
 and another run's checkpoints, pruning deletes only this run's older
 checkpoints, and a fresh start into a used folder needs ``overwrite``.
+
+A checkpoint ``step-N`` holds ``trainer_state.json`` (run id, step, epoch,
+micro-batch, history) and ``training_state.pt`` (weights, optimizer and
+schedule as tensors and plain data, read back with ``weights_only=True``).
+No random state is kept: the loop draws nothing from torch's generators
+(dropout is keyed, batches come from (seed, epoch)).
 """
 
 from __future__ import annotations
@@ -19,11 +25,19 @@ from dataclasses import fields
 from pathlib import Path
 
 from lm_eval_latenttts.training.annotation_store import CONFIG_FILE
-from lm_eval_latenttts.training.run_record import changed_settings, write_json_atomic
+from lm_eval_latenttts.training.run_record import (
+    changed_settings,
+    foreign_model_files,
+    load_resume_state,
+    require_folder,
+    write_json_atomic,
+)
 
 CHECKPOINTS_DIR = "checkpoints"
 RUN_FILE = "run_config.json"  # the run record, in OUT/checkpoints/
 STATE_FILE = "trainer_state.json"  # in each checkpoint
+TRAINING_STATE_FILE = "training_state.pt"  # in each checkpoint: tensors and plain data only
+SUMMARY_FILE = "training_summary.json"  # in OUT, next to the final RM: marks a folder that train-rm wrote
 
 
 def annotation_settings(annotations):
@@ -88,6 +102,24 @@ def run_checkpoints(ckpt_root, run_id):
     return own, foreign
 
 
+def check_output_dir(cfg) -> Path:
+    """Refuse an output folder that is a file, holds another model, or holds an earlier RM without its run.
+
+    Checked before anything is written: the RM's weights, config and card would replace another model's and
+    leave its other files (generation settings, training info, eval results) describing the wrong model.
+    """
+    out = require_folder(cfg.output_dir, "--output-dir")
+    other = foreign_model_files(out, SUMMARY_FILE)
+    if other:
+        raise ValueError(f"--output-dir {out} holds another model ({', '.join(other)}), not a LatentRM written by "
+                         "train-rm; it is not overwritten. Choose a new --output-dir.")
+    if (out / SUMMARY_FILE).is_file() and not (out / CHECKPOINTS_DIR / RUN_FILE).is_file() and not cfg.overwrite:
+        raise ValueError(f"--output-dir {out} holds a LatentRM trained earlier ({SUMMARY_FILE}) without the run "
+                         "record of its checkpoints, so it cannot be resumed. Choose a new --output-dir, or pass "
+                         "--overwrite to replace it.")
+    return out
+
+
 def open_run(cfg, ckpt_root: Path, settings: dict, accelerator) -> tuple[str, Path | None]:
     """Check OUT/checkpoints against this run; returns (run id, checkpoint to resume from or None).
 
@@ -134,5 +166,30 @@ def open_run(cfg, ckpt_root: Path, settings: dict, accelerator) -> tuple[str, Pa
     return json.loads(record_path.read_text())["run_id"], latest
 
 
-__all__ = ["CHECKPOINTS_DIR", "RUN_FILE", "STATE_FILE", "annotation_settings", "open_run", "run_checkpoints",
-           "run_settings"]
+def save_training_state(folder: Path, model, optimizer, scheduler) -> None:
+    """Weights, optimizer and schedule of a run into ``folder`` (one ``torch.save`` of tensors and plain data)."""
+    import torch
+
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict()}, Path(folder) / TRAINING_STATE_FILE)
+
+
+def load_training_state(folder: Path, model, optimizer, scheduler) -> None:
+    """Restore what :func:`save_training_state` wrote; a checkpoint of another format is refused, never unpickled."""
+    path = Path(folder) / TRAINING_STATE_FILE
+    remedy = "Pass --overwrite (without --resume) to start the run again, or choose a new --output-dir."
+    if not path.is_file():
+        raise ValueError(f"Checkpoint {folder} has no {TRAINING_STATE_FILE} (written by an older version, or "
+                         f"damaged), so it cannot be resumed. {remedy}")
+    state = load_resume_state(path, remedy)
+    if not isinstance(state, dict) or not {"model", "optimizer", "scheduler"} <= set(state):
+        raise ValueError(f"{path} is not a train-rm training state (it needs model, optimizer and scheduler). "
+                         f"{remedy}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+
+
+__all__ = ["CHECKPOINTS_DIR", "RUN_FILE", "STATE_FILE", "SUMMARY_FILE", "TRAINING_STATE_FILE", "annotation_settings",
+           "check_output_dir", "load_training_state", "open_run", "run_checkpoints", "run_settings",
+           "save_training_state"]

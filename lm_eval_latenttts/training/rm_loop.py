@@ -19,8 +19,10 @@ all-reduce.
 
 Evaluation (recall@1) scores each held-out question on exactly one process
 (positions r, r + K, ...) and sums the counts over processes.  Only the main
-process writes checkpoint metadata and renames checkpoints; every process
-takes part in ``save_state`` / ``load_state``.
+process writes a checkpoint (the run's state is the same on every process);
+every process reads it back on resume.  A checkpoint holds tensors and plain
+data only (``rm_checkpoints.save_training_state``), read with
+``weights_only=True``: nothing in a resume folder is unpickled.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from pathlib import Path
 
 import torch
 
-from lm_eval_latenttts.training.rm_checkpoints import STATE_FILE, run_checkpoints
+from lm_eval_latenttts.training.rm_checkpoints import (
+    STATE_FILE,
+    load_training_state,
+    run_checkpoints,
+    save_training_state,
+)
 from lm_eval_latenttts.training.rm_data import epoch_order, global_batches, rank_share
 from lm_eval_latenttts.training.rm_dropout import KeyedTrainingDropout, question_keys, row_keys
 from lm_eval_latenttts.training.rm_objective import compute_loss, evaluate, loss_units, step_scores
@@ -114,20 +121,19 @@ class RMTrainingLoop:
 
     # ------------------------------------------------------------------------------ checkpoints
     def resume(self, latest: Path) -> None:
-        self.acc.load_state(str(latest))
+        """Continue from checkpoint ``latest``: weights, optimizer and schedule (tensors and plain data only)."""
+        load_training_state(latest, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
         state = json.loads((Path(latest) / STATE_FILE).read_text())
         self.progress = Progress(state["step"], state["epoch"], state["batch"], state["history"])
 
     def save_checkpoint(self) -> None:
-        """``step-N`` written under a temporary name by every process, renamed by the main one when complete."""
+        """``step-N`` written by the main process under a temporary name, renamed when complete."""
         p = self.progress
         path, tmp = self.ckpt_root / f"step-{p.step}", self.ckpt_root / f".tmp-step-{p.step}"
         if self.acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-        self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        self.acc.wait_for_everyone()
-        if self.acc.is_main_process:
+            tmp.mkdir(parents=True)
+            save_training_state(tmp, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
             (tmp / STATE_FILE).write_text(json.dumps({"run_id": self.run_id, "step": p.step, "epoch": p.epoch,
                                                       "batch": p.batch, "history": p.history}))
             shutil.rmtree(path, ignore_errors=True)

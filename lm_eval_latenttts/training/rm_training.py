@@ -34,14 +34,20 @@ import torch
 
 from lm_eval_latenttts.publishing.hub import push_to_hub
 from lm_eval_latenttts.training.annotation_store import load_annotations
-from lm_eval_latenttts.training.rm_checkpoints import CHECKPOINTS_DIR, annotation_settings, open_run, run_settings
+from lm_eval_latenttts.training.rm_checkpoints import (
+    CHECKPOINTS_DIR,
+    SUMMARY_FILE,
+    annotation_settings,
+    check_output_dir,
+    open_run,
+    run_settings,
+)
 from lm_eval_latenttts.training.rm_data import QuestionExamples, RMCollator, split_questions
 from lm_eval_latenttts.training.rm_loop import RMTrainingLoop
 from lm_eval_latenttts.training.rm_objective import LOSSES
+from lm_eval_latenttts.training.run_record import exclusive_run
 
 logger = logging.getLogger(__name__)
-
-SUMMARY_FILE = "training_summary.json"
 
 
 # ------------------------------------------------------------------------------ the model
@@ -167,17 +173,57 @@ def train_rm(cfg: TrainConfig) -> dict:
     """Train a LatentRM as configured; returns the summary dict (also written to OUT).
 
     ``cfg.resume`` continues the run recorded in OUT/checkpoints (same settings only); a fresh start into a
-    folder holding an earlier run needs ``cfg.overwrite`` (see ``rm_checkpoints.open_run``).
+    folder holding an earlier run needs ``cfg.overwrite`` (see ``rm_checkpoints.open_run``), and a folder
+    holding another model is refused (``rm_checkpoints.check_output_dir``).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
 
     cfg.validate()
+    out = check_output_dir(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    out = Path(cfg.output_dir)
+    ann_config, ds, n_max, init = _annotation(cfg)
+    # no gradient_accumulation_steps (accelerate would divide the loss by it) and no prepared scheduler
+    # (accelerate would step it once per process): the loop weights its losses and steps the schedule itself
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+                              cpu=not torch.cuda.is_available())
+    # one run at a time: the main process holds OUT's lock until the end, the others wait for it in open_run
+    with exclusive_run(out, "train-rm run", take=accelerator.is_main_process):
+        return _train(cfg, out, accelerator, ann_config, ds, n_max, init)
+
+
+def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max: int, init) -> dict:
+    """The run itself, in ``out``: checkpoints, the model, the loop, the summary and the final RM."""
+    from accelerate.utils import set_seed
+
+    ckpt_root = out / CHECKPOINTS_DIR
+    settings = run_settings(cfg, init, ann_config, ds["question_id"], processes=accelerator.num_processes)
+    run_id, latest = open_run(cfg, ckpt_root, settings, accelerator)
+    set_seed(cfg.seed)
+    rm, tokenizer, source = _checked_rm(init, ds, ann_config)
+    train_set, eval_set = _datasets(cfg, ds)
+    loop = _training_loop(cfg, accelerator, rm, train_set, eval_set, ckpt_root, run_id)
+    if cfg.resume and latest is None:
+        logger.warning("--resume: no checkpoint under %s; starting from scratch.", ckpt_root)
+    elif latest is not None:
+        loop.resume(latest)
+        logger.info("Resumed from %s (step %d).", latest, loop.progress.step)
+    progress, seconds = _run(loop, cfg, accelerator)
+    accelerator.wait_for_everyone()
+    summary = _summary(cfg, run_id, init, source, ann_config, train_set, eval_set, n_max, accelerator.num_processes,
+                       progress, seconds)
+    if accelerator.is_main_process:
+        final = _unwrap_rm(accelerator.unwrap_model(loop.model))
+        save_rm(final, tokenizer, out, summary)
+        if cfg.push_to_hub:
+            summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private,
+                                             commit_message="Upload LatentRM trained with lm-eval-latenttts")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _annotation(cfg: TrainConfig):
+    """(annotation settings, annotated dataset, N, init checkpoint), checked for this loss."""
     ann_config = annotation_settings(cfg.annotations)
     ds = load_annotations(cfg.annotations)
     n_max = max(len(c) for c in ds["correct"])
@@ -189,16 +235,11 @@ def train_rm(cfg: TrainConfig) -> dict:
     init = cfg.init or ann_config.get("model")
     if not init:
         raise ValueError("No --init checkpoint given and the annotation folder does not name its backbone.")
+    return ann_config, ds, n_max, init
 
-    # no gradient_accumulation_steps (accelerate would divide the loss by it) and no prepared scheduler
-    # (accelerate would step it once per process): the loop weights its losses and steps the schedule itself
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
-                              cpu=not torch.cuda.is_available())
-    world = accelerator.num_processes
-    ckpt_root = out / CHECKPOINTS_DIR
-    settings = run_settings(cfg, init, ann_config, ds["question_id"], processes=world)
-    run_id, latest = open_run(cfg, ckpt_root, settings, accelerator)
-    set_seed(cfg.seed)
+
+def _checked_rm(init, ds, ann_config: dict):
+    """(rm, tokenizer, source kind): the RM to train, checked against the annotation and its backbone."""
     rm, tokenizer, source = load_rm(init)
     hidden = len(next(lat for lat in ds[0]["latents"] if lat)[0])
     backbone_config = None
@@ -217,8 +258,11 @@ def train_rm(cfg: TrainConfig) -> dict:
     max_prompt = max(len(p) for p in ds["prompt_ids"])
     if max_prompt and max(max(p) for p in ds["prompt_ids"]) >= rm.config.vocab_size:
         raise ValueError("The annotation's prompt token ids exceed the LatentRM's vocabulary; RM/backbone mismatch.")
+    return rm, tokenizer, source
 
-    # data: the training questions (every process walks the same global batches) and the held-out ones
+
+def _datasets(cfg: TrainConfig, ds):
+    """(training questions, held-out questions or None): every process walks the same global batches."""
     if cfg.eval_annotations:
         eval_ds = load_annotations(cfg.eval_annotations)
         train_idx, eval_idx = list(range(len(ds))), list(range(len(eval_ds)))
@@ -230,31 +274,35 @@ def train_rm(cfg: TrainConfig) -> dict:
         train_idx, eval_idx = [pos[i] for i in train_ids], [pos[i] for i in held_ids]
     if not train_idx:
         raise ValueError(f"{cfg.annotations}: no training questions are left after holding out {len(eval_idx)}.")
+    return QuestionExamples(ds, train_idx), QuestionExamples(eval_ds, eval_idx) if eval_idx else None
+
+
+def _training_loop(cfg: TrainConfig, accelerator, rm, train_set, eval_set, ckpt_root: Path,
+                   run_id: str) -> RMTrainingLoop:
+    """LoRA (if asked), AdamW, the cosine schedule over the run's optimizer steps, and the loop over them."""
+    from transformers import get_cosine_schedule_with_warmup
+
     pad = rm.config.pad_token_id
     if pad is None:
         pad = rm.config.eos_token_id if isinstance(rm.config.eos_token_id, int) else 0
-    train_set = QuestionExamples(ds, train_idx)
-    eval_set = QuestionExamples(eval_ds, eval_idx) if eval_idx else None
-
     if cfg.lora_r:
         rm = _lora(rm, cfg)
     params = [p for p in rm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    micro_batches = math.ceil(len(train_idx) / (cfg.batch_size * world))
+    micro_batches = math.ceil(len(train_set) / (cfg.batch_size * accelerator.num_processes))
     updates_per_epoch = max(1, math.ceil(micro_batches / cfg.grad_accum))
     total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(updates_per_epoch * cfg.epochs))
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total)), total)
     rm, optimizer = accelerator.prepare(rm, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    loop = RMTrainingLoop(accelerator, rm, optimizer, scheduler, params, cfg, train_set, eval_set,
+    return RMTrainingLoop(accelerator, rm, optimizer, scheduler, params, cfg, train_set, eval_set,
                           RMCollator(rm_config(rm).latent_id, pad), total, ckpt_root, run_id)
-    if cfg.resume and latest is None:
-        logger.warning("--resume: no checkpoint under %s; starting from scratch.", ckpt_root)
-    elif latest is not None:
-        loop.resume(latest)
-        logger.info("Resumed from %s (step %d).", latest, loop.progress.step)
 
-    bar = tqdm(total=total, initial=loop.progress.step, desc="train-rm", unit="step",
+
+def _run(loop: RMTrainingLoop, cfg: TrainConfig, accelerator):
+    """(progress, seconds): the loop run to its end, with a progress bar on the main process."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=loop.total, initial=loop.progress.step, desc="train-rm", unit="step",
                disable=not (cfg.progress and accelerator.is_main_process))
 
     def on_step(record):
@@ -262,23 +310,28 @@ def train_rm(cfg: TrainConfig) -> dict:
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "eval_recall_at_1")})
 
     t0 = time.perf_counter()
-    progress = loop.run(on_step)
-    bar.close()
-    seconds = time.perf_counter() - t0
+    try:
+        progress = loop.run(on_step)
+    finally:
+        bar.close()
+    return progress, time.perf_counter() - t0
 
-    accelerator.wait_for_everyone()
+
+def _summary(cfg: TrainConfig, run_id: str, init, source: str, ann_config: dict, train_set, eval_set, n_max: int,
+             world: int, progress, seconds: float) -> dict:
+    """What ``training_summary.json`` records: the run, its settings, and its losses and metrics."""
     history = progress.history
     final_metrics = next((h for h in reversed(history) if "eval_recall_at_1" in h), {})
     train_losses = [h["loss"] for h in history if "loss" in h]
     metrics_start = history[0] if history and history[0].get("step") == 0 and "loss" not in history[0] else {}
-    summary = {
+    return {
         "run_id": run_id,
         "init": str(init),
         "init_kind": source,
         "annotations": os.path.abspath(cfg.annotations),
         "annotation_config": ann_config,
-        "train_questions": len(train_idx),
-        "eval_questions": len(eval_idx),
+        "train_questions": len(train_set),
+        "eval_questions": len(eval_set) if eval_set is not None else 0,
         "trajectories_per_question": n_max,
         "num_processes": world,
         "global_batch": world * cfg.batch_size * cfg.grad_accum,
@@ -292,14 +345,6 @@ def train_rm(cfg: TrainConfig) -> dict:
         "eval_after": {k: v for k, v in final_metrics.items() if k.startswith("eval_")},
         "history": history,
     }
-    if accelerator.is_main_process:
-        final = _unwrap_rm(accelerator.unwrap_model(rm))
-        save_rm(final, tokenizer, out, summary)
-        if cfg.push_to_hub:
-            summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private,
-                                             commit_message="Upload LatentRM trained with lm-eval-latenttts")
-    accelerator.wait_for_everyone()
-    return summary
 
 
 def rm_config(model):

@@ -2,14 +2,20 @@
 
 ``annotate`` and ``train-rm`` write their settings once (atomically, by the main
 process) and compare them on every resume; a difference is an error that names
-each changed setting.
+each changed setting.  Their output folders are checked here too (a file, another
+model, another run holding the folder's lock).  Resume state (weights, optimizer, schedule) is read back
+by :func:`load_resume_state`: tensors and plain data only, never an unpickled
+object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+
+LOCK_FILE = ".run.lock"  # in the output folder of a run: held (flock) for the run's lifetime
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:
@@ -52,4 +58,76 @@ def check_or_write(path: Path, settings: dict, is_main: bool, wait, what: str, r
     wait()
 
 
-__all__ = ["changed_settings", "check_or_write", "flatten", "write_json_atomic"]
+def load_resume_state(path: Path, remedy: str):
+    """The tensors and plain data saved with ``torch.save`` at ``path``, read with ``weights_only=True``.
+
+    A file holding anything else (a crafted pickle, an object of some class) is refused, never run: resume
+    folders are written by processes we do not control once they are on disk.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds more than tensors and plain data, so it is not read (loading it could run "
+                         f"code). {remedy} ({str(err).splitlines()[0]})") from None
+
+
+@contextlib.contextmanager
+def exclusive_run(folder: Path, what: str, take: bool = True):
+    """Hold ``folder``'s run lock while the ``with`` body runs; a second run into the folder is refused.
+
+    An ``fcntl.flock`` on ``folder/.run.lock``: the OS releases it when the process ends, however it ends, so a
+    killed run never blocks its rerun.  One lock per run, not per process: under ``accelerate launch`` only the
+    main process takes it (``take``), before the others pass the run record's barrier.
+    """
+    if not take:
+        yield
+        return
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ValueError(f"{folder} is being written by another {what} (process {holder} holds {path}). Wait "
+                             "for it to finish (rerun then to resume), or choose another output folder.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# files that say a folder holds a model (a run writing its own model there would overwrite or contradict them)
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "adapter_config.json", "generation_config.json", "training_info.json")
+
+
+def foreign_model_files(folder, marker: str) -> list[str]:
+    """The model files in ``folder`` when it holds a model without ``marker`` (the file by which a run knows
+    its own output, e.g. train-rm's ``training_summary.json``), else ``[]``."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / marker).is_file():
+        return []
+    return [name for name in MODEL_FILES if (folder / name).exists()]
+
+
+def require_folder(path, option: str) -> Path:
+    """``path`` as a folder path, or an error naming ``option`` when it names an existing file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is an existing file, not a folder: pass the path of a folder (a new one, "
+                         "or the one of the run to resume).")
+    return path
+
+
+__all__ = ["LOCK_FILE", "MODEL_FILES", "changed_settings", "check_or_write", "exclusive_run", "flatten",
+           "foreign_model_files", "load_resume_state", "require_folder", "write_json_atomic"]

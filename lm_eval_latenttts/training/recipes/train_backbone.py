@@ -29,8 +29,10 @@ Checkpoints: every ``--ckpt-every`` steps the full training state is written to
 ``OUT/train_state.pt`` (temp file + ``os.replace``) and the model is exported in
 the released COCONUT layout into ``OUT`` (config.json with
 ``architectures=["COCONUTGPT2"]`` and the latent fields, model.safetensors,
-tokenizer files). ``--resume`` continues from ``OUT/train_state.pt``; the run is
-deterministic in ``--seed`` (the batch of step ``t`` depends only on seed and t).
+tokenizer files). ``--resume`` continues from ``OUT/train_state.pt`` (tensors and
+plain data, read with ``weights_only=True``) with the settings recorded there (a
+changed setting is refused, naming it); the run is deterministic in ``--seed``
+(the batch of step ``t`` depends only on seed and t).
 ``train_state.pt`` is deleted when training completes unless ``--keep-state``.
 
 Shipped run (defaults: 4 layers, width 128, 3600 steps = 800 CoT + 600 one-latent
@@ -56,12 +58,20 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from lm_eval_latenttts.data import arith
+from lm_eval_latenttts.training.run_record import (
+    changed_settings,
+    foreign_model_files,
+    load_resume_state,
+    require_folder,
+)
 
 START_LATENT = "<|start-latent|>"
 LATENT = "<|latent|>"
 END_LATENT = "<|end-latent|>"
 EOS = "<|endoftext|>"
 UNK = "<|unk|>"
+INFO_FILE = "training_info.json"  # in --out: the recipe's record of its run (marks a folder it wrote)
+STATE_FILE = "train_state.pt"  # in --out while training: tensors and plain data only (read with weights_only=True)
 
 WORDS = ["Start", "at", "plus", "minus", "times", "then", "Answer", "mod",
          "What", "is", "the", "result", "answer", "and", "of", "by"]
@@ -153,7 +163,7 @@ def export(model, tok, out_dir: str, latent_length: int, extra: Optional[Dict] =
     LatentGenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
                            **RECOMMENDED_GENERATION).save_pretrained(out_dir)
     if extra is not None:
-        _write_json(os.path.join(out_dir, "training_info.json"), extra)
+        _write_json(os.path.join(out_dir, INFO_FILE), extra)
 
 
 def _write_json(path: str, obj) -> None:
@@ -292,7 +302,12 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+# settings that change neither the weights nor the history: free to differ on --resume
+UNRECORDED = ("out", "resume", "keep_state", "threads", "max_minutes", "no_progress", "ckpt_every")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with ``--small``'s sizes filled in."""
     args = build_parser().parse_args(argv)
     if args.small:
         args.n_layer, args.n_embd, args.n_head, args.batch_size = 2, 32, 2, 8
@@ -300,13 +315,13 @@ def main(argv=None):
             args.max_steps = 6
         args.n_eval = min(args.n_eval, 16)
         args.warmup = min(args.warmup, 2)
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from tqdm.auto import tqdm
+    return args
 
+
+def curriculum(args) -> List[int]:
+    """Optimizer steps of each curriculum stage, checked, and scaled to ``--max-steps``."""
     stage_steps = [int(x) for x in args.stage_steps.split(",")]
-    n_steps = len(stage_steps) - 1
-    if n_steps != 2:
+    if len(stage_steps) != 3:
         raise SystemExit("--stage-steps needs 3 entries (the task has 2 reasoning steps)")
     if any(s < 0 for s in stage_steps) or stage_steps[0] <= 0:
         raise SystemExit("--stage-steps: stage 0 needs > 0 steps and no stage may be negative")
@@ -317,87 +332,158 @@ def main(argv=None):
         stage_steps = [max(1, int(round(s * scale))) if s else 0 for s in stage_steps]
         last = max(i for i, s in enumerate(stage_steps) if s)
         stage_steps[last] = max(1, args.max_steps - sum(stage_steps) + stage_steps[last])
-        total = sum(stage_steps)
-    bounds = stage_bounds(stage_steps)
-    latent_length = n_steps * args.latents_per_step
+    return stage_steps
 
-    splits = arith.make_splits(seed=args.data_seed, n_train=args.n_train)
-    train, valid = splits["train"], splits["valid"][:args.n_eval]
 
-    tok = build_tokenizer()
-    model = build_model(tok, args.n_layer, args.n_embd, args.n_head, args.resid_pdrop, args.seed, latent_length)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
-                            betas=(0.9, 0.98))
-    os.makedirs(args.out, exist_ok=True)
-    state_path = os.path.join(args.out, "train_state.pt")
-    step, history, elapsed_prev = 0, [], 0.0
-    if args.resume and os.path.exists(state_path):
-        st = torch.load(state_path, weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        torch.set_rng_state(st["torch_rng"])
-        step, history, elapsed_prev = st["step"], st["history"], st.get("elapsed", 0.0)
-        print(f"resumed from step {step}", file=sys.stderr)
-    else:
-        torch.manual_seed(args.seed)
+def recorded_settings(args, stage_steps: List[int]) -> Dict:
+    """What the weights and the history depend on: a resume must match it."""
+    settings = {k: v for k, v in vars(args).items() if k not in UNRECORDED}
+    return {**settings, "stage_steps": list(stage_steps)}
 
-    t0 = time.time()
-    info = {"args": vars(args), "stage_steps": stage_steps, "latent_length": latent_length}
 
-    def save(final=False):
-        elapsed = elapsed_prev + time.time() - t0
-        info.update({"step": step, "history": history, "train_seconds": round(elapsed, 1),
-                     "complete": final})
-        export(model, tok, args.out, latent_length, extra=info)
-        if not final or args.keep_state:
-            tmp = state_path + ".tmp"
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "step": step, "history": history,
-                        "elapsed": elapsed}, tmp)
-            os.replace(tmp, state_path)
-        elif os.path.exists(state_path):
-            os.remove(state_path)
+class Run:
+    """One training run: the model, its optimizer and where it stands (step, history, time)."""
 
-    model.train()
-    bar = tqdm(total=total, initial=step, disable=args.no_progress, dynamic_ncols=True)
-    loss_ema = None
-    while step < total:
-        if args.max_minutes is not None and time.time() - t0 > args.max_minutes * 60:
-            save()
-            bar.close()
-            print(f"stopped at step {step} (--max-minutes); rerun with --resume", file=sys.stderr)
+    def __init__(self, args, stage_steps: List[int]) -> None:
+        self.args, self.stage_steps = args, stage_steps
+        self.bounds, self.total = stage_bounds(stage_steps), sum(stage_steps)
+        self.n_steps = len(stage_steps) - 1
+        self.latent_length = self.n_steps * args.latents_per_step
+        splits = arith.make_splits(seed=args.data_seed, n_train=args.n_train)
+        self.train_set, self.valid_set = splits["train"], splits["valid"][:args.n_eval]
+        self.tok = build_tokenizer()
+        self.model = build_model(self.tok, args.n_layer, args.n_embd, args.n_head, args.resid_pdrop, args.seed,
+                                 self.latent_length)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                     betas=(0.9, 0.98))
+        self.state_path = os.path.join(args.out, STATE_FILE)
+        self.settings = recorded_settings(args, stage_steps)
+        self.step, self.history, self.elapsed_prev = 0, [], 0.0
+        self.loss_ema: Optional[float] = None  # smoothed training loss, as the history records it
+        self.t0 = time.time()  # of this process's part of the run (set again once started)
+        self.info = {"args": vars(args), "stage_steps": stage_steps, "latent_length": self.latent_length}
+
+    def start(self) -> None:
+        """Continue the run in ``--out`` (``--resume``, same settings only) or start a new one."""
+        if not os.path.exists(self.state_path):
+            torch.manual_seed(self.args.seed)
+            self.t0 = time.time()
             return
+        if not self.args.resume:
+            raise SystemExit(f"error: {self.state_path} holds an unfinished training run: pass --resume to "
+                             "continue it, or delete it (or choose another --out) to start again.")
+        remedy = "Delete it (or choose another --out) to start again."
+        try:
+            st = load_resume_state(self.state_path, remedy)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        if "settings" not in st:
+            raise SystemExit(f"error: {self.state_path} has no record of its settings (written by an older "
+                             f"version), so a resume cannot be checked against them. {remedy}")
+        changed = changed_settings(st["settings"], self.settings)
+        if changed:
+            raise SystemExit(f"error: {self.args.out} holds a training run with different settings ({changed}). "
+                             f"Resume with the same arguments, or choose another --out.")
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        torch.set_rng_state(st["torch_rng"])
+        self.step, self.history, self.elapsed_prev = st["step"], st["history"], st.get("elapsed", 0.0)
+        self.loss_ema = st["loss_ema"]
+        print(f"resumed from step {self.step}", file=sys.stderr)
+        self.t0 = time.time()
+
+    def save(self, final: bool = False) -> None:
+        """Export the model into ``--out``; keep the resumable state (tensors and plain data) unless finished."""
+        elapsed = self.elapsed_prev + time.time() - self.t0
+        self.info.update({"step": self.step, "history": self.history, "train_seconds": round(elapsed, 1),
+                          "complete": final})
+        export(self.model, self.tok, self.args.out, self.latent_length, extra=self.info)
+        if not final or self.args.keep_state:
+            tmp = self.state_path + ".tmp"
+            torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                        "torch_rng": torch.get_rng_state(), "step": self.step, "history": self.history,
+                        "elapsed": elapsed, "loss_ema": self.loss_ema, "settings": self.settings}, tmp)
+            os.replace(tmp, self.state_path)
+        elif os.path.exists(self.state_path):
+            os.remove(self.state_path)
+
+    def train_step(self) -> float:
+        """One optimizer step; its batch and stage depend only on (seed, step)."""
+        args, step = self.args, self.step
         rng = random.Random(args.seed * 1_000_003 + step)
-        stage = stage_at(step, bounds)
+        stage = stage_at(step, self.bounds)
         if stage > 0 and rng.random() < args.mix_prob:
             stage = rng.randrange(stage)
-        batch = [train[rng.randrange(len(train))] for _ in range(args.batch_size)]
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, args.lr, args.warmup)
-        loss = train_loss(model, tok, batch, stage, args.latents_per_step, args.latent_noise)
-        opt.zero_grad(set_to_none=True)
+        batch = [self.train_set[rng.randrange(len(self.train_set))] for _ in range(args.batch_size)]
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(step, self.total, args.lr, args.warmup)
+        loss = train_loss(self.model, self.tok, batch, stage, args.latents_per_step, args.latent_noise)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
-        step += 1
-        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(stage=stage_at(step - 1, bounds), loss=f"{loss_ema:.3f}")
-        if step % args.eval_every == 0 or step == total:
-            cur = stage_at(step - 1, bounds)
-            rec = {"step": step, "stage": cur, "loss": round(loss_ema, 4),
-                   "valid_latent_acc": evaluate(model, tok, valid, latent_length),
-                   "minutes": round((elapsed_prev + time.time() - t0) / 60, 2)}
-            if cur < n_steps:  # accuracy at the current curriculum stage's latent count
-                rec["valid_stage_acc"] = evaluate_stage(model, tok, valid, cur, args.latents_per_step)
-            history.append(rec)
-            bar.write(json.dumps(rec))
-        if step % args.ckpt_every == 0 and step < total:
-            save()
-    save(final=True)
-    bar.close()
-    print(json.dumps({"done": step, "train_seconds": info["train_seconds"],
-                      "last": history[-1] if history else None}))
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip)
+        self.opt.step()
+        self.step += 1
+        return loss.item()
+
+    def evaluation(self) -> Dict:
+        """The history record of the current step: loss and valid accuracies."""
+        cur = stage_at(self.step - 1, self.bounds)
+        rec = {"step": self.step, "stage": cur, "loss": round(self.loss_ema, 4),
+               "valid_latent_acc": evaluate(self.model, self.tok, self.valid_set, self.latent_length),
+               "minutes": round((self.elapsed_prev + time.time() - self.t0) / 60, 2)}
+        if cur < self.n_steps:  # accuracy at the current curriculum stage's latent count
+            rec["valid_stage_acc"] = evaluate_stage(self.model, self.tok, self.valid_set, cur,
+                                                    self.args.latents_per_step)
+        return rec
+
+    def train(self) -> bool:
+        """Train to the end (True) or until ``--max-minutes`` (False, with a resumable checkpoint)."""
+        from tqdm.auto import tqdm
+
+        args = self.args
+        self.model.train()
+        bar = tqdm(total=self.total, initial=self.step, disable=args.no_progress, dynamic_ncols=True)
+        try:
+            while self.step < self.total:
+                if args.max_minutes is not None and time.time() - self.t0 > args.max_minutes * 60:
+                    self.save()
+                    return False
+                loss = self.train_step()
+                self.loss_ema = loss if self.loss_ema is None else 0.98 * self.loss_ema + 0.02 * loss
+                bar.update(1)
+                bar.set_postfix(stage=stage_at(self.step - 1, self.bounds), loss=f"{self.loss_ema:.3f}")
+                if self.step % args.eval_every == 0 or self.step == self.total:
+                    self.history.append(self.evaluation())
+                    bar.write(json.dumps(self.history[-1]))
+                if self.step % args.ckpt_every == 0 and self.step < self.total:
+                    self.save()
+            self.save(final=True)
+            return True
+        finally:
+            bar.close()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    stage_steps = curriculum(args)
+    try:
+        require_folder(args.out, "--out")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    other = foreign_model_files(args.out, INFO_FILE)
+    if other:
+        raise SystemExit(f"error: --out {args.out} holds another model ({', '.join(other)}; no {INFO_FILE} of "
+                         "this recipe), which the export would overwrite. Choose another --out.")
+    run = Run(args, stage_steps)
+    os.makedirs(args.out, exist_ok=True)
+    run.start()
+    if not run.train():
+        print(f"stopped at step {run.step} (--max-minutes); rerun with --resume", file=sys.stderr)
+        return
+    print(json.dumps({"done": run.step, "train_seconds": run.info["train_seconds"],
+                      "last": run.history[-1] if run.history else None}))
 
 
 def evaluate_stage(model, tok, examples, stage: int, latents_per_step: int) -> float:

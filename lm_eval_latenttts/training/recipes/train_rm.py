@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from lm_eval_latenttts.checkpoints import DEFAULT_MODEL_DIR, DEFAULT_RM_DIR
+from lm_eval_latenttts.training.run_record import LOCK_FILE
 
 # the aggregation recommended with the installed RM (its generation_config.json): the RM-weighted vote, which the
 # scaling report measured at or above majority vote at every N (best-of-N was below it)
@@ -63,7 +64,7 @@ def install(src, dest):
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp"))
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp", LOCK_FILE))
     LatentGenerationConfig(aggregate=RECOMMENDED_AGGREGATE).save_pretrained(str(tmp))
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -73,12 +74,30 @@ def install(src, dest):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_destinations(args) -> None:
+    """Refuse, before any work, a --work-dir or --out that is a file, and an --out holding another model (the
+    install would replace it)."""
+    from lm_eval_latenttts.training.rm_checkpoints import SUMMARY_FILE
+    from lm_eval_latenttts.training.run_record import foreign_model_files, require_folder
+
+    try:
+        require_folder(args.work_dir, "--work-dir")
+        require_folder(args.out, "--out")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    other = foreign_model_files(args.out, SUMMARY_FILE)
+    if other:
+        raise SystemExit(f"error: --out {args.out} holds another model ({', '.join(other)}), not a LatentRM written "
+                         "by train-rm; installing the RM would replace it. Choose another --out.")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from lm_eval_latenttts.data import arith
     from lm_eval_latenttts.training.annotate import AnnotateConfig, annotate
     from lm_eval_latenttts.training.rm_training import TrainConfig, train_rm
 
+    check_destinations(args)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
