@@ -8,7 +8,7 @@ from hf_modeling import AutoLatentModel
 from lm_eval_latenttts.training.recipes import train_rm
 
 
-def test_train_rm_recipe_runs_and_installs_a_loadable_rm(tmp_path):
+def test_train_rm_recipe_installs_a_loadable_rm_without_code_and_resumes(tmp_path):
     backbone = make_checkpoint(tmp_path / "backbone", "coconut")
     out = tmp_path / "arith-rm"
     argv = [
