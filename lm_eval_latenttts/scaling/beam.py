@@ -68,10 +68,6 @@ class BeamSearchResult:
     beam_latents: torch.Tensor
     latent_forward_passes: int
 
-    @property
-    def num_beams(self):
-        return self.beam_scores.shape[1]
-
 
 @torch.no_grad()
 def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
