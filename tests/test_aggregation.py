@@ -4,7 +4,7 @@ from math import comb
 import pytest
 
 from hf_modeling.answers import answers_equal, extract_answer, normalize_number
-from lm_eval_latenttts.scaling.aggregation import answer_weights, best_of_n, majority_vote, select, weighted_vote
+from lm_eval_latenttts.scaling.aggregation import answer_weights, majority_vote, select, weighted_vote
 from lm_eval_latenttts.scaling.metrics import coverage, pass_at_k
 
 
@@ -58,13 +58,16 @@ def test_majority_vote_tie_break_and_none():
     assert majority_vote(["3", "03", "3.0", "4"]) == "3"
 
 
-def test_best_of_n():
-    assert best_of_n(["1", "2", "3"], [0.1, 0.9, 0.5]) == "2"
-    assert best_of_n(["1", "2"], [0.5, 0.5]) == "1"
-    assert best_of_n([None, "2"], [1.0, 0.0]) is None  # best trajectory unparsable -> wrong
-    assert best_of_n(["1", "2"], [float("nan"), -5.0]) == "2"
+def test_best_of_n_row_is_the_top_scored_trajectorys_answer():
+    def best(answers, scores):
+        return select(answers, scores, "majority").best_of_n
+
+    assert best(["1", "2", "3"], [0.1, 0.9, 0.5]) == "2"
+    assert best(["1", "2"], [0.5, 0.5]) == "1"
+    assert best([None, "2"], [1.0, 0.0]) is None  # best trajectory unparsable -> wrong
+    assert best(["1", "2"], [float("nan"), -5.0]) == "2"
     with pytest.raises(ValueError, match="2 answers but 3 scores"):
-        best_of_n(["1", "2"], [1, 2, 3])
+        best(["1", "2"], [1, 2, 3])
 
 
 def test_weighted_vote():
@@ -73,20 +76,15 @@ def test_weighted_vote():
     assert weighted_vote(["1", "2", "2"], [0.0, 0.0, 0.0]) == "2"
     # negative scores: softmax is shift invariant
     assert weighted_vote(["1", "2", "2"], [-95.0, -100.0, -100.0]) == "1"
-    assert weighted_vote(["1", "2", "2"], [-1.0, -2.0, -2.0], weighting="shift") == "1"
     assert weighted_vote(["1", "2"], [1.0, 1.0]) == "1"
     assert weighted_vote([None, "2"], [10.0, -10.0]) == "2"
     assert weighted_vote([None], [1.0]) is None
-    w = answer_weights([1.0, 2.0, 3.0], "shift")
-    assert w == [0.0, 1.0, 2.0]
-    # softmax (the default): exp(score - max) by hand; shift invariant, and extreme scores do not overflow
+    # softmax: exp(score - max) by hand; shift invariant, and extreme scores do not overflow
     assert answer_weights([1.0, 2.0, 3.0]) == pytest.approx([math.exp(-2.0), math.exp(-1.0), 1.0], rel=1e-12)
     assert answer_weights([101.0, 102.0, 103.0]) == pytest.approx(answer_weights([1.0, 2.0, 3.0]), rel=1e-12)
-    assert answer_weights([1.0, 3.0], temperature=2.0) == pytest.approx([math.exp(-1.0), 1.0], rel=1e-12)
     assert answer_weights([-1e9, 0.0, 1e9]) == [0.0, 0.0, 1.0]
     assert answer_weights([float("nan"), 0.0]) == [0.0, 1.0]  # NaN counts as -inf
-    with pytest.raises(ValueError, match="weighting"):
-        weighted_vote(["1"], [1.0], weighting="bogus")
+    assert answer_weights([float("nan"), float("-inf")]) == [1.0, 1.0]  # no finite score: one vote each
 
 
 def test_coverage():

@@ -291,7 +291,7 @@ def test_changed_arguments_refuse_to_resume(backbone, questions, tmp_path):
         _run(backbone, _config(backbone, questions, tmp_path / "out", limit=2, num_continuations=M + 1))
 
 
-def test_noise_sampling_and_prefix_sharing_keeps_prefix(backbone, questions, tmp_path):
+def test_noise_sampled_trajectories_differ(backbone, questions, tmp_path):
     cfg = _config(backbone, questions, tmp_path / "out", sampling="noise", dropout_p=0.0, noise_std=0.5, limit=2)
     _run(backbone, cfg)
     ds = load_annotations(tmp_path / "out")
@@ -299,7 +299,7 @@ def test_noise_sampling_and_prefix_sharing_keeps_prefix(backbone, questions, tmp
     assert not torch.allclose(lat[0], lat[1])  # trajectories differ
 
 
-def test_dynamic_backbone(tmp_path, questions):
+def test_dynamic_backbone_has_one_value_per_latent_step_taken(tmp_path, questions):
     from hf_modeling import AutoLatentModel, load_latent_tokenizer
 
     folder = make_checkpoint(tmp_path / "colar", "colar", seed=0)

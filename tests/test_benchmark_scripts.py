@@ -1,4 +1,4 @@
-"""The speed benchmarks still run against the current API (tiny models; the numbers are not looked at).
+"""Smoke tests: the speed benchmarks still run against the current API (tiny models; the numbers are not looked at).
 
 They print the README's speed numbers and no other test calls them, so an API change would otherwise
 break them silently.
@@ -20,19 +20,19 @@ def _run(script, *args):
     return res.stdout
 
 
-def test_rollouts_benchmark_runs():
+def test_smoke_rollouts_benchmark():
     out = _run("rollouts.py", "--n", "2", "--repeats", "1", "--layers", "2", "--hidden", "64",
                "--sampling", "dropout", "--threads", "1")
     table = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and "s/call" not in line]
     assert [row[0] for row in table] == ["2"] and len(table[0]) == 8
 
 
-def test_rm_scoring_benchmark_runs():
+def test_smoke_rm_scoring_benchmark():
     out = _run("rm_scoring.py", "--n", "2", "--layers", "2", "--hidden", "64", "--threads", "1")
     assert out.count("scoring/rollout = ") == 2
 
 
-def test_annotation_benchmark_runs():
+def test_smoke_annotation_benchmark():
     out = _run("annotation.py", "--questions", "1", "--n", "2", "--m", "2", "--steps", "2", "--layers", "2",
                "--hidden", "64")
     shared, naive = (line for line in out.splitlines() if "continuations in" in line)
@@ -40,7 +40,7 @@ def test_annotation_benchmark_runs():
     assert "prefix sharing is" in out
 
 
-def test_scaling_and_adaptive_reports_run_on_a_few_questions(tmp_path):
+def test_smoke_scaling_and_adaptive_reports(tmp_path):
     import json
 
     _run("scaling.py", "--limit", "4", "--seeds", "1", "--n", "1", "2", "--out", str(tmp_path / "scaling"))

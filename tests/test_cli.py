@@ -57,7 +57,7 @@ def test_errors_are_reported_cleanly(tmp_path, capsys):
     assert "no annotation shards" in capsys.readouterr().err
 
 
-def test_annotate_then_train_rm_end_to_end(tmp_path):
+def test_smoke_annotate_then_train_rm_end_to_end(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))
     from tiny_models import make_checkpoint
 

@@ -364,7 +364,7 @@ def test_difference_at_equal_compute_by_hand():
     assert ev.difference_at_equal_compute(other, other, resamples=50)[0]["ci95"] == [0.0, 0.0]  # paired: no spread
 
 
-def test_plots_redraw_from_the_committed_json(tmp_path):
+def test_smoke_plots_redraw_from_the_committed_json(tmp_path):
     shutil.copy(REPO / "benchmarks" / "results" / "evidence.json", tmp_path / "evidence.json")
     _bench().main(["--plots-only", "--out", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["evidence_cot_vs_latent.png",

@@ -219,12 +219,13 @@ def test_hub_dataset_offline_error_names_the_override(monkeypatch):
 
 
 def test_shared_data_layout(monkeypatch, shared_data):
-    for name, fn, count in (("GSM8K", task_utils.load_gsm8k, 1319), ("GSM_HARD", task_utils.load_gsm_hard, 1318),
-                            ("MULTIARITH", task_utils.load_multiarith, 580)):
+    for name, fn, count, first in (("GSM8K", task_utils.load_gsm8k, 1319, "18"),
+                                   ("GSM_HARD", task_utils.load_gsm_hard, 1318, "-9867630"),
+                                   ("MULTIARITH", task_utils.load_multiarith, 580, "7")):
         file = {"GSM8K": "gsm_test.json", "GSM_HARD": "gsm_hard.json", "MULTIARITH": "multiarith.json"}[name]
         monkeypatch.setenv(f"LATENT_TTS_DATA_{name}", str(shared_data / file))
         docs = fn()["test"]
-        assert len(docs) == count and docs[0]["question"] and docs[0]["answer"]
+        assert len(docs) == count and docs[0]["question"] and docs[0]["answer"] == first
 
 
 def test_shipped_arith_and_default_checkpoint():

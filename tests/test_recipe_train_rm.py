@@ -8,7 +8,7 @@ from hf_modeling import AutoLatentModel
 from lm_eval_latenttts.training.recipes import train_rm
 
 
-def test_train_rm_recipe_runs_and_installs_a_loadable_rm(tmp_path):
+def test_train_rm_recipe_installs_a_loadable_rm_without_code_and_resumes(tmp_path):
     backbone = make_checkpoint(tmp_path / "backbone", "coconut")
     out = tmp_path / "arith-rm"
     argv = [
@@ -20,6 +20,9 @@ def test_train_rm_recipe_runs_and_installs_a_loadable_rm(tmp_path):
     assert report["annotation"]["kept"] == 6
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     assert not (out / "checkpoints").exists()  # training checkpoints are not installed
+    # the installed RM loads through the package: no copy of hf_modeling; the Hub-ready folder keeps it
+    assert sorted(p.name for p in out.glob("*.py")) == [] and "auto_map" not in json.loads((out / "config.json").read_text())
+    assert (tmp_path / "work" / "rm" / "modeling_latent_rm.py").is_file()
     rm = AutoLatentModel.from_pretrained(out)
     assert type(rm).__name__ == "COCONUTGPT2ForTokenClassification"
     assert json.loads((out / "config.json").read_text())["latent_id"] == rm.config.latent_id

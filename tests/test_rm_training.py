@@ -3,6 +3,7 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,8 +286,12 @@ def test_lora_training_saves_merged_rm(backbone_dir, tmp_path):
                          eval_fraction=0.25, progress=False))
     from safetensors.torch import load_file
 
-    keys = load_file(str(out / "model.safetensors")).keys()
-    assert not any("lora" in k for k in keys) and "classifier.weight" in keys
+    saved, base = load_file(str(out / "model.safetensors")), load_file(str(Path(backbone_dir) / "model.safetensors"))
+    assert not any("lora" in k for k in saved) and "classifier.weight" in saved
+    # merged: the LoRA-adapted matrices moved away from the backbone's; frozen ones (LayerNorm) did not
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(saved[name], base[name])
+    assert torch.equal(saved["transformer.h.0.ln_1.weight"], base["transformer.h.0.ln_1.weight"])
 
 
 def test_bad_inputs(backbone_dir, tmp_path):

@@ -22,41 +22,53 @@ def _fmt(value):
     return "n/a" if value is None else str(value)
 
 
-def rm_model_card(summary: dict, rm=None, repo_id: str | None = None) -> str:
-    """Markdown model card with the Hub's YAML metadata, from the ``training_summary.json`` dict."""
+_DESCRIPTION = (
+    "A reward model for latent reasoning trajectories (Parallel Test-Time Scaling for Latent Reasoning "
+    "Models, arXiv 2510.07745). It reads a question and a latent trajectory (the latent slots hold the "
+    "backbone's fed-back vectors) and emits one score per latent step; a trajectory's score is the sum "
+    "of its step scores. Use it for best-of-N selection or RM-guided beam search."
+)
+_LOSSES = {
+    "contrastive": "step-wise contrastive loss: at each latent step t, softmax of the step scores over the N "
+                   "trajectories of a question; loss = -sum_n label[n,t] log softmax[n,t], summed over t, averaged "
+                   "over questions",
+    "bce": "binary cross-entropy of sigmoid(step score) against the Monte Carlo step value",
+}
+
+
+def _annotation(summary: dict) -> tuple:
+    """(backbone, N, sampling text) of the annotation the RM was trained on.
+
+    ``annotate`` records its rollout settings under ``generation``; older folders have them flat.
+    """
     ann = summary.get("annotation_config") or {}
-    cfg = summary.get("config") or {}
-    before = summary.get("eval_before") or {}
-    after = summary.get("eval_after") or {}
-    arch = type(rm).__name__ if rm is not None else "LatentRM"
     backbone = ann.get("model") or summary.get("init") or "unknown"
-    name = repo_id or cfg.get("push_to_hub") or "path/to/this/folder"
-    gen = ann.get("generation") or {}  # annotate records its rollout settings here; older folders flat
+    gen = ann.get("generation") or {}
     sampling = gen.get("latent_sampling", ann.get("sampling"))
     strength = (f"dropout p={gen.get('dropout_p', ann.get('dropout_p'))}" if sampling == "dropout"
                 else f"Gaussian noise sigma={gen.get('noise_std', ann.get('noise_std'))}" if sampling == "noise"
                 else "n/a")
     n = gen.get("num_return_sequences", ann.get("num_trajectories", summary.get("trajectories_per_question")))
-    loss = cfg.get("loss", "contrastive")
-    loss_text = (
-        "step-wise contrastive loss: at each latent step t, softmax of the step scores over the N trajectories "
-        "of a question; loss = -sum_n label[n,t] log softmax[n,t], summed over t, averaged over questions"
-        if loss == "contrastive"
-        else "binary cross-entropy of sigmoid(step score) against the Monte Carlo step value"
-    )
+    return backbone, n, strength
+
+
+def _metadata(summary: dict, backbone: str):
+    """The card's Hub metadata: ``base_model`` (given, or the Hub id it was initialised from), dataset, license."""
+    ann = summary.get("annotation_config") or {}
+    cfg = summary.get("config") or {}
     base_model = cfg.get("base_model") or hub_repo_id(summary.get("init")) or hub_repo_id(backbone)
     dataset = hub_repo_id(ann.get("data"))
-    data = card_metadata(pipeline_tag="token-classification", tags=["reward-model"], base_model=base_model,
+    return card_metadata(pipeline_tag="token-classification", tags=["reward-model"], base_model=base_model,
                          datasets=[dataset] if dataset else None, license=cfg.get("license"),
                          base_model_relation="finetune" if base_model else None)
-    lines = [
-        f"# LatentRM ({arch})",
-        "",
-        "A reward model for latent reasoning trajectories (Parallel Test-Time Scaling for Latent Reasoning "
-        "Models, arXiv 2510.07745). It reads a question and a latent trajectory (the latent slots hold the "
-        "backbone's fed-back vectors) and emits one score per latent step; a trajectory's score is the sum "
-        "of its step scores. Use it for best-of-N selection or RM-guided beam search.",
-        "",
+
+
+def _training_section(summary: dict, backbone: str, n, strength: str) -> list:
+    """The "Training" section: initialisation, data, labels, loss, optimisation, loss curve ends."""
+    ann = summary.get("annotation_config") or {}
+    cfg = summary.get("config") or {}
+    loss = cfg.get("loss", "contrastive")
+    return [
         "## Training",
         "",
         f"- Initialised from: `{summary.get('init')}` ({summary.get('init_kind', 'n/a')})",
@@ -66,27 +78,37 @@ def rm_model_card(summary: dict, rm=None, repo_id: str | None = None) -> str:
         f"- Labels: step-wise Monte Carlo values, N = {n} trajectories per question, M = "
         f"{ann.get('num_continuations', 'n/a')} continuations per step, sampling: {strength}; questions whose "
         "N trajectories were all right or all wrong dropped" + (" (kept here)" if ann.get("keep_all") else ""),
-        f"- Loss: {loss_text}",
+        f"- Loss: {_LOSSES['contrastive' if loss == 'contrastive' else 'bce']}",
         f"- Optimisation: lr {cfg.get('lr')}, cosine schedule, warm-up {cfg.get('warmup_ratio')}, "
         f"{summary.get('optimizer_steps')} optimizer steps of {summary.get('global_batch', cfg.get('batch_size'))} "
         f"questions ({summary.get('num_processes', 1)} processes x {cfg.get('batch_size')} questions x "
         f"{cfg.get('grad_accum')} accumulation), precision {cfg.get('precision')}"
         + (f", LoRA r={cfg.get('lora_r')} (merged)" if cfg.get("lora_r") else ", full fine-tuning"),
         f"- Training loss: {_fmt(summary.get('first_loss'))} -> {_fmt(summary.get('last_loss'))}",
-        "",
+    ]
+
+
+def _evaluation_section(summary: dict) -> list:
+    """The held-out table, before and after training."""
+    before = summary.get("eval_before") or {}
+    after = summary.get("eval_after") or {}
+    rows = [("recall@1 (RM's top trajectory is right)", "eval_recall_at_1"),
+            ("random pick (mean trajectory accuracy)", "eval_random_pick"), ("loss", "eval_loss")]
+    return [
         "## Evaluation (held-out annotated questions)",
         "",
         "| metric | before training | after training |",
         "| --- | --- | --- |",
-        f"| recall@1 (RM's top trajectory is right) | {_fmt(before.get('eval_recall_at_1'))} | "
-        f"{_fmt(after.get('eval_recall_at_1'))} |",
-        f"| random pick (mean trajectory accuracy) | {_fmt(before.get('eval_random_pick'))} | "
-        f"{_fmt(after.get('eval_random_pick'))} |",
-        f"| loss | {_fmt(before.get('eval_loss'))} | {_fmt(after.get('eval_loss'))} |",
+        *(f"| {label} | {_fmt(before.get(key))} | {_fmt(after.get(key))} |" for label, key in rows),
         "",
         "Held-out questions come from the same annotation (each has at least one right and one wrong "
         "trajectory), so these numbers measure selection among mixed trajectories, not benchmark accuracy.",
-        "",
+    ]
+
+
+def _usage_section(backbone: str, name: str, n) -> list:
+    """How to score N rollouts of the backbone with this RM."""
+    return [
         "## Usage",
         "",
         "```python",
@@ -107,12 +129,24 @@ def rm_model_card(summary: dict, rm=None, repo_id: str | None = None) -> str:
         "best = scores.trajectory_scores.view(-1, N).argmax(-1)",
         "print(tok.decode(out.answer_ids[best[0]], skip_special_tokens=True))",
         "```",
-        "",
+    ]
+
+
+def rm_model_card(summary: dict, rm=None, repo_id: str | None = None) -> str:
+    """Markdown model card with the Hub's YAML metadata, from the ``training_summary.json`` dict."""
+    arch = type(rm).__name__ if rm is not None else "LatentRM"
+    name = repo_id or (summary.get("config") or {}).get("push_to_hub") or "path/to/this/folder"
+    backbone, n, strength = _annotation(summary)
+    lines = [
+        f"# LatentRM ({arch})", "", _DESCRIPTION, "",
+        *_training_section(summary, backbone, n, strength), "",
+        *_evaluation_section(summary), "",
+        *_usage_section(backbone, name, n), "",
         "Trained with `python -m lm_eval_latenttts train-rm` (lm-eval-latenttts); `training_summary.json` holds "
         "the full run record.",
         "",
     ]
-    return render_card(data, "\n".join(lines))
+    return render_card(_metadata(summary, backbone), "\n".join(lines))
 
 
 def update_model_index(folder, results: list, model_name: str, new_card: str | None = None) -> Path:

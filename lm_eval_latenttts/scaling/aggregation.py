@@ -60,63 +60,32 @@ def best_of_n_index(scores):
     return max(range(len(clean)), key=lambda i: (clean[i], -i))
 
 
-def best_of_n(answers, scores):
-    """The answer of the highest-scoring trajectory (earliest on ties).
+def answer_weights(scores):
+    """Non-negative weights from trajectory scores, used by :func:`weighted_vote`: ``softmax(scores)``.
 
-    The trajectory is chosen by score alone, as in the method: if the best
-    trajectory's answer could not be extracted the result is ``None`` (wrong).
-    """
-    answers, scores = _check_scores(answers, scores)
-    if not answers:
-        return None
-    return answers[best_of_n_index(scores)]
-
-
-def answer_weights(scores, weighting="softmax", temperature=1.0):
-    """Non-negative weights from trajectory scores, used by :func:`weighted_vote`.
-
-    * ``"softmax"`` (default): ``softmax(scores / temperature)``; shift invariant,
-      so negative scores need no special handling.
-    * ``"shift"``: ``score - min(scores)`` (the worst trajectory gets 0; if all
-      scores are equal every trajectory gets weight 1).
-    * ``"raw"``: the scores clipped at 0.
-    NaN scores count as ``-inf`` (weight 0).
+    Shift invariant, so negative scores need no special handling.  NaN scores count as ``-inf``
+    (weight 0); if no score is finite every trajectory gets weight 1.
     """
     scores = [-math.inf if math.isnan(float(s)) else float(s) for s in scores]
     if not scores:
         return []
-    finite = [s for s in scores if s != -math.inf]
-    if weighting == "softmax":
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        if not finite:
-            return [1.0] * len(scores)
-        top = max(scores)
-        if top == math.inf:
-            return [1.0 if s == math.inf else 0.0 for s in scores]
-        return [math.exp((s - top) / temperature) for s in scores]
-    if weighting == "shift":
-        if not finite:
-            return [1.0] * len(scores)
-        low = min(finite)
-        w = [0.0 if s == -math.inf else s - low for s in scores]
-        if not any(w):
-            return [0.0 if s == -math.inf else 1.0 for s in scores]
-        return w
-    if weighting == "raw":
-        return [max(s, 0.0) for s in scores]
-    raise ValueError(f"weighting must be 'softmax', 'shift' or 'raw', got {weighting!r}.")
+    if all(s == -math.inf for s in scores):
+        return [1.0] * len(scores)
+    top = max(scores)
+    if top == math.inf:
+        return [1.0 if s == math.inf else 0.0 for s in scores]
+    return [math.exp(s - top) for s in scores]
 
 
-def weighted_vote(answers, scores, weighting="softmax", temperature=1.0):
+def weighted_vote(answers, scores):
     """RM-weighted vote: the answer with the largest total weight (see :func:`answer_weights`).
 
-    Weights default to a softmax over the N trajectory scores, so negative
-    scores are fine.  None answers carry no vote.  Ties -> earliest first
-    occurrence.  Returns None if no answer could be extracted.
+    Weights are a softmax over the N trajectory scores, so negative scores are
+    fine.  None answers carry no vote.  Ties -> earliest first occurrence.
+    Returns None if no answer could be extracted.
     """
     answers, scores = _check_scores(answers, scores)
-    return _leader(vote_totals(answers, answer_weights(scores, weighting=weighting, temperature=temperature)))
+    return _leader(vote_totals(answers, answer_weights(scores)))
 
 
 @dataclass(frozen=True)
@@ -137,6 +106,8 @@ def select(answers: list, scores: list | None, how: str, chosen: int | None = No
     ``scores`` are the RM trajectory scores (None without an RM); for ``beam``
     the search already chose the candidate ``chosen``.
     """
+    if scores is not None:
+        answers, scores = _check_scores(answers, scores)
     majority = majority_vote(answers)
     best = weighted = None
     if scores is not None and answers:
@@ -159,7 +130,6 @@ def select(answers: list, scores: list | None, how: str, chosen: int | None = No
 __all__ = [
     "Selection",
     "answer_weights",
-    "best_of_n",
     "best_of_n_index",
     "majority_vote",
     "select",

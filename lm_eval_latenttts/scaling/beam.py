@@ -57,8 +57,6 @@ class BeamSearchResult:
     beam_step_mask: (Q, B, L) which steps the beam took.
     beam_latents: (Q, B, L, hidden) the beams' latent vectors.
     latent_forward_passes: backbone latent forwards spent (rows fed, summed over steps).
-    rm_forward_rows: rows the RM scored incrementally (one per candidate per step).
-    answer_forward_passes: backbone forwards (rows x tokens) spent decoding answers.
     """
 
     answer_ids: torch.Tensor
@@ -69,12 +67,6 @@ class BeamSearchResult:
     beam_step_mask: torch.Tensor
     beam_latents: torch.Tensor
     latent_forward_passes: int
-    rm_forward_rows: int
-    answer_forward_passes: int
-
-    @property
-    def num_beams(self):
-        return self.beam_scores.shape[1]
 
 
 @torch.no_grad()
@@ -114,7 +106,6 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
     backbone.eval()
     rm.eval()
     latent_forwards = 0
-    rm_rows = 0
     try:
         with sampler.attached(backbone), batch_invariant_attention():
             state = backbone.prefill(input_ids, attention_mask, sampler, setup.question_keys).repeat_interleave(B)
@@ -133,7 +124,6 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
                 active = cand.latent_active[-1].to(rm_device)
                 latent_forwards += cand.rows
                 score = rm.rm_step(cand_rm, latent.to(rm_device), active)
-                rm_rows += cand.rows
                 cand_scores = torch.cat([path_scores.repeat_interleave(C, dim=0), score[:, None]], dim=1)
                 cand_active = torch.cat([path_active.repeat_interleave(C, dim=0), active[:, None]], dim=1)
                 cand_last = torch.where(active, score, last_score.repeat_interleave(C))
@@ -180,6 +170,4 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
         beam_step_mask=path_active.view(Q, B, taken)[:real],
         beam_latents=latents[:real],
         latent_forward_passes=latent_forwards * real // Q,
-        rm_forward_rows=rm_rows * real // Q,
-        answer_forward_passes=int(answers.shape[0] * answers.shape[1]) * real // Q,
     )

@@ -8,9 +8,12 @@
    trajectories, M continuations per latent step; ``lm_eval_latenttts.training.annotate``);
 3. trains the LatentRM with the step-wise contrastive loss
    (``lm_eval_latenttts.training.rm_training``), initialised from the backbone;
-4. installs the final RM (weights, modeling code, tokenizer, model card) at
-   ``--out`` (default: the package's ``checkpoints/arith-rm``), replacing the
-   old one only once the new one is complete.
+4. installs the final RM (weights, tokenizer, model card) at ``--out``
+   (default: the package's ``checkpoints/arith-rm``), replacing the old one
+   only once the new one is complete.  The installed RM loads through the
+   package's classes, so its modeling code and ``auto_map`` are left out (no
+   copy of ``hf_modeling`` to regenerate); the Hub-ready folder that
+   ``save_pretrained`` wrote, with them, stays at ``--work-dir``/rm for ``push``.
 
 Every stage resumes: rerun the same command after an interruption.
 """
@@ -58,13 +61,19 @@ def build_parser():
 
 
 def install(src, dest):
-    """Copy the final RM (not the training checkpoints) to ``dest`` atomically, with its recommended aggregation."""
+    """Copy the final RM to ``dest`` atomically, with its recommended aggregation.
+
+    Neither the training checkpoints nor the remote code (``*.py``, ``auto_map``) are copied: see step 4.
+    """
     from hf_modeling import LatentGenerationConfig
 
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp", LOCK_FILE))
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints", "*.tmp", LOCK_FILE, "*.py", "__pycache__"))
+    config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+    config.pop("auto_map", None)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     LatentGenerationConfig(aggregate=RECOMMENDED_AGGREGATE).save_pretrained(str(tmp))
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
