@@ -54,14 +54,21 @@ def test_recipe_few_steps(tmp_path):
     assert info["step"] == 4 and info["complete"]
 
 
-def test_recipe_resume(tmp_path):
-    out = str(tmp_path / "ckpt")
+def test_time_limited_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    """A --max-minutes stop exports the model before saving the resumable state: the export must not draw from
+    torch's generator, or the resumed run trains on other dropout masks than the uninterrupted one."""
+    from safetensors.torch import load_file
+
+    whole, out = str(tmp_path / "whole"), str(tmp_path / "ckpt")
+    tb.main(ARGS + ["--out", whole, "--max-steps", "4"])
     tb.main(ARGS + ["--out", out, "--max-steps", "4", "--max-minutes", "0"])  # stops at once
     assert os.path.exists(os.path.join(out, "train_state.pt"))
     tb.main(ARGS + ["--out", out, "--max-steps", "4", "--resume"])
     with open(os.path.join(out, "training_info.json")) as f:
         assert json.load(f)["step"] == 4
     _check_layout(out)
+    a, b = load_file(os.path.join(whole, "model.safetensors")), load_file(os.path.join(out, "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
 def test_evaluation_scores_the_greedy_rollouts(monkeypatch):

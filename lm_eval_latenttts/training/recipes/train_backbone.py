@@ -397,7 +397,8 @@ class Run:
         elapsed = self.elapsed_prev + time.time() - self.t0
         self.info.update({"step": self.step, "history": self.history, "train_seconds": round(elapsed, 1),
                           "complete": final})
-        export(self.model, self.tok, self.args.out, self.latent_length, extra=self.info)
+        with torch.random.fork_rng():  # building the exported model draws from torch's generator: not the run's
+            export(self.model, self.tok, self.args.out, self.latent_length, extra=self.info)
         if not final or self.args.keep_state:
             tmp = self.state_path + ".tmp"
             torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
