@@ -240,14 +240,17 @@ def update_beam_rows(args, model, rm, tok, questions, base, n_max, report, out_d
                 correct[n].append(values)
                 compute[n].append(spent)
             print(f"{method} seed {seed} beam done ({time.time() - started:.0f} s)", flush=True)
+        # read again and replace only this method's beam rows: another --beam-only run may have written its own
+        current = json.loads(path.read_text())
+        entry = current["methods"][method]
         for n in args.n:
             entry["points"][str(n)]["beam"] = point(correct[n])
             entry["beam_compute"][str(n)] = seeds_mean(compute[n])
         entry["beam_seconds"] = time.time() - started
+        path.write_text(json.dumps(current, indent=2))
+        plot(current, out_dir)
         print_table(method, sampling, {n: entry["points"][str(n)] for n in args.n}, args.n)
-    path.write_text(json.dumps(previous, indent=2))
-    plot(previous, out_dir)
-    print(f"updated the beam rows of {path} and the plots")
+        print(f"updated the {method} beam rows of {path} and the plots", flush=True)
 
 
 def print_table(method, sampling, points, ns):

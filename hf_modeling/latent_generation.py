@@ -221,7 +221,7 @@ class LatentGenerationMixin:
 
     def feed_latent(self, state: LatentState, latent: torch.Tensor, active: torch.Tensor,
                     sampler: LatentSampler) -> None:
-        """One latent forward (dropout keyed by the rows' keys): feed ``latent`` where ``active``, else a masked slot."""
+        """One latent forward, dropout keyed by the rows' keys: ``latent`` where ``active``, else a masked slot."""
         with sampler.phase("latent"):
             self._forward_step(state, latent, active if self.dynamic_latent_length else None, sampler)
         state.latents.append(latent)

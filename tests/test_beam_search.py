@@ -119,8 +119,10 @@ def test_dropout_candidates_draw_their_own_latents(setup, scope):
     rescored = rm.rm_step(state, res.beam_latents.reshape(Q * B, 6, 32)).view(Q, B, 6)
     torch.testing.assert_close(rescored, res.beam_step_scores, atol=1e-4, rtol=1e-4)
     # the candidates of one step differ: with C=1 the kept first-step score can only be lower or equal
-    one = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, **dict(kw, latent_beams=1, latent_candidates=1))
-    best = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, **dict(kw, latent_beams=1, latent_candidates=6))
+    one = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, **{**kw, "latent_beams": 1,
+                                                                            "latent_candidates": 1})
+    best = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, **{**kw, "latent_beams": 1,
+                                                                             "latent_candidates": 6})
     first, one_first = best.beam_step_scores[:, 0, 0], one.beam_step_scores[:, 0, 0]
     if scope == "all":  # the first latent comes from each candidate's own prompt pass
         assert bool((first >= one_first).all()) and bool((first > one_first + 1e-4).any())

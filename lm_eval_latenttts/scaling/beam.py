@@ -200,7 +200,7 @@ def _keep_best(candidates: _Beams, B: int, C: int) -> _Beams:
                   last_score=candidates.last_score[index])
 
 
-def _feed_kept(backbone, sampler, beams: _Beams | None, B: int, spent: torch.Tensor) -> LatentState:
+def _feed_kept(backbone, sampler, beams: _Beams, B: int, spent: torch.Tensor) -> LatentState:
     """Feed the latents the kept beams took at the last step (keyed by the candidate each beam is)."""
     state = beams.state
     if beams.latent is None:  # no latent steps
