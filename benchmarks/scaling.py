@@ -84,19 +84,23 @@ def metrics_at(candidates, questions, n, has_rm):
 
 
 def beam_accuracy(model, rm, tok, questions, config, n, batch_questions):
-    """Beam search with B*C = n (C = min(4, n)): per question right or wrong, and latent forwards spent."""
+    """Beam search with B*C = n (C = min(4, n)): per question right or wrong, latent forwards spent and
+    the number of distinct latent paths among the B final beams of each question."""
     c = min(4, n)
     config = model.latent_generation_config(config, latent_beams=n // c, latent_candidates=c, aggregate="beam")
-    correct, spent = [], 0
+    correct, spent, paths = [], 0, []
     for start in range(0, len(questions), batch_questions):
         chunk = questions[start: start + batch_questions]
-        found = rollouts.beam(model, tok, [model.encode_prompt(tok, q["question"]) for q in chunk], config, rm)
+        found = rollouts.beam(model, tok, [model.encode_prompt(tok, q["question"]) for q in chunk], config, rm,
+                              keep_latents=True)
         for cand, q in zip(found, chunk):
             correct.append(float(model.is_correct(cand.texts[cand.chosen], q["answer"])))
             spent += cand.latent_forwards  # what the search reports it spent
+            paths.append(len(torch.unique(cand.latents.reshape(len(cand.texts), -1), dim=0)))
     steps = model.config.latent_length
     return correct, {"beams": n // c, "candidates": c, "latent_forward_passes": spent,
-                     "best_of_n_latent_forward_passes": n * steps * len(questions)}
+                     "best_of_n_latent_forward_passes": n * steps * len(questions),
+                     "distinct_paths_per_question": sum(paths) / len(paths)}
 
 
 def main():
@@ -113,6 +117,9 @@ def main():
                         help="noise sigma (default: the checkpoint's recommended, else the backbone's typical value)")
     parser.add_argument("--methods", nargs="+", default=["dropout", "noise"], choices=["dropout", "noise"])
     parser.add_argument("--no-beam", action="store_true", help="skip RM-guided beam search")
+    parser.add_argument("--beam-only", action="store_true",
+                        help="rerun only the beam rows and update them in the --out folder's scaling.json, which "
+                             "must come from a run with the same model, RM, data, questions, seeds, N and sampling")
     parser.add_argument("--batch-questions", type=int, default=8, help="questions per generate call")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="answer tokens (default: the checkpoint's recommended)")
@@ -141,6 +148,8 @@ def main():
 
     report = {"model": shown_path(model_path), "rm": shown_path(rm_path), "data": shown_path(data_path), "questions": len(questions),
               "seeds": args.seeds, "n": args.n, "methods": {}}
+    if args.beam_only:
+        return update_beam_rows(args, model, rm, tok, questions, base, n_max, report, out_dir)
     greedy = draw(model, None, tok, questions, model.latent_generation_config(base, latent_sampling=None,
                                                                               num_return_sequences=1),
                   args.batch_questions)
@@ -155,7 +164,7 @@ def main():
         sampling = {"latent_sampling": method, "dropout_p": config.dropout_p, "noise_std": config.noise_std}
         per_seed_metrics = []  # seed -> n -> metric -> per-question list
         diversity = []  # seed -> n -> (steps,)
-        beam_passes = {}
+        beam_passes = {}  # n -> per seed
         started = time.time()
         for seed in range(args.seeds):
             seeded = model.latent_generation_config(config, seed=seed)
@@ -163,8 +172,8 @@ def main():
             by_n = {n: metrics_at(found, questions, n, rm is not None) for n in args.n}
             if rm is not None and not args.no_beam:
                 for n in args.n:
-                    by_n[n]["beam"], beam_passes[n] = beam_accuracy(model, rm, tok, questions, seeded, n,
-                                                                    args.batch_questions)
+                    by_n[n]["beam"], spent = beam_accuracy(model, rm, tok, questions, seeded, n, args.batch_questions)
+                    beam_passes.setdefault(n, []).append(spent)
             per_seed_metrics.append(by_n)
             diversity.append({n: torch.stack([pairwise_cosine_distance(c.latents[:n]) for c in found]).mean(0).tolist()
                               for n in args.n})
@@ -172,25 +181,76 @@ def main():
 
         points = {}
         for n in args.n:
-            points[n] = {}
-            for metric in METRICS:
-                if metric not in per_seed_metrics[0][n] or not per_seed_metrics[0][n][metric]:
-                    continue
-                # per-question value averaged over seeds, then the interval over questions
-                per_q = [sum(s[n][metric][i] for s in per_seed_metrics) / args.seeds
-                         for i in range(len(per_seed_metrics[0][n][metric]))]
-                seed_means = [sum(s[n][metric]) / len(s[n][metric]) for s in per_seed_metrics]
-                points[n][metric] = {"mean": sum(per_q) / len(per_q), "ci95": bootstrap_ci(per_q),
-                                     "seed_means": seed_means}
+            points[n] = {metric: point([s[n][metric] for s in per_seed_metrics]) for metric in METRICS
+                         if per_seed_metrics[0][n].get(metric)}
             points[n]["diversity_per_step"] = [sum(d[n][s] for d in diversity) / args.seeds
                                                for s in range(len(diversity[0][n]))]
-        report["methods"][method] = {"sampling": sampling, "points": points, "beam_compute": beam_passes,
+        report["methods"][method] = {"sampling": sampling, "points": points,
+                                     "beam_compute": {n: seeds_mean(v) for n, v in beam_passes.items()},
                                      "seconds": time.time() - started}
         print_table(method, sampling, points, args.n)
 
     (out_dir / "scaling.json").write_text(json.dumps(report, indent=2))
     plot(report, out_dir)
     print(f"wrote {out_dir / 'scaling.json'} and plots")
+
+
+def point(per_seed):
+    """A metric's point from its per-seed lists of per-question values: the per-question value averaged
+    over seeds, then the mean and its interval over questions."""
+    per_q = [sum(values) / len(per_seed) for values in zip(*per_seed)]
+    return {"mean": sum(per_q) / len(per_q), "ci95": bootstrap_ci(per_q),
+            "seed_means": [sum(values) / len(values) for values in per_seed]}
+
+
+def seeds_mean(per_seed):
+    """One beam_compute entry from the seeds' (the same compute each; distinct paths averaged over seeds)."""
+    entry = dict(per_seed[-1])
+    entry["distinct_paths_per_question"] = sum(e["distinct_paths_per_question"] for e in per_seed) / len(per_seed)
+    return entry
+
+
+def update_beam_rows(args, model, rm, tok, questions, base, n_max, report, out_dir):
+    """``--beam-only``: recompute the beam rows and put them into the existing report of the same run settings."""
+    path = out_dir / "scaling.json"
+    if rm is None:
+        raise SystemExit("--beam-only needs a LatentRM (--rm).")
+    if not path.is_file():
+        raise SystemExit(f"--beam-only updates {path}, which does not exist; run the whole report first.")
+    previous = json.loads(path.read_text())
+    for key in ("model", "rm", "data", "questions", "seeds", "n"):
+        if previous.get(key) != report[key]:
+            raise SystemExit(f"--beam-only: {path} was made with {key}={previous.get(key)!r}, this run has "
+                             f"{report[key]!r}; pass the same options as that run.")
+    for method in args.methods:
+        strength = {"dropout": {"dropout_p": args.dropout_p}, "noise": {"noise_std": args.noise_std}}[method]
+        config = model.latent_generation_config(base, latent_sampling=method, num_return_sequences=n_max,
+                                                **{k: v for k, v in strength.items() if v is not None})
+        sampling = {"latent_sampling": method, "dropout_p": config.dropout_p, "noise_std": config.noise_std}
+        entry = previous["methods"].get(method)
+        unset = {k: v or 0.0 for k, v in sampling.items()}  # "no noise" was recorded as 0.0 or as None
+        if entry is None or {k: v or 0.0 for k, v in entry["sampling"].items()} != unset:
+            raise SystemExit(f"--beam-only: {path} has no {method} rows with {sampling}; pass the same options.")
+        started = time.time()
+        correct, compute = {n: [] for n in args.n}, {n: [] for n in args.n}
+        for seed in range(args.seeds):
+            seeded = model.latent_generation_config(config, seed=seed)
+            for n in args.n:
+                values, spent = beam_accuracy(model, rm, tok, questions, seeded, n, args.batch_questions)
+                correct[n].append(values)
+                compute[n].append(spent)
+            print(f"{method} seed {seed} beam done ({time.time() - started:.0f} s)", flush=True)
+        # read again and replace only this method's beam rows: another --beam-only run may have written its own
+        current = json.loads(path.read_text())
+        entry = current["methods"][method]
+        for n in args.n:
+            entry["points"][str(n)]["beam"] = point(correct[n])
+            entry["beam_compute"][str(n)] = seeds_mean(compute[n])
+        entry["beam_seconds"] = time.time() - started
+        path.write_text(json.dumps(current, indent=2))
+        plot(current, out_dir)
+        print_table(method, sampling, {n: entry["points"][str(n)] for n in args.n}, args.n)
+        print(f"updated the {method} beam rows of {path} and the plots", flush=True)
 
 
 def print_table(method, sampling, points, ns):
@@ -215,11 +275,12 @@ def plot(report, out_dir):
     methods = report["methods"]
     fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 4.5), squeeze=False)
     for ax, (method, data) in zip(axes[0], methods.items()):
-        ns = [int(n) for n in data["points"]]
+        points = {int(n): p for n, p in data["points"].items()}  # int keys, or str ones read back from JSON
+        ns = list(points)
         for metric in METRICS:
-            if metric not in data["points"][ns[0]] and metric not in data["points"].get(str(ns[0]), {}):
+            if metric not in points[ns[0]]:
                 continue
-            pts = [data["points"][n][metric] for n in ns]
+            pts = [points[n][metric] for n in ns]
             mean = [100 * p["mean"] for p in pts]
             lo = [100 * p["ci95"][0] for p in pts]
             hi = [100 * p["ci95"][1] for p in pts]
@@ -238,9 +299,10 @@ def plot(report, out_dir):
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for method, data in methods.items():
-        ns = list(data["points"])
-        div = [sum(data["points"][n]["diversity_per_step"]) / max(len(data["points"][n]["diversity_per_step"]), 1) for n in ns]
-        cov = [100 * data["points"][n]["coverage"]["mean"] for n in ns]
+        points = {int(n): p for n, p in data["points"].items()}
+        ns = list(points)
+        div = [sum(points[n]["diversity_per_step"]) / max(len(points[n]["diversity_per_step"]), 1) for n in ns]
+        cov = [100 * points[n]["coverage"]["mean"] for n in ns]
         ax.plot(div, cov, marker="o", label=method)
         for n, x, y in zip(ns, div, cov):
             ax.annotate(str(n), (x, y), fontsize=7)

@@ -202,16 +202,30 @@ class LatentGenerationMixin:
 
     def latent_step(self, state: LatentState, sampler: LatentSampler) -> torch.Tensor:
         """Feed back one latent vector per row (rows that stopped get a masked slot)."""
+        latent, active = self.next_latent(state, sampler)
+        self.feed_latent(state, latent, active, sampler)
+        return latent
+
+    def next_latent(self, state: LatentState, sampler: LatentSampler) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent, active): the vector each row feeds back next, from its last hidden state, and whether it does.
+
+        No forward pass: under dropout the latent's randomness is that of the
+        forward that produced ``state.hidden``; under noise it is drawn here
+        with the rows' keys.  Dynamic backbones mark the rows that stop.
+        """
+        if self.dynamic_latent_length:
+            state.stopped = state.stopped | self.latent_should_stop(state.hidden)
+        active = ~state.stopped
+        latent = sampler.perturb(self.latent_vector(state.hidden), state.row_keys, state.positions)
+        return torch.where(active[:, None], latent, torch.zeros_like(latent)), active
+
+    def feed_latent(self, state: LatentState, latent: torch.Tensor, active: torch.Tensor,
+                    sampler: LatentSampler) -> None:
+        """One latent forward, dropout keyed by the rows' keys: ``latent`` where ``active``, else a masked slot."""
         with sampler.phase("latent"):
-            if self.dynamic_latent_length:
-                state.stopped = state.stopped | self.latent_should_stop(state.hidden)
-            active = ~state.stopped
-            latent = sampler.perturb(self.latent_vector(state.hidden), state.row_keys, state.positions)
-            latent = torch.where(active[:, None], latent, torch.zeros_like(latent))
             self._forward_step(state, latent, active if self.dynamic_latent_length else None, sampler)
         state.latents.append(latent)
         state.latent_active.append(active)
-        return latent
 
     def decode_answer(self, state: LatentState, max_new_tokens: int, eos_token_id: int | list[int] | None = None,
                       pad_token_id: int | None = None, room: torch.Tensor | None = None) -> torch.Tensor:

@@ -168,7 +168,7 @@ def test_rollouts_latent_forwards_and_greedy_rows_by_hand():
         "fixed": ({}, 8 + 1),  # 8 rollouts and the greedy decode
         "no greedy": ({"greedy": False}, 8),
         "sampling off": ({"sampling": "none"}, 1),  # one rollout stands for all 8 and is the greedy decode
-        "beam": ({"aggregate": "beam", "beams": 2, "candidates": 3}, 2 * 3 + 1),  # B*C rows at every step
+        "beam": ({"aggregate": "beam", "beams": 2, "candidates": 3}, 2 * 3 + 1),  # B*C candidates a step
         "adaptive": ({"adaptive": True, "adaptive_round": 3}, None),
     }
     for name, (gen, rollouts) in cases.items():
@@ -178,7 +178,10 @@ def test_rollouts_latent_forwards_and_greedy_rows_by_hand():
             assert payload["first_round"] == 3
         rows = task_utils.process_results({"answer": greedy}, [json.dumps(payload)])
         assert rows["rollouts"] == rollouts, name
-        assert rows["latent_forwards"] == rollouts * steps, name  # COCONUT: a fixed number of latent steps
+        if name == "beam":  # B*C candidates feed their beam's latent at steps 2..L, B beams the last; greedy L
+            assert rows["latent_forwards"] == 2 * 3 * (steps - 1) + 2 + steps
+        else:
+            assert rows["latent_forwards"] == rollouts * steps, name  # COCONUT: a fixed number of latent steps
         if name == "no greedy":
             assert "greedy" not in rows and "greedy" not in payload
         else:

@@ -75,6 +75,8 @@ def test_batch_size_does_not_change_logged_responses(models, task_manager, monke
     assert runs[1] == runs[3] == runs[8]  # byte-identical
     if name != "greedy":  # the runs sample: the questions' rollouts are not all alike
         assert len({tuple(c["text"] for c in json.loads(r)["candidates"]) for r in runs[1]}) > 1
+    if name == "beam":  # and a question's beams are different paths (dropout: each candidate's own forward)
+        assert all(len({c["score"] for c in json.loads(r)["candidates"]}) == 2 for r in runs[1])
 
 
 def test_auto_batch_with_out_of_memory_halving_is_identical(models, task_manager, monkeypatch):

@@ -51,7 +51,7 @@ def test_b1_c1_no_sampling_equals_greedy(setup):
     scores = rm.score_rollouts(greedy)
     torch.testing.assert_close(res.beam_step_scores[:, 0], scores.step_scores, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(res.beam_scores[:, 0], scores.trajectory_scores, atol=1e-4, rtol=1e-4)
-    assert res.latent_forward_passes == 3 * 6
+    assert res.latent_forwards.tolist() == [6, 6, 6]  # one row per latent step
 
 
 def test_beam_search_keeps_best_and_counts_compute(setup):
@@ -64,13 +64,14 @@ def test_beam_search_keeps_best_and_counts_compute(setup):
     Q = len(QUESTIONS)
     assert res.beam_answer_ids.shape[:2] == (Q, B) and res.answer_ids.shape[0] == Q
     assert res.beam_step_scores.shape == (Q, B, 6) and res.beam_latents.shape == (Q, B, 6, 32)
-    assert res.latent_forward_passes == Q * B * C * 6
+    # B*C candidates feed their beam's latent at steps 2..6 (step 1's latent is the prompt's), then B rows feed the last
+    assert res.latent_forwards.tolist() == [B * C * 5 + B] * Q
     # final choice is the best trajectory score; chosen answer is that beam's answer
     assert torch.equal(res.chosen, res.beam_scores.argmax(-1))
     for q in range(Q):
         assert torch.equal(res.answer_ids[q], res.beam_answer_ids[q, res.chosen[q]])
     torch.testing.assert_close(res.beam_scores, res.beam_step_scores.sum(-1))
-    # beams are sorted by their last step score (select_by='step')
+    # beams are sorted by their last step score
     last = res.beam_step_scores[:, :, -1]
     assert bool((last[:, 0] >= last[:, 1]).all())
     # the kept beams' step scores are what the RM gives their latent paths from scratch
@@ -95,6 +96,59 @@ def test_beam_search_step_scores_beat_sampling(setup):
     # (up to float rounding: 24 rows and 3 rows go through different matrix kernels)
     top, only = best.beam_step_scores[:, 0, 0], first.beam_step_scores[:, 0, 0]
     assert bool((top >= only - 1e-6).all()) and bool((top > only + 1e-3).any())
+
+
+@pytest.mark.parametrize("scope", ["all", "latent"])
+def test_dropout_candidates_draw_their_own_latents(setup, scope):
+    """Under dropout a candidate's latent is the output of its own keyed forward: the beams differ.
+
+    (The RM scored the latent its beam's previous forward had produced, so the C candidates of a beam
+    were alike, ties kept one parent's children, and every question ended with one latent path.)
+    """
+    backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
+    B, C, Q = 2, 3, len(QUESTIONS)
+    kw = dict(latent_beams=B, latent_candidates=C, latent_sampling="dropout", dropout_p=0.3, dropout_scope=scope,
+              seed=0, max_new_tokens=3)
+    res = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, **kw)
+    for q in range(Q):
+        paths = res.beam_latents[q].reshape(B, -1)
+        assert not torch.equal(paths[0], paths[1])  # B distinct latent paths
+        assert len(set(res.beam_scores[q].tolist())) == B  # with different RM scores
+    # the kept paths' scores are what the RM gives them from scratch
+    state = rm.rm_prefill(enc.input_ids, enc.attention_mask).repeat_interleave(B)
+    rescored = rm.rm_step(state, res.beam_latents.reshape(Q * B, 6, 32)).view(Q, B, 6)
+    torch.testing.assert_close(rescored, res.beam_step_scores, atol=1e-4, rtol=1e-4)
+    # the candidates of one step differ: with C=1 the kept first-step score can only be lower or equal
+    one = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, **{**kw, "latent_beams": 1,
+                                                                            "latent_candidates": 1})
+    best = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, **{**kw, "latent_beams": 1,
+                                                                             "latent_candidates": 6})
+    first, one_first = best.beam_step_scores[:, 0, 0], one.beam_step_scores[:, 0, 0]
+    if scope == "all":  # the first latent comes from each candidate's own prompt pass
+        assert bool((first >= one_first).all()) and bool((first > one_first + 1e-4).any())
+    else:  # no dropout on the prompt: the first latents are alike, the second ones are not
+        assert torch.equal(first, one_first)
+        assert not torch.equal(best.beam_step_scores[:, 0, 1], one.beam_step_scores[:, 0, 1])
+    # a question alone gets the same search as in the batch
+    alone = rm_beam_search(backbone, rm, enc.input_ids[1:2, -int(enc.attention_mask[1].sum()):], None, **kw)
+    assert torch.equal(alone.beam_answer_ids[0], res.beam_answer_ids[1])
+    torch.testing.assert_close(alone.beam_latents[0], res.beam_latents[1], rtol=1e-4, atol=1e-5)
+
+
+def test_charged_latent_forwards_are_the_rows_fed(setup, monkeypatch):
+    backbone, rm, enc = setup["backbone"], setup["rm"], setup["enc"]
+    fed, original = [], backbone.feed_latent
+
+    def counting(state, latent, active, sampler):
+        fed.append(latent.shape[0])
+        return original(state, latent, active, sampler)
+
+    monkeypatch.setattr(backbone, "feed_latent", counting)
+    res = rm_beam_search(backbone, rm, enc.input_ids, enc.attention_mask, latent_beams=2, latent_candidates=3,
+                         latent_sampling="dropout", dropout_p=0.3, seed=0, max_new_tokens=2)
+    questions = fed[-1] // 2  # the batch's questions, ghosts included: the last feed has B rows each
+    assert len(fed) == 6 and sum(fed) % questions == 0
+    assert res.latent_forwards.tolist() == [sum(fed) // questions] * len(QUESTIONS) == [2 * 3 * 5 + 2] * 3
 
 
 def test_best_of_n_picks_highest_scoring(setup):
@@ -140,7 +194,6 @@ def test_bad_arguments(setup, tmp_path):
         (dict(latent_beams=0), "latent_beams must be an integer >= 1; got 0"),
         (dict(latent_candidates=0), "latent_candidates must be an integer >= 1; got 0"),
         (dict(latent_beams=1.5), "latent_beams must be an integer >= 1"),
-        (dict(select_by="best"), "select_by"),
         (dict(reduction="max"), "reduction must be one of"),
     ):
         with pytest.raises(ValueError, match=match):

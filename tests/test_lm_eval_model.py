@@ -173,6 +173,8 @@ def test_rm_aggregations_and_beam(ckpts):
                                                      candidates=2)])[0])
     assert beam["aggregate"] == "beam" and len(beam["candidates"]) == 3
     assert beam["answer"] == beam["candidates"][beam["chosen"]]["answer"]
+    # under dropout each candidate draws its own latent: the beams are not copies of one path
+    assert len({c["score"] for c in beam["candidates"]}) == 3
 
 
 def test_rm_that_does_not_match_the_backbone(ckpts):

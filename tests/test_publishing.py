@@ -23,9 +23,10 @@ from lm_eval_latenttts.checkpoints import shipped_model, shipped_rm
 from lm_eval_latenttts.data import ARITH_TEST
 from lm_eval_latenttts.publishing.eval_results import Benchmark, ExportError, export_results
 from lm_eval_latenttts.publishing.hub import push_to_hub
-from lm_eval_latenttts.publishing.identity import hub_commit, hub_repo_id
+from lm_eval_latenttts.publishing.identity import hub_commit, hub_repo_id, weights_sha256
 
 QUESTIONS = 20
+RM_TAG = "rm" + weights_sha256(shipped_rm())[:8]  # the slug names the LatentRM by its weights
 HUB_ARGS = ("hub_results_org=me,details_repo_name=latent-details,results_repo_name=latent-results,"
             "push_results_to_hub=True,push_samples_to_hub=True,public_repo=False")
 
@@ -156,9 +157,9 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
         assert (entry.dataset_id, entry.task_id) == ("me/arith", "arith_test")
         assert entry.source_url == "https://huggingface.co/me/arith-coconut" and entry.date.endswith("Z")
         assert "N=16" in entry.notes and "dropout p=0.2" in entry.notes and "arith-rm" in entry.notes
-        assert "aggregation weighted" in entry.notes and path.stem.endswith("dropout0.2-n16-weighted-rm")
+        assert "aggregation weighted" in entry.notes and path.stem.endswith(f"dropout0.2-n16-weighted-{RM_TAG}")
         assert "17 rollouts, 34 latent forward steps" in entry.notes
-        metric = path.stem[len("latent_arith_"):-len("_dropout0.2-n16-weighted-rm")].replace("-at-", "@")
+        metric = path.stem[len("latent_arith_"):-len(f"_dropout0.2-n16-weighted-{RM_TAG}")].replace("-at-", "@")
         seen[metric] = entry.value
     assert seen == scores
 
@@ -167,7 +168,7 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
     index = {r.metric_type: r for r in card.data.eval_results}
     assert {k: r.metric_value for k, r in index.items()} == scores
     assert {(r.dataset_type, r.task_name, r.metric_config) for r in index.values()} == {
-        ("me/arith", "latent_arith", "dropout0.2-n16-weighted-rm")}
+        ("me/arith", "latent_arith", f"dropout0.2-n16-weighted-{RM_TAG}")}
     assert index["majority"].metric_args["n"] == 16 and index["majority"].metric_args["aggregate"] == "weighted"
     assert card.data.model_name == "me/arith-coconut"
     # exporting again replaces, never duplicates
@@ -207,21 +208,128 @@ def test_settings_slug_tells_apart_every_setting_that_changes_scores(tmp_path):
     from hf_modeling.generation_config import ADAPTIVE_DEFAULTS, INHERITED_DEFAULTS, LATENT_DEFAULTS
     from lm_eval_latenttts.publishing.eval_results import SLUG_EXTRAS, settings_slug, slug_defaults
 
-    library = {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS}
+    library = {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS, "dtype": "float32"}
     assert slug_defaults() == {k: library[k] for k in SLUG_EXTRAS}  # no checkpoint: the library's defaults
     base = {"sampling": "dropout", "dropout_p": 0.2, "dropout_scope": "all", "n": 16, "aggregate": "weighted",
             "max_new_tokens": 32, "seed": 0}
-    assert settings_slug(base, True) == "dropout0.2-n16-weighted-rm"  # the default settings: the short slug
-    assert settings_slug({"sampling": "none", "n": 1, "aggregate": "majority", "max_new_tokens": 32}, False) == "greedy"
-    slugs = {settings_slug(base, True)}
-    for change in ({"dropout_scope": "latent"}, {"max_new_tokens": 16}, {"latent_length": 4}):
-        slugs.add(settings_slug({**base, **change}, True))
-    assert len(slugs) == 4
+    rm = "1a2b3c4d" + "0" * 56
+    assert settings_slug(base, rm) == "dropout0.2-n16-weighted-rm1a2b3c4d"  # the default settings: the short slug
+    assert settings_slug({"sampling": "none", "n": 1, "aggregate": "majority", "max_new_tokens": 32}, None) == "greedy"
+    slugs = {settings_slug(base, rm)}
+    for change in ({"dropout_scope": "latent"}, {"max_new_tokens": 16}, {"latent_length": 4}, {"dtype": "bfloat16"}):
+        slugs.add(settings_slug({**base, **change}, rm))
+    slugs.add(settings_slug(base, "9" * 64))  # another LatentRM
+    assert len(slugs) == 6
+    assert settings_slug({**base, "dtype": "float32"}, rm) == settings_slug(base, rm)  # the default dtype
     adaptive = {**base, "adaptive_rule": "confidence", "adaptive_round": 3, "adaptive_threshold": 0.9,
                 "adaptive_votes": "count"}
-    assert settings_slug(adaptive, True) != settings_slug({**adaptive, "adaptive_votes": "rm"}, True)
+    assert settings_slug(adaptive, rm) != settings_slug({**adaptive, "adaptive_votes": "rm"}, rm)
     # the defaults are the checkpoint's own settings (a run without model_args): its max_new_tokens keeps the short slug
     (tmp_path / "generation_config.json").write_text(json.dumps({"max_new_tokens": 8, "dropout_scope": "all"}))
     defaults = slug_defaults(tmp_path)
-    assert settings_slug({**base, "max_new_tokens": 8}, True, defaults) == "dropout0.2-n16-weighted-rm"
-    assert settings_slug(base, True, defaults) == "dropout0.2-n16-weighted-rm-tok32"
+    assert settings_slug({**base, "max_new_tokens": 8}, rm, defaults) == "dropout0.2-n16-weighted-rm1a2b3c4d"
+    assert settings_slug(base, rm, defaults) == "dropout0.2-n16-weighted-rm1a2b3c4d-tok32"
+    (tmp_path / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))  # the checkpoint's dtype is the default
+    assert settings_slug({**base, "max_new_tokens": 8, "dtype": "bfloat16"}, rm, slug_defaults(tmp_path)) == \
+        "dropout0.2-n16-weighted-rm1a2b3c4d"
+    assert settings_slug({**base, "max_new_tokens": 8, "dtype": "float32"}, rm, slug_defaults(tmp_path)) == \
+        "dropout0.2-n16-weighted-rm1a2b3c4d-float32"
+
+
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory):
+    """Real ``lm_eval --model latent_tts`` runs (N=2) of one model folder on 20 questions that differ in one thing:
+    {"base", "other_rm" (another LatentRM folder), "bf16" (dtype), "predict_only"} -> (results file, model folder)."""
+    from hf_modeling import AutoLatentModel
+
+    root = tmp_path_factory.mktemp("small_runs")
+    model = root / "arith-coconut"
+    shutil.copytree(shipped_model(), model)
+    other_rm = root / "other-rm"
+    rm = AutoLatentModel.from_pretrained(shipped_rm())
+    with torch_no_grad():
+        for p in rm.parameters():
+            p.add_(0.01)
+    rm.save_pretrained(other_rm)
+    data = root / "arith20.json"
+    data.write_text(json.dumps(json.loads(ARITH_TEST.read_text())[:QUESTIONS]))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               LATENT_TTS_DATA_ARITH=str(data))
+    base = f"pretrained={model},n=2,aggregate=weighted"
+    runs = {"base": (f"{base},rm={shipped_rm()}", []), "other_rm": (f"{base},rm={other_rm}", []),
+            "bf16": (f"{base},rm={shipped_rm()},dtype=bfloat16", []),
+            "predict_only": (f"{base},rm={shipped_rm()}", ["--predict_only"])}
+    found = {}
+    for name, (model_args, extra) in runs.items():
+        out = root / name
+        proc = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "latent_tts", "--model_args", model_args,
+                               "--tasks", "latent_arith", "--output_path", str(out), *extra],
+                              capture_output=True, text=True, env=env, cwd=root, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        (found[name],) = list(out.rglob("results_*.json"))
+    return found, model
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def _export(file, folder):
+    """``latent-tts export-results`` in-process: (exit code, stderr)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["export-results", str(file), "--model-dir", str(folder), "--benchmark", "latent_arith=me/arith"])
+    return code, err.getvalue()
+
+
+def test_export_refuses_a_predict_only_run(small_runs, tmp_path):
+    runs, model = small_runs
+    assert "bypass,none" in json.loads(runs["predict_only"].read_text())["results"]["latent_arith"]
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    code, err = _export(runs["predict_only"], folder)
+    assert code == 2 and "--predict_only" in err and "bypass" in err
+    assert not (folder / ".eval_results").exists() and not (folder / "README.md").exists()
+
+
+@pytest.mark.parametrize("other", ["other_rm", "bf16"])
+def test_runs_that_differ_only_in_the_rm_or_dtype_keep_their_own_entries(small_runs, tmp_path, other):
+    runs, model = small_runs
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    assert _export(runs["base"], folder)[0] == 0
+    first = {p.name: p.read_text() for p in (folder / ".eval_results").glob("*.yaml")}
+    first_index = ModelCard.load(folder / "README.md").data.eval_results
+    assert _export(runs[other], folder)[0] == 0
+    after = {p.name: p.read_text() for p in (folder / ".eval_results").glob("*.yaml")}
+    assert len(after) == 2 * len(first) and all(after[name] == text for name, text in first.items())
+    index = ModelCard.load(folder / "README.md").data.eval_results
+    assert len(index) == 2 * len(first_index)
+    assert {(r.metric_type, r.metric_config, r.metric_value) for r in first_index} <= \
+        {(r.metric_type, r.metric_config, r.metric_value) for r in index}  # the first run's entries are all kept
+    configs = {r.metric_config for r in index}
+    assert len(configs) == 2
+    if other == "bf16":
+        assert any(c.endswith("-bfloat16") for c in configs)
+        assert all(r.metric_args["dtype"] in ("float32", "bfloat16") for r in index)
+
+
+def test_export_into_a_card_with_an_invalid_model_index_writes_nothing(small_runs, tmp_path):
+    runs, model = small_runs
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    card = "---\nlicense: mit\nmodel-index:\n- name: x\n  results:\n  - task: {type: t}\n    metrics: 3\n---\n\n# Mine\n"
+    (folder / "README.md").write_text(card)
+    code, err = _export(runs["base"], folder)
+    assert code == 2
+    assert str(folder / "README.md") in err and "model-index" in err and "nothing was written" in err
+    assert "ignore_metadata_errors" not in err  # a Python argument the CLI does not have
+    assert not (folder / ".eval_results").exists() and (folder / "README.md").read_text() == card
+    (folder / "README.md").write_text("---\nmodel-index: [1\n---\n\n# Mine\n")  # YAML that does not parse
+    code, err = _export(runs["base"], folder)
+    assert code == 2 and str(folder / "README.md") in err and not (folder / ".eval_results").exists()

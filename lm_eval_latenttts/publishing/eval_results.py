@@ -15,11 +15,18 @@ Writes, into the evaluated backbone's folder:
   ``config`` = the settings, ``args`` = every setting), replacing older
   entries of the same task, metric and settings.
 
+File names and ``model-index`` configs carry a slug of everything that
+changes a score: the settings, the LatentRM (its weights' sha256) and the
+weights' dtype when it is not the checkpoint's own, so runs that differ only
+there do not overwrite each other.
+
 Refused: results of another model than the folder's (compared by the sha256
 of the weights that the run recorded, see ``publishing.model_info``), results
 not produced by ``latent_tts``, runs with ``--limit`` / ``--samples`` (fewer
-documents than the task has), and tasks whose questions came from a local
-file unless ``--benchmark TASK=DATASET`` says which Hub benchmark they are.
+documents than the task has), ``--predict_only`` runs (no scores), a card
+whose ``model-index`` cannot be read (before anything is written), and tasks
+whose questions came from a local file unless ``--benchmark TASK=DATASET``
+says which Hub benchmark they are.
 """
 
 from __future__ import annotations
@@ -120,6 +127,11 @@ def check_results(results: dict, file: Path, model_dir: Path) -> dict:
     if config.get("limit") is not None:
         raise ExportError(f"{file} comes from a run with --limit {config['limit']}: a score on part of a task is "
                           "not the task's score. Rerun without --limit.")
+    placeholder = sorted(task for task, scores in results["results"].items()
+                         if any(key.partition(",")[0] == "bypass" for key in scores))
+    if placeholder:
+        raise ExportError(f"{file} comes from a --predict_only run: task {placeholder[0]} holds lm-eval's placeholder "
+                          "metric 'bypass' (999), not scores. Rerun without --predict_only to export scores.")
     for task, counts in (results.get("n-samples") or {}).items():
         if counts.get("effective") != counts.get("original"):
             raise ExportError(f"{file}: task {task} scored {counts.get('effective')} of its {counts.get('original')} "
@@ -136,6 +148,10 @@ def check_results(results: dict, file: Path, model_dir: Path) -> dict:
         raise ExportError(f"{file} evaluated {info.get('pretrained')!r} (weights sha256 {recorded[:12]}...), but "
                           f"{model_dir} holds other weights ({mine[:12]}...): export results into the folder of "
                           "the model that was evaluated.")
+    if info.get("rm") and not info.get("rm_weights_sha256"):
+        raise ExportError(f"{file} does not record the weights sha256 of its LatentRM {info['rm']!r} (no safetensors "
+                          "weights?), so its scores cannot be told from another LatentRM's; save the RM with "
+                          "safetensors weights and rerun the evaluation.")
     return info
 
 
@@ -158,31 +174,50 @@ def task_benchmark(results: dict, info: dict, task: str, given: dict[str, Benchm
 # ------------------------------------------------------------------------------------ settings
 # settings that change scores but have no place in the short slug, with their slug tags; appended only when a
 # run's value differs from the default, so that runs of the checkpoint's own settings keep the short slug
-SLUG_EXTRAS = {"dropout_scope": "scope", "latent_length": "L", "max_new_tokens": "tok", "adaptive_votes": "votes"}
+# ``dtype`` (of the weights, e.g. bfloat16) is the run's, not a generation setting: its default is the checkpoint's
+SLUG_EXTRAS = {"dropout_scope": "scope", "latent_length": "L", "max_new_tokens": "tok", "adaptive_votes": "votes",
+               "dtype": ""}
+DEFAULT_DTYPE = "float32"  # what a checkpoint without a recorded dtype loads as
 
 
 def slug_defaults(model_dir=None) -> dict:
     """The values of ``SLUG_EXTRAS`` a run gets when model_args do not set them: the checkpoint's
-    ``generation_config.json`` (in ``model_dir``), else the library's defaults (``LatentGenerationConfig``)."""
+    ``generation_config.json`` and ``config.json`` dtype (in ``model_dir``), else the library's defaults
+    (``LatentGenerationConfig``, float32)."""
     from hf_modeling.generation_config import ADAPTIVE_DEFAULTS, INHERITED_DEFAULTS, LATENT_DEFAULTS
 
-    library = {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS}
+    library = {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS, "dtype": DEFAULT_DTYPE}
     defaults = {key: library[key] for key in SLUG_EXTRAS}
-    path = Path(model_dir) / "generation_config.json" if model_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            saved = {}
-        defaults.update({key: saved[key] for key in defaults if key in saved})
+    folder = Path(model_dir) if model_dir is not None else None
+    saved = _json(folder / "generation_config.json") if folder is not None else {}
+    defaults.update({key: saved[key] for key in defaults if key in saved})
+    config = _json(folder / "config.json") if folder is not None else {}
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    if isinstance(dtype, str):
+        defaults["dtype"] = dtype_name(dtype)
     return defaults
 
 
-def settings_slug(settings: dict, has_rm: bool, defaults: dict | None = None) -> str:
-    """A short, file-name-safe name of the settings, e.g. ``dropout0.2-n16-weighted-rm`` or ``greedy``.
+def _json(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        found = {}
+    return found if isinstance(found, dict) else {}
 
-    Settings of ``SLUG_EXTRAS`` that differ from ``defaults`` (see ``slug_defaults``) are appended, e.g.
-    ``-scopelatent`` or ``-tok16``: runs that differ in any setting that changes scores get different slugs.
+
+def dtype_name(dtype) -> str | None:
+    """``'torch.bfloat16'`` / ``'bfloat16'`` -> ``'bfloat16'`` (results record torch's spelling, configs the short one)."""
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def settings_slug(settings: dict, rm_sha256: str | None, defaults: dict | None = None) -> str:
+    """A short, file-name-safe name of the settings, e.g. ``dropout0.2-n16-weighted-rm1a2b3c4d`` or ``greedy``.
+
+    ``rm_sha256``: the LatentRM's weights sha256 (None: no RM); its first 8 hex digits follow ``rm``, so
+    runs with different LatentRMs get different slugs.  Settings of ``SLUG_EXTRAS`` that differ from
+    ``defaults`` (see ``slug_defaults``) are appended, e.g. ``-scopelatent``, ``-tok16`` or ``-bfloat16``:
+    runs that differ in any setting that changes scores get different slugs.
     """
     sampling, n = settings.get("sampling") or "none", settings.get("n") or 1
     if settings.get("aggregate") == "beam":
@@ -195,7 +230,7 @@ def settings_slug(settings: dict, has_rm: bool, defaults: dict | None = None) ->
     if settings.get("adaptive_rule"):
         parts += [f"adaptive-{settings['adaptive_rule']}{settings.get('adaptive_threshold')}"
                   f"-k{settings.get('adaptive_round')}"]
-    parts += ["rm"] if has_rm else []
+    parts += [f"rm{rm_sha256[:8]}"] if rm_sha256 else []
     parts += [f"seed{settings['seed']}"] if settings.get("seed") not in (None, 0) else []
     defaults = slug_defaults() if defaults is None else defaults
     for key, tag in SLUG_EXTRAS.items():
@@ -211,7 +246,8 @@ def _strength(settings: dict) -> str:
     return sampling if value is None else f"{sampling}{value}"
 
 
-def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] | None = None) -> str:
+def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] | None = None,
+          dtype: str | None = None) -> str:
     """Human-readable test-time-scaling settings, what ``metric`` measures and what the run cost per question."""
     aggregate = settings.get("aggregate")
     meaning = METRIC_MEANING.get(metric, metric).format(aggregate=aggregate)
@@ -228,9 +264,10 @@ def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] |
                   f"{settings.get('adaptive_votes')} votes)")
     spent = ", ".join(f"{costs[k]:g} {label}" for k, label in COST_METRICS.items() if k in (costs or {}))
     spent = f" Cost per question (mean, the greedy decode included): {spent}." if spent else ""
+    weights = f", weights {dtype}" if dtype else ""
     return (f"lm-eval-latenttts test-time scaling, zero-shot: {meaning}. Latent sampling {sampling}"
             f"{strength.get(sampling, '')}, {budget}, aggregation {how}, LatentRM "
-            f"{rm or 'none'}, seed {settings.get('seed')}.{spent}")
+            f"{rm or 'none'}, seed {settings.get('seed')}{weights}.{spent}")
 
 
 def relevant(settings: dict) -> dict:
@@ -271,7 +308,7 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     from huggingface_hub import EvalResult, EvalResultEntry, eval_result_entries_to_yaml
 
     from hf_modeling.hub import card_metadata, render_card
-    from lm_eval_latenttts.publishing.model_card import update_model_index
+    from lm_eval_latenttts.publishing.model_card import read_card, update_model_index
 
     model_dir = Path(model_dir)
     results, file = load_results(results_path)
@@ -283,18 +320,20 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     name = source_name or ("lm-eval-harness results (lm-eval-latenttts)" if url else None)
     date = datetime.fromtimestamp(float(results.get("date") or 0), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     rm = rm_label(info)
+    rm_sha256 = info.get("rm_weights_sha256") if info.get("rm") else None
+    dtype = dtype_name(info.get("dtype"))
     defaults = slug_defaults(model_dir)  # the checkpoint's own settings: what a run without model_args used
     files, index = {}, []
     for task in tasks:
         settings = relevant((info.get("tasks") or {}).get(task) or {k: info.get(k) for k in SETTING_KEYS})
-        slug, bench = settings_slug(settings, rm is not None, defaults), chosen[task]
+        slug, bench = settings_slug({**settings, "dtype": dtype}, rm_sha256, defaults), chosen[task]
         scores = list(_metrics(results["results"][task]))
         costs = {metric: value for metric, filt, value in scores if metric in COST_METRICS and filt == "none"}
         for metric, filt, value in scores:
             if metric in COST_METRICS:
                 continue
             variant = metric if filt == "none" else f"{metric}-{filt}"
-            text = notes(settings, metric, rm, costs)
+            text = notes(settings, metric, rm, costs, dtype)
             entry = EvalResultEntry(dataset_id=bench.dataset_id, task_id=bench.task_id, value=value, date=date,
                                     source_url=url, source_name=name, notes=text)
             stem = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{task}_{variant.replace('@', '-at-')}_{slug}")
@@ -303,9 +342,15 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
                 task_type="text-generation", task_name=task, dataset_type=bench.dataset_id,
                 dataset_name=bench.dataset_id, dataset_split=bench.split, metric_type=variant, metric_value=value,
                 metric_name=f"{variant} ({slug})", metric_config=slug, source_name=name, source_url=url,
-                metric_args={**settings, "rm": rm, "notes": text}))
+                metric_args={**settings, "rm": rm, "rm_weights_sha256": rm_sha256, "dtype": dtype, "notes": text}))
     if not files:
         raise ExportError(f"{file} holds no task scores to export.")
+    card = render_card(card_metadata(pipeline_tag="text-generation", tags=[str(info.get("backbone"))]),
+                       f"# {repo_id or model_dir.name}\n\nA {info.get('backbone_class')} latent reasoning model.")
+    try:  # an unreadable card stops the export before anything is written
+        card = read_card(model_dir, new_card=card)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
     out = model_dir / RESULTS_DIR
     out.mkdir(exist_ok=True)
     written = []
@@ -313,11 +358,9 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
         tmp = out / f".tmp-{stem}.yaml"
         tmp.write_text(text, encoding="utf-8")
         written.append(tmp.replace(out / f"{stem}.yaml"))
-    card = render_card(card_metadata(pipeline_tag="text-generation", tags=[str(info.get("backbone"))]),
-                       f"# {repo_id or model_dir.name}\n\nA {info.get('backbone_class')} latent reasoning model.")
-    written.append(update_model_index(model_dir, index, repo_id or model_dir.name, new_card=card))
+    written.append(update_model_index(model_dir, index, repo_id or model_dir.name, card=card))
     return written
 
 
-__all__ = ["Benchmark", "ExportError", "export_results", "find_results_file", "load_results", "notes",
+__all__ = ["Benchmark", "ExportError", "dtype_name", "export_results", "find_results_file", "load_results", "notes",
            "parse_benchmarks", "settings_slug", "slug_defaults"]

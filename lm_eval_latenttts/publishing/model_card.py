@@ -149,16 +149,35 @@ def rm_model_card(summary: dict, rm=None, repo_id: str | None = None) -> str:
     return render_card(_metadata(summary, backbone), "\n".join(lines))
 
 
-def update_model_index(folder, results: list, model_name: str, new_card: str | None = None) -> Path:
-    """Merge ``results`` (``huggingface_hub.EvalResult``) into the ``model-index`` of ``folder/README.md``.
+def read_card(folder, new_card: str | None = None):
+    """The ``README.md`` card of ``folder`` as a ``huggingface_hub.ModelCard`` (``new_card`` if there is none).
 
-    An existing entry for the same task, dataset, metric and metric config is replaced; the card's other
-    metadata and text stay as they are.  A folder without a card gets ``new_card`` first.
+    A card whose metadata or ``model-index`` cannot be read is an error naming the file, so that nothing
+    is merged into it (and nothing written beside it) before it is fixed.
     """
+    import yaml
     from huggingface_hub import ModelCard
 
     path = Path(folder) / CARD_FILE
-    card = ModelCard(path.read_text(encoding="utf-8") if path.is_file() else new_card or "")
+    if not path.is_file():
+        return ModelCard(new_card or "")
+    try:
+        return ModelCard(path.read_text(encoding="utf-8"))
+    except (ValueError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split(". Pass `ignore_metadata_errors=True`")[0].split())
+        raise ValueError(f"{path}: its YAML metadata cannot be read ({reason}). Fix or remove its model-index "
+                         "(or the whole metadata block) and export again; nothing was written.") from None
+
+
+def update_model_index(folder, results: list, model_name: str, new_card: str | None = None, card=None) -> Path:
+    """Merge ``results`` (``huggingface_hub.EvalResult``) into the ``model-index`` of ``folder/README.md``.
+
+    An existing entry for the same task, dataset, metric and metric config is replaced; the card's other
+    metadata and text stay as they are.  A folder without a card gets ``new_card`` first.  ``card``: the
+    card ``read_card`` already read (else it is read here).
+    """
+    path = Path(folder) / CARD_FILE
+    card = read_card(folder, new_card) if card is None else card
 
     def key(result):
         return (result.task_type, result.task_name, result.dataset_type, result.dataset_config,
@@ -174,4 +193,4 @@ def update_model_index(folder, results: list, model_name: str, new_card: str | N
     return path
 
 
-__all__ = ["rm_model_card", "update_model_index"]
+__all__ = ["read_card", "rm_model_card", "update_model_index"]

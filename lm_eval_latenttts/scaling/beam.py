@@ -1,33 +1,37 @@
 """RM-guided beam search over latent steps.
 
 Per question: B beams.  At each latent step every beam branches into C
-stochastic candidates (Monte Carlo dropout or Gaussian noise via
-``LatentSampler``), the LatentRM scores each candidate's new latent with one
-incremental forward on its own KV cache, and the B best candidates survive.
-After the last latent step the B beams decode their answers greedily and the
-beam with the best trajectory score is chosen.
+stochastic candidates, the LatentRM scores each candidate's new latent with
+one incremental forward on its own KV cache, and the B best candidates
+survive.  After the last latent step the B beams decode their answers greedily
+and the beam with the best trajectory score is chosen.
 
-Compute: each latent step costs B*C backbone latent forwards (rows) per
-question, so a search of L steps spends ``B*C*L`` per question, the same as
-best-of-N with ``N = B*C`` (``latent_forward_passes`` reports the total).
-Answer decoding costs B rows per question instead of N.
+A candidate's latent comes from its own randomness: under Monte Carlo dropout
+the latent a row feeds back is the output of its previous forward, so
+candidate k of a beam first runs that forward itself (the beam's kept latent
+goes in, with dropout keyed by the candidate) and its output is the latent the
+RM scores; at the first step that forward is the prompt pass (each candidate
+runs its own with ``dropout_scope='all'``; with ``'latent'`` the prompt has no
+dropout and the first step's candidates are alike).  Under Gaussian noise the
+candidate's latent is the beam's output plus noise keyed by the candidate.
+The kept latents of the last step are fed after the search.
+
+Compute per question: ``B*C*(L-1) + B`` latent forwards for L latent steps
+(``latent_forwards`` counts them; best-of-N with N = B*C spends ``N*L``), B*C
+prompt passes with dropout on the prompt (else one), B rows decoding answers.
 
 Details:
 
-* The prompt pass runs once per question; its state is repeated to the B
-  beams (with ``dropout_scope='all'`` the prompt's dropout draw is shared by
-  the beams of a question).
 * Randomness: candidate k (0..B*C-1) of a question at latent step t is keyed
   by (question key, t, k), so a question's search does not depend on the
   other questions of the batch (see ``hf_modeling.latent_sampling``).
 * At step 1 all B beams are the same prefix, so the first step draws B*C
   candidates from it.
-* ``select_by='step'`` (default, as in the paper) ranks candidates by the RM
-  score of the new step; ``'cumulative'`` by the sum of the path's step scores.
-  Ties go to the earlier candidate (beam order, then candidate order).
+* Candidates are ranked by the RM score of the new step (as in the paper);
+  ties go to the earlier candidate (beam order, then candidate order).
 * Dynamic backbones (CoLaR): a beam that has emitted the end marker stops;
-  only one copy of it competes (ranked by its last step score for
-  ``'step'``), and it takes no further latent steps.
+  only one copy of it competes (ranked by its last step score), and it takes
+  no further latent steps.
 * The final choice is by trajectory score (``reduction``: 'sum' by default).
 """
 
@@ -39,10 +43,8 @@ import torch
 
 from hf_modeling.generation_config import LatentGenerationConfig
 from hf_modeling.latent_sampling import fold
-from hf_modeling.latent_state import batch_invariant_attention
-from hf_modeling.modeling_latent_rm import reduce_step_scores
-
-SELECT_BY = ("step", "cumulative")
+from hf_modeling.latent_state import LatentState, RolloutSetup, batch_invariant_attention
+from hf_modeling.rm_state import RMState, reduce_step_scores
 
 
 @dataclass
@@ -56,7 +58,8 @@ class BeamSearchResult:
     beam_step_scores: (Q, B, L) step scores along each beam's path (0 on skipped steps).
     beam_step_mask: (Q, B, L) which steps the beam took.
     beam_latents: (Q, B, L, hidden) the beams' latent vectors.
-    latent_forward_passes: backbone latent forwards spent (rows fed, summed over steps).
+    latent_forwards: (Q,) backbone latent forwards (rows) each question's search ran, in the
+        forwards where any of its rows took a latent (the unit best-of-N is compared in).
     """
 
     answer_ids: torch.Tensor
@@ -66,13 +69,30 @@ class BeamSearchResult:
     beam_step_scores: torch.Tensor
     beam_step_mask: torch.Tensor
     beam_latents: torch.Tensor
-    latent_forward_passes: int
+    latent_forwards: torch.Tensor
+
+
+@dataclass
+class _Beams:
+    """Rows of a search between two latent steps: the kept beams (B per question) or their candidates (B*C).
+
+    ``latent`` is the vector each row took at the last step; the backbone has
+    not fed it yet (its next forward, run by each candidate with its own keys,
+    does), while the RM has (``rm_state``).
+    """
+
+    state: LatentState
+    rm_state: RMState
+    latent: torch.Tensor | None  # (rows, hidden); None before the first step
+    active: torch.Tensor | None  # (rows,) the row took a latent at the last step (False: it had stopped)
+    step_scores: torch.Tensor  # (rows, steps) RM score of each step on the path
+    step_mask: torch.Tensor  # (rows, steps) which steps the path took
+    last_score: torch.Tensor  # (rows,) score of the last step the path took
 
 
 @torch.no_grad()
 def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   generation_config: LatentGenerationConfig | None = None, *, select_by: str = "step",
-                   generator: torch.Generator | None = None, **overrides) -> BeamSearchResult:
+                   generation_config: LatentGenerationConfig | None = None, **overrides) -> BeamSearchResult:
     """RM-guided beam search for a batch of left-padded prompts; see the module docstring.
 
     Args:
@@ -82,92 +102,137 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
             (B) and ``latent_candidates`` (C) size the search, ``reduction`` gives the
             trajectory score of the final choice.  With sampling off the C
             candidates of a beam are identical, and B=C=1 is plain greedy decoding.
-        select_by: 'step' (RM score of the new step) or 'cumulative'.
     Returns:
         :class:`BeamSearchResult`.
     """
-    if select_by not in SELECT_BY:
-        raise ValueError(f"select_by must be one of {SELECT_BY}; got {select_by!r}.")
     config = backbone.latent_generation_config(generation_config, **overrides)
     rm.check_backbone(backbone)
-    B, C, reduction = config.latent_beams, config.latent_candidates, config.reduction
-
-    device = backbone.get_input_embeddings().weight.device
-    setup = backbone.prepare_rollout(input_ids, attention_mask, config, generator)
-    setup, real_questions = setup.with_ghosts(B * C)
-    input_ids, attention_mask, sampler = setup.input_ids, setup.attention_mask, setup.sampler
-    steps, max_new_tokens = setup.steps, setup.max_new_tokens
-    eos_token_id, pad_token_id = setup.eos_token_id, setup.pad_token_id
-    candidate_index = torch.arange(B * C, device=device).repeat(input_ids.shape[0])
-
-    Q = input_ids.shape[0]
-    rm_device = rm.get_input_embeddings().weight.device
+    B, C = config.latent_beams, config.latent_candidates
+    # ghosts: every forward, down to the B rows per question of the last feed and the answers, has >= MIN_ROWS rows
+    setup, real = backbone.prepare_rollout(input_ids, attention_mask, config).with_ghosts(B)
+    spent = torch.zeros(setup.input_ids.shape[0], dtype=torch.long)
     was_training = (backbone.training, rm.training)
     backbone.eval()
     rm.eval()
-    latent_forwards = 0
     try:
-        with sampler.attached(backbone), batch_invariant_attention():
-            state = backbone.prefill(input_ids, attention_mask, sampler, setup.question_keys).repeat_interleave(B)
-            rm_state = rm.rm_prefill(input_ids, attention_mask).repeat_interleave(B)
-            rows = Q * B
-            path_scores = torch.zeros(rows, 0, device=rm_device)
-            path_active = torch.zeros(rows, 0, dtype=torch.bool, device=rm_device)
-            last_score = torch.zeros(rows, device=rm_device)
-            for t in range(steps):
-                if backbone.dynamic_latent_length and bool(state.stopped.all()):
+        with setup.sampler.attached(backbone), batch_invariant_attention():
+            beams = _prompt(backbone, rm, setup, B * C if setup.steps else B, real)
+            for t in range(setup.steps):
+                if backbone.dynamic_latent_length and bool(beams.state.stopped.all()):
                     break
-                cand = state.repeat_interleave(C)
-                cand.row_keys = fold(fold(setup.question_keys, t).repeat_interleave(B * C), candidate_index)
-                cand_rm = rm_state.repeat_interleave(C)
-                latent = backbone.latent_step(cand, sampler)
-                active = cand.latent_active[-1].to(rm_device)
-                latent_forwards += cand.rows
-                score = rm.rm_step(cand_rm, latent.to(rm_device), active)
-                cand_scores = torch.cat([path_scores.repeat_interleave(C, dim=0), score[:, None]], dim=1)
-                cand_active = torch.cat([path_active.repeat_interleave(C, dim=0), active[:, None]], dim=1)
-                cand_last = torch.where(active, score, last_score.repeat_interleave(C))
-                if select_by == "step":
-                    key = cand_last.clone()
-                else:
-                    key = torch.where(cand_active, cand_scores, torch.zeros_like(cand_scores)).sum(-1)
-                key = torch.nan_to_num(key.float(), nan=float("-inf"))
-                key = key.view(Q, B, C)
-                # one copy of a stopped beam competes; identical prefixes at step 1 count once per candidate
-                dup = torch.zeros(Q, B, C, dtype=torch.bool, device=rm_device)
-                dup[:, :, 1:] = (~active.view(Q, B, C))[:, :, 1:]
-                key = key.masked_fill(dup, float("-inf")).view(Q, B * C)
-                # stable top-B: sort descending, ties keep the earlier index
-                order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :B]
-                index = (order + torch.arange(Q, device=rm_device)[:, None] * (B * C)).flatten()
-                state = cand.select(index.to(device))
-                rm_state = cand_rm.select(index)
-                path_scores = cand_scores[index]
-                path_active = cand_active[index]
-                last_score = cand_last[index]
-            answers = backbone.decode_answer(state, max_new_tokens, eos_token_id, pad_token_id, setup.room(B))
+                beams = _keep_best(_candidates(backbone, rm, setup, beams, t, C, spent), B, C)
+            state = _feed_kept(backbone, setup.sampler, beams, B, spent)
+            answers = backbone.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
+                                             setup.room(B))
     finally:
         backbone.train(was_training[0])
         rm.train(was_training[1])
+    return _result(beams, state, answers, B, config.reduction, spent, real)
 
-    taken = path_scores.shape[1]
-    traj = reduce_step_scores(path_scores, path_active, reduction)
-    beam_scores = traj.view(Q, B)
-    chosen = torch.nan_to_num(beam_scores, nan=float("-inf")).argmax(-1)
-    beam_answers = answers.view(Q, B, -1)
-    hidden = state.hidden.shape[-1]
-    if taken:
-        latents = torch.stack(state.latents, dim=1).view(Q, B, taken, hidden)
+
+def _candidate_keys(setup: RolloutSetup, t: int, width: int) -> torch.Tensor:
+    """Row keys of the ``width`` candidates of each question at latent step t: (question key, t, k)."""
+    keys = setup.question_keys
+    index = torch.arange(width, device=keys.device).repeat(keys.shape[0])
+    return fold(fold(keys, t).repeat_interleave(width), index)
+
+
+def _prompt(backbone, rm, setup: RolloutSetup, width: int, real: int) -> _Beams:
+    """``width`` rows per question after the prompt pass, keyed as the candidates of step 1 (no latent yet).
+
+    With dropout on the prompt each row runs its own prompt pass; else the question's is shared.
+    """
+    state = backbone.start_samples(setup, width, _candidate_keys(setup, 0, width), real)
+    rm_state = rm.rm_prefill(setup.input_ids, setup.attention_mask).repeat_interleave(width)
+    rm_device = rm_state.positions.device
+    rows = state.rows
+    return _Beams(state=state, rm_state=rm_state, latent=None, active=None,
+                  step_scores=torch.zeros(rows, 0, device=rm_device),
+                  step_mask=torch.zeros(rows, 0, dtype=torch.bool, device=rm_device),
+                  last_score=torch.zeros(rows, device=rm_device))
+
+
+def _candidates(backbone, rm, setup: RolloutSetup, beams: _Beams, t: int, C: int, spent: torch.Tensor) -> _Beams:
+    """The C candidates of each beam at latent step t (0-based), each with its own latent and its RM score.
+
+    Candidate k of a question is keyed by (question, t, k) and runs the forward whose output is its
+    latent: the feed of its beam's kept latent (at t=0 the prompt pass, run by ``_prompt``).
+    """
+    if beams.latent is None:  # step 1: the B*C rows of the prompt are the candidates
+        candidates = beams
     else:
-        latents = state.hidden.new_zeros(Q, B, 0, hidden)
-    real = real_questions  # drop the ghost questions (and their share of the compute counters)
+        width = beams.state.rows // setup.input_ids.shape[0] * C
+        state = beams.state.repeat_interleave(C)
+        state.row_keys = _candidate_keys(setup, t, width)
+        fed = beams.active.repeat_interleave(C)
+        backbone.feed_latent(state, beams.latent.repeat_interleave(C, dim=0), fed, setup.sampler)
+        _charge(spent, fed, width)
+        candidates = _Beams(state=state, rm_state=beams.rm_state.repeat_interleave(C), latent=None, active=None,
+                            step_scores=beams.step_scores.repeat_interleave(C, dim=0),
+                            step_mask=beams.step_mask.repeat_interleave(C, dim=0),
+                            last_score=beams.last_score.repeat_interleave(C))
+    latent, active = backbone.next_latent(candidates.state, setup.sampler)
+    active_rm = active.to(candidates.last_score.device)
+    score = rm.rm_step(candidates.rm_state, latent.to(active_rm.device), active_rm)
+    candidates.latent, candidates.active = latent, active
+    candidates.step_scores = torch.cat([candidates.step_scores, score[:, None]], dim=1)
+    candidates.step_mask = torch.cat([candidates.step_mask, active_rm[:, None]], dim=1)
+    candidates.last_score = torch.where(active_rm, score, candidates.last_score)
+    return candidates
+
+
+def _keep_best(candidates: _Beams, B: int, C: int) -> _Beams:
+    """The B candidates of each question with the best last step score (stable: ties keep the earlier one)."""
+    key = torch.nan_to_num(candidates.last_score.float(), nan=float("-inf"))
+    Q = key.shape[0] // (B * C)
+    key = key.view(Q, B, C)
+    # one copy of a stopped beam competes (its C candidates are alike); at step 1 every candidate counts
+    stopped = ~candidates.step_mask[:, -1].view(Q, B, C)
+    duplicate = torch.zeros_like(stopped)
+    duplicate[:, :, 1:] = stopped[:, :, 1:]
+    key = key.masked_fill(duplicate, float("-inf")).view(Q, B * C)
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :B]
+    index = (order + torch.arange(Q, device=order.device)[:, None] * (B * C)).flatten()
+    backbone_index = index.to(candidates.latent.device)
+    return _Beams(state=candidates.state.select(backbone_index), rm_state=candidates.rm_state.select(index),
+                  latent=candidates.latent[backbone_index], active=candidates.active[backbone_index],
+                  step_scores=candidates.step_scores[index], step_mask=candidates.step_mask[index],
+                  last_score=candidates.last_score[index])
+
+
+def _feed_kept(backbone, sampler, beams: _Beams, B: int, spent: torch.Tensor) -> LatentState:
+    """Feed the latents the kept beams took at the last step (keyed by the candidate each beam is)."""
+    state = beams.state
+    if beams.latent is None:  # no latent steps
+        return state
+    backbone.feed_latent(state, beams.latent, beams.active, sampler)
+    _charge(spent, beams.active, B)
+    return state
+
+
+def _charge(spent: torch.Tensor, fed: torch.Tensor, width: int) -> None:
+    """Add one forward of ``width`` rows to each question of which any row fed a latent in it."""
+    spent += fed.view(-1, width).any(-1).long().cpu() * width
+
+
+def _result(beams: _Beams, state: LatentState, answers: torch.Tensor, B: int, reduction: str,
+            spent: torch.Tensor, real: int) -> BeamSearchResult:
+    """The search's outcome for the ``real`` questions (ghost questions dropped)."""
+    Q = beams.last_score.shape[0] // B
+    taken = beams.step_scores.shape[1]
+    beam_scores = reduce_step_scores(beams.step_scores, beams.step_mask, reduction).view(Q, B)
+    chosen = torch.nan_to_num(beam_scores, nan=float("-inf")).argmax(-1)[:real]
+    beam_answers = answers.view(Q, B, -1)[:real]
+    hidden = state.hidden.shape[-1]
+    latents = torch.stack(state.latents, dim=1).view(Q, B, taken, hidden) if taken else \
+        state.hidden.new_zeros(Q, B, 0, hidden)
     return BeamSearchResult(
-        answer_ids=beam_answers[torch.arange(real, device=beam_answers.device), chosen[:real].to(beam_answers.device)],
-        chosen=chosen[:real],
-        beam_answer_ids=beam_answers[:real],
+        answer_ids=beam_answers[torch.arange(real, device=beam_answers.device), chosen.to(beam_answers.device)],
+        chosen=chosen,
+        beam_answer_ids=beam_answers,
         beam_scores=beam_scores[:real],
-        beam_step_scores=path_scores.view(Q, B, taken)[:real],
-        beam_step_mask=path_active.view(Q, B, taken)[:real],
+        beam_step_scores=beams.step_scores.view(Q, B, taken)[:real],
+        beam_step_mask=beams.step_mask.view(Q, B, taken)[:real],
         beam_latents=latents[:real],
-        latent_forward_passes=latent_forwards * real // Q,
+        latent_forwards=spent[:real],
     )

@@ -110,8 +110,11 @@ def sample(model, tokenizer, prompts: list[list[int]], config: LatentGenerationC
 
 
 @torch.no_grad()
-def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationConfig, rm) -> list[Candidates]:
-    """RM-guided beam search: the B final beams are the candidates, ``chosen`` the beam it picked."""
+def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationConfig, rm,
+         keep_latents: bool = False) -> list[Candidates]:
+    """RM-guided beam search: the B final beams are the candidates, ``chosen`` the beam it picked.
+
+    ``drawn`` counts the B*C candidates of a latent step, ``latent_forwards`` the forwards the search ran."""
     from lm_eval_latenttts.scaling.beam import rm_beam_search
 
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
@@ -121,11 +124,11 @@ def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationCon
     for q in range(len(prompts)):
         texts = decode_answers(tokenizer, out.beam_answer_ids[q])
         steps = out.beam_step_mask[q].sum(-1).cpu().tolist()
-        width = config.latent_beams * config.latent_candidates  # B*C rows at every latent step
         found.append(Candidates(
             texts=texts, answers=[model.extract_answer(t) for t in texts],
             scores=out.beam_scores[q].float().cpu().tolist(), latent_steps=steps,
-            drawn=width, latent_forwards=width * max(steps, default=0), chosen=int(out.chosen[q]),
+            drawn=config.latent_beams * config.latent_candidates, latent_forwards=int(out.latent_forwards[q]),
+            chosen=int(out.chosen[q]), latents=out.beam_latents[q].float().cpu() if keep_latents else None,
         ))
     return found
 
