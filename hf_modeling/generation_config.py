@@ -127,6 +127,7 @@ class LatentGenerationConfig(GenerationConfig):
         """As transformers'; ``do_sample`` says whether the N rollouts are samples, so that a saved
         ``generation_config.json`` with ``num_return_sequences > 1`` also loads as a plain GenerationConfig."""
         data = super().to_dict()
+        data.pop("_resolved_for", None)  # a mark of this object (see ``for_backbone``), not a setting
         data["do_sample"] = bool(data.get("latent_sampling")) or (data.get("num_return_sequences") or 1) > 1
         return data
 
@@ -183,7 +184,25 @@ class LatentGenerationConfig(GenerationConfig):
                     setattr(resolved, field, typical[field])
             else:
                 setattr(resolved, field, None)
+        resolved._resolved_for = kind
         return resolved
+
+    def resolved_for(self, kind: str | None) -> bool:
+        """Whether this object came out of ``for_backbone(kind)`` (validated, strengths filled in): such a
+        config is used as is, not copied or validated again (``latent_generation_config``)."""
+        return getattr(self, "_resolved_for", False) == kind
+
+    def greedy(self) -> LatentGenerationConfig:
+        """The same settings decoded once with sampling off (the ``greedy`` row beside the N rollouts).
+
+        Derived from a resolved config by setting values that are valid on their
+        own and together, so it is not validated again; it is resolved for the
+        same backbone (no strengths: no sampling).
+        """
+        plain = copy.deepcopy(self)
+        plain.latent_sampling = plain.dropout_p = plain.noise_std = None
+        plain.num_return_sequences, plain.adaptive, plain.aggregate = 1, False, "majority"
+        return plain
 
     @property
     def samples(self) -> bool:
@@ -203,6 +222,27 @@ class LatentGenerationConfig(GenerationConfig):
         self.selection(has_rm)
         if self.adaptive and self.adaptive_votes == "rm" and not has_rm:
             raise ValueError("adaptive_votes='rm' weighs votes by a LatentRM; pass one or use adaptive_votes='count'.")
+
+    def idle_settings(self, names: dict | None = None) -> list[tuple[str, str]]:
+        """``(key, message)`` for each setting that runs but does not do what its name promises.
+
+        The one place these warnings are worded: ``generate`` raises them as
+        ``UserWarning``, the lm-eval harness logs each once per run.  ``names``
+        maps fields to the names the caller's user typed (the harness's short keys).
+        """
+        name = (names or {}).get
+        found = []
+        n, mode = self.num_return_sequences, self.latent_sampling
+        if mode is not None and not self.samples:
+            strength = "dropout_p" if mode == "dropout" else "noise_std"
+            found.append((f"zero:{mode}", f"{name('latent_sampling', 'latent_sampling')}={mode} with "
+                          f"{name(strength, strength)}=0 samples nothing: the {name('num_return_sequences', 'n')}"
+                          f"={n} rollouts of a prompt are identical. Raise the strength or turn sampling off."))
+        if n > 1 and mode is None and self.aggregate != "beam":
+            found.append(("n_without_sampling", f"{name('num_return_sequences', 'num_return_sequences')}={n} "
+                          f"without sampling gives {n} identical rollouts per prompt; pass "
+                          f"{name('latent_sampling', 'latent_sampling')}=dropout or noise."))
+        return found
 
     def latent_settings(self) -> dict:
         """The latent fields and N, as a plain dict (for logs, results and run records)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterator
 
 import torch
 from transformers import GenerationConfig
@@ -40,6 +41,7 @@ from .latent_state import (
     LatentState,
     RolloutSetup,
     batch_invariant_attention,
+    eval_mode,
     prompt_pass,
     question_keys,
     sample_keys,
@@ -87,7 +89,15 @@ class LatentGenerationMixin:
     def latent_generation_config(self, generation_config: GenerationConfig | None = None,
                                  **overrides) -> LatentGenerationConfig:
         """The settings of a rollout: ``generation_config`` (default: the model's) updated with ``overrides``,
-        validated and resolved for this backbone (typical sampling strength when unset)."""
+        validated and resolved for this backbone (typical sampling strength when unset).
+
+        A config that this method resolved for this backbone, passed without
+        overrides, is returned as is: resolved once, it is not copied or
+        validated again (the harness resolves each distinct setting once).
+        """
+        if not overrides and isinstance(generation_config, LatentGenerationConfig) and \
+                generation_config.resolved_for(self.latent_kind):
+            return generation_config
         unknown = sorted(set(overrides) - ROLLOUT_FIELDS)
         if unknown:
             raise TypeError(
@@ -118,6 +128,43 @@ class LatentGenerationMixin:
 
     def max_context_length(self) -> int | None:
         return getattr(self.config, "max_position_embeddings", None)
+
+    def latent_steps_of(self, config: LatentGenerationConfig) -> int:
+        """The latent steps a rollout with ``config`` takes (its cap on a dynamic backbone): ``latent_length``,
+        else the model config's."""
+        if config.latent_length is not None:
+            return config.latent_length
+        return self.config.max_latent_length if self.dynamic_latent_length else self.config.latent_length
+
+    def context_room(self, prompt_lengths: torch.Tensor, steps: int) -> torch.Tensor | None:
+        """Per prompt, how many answer tokens fit in the context window after it (None: no limit).
+
+        Prompt, ``steps`` latent slots and the end marker take their positions,
+        and one more is kept free; a prompt that leaves no room for one answer
+        token is an error (``ValueError``; the harness answers that document as
+        failed).  The one place the window is checked, for ``generate``, beam
+        search, annotation and the harness.
+        """
+        limit = self.max_context_length()
+        if limit is None:
+            return None
+        room = limit - (prompt_lengths.long() + steps + 1)
+        if bool((room < 1).any()):
+            longest = int(prompt_lengths.max())
+            raise ValueError(
+                f"a prompt of {longest} tokens with {steps} latent steps and the end marker leaves no room for an "
+                f"answer in the model's context window of {limit} positions; shorten the prompt or lower the "
+                "latent length.")
+        return room
+
+    def latent_loop(self, steps: int, stopped: Callable[[], torch.Tensor]) -> Iterator[int]:
+        """The latent steps 0 .. ``steps``-1 of a rollout, ending early on a dynamic backbone once every row
+        has stopped (``stopped()``: the rows' flags, read before each step).  The one step loop of
+        ``generate``, beam search and annotation."""
+        for t in range(steps):
+            if self.dynamic_latent_length and bool(stopped().all()):
+                return
+            yield t
 
     # -- one forward pass ---------------------------------------------------------------
     def _forward_step(self, state, inputs_embeds, active=None, sampler=None):
@@ -299,14 +346,7 @@ class LatentGenerationMixin:
         device = self.get_input_embeddings().weight.device
         input_ids = input_ids.to(device=device, dtype=torch.long)
         attention_mask = attention_mask.to(device)
-        default_steps = self.config.max_latent_length if self.dynamic_latent_length else self.config.latent_length
-        steps = config.latent_length if config.latent_length is not None else default_steps
-        if config.latent_sampling is not None and not config.samples:
-            warnings.warn(
-                f"latent_sampling={config.latent_sampling!r} with strength 0 (dropout_p={config.dropout_p}, "
-                f"noise_std={config.noise_std}) samples nothing: every rollout of a prompt is the same. Raise the "
-                "strength or use latent_sampling=None.", UserWarning, stacklevel=4,
-            )
+        steps = self.latent_steps_of(config)
         if steps == 0:
             warnings.warn(
                 "latent_length=0: the model takes no latent reasoning step and answers right after the start "
@@ -351,33 +391,34 @@ class LatentGenerationMixin:
         if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) or sample_offset < 0:
             raise ValueError(f"sample_offset must be an integer >= 0; got {sample_offset!r}.")
         config = self.latent_generation_config(generation_config, **kwargs)
-        n = config.num_return_sequences
-        if n > 1 and config.latent_sampling is None:
-            warnings.warn(
-                f"num_return_sequences={n} without sampling gives {n} identical rollouts per prompt; "
-                "pass latent_sampling='dropout' or 'noise'.", UserWarning, stacklevel=3,
-            )
+        for _, message in config.idle_settings():
+            warnings.warn(message, UserWarning, stacklevel=3)
+        output = self.rollout(input_ids, attention_mask, config, sample_offset=sample_offset, generator=generator)
+        return output if config.return_dict_in_generate else output.sequences
+
+    @torch.no_grad()
+    def rollout(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config: LatentGenerationConfig,
+                n: int | None = None, *, sample_offset: int = 0,
+                generator: torch.Generator | None = None) -> LatentGenerateOutput:
+        """``generate``'s rollouts for a resolved ``config`` (``latent_generation_config``; used as is):
+        samples ``sample_offset .. sample_offset + n - 1`` of each prompt (``n``: default N), always as a
+        ``LatentGenerateOutput``.  What the harness and the scaling code call for every batch."""
+        config = self.latent_generation_config(config)
+        n = config.num_return_sequences if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n (samples per prompt) must be an integer >= 1; got {n!r}.")
         setup, questions = self.prepare_rollout(input_ids, attention_mask, config, generator).with_ghosts(n)
         input_ids, sampler = setup.input_ids, setup.sampler
         keys = sample_keys(setup.question_keys, n, sample_offset)
 
-        was_training = self.training
-        self.eval()
-        try:
-            with sampler.attached(self), batch_invariant_attention():
-                state = self.start_samples(setup, n, keys, questions)
-                for _ in range(setup.steps):
-                    if self.dynamic_latent_length and bool(state.stopped.all()):
-                        break
-                    self.latent_step(state, sampler)
-                answer = self.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
-                                            setup.room(n))
-        finally:
-            self.train(was_training)
-
-        output = self._assemble(input_ids.repeat_interleave(n, dim=0), state, answer, setup.pad_token_id, n,
-                                setup.eos_token_id, setup.room(n)).first_rows(questions * n)
-        return output if config.return_dict_in_generate else output.sequences
+        with eval_mode(self), sampler.attached(self), batch_invariant_attention():
+            state = self.start_samples(setup, n, keys, questions)
+            for _ in self.latent_loop(setup.steps, lambda: state.stopped):
+                self.latent_step(state, sampler)
+            answer = self.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
+                                        setup.room(n))
+        return self._assemble(input_ids.repeat_interleave(n, dim=0), state, answer, setup.pad_token_id, n,
+                              setup.eos_token_id, setup.room(n)).first_rows(questions * n)
 
     def _answer_room(self, attention_mask, steps, max_new_tokens):
         """Per row, how many answer tokens fit in the context window after its own prompt (None: no limit).
@@ -385,17 +426,10 @@ class LatentGenerationMixin:
         Each row is limited by its own prompt length, never by a longer
         neighbour in the batch, so batching does not change a row's answer.
         """
-        limit = self.max_context_length()
-        if limit is None:
+        room = self.context_room(attention_mask.long().sum(-1), steps)
+        if room is None:
             return None
-        lengths = attention_mask.long().sum(-1)
-        longest = int(lengths.max())
-        if longest + steps + 1 > limit:
-            raise ValueError(
-                f"A prompt of {longest} tokens plus {steps} latent steps and the end marker exceeds the model's "
-                f"context window of {limit} positions; shorten the prompt or lower the latent length."
-            )
-        room = limit - (lengths + steps + 1)
+        limit = self.max_context_length()
         if bool((room < max_new_tokens).any()):
             warnings.warn(
                 f"max_new_tokens={max_new_tokens} does not fit in the context window of {limit} positions after "

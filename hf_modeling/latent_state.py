@@ -210,3 +210,18 @@ def question_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor, seed: i
     ids, mask = input_ids.tolist(), attention_mask.tolist()
     keys = [token_key(seed, [t for t, m in zip(row, row_mask) if m]) for row, row_mask in zip(ids, mask)]
     return torch.tensor(keys, dtype=torch.int64, device=input_ids.device)
+
+
+@contextlib.contextmanager
+def eval_mode(*models: torch.nn.Module):
+    """Put ``models`` in eval mode for the block and give each back the mode it had: the one place for it
+    (``generate``, beam search, annotation, RM scoring).  Monte Carlo dropout is switched on by the sampler
+    alone, never by train mode."""
+    was_training = [model.training for model in models]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, mode in zip(models, was_training):
+            model.train(mode)

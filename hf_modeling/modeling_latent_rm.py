@@ -36,7 +36,7 @@ from transformers import GPT2ForTokenClassification, LlamaForTokenClassification
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
 from .generation_config import REDUCTIONS
 from .hub import LatentHubMixin
-from .latent_state import batch_invariant_attention, ghost_questions, prompt_pass
+from .latent_state import batch_invariant_attention, eval_mode, ghost_questions, prompt_pass
 from .rm_state import RMScores, RMState, reduce_step_scores
 
 LATENT_ID_FIELDS = ("latent_id", "latent_start_id", "latent_end_id")
@@ -259,9 +259,7 @@ class LatentRMMixin(LatentHubMixin):
         index = torch.cat([torch.arange(rows, device=device), torch.arange(rows - group, rows, device=device).repeat(
             extra // group)]) if extra else None
         grow = (lambda t: t[index]) if extra else (lambda t: t)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             if shared:
                 state = self.rm_prefill(grow(prompt_ids)[::n], grow(prompt_mask)[::n]).repeat_interleave(n)
             else:
@@ -270,8 +268,6 @@ class LatentRMMixin(LatentHubMixin):
                 step_scores = self.rm_step(state, grow(latents.to(device)), grow(step_mask))[:rows]
             else:
                 step_scores = torch.zeros(rows, 0, device=device)
-        finally:
-            self.train(was_training)
         return RMScores(
             step_scores=step_scores,
             step_mask=step_mask,

@@ -43,7 +43,7 @@ import torch
 
 from hf_modeling.generation_config import LatentGenerationConfig
 from hf_modeling.latent_sampling import fold
-from hf_modeling.latent_state import LatentState, RolloutSetup, batch_invariant_attention
+from hf_modeling.latent_state import LatentState, RolloutSetup, batch_invariant_attention, eval_mode
 from hf_modeling.rm_state import RMState, reduce_step_scores
 
 
@@ -111,22 +111,13 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
     # ghosts: every forward, down to the B rows per question of the last feed and the answers, has >= MIN_ROWS rows
     setup, real = backbone.prepare_rollout(input_ids, attention_mask, config).with_ghosts(B)
     spent = torch.zeros(setup.input_ids.shape[0], dtype=torch.long)
-    was_training = (backbone.training, rm.training)
-    backbone.eval()
-    rm.eval()
-    try:
-        with setup.sampler.attached(backbone), batch_invariant_attention():
-            beams = _prompt(backbone, rm, setup, B * C if setup.steps else B, real)
-            for t in range(setup.steps):
-                if backbone.dynamic_latent_length and bool(beams.state.stopped.all()):
-                    break
-                beams = _keep_best(_candidates(backbone, rm, setup, beams, t, C, spent), B, C)
-            state = _feed_kept(backbone, setup.sampler, beams, B, spent)
-            answers = backbone.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
-                                             setup.room(B))
-    finally:
-        backbone.train(was_training[0])
-        rm.train(was_training[1])
+    with eval_mode(backbone, rm), setup.sampler.attached(backbone), batch_invariant_attention():
+        beams = _prompt(backbone, rm, setup, B * C if setup.steps else B, real)
+        for t in backbone.latent_loop(setup.steps, lambda: beams.state.stopped):
+            beams = _keep_best(_candidates(backbone, rm, setup, beams, t, C, spent), B, C)
+        state = _feed_kept(backbone, setup.sampler, beams, B, spent)
+        answers = backbone.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
+                                         setup.room(B))
     return _result(beams, state, answers, B, config.reduction, spent, real)
 
 

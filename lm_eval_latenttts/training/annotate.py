@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from hf_modeling.latent_sampling import fold, key_from_ints
-from hf_modeling.latent_state import batch_invariant_attention, sample_keys
+from hf_modeling.latent_state import batch_invariant_attention, eval_mode, sample_keys
 from lm_eval_latenttts.data.questions import read_questions
 from lm_eval_latenttts.scaling.rollouts import decode_answers
 from lm_eval_latenttts.training import annotation_store as store
@@ -144,9 +144,7 @@ def _file_sha256(path) -> str:
 
 def _finish(model, state, sampler, steps_left, setup):
     """Run the remaining latent steps and the greedy answer on ``state`` (modified in place)."""
-    for _ in range(steps_left):
-        if model.dynamic_latent_length and bool(state.stopped.all()):
-            break
+    for _ in model.latent_loop(steps_left, lambda: state.stopped):
         model.latent_step(state, sampler)
     return model.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
                                setup.answer_room)
@@ -171,35 +169,28 @@ def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config
     trajectory_keys = sample_keys(setup.question_keys, n)
     continuation_index = torch.arange(m, device=ids.device)
     values, continuations = [], 0  # per step: (N,) float, NaN where a dynamic row is inactive / filled later
-    was_training = model.training
-    model.eval()
-    try:
-        with sampler.attached(model), batch_invariant_attention():
-            state = model.start_samples(setup, n, trajectory_keys)
-            for t in range(steps):
-                if model.dynamic_latent_length and bool(state.stopped.all()):
-                    break
-                model.latent_step(state, sampler)
-                step_value = torch.full((n,), float("nan"))
-                rows = state.latent_active[-1].nonzero().flatten()
-                left = steps - t - 1
-                if left > 0 and rows.numel():
-                    index = rows.repeat_interleave(m)
-                    keys = fold(fold(state.row_keys[index], t), continuation_index.repeat(rows.numel()))
-                    hits = []
-                    for chunk, chunk_keys in zip(index.split(max_batch_rows), keys.split(max_batch_rows)):
-                        branch = state.select(chunk)
-                        branch.row_keys = chunk_keys
-                        hits += correct(_finish(model, branch, sampler, left, setup))
-                    continuations += index.numel()
-                    step_value[rows.cpu()] = torch.tensor(hits, dtype=torch.float32).view(-1, m).mean(1)
-                values.append(step_value)
-            # the trajectories themselves: nothing random is left, so this is also the last step's value
-            answer_ids = model.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
-                                             setup.answer_room)
-            continuations += n
-    finally:
-        model.train(was_training)
+    with eval_mode(model), sampler.attached(model), batch_invariant_attention():
+        state = model.start_samples(setup, n, trajectory_keys)
+        for t in model.latent_loop(steps, lambda: state.stopped):
+            model.latent_step(state, sampler)
+            step_value = torch.full((n,), float("nan"))
+            rows = state.latent_active[-1].nonzero().flatten()
+            left = steps - t - 1
+            if left > 0 and rows.numel():
+                index = rows.repeat_interleave(m)
+                keys = fold(fold(state.row_keys[index], t), continuation_index.repeat(rows.numel()))
+                hits = []
+                for chunk, chunk_keys in zip(index.split(max_batch_rows), keys.split(max_batch_rows)):
+                    branch = state.select(chunk)
+                    branch.row_keys = chunk_keys
+                    hits += correct(_finish(model, branch, sampler, left, setup))
+                continuations += index.numel()
+                step_value[rows.cpu()] = torch.tensor(hits, dtype=torch.float32).view(-1, m).mean(1)
+            values.append(step_value)
+        # the trajectories themselves: nothing random is left, so this is also the last step's value
+        answer_ids = model.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
+                                         setup.answer_room)
+        continuations += n
     texts = decode_answers(tokenizer, answer_ids, setup.eos_token_id)
     answers = [model.extract_answer(t) for t in texts]
     right = torch.tensor([model.is_correct(t, gold) for t in texts], dtype=torch.bool)
