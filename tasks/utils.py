@@ -31,8 +31,8 @@ count), pass ``--metadata '{"latent_skip_bad_rows": true}'`` or set
 ``LATENT_TTS_SKIP_BAD_ROWS=1``.  Gold answers are kept as written
 (``"1,234"``); numbers are compared as numbers when scoring.
 
-``process_results`` reads the JSON payload that ``LatentTTSModel`` returns for
-``latent_*`` tasks (every candidate's extracted answer, RM score, the chosen
+``process_results`` reads the result that ``LatentTTSModel`` returns for
+``latent_*`` tasks (``scaling.result.QuestionResult``) (every candidate's extracted answer, RM score, the chosen
 one) and reports, per document: ``acc`` (the aggregated answer), ``single_acc``
 (the mean accuracy of one rollout, c/N), ``majority``, ``best_of_n`` and
 ``weighted`` (only with an RM), ``greedy`` (the deterministic decode, unless
@@ -43,7 +43,6 @@ With adaptive sampling ``single_acc`` and ``pass@k`` use the first round only
 (see ``lm_eval_latenttts.scaling.metrics``).
 """
 
-import json
 import logging
 import os
 
@@ -147,28 +146,12 @@ def load_arith(**metadata):
 
 
 # --------------------------------------------------------------------------- metrics
-def parse_payload(response):
-    """The model's JSON payload, or a one-candidate payload for any other text response (its last number)."""
-    from hf_modeling.answers import last_number
-
-    if isinstance(response, (list, tuple)):
-        response = response[0] if response else ""
-    if isinstance(response, str):
-        try:
-            payload = json.loads(response)
-        except (json.JSONDecodeError, ValueError):
-            payload = None
-        if isinstance(payload, dict) and "candidates" in payload:
-            return payload
-    answer = last_number(response)
-    return {"answer": answer, "majority": answer, "candidates": [{"answer": answer, "score": None}], "n": 1}
-
-
 def process_results(doc, results):
-    """The metric rows of one document (``scaling.metrics.question_metrics``, as the scaling report)."""
+    """The metric rows of one document (``scaling.metrics.question_metrics``, as the scaling report) from
+    the model's response (``scaling.result.QuestionResult.from_json``)."""
     from lm_eval_latenttts.scaling.metrics import question_metrics
+    from lm_eval_latenttts.scaling.result import QuestionResult
 
-    payload = parse_payload(results[0] if results else "")
-    answers = [c.get("answer") for c in payload.get("candidates") or []]
-    return question_metrics(doc.get("answer"), answers, payload, bool(payload.get("has_rm")),
-                            int(payload.get("n") or len(answers) or 1), run=payload)
+    result = QuestionResult.from_json(results[0] if results else "")
+    return question_metrics(doc.get("answer"), result.answers, result.selection, result.has_rm, result.n,
+                            run=result.run)

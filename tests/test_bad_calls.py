@@ -73,8 +73,8 @@ def test_sampling_of_strength_zero_and_no_latents_are_warned_about_in_generate(t
 def test_lm_eval_warns_about_zero_strength_and_runs_it_once(tiny, caplog):
     lm = LatentTTSModel(pretrained=str(tiny["codi"]), device="cpu", n=4, sampling="dropout", dropout_p=0.0)
     calls = []
-    original = lm.model.generate
-    lm.model.generate = lambda *a, **k: calls.append(k["num_return_sequences"]) or original(*a, **k)
+    original = lm.model.rollout
+    lm.model.rollout = lambda *a, **k: calls.append(a[3]) or original(*a, **k)
     from lm_eval.api.instance import Instance
 
     with caplog.at_level(logging.WARNING):

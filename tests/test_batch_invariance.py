@@ -86,7 +86,7 @@ def test_auto_batch_with_out_of_memory_halving_is_identical(models, task_manager
               dropout_p=0.3, seed=11, max_new_tokens=6)
     reference = _responses(task_manager, LatentTTSModel(batch_size=1, **kw), models["data"], monkeypatch)
     lm = LatentTTSModel(batch_size="auto", max_batch_size=8, **kw)
-    original, calls = lm.model.generate, []
+    original, calls = lm.model.rollout, []
 
     def limited(*args, **kwargs):
         if args[0].shape[0] > 3:
@@ -94,7 +94,7 @@ def test_auto_batch_with_out_of_memory_halving_is_identical(models, task_manager
         calls.append(args[0].shape[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lm.model, "generate", limited)
+    monkeypatch.setattr(lm.model, "rollout", limited)
     assert _responses(task_manager, lm, models["data"], monkeypatch) == reference
     assert max(calls) <= 3 and lm.batch_sizes[0] <= 3
 

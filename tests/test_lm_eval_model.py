@@ -123,13 +123,13 @@ def test_loglikelihood_not_supported(ckpts):
 def test_each_backbone_runs_n_rollouts_in_one_call(ckpts, kind, monkeypatch):
     lm = LatentTTSModel(pretrained=str(ckpts[kind]), device="cpu", n=5, sampling="noise", batch_size=2)
     calls = []
-    original = lm.model.generate
+    original = lm.model.rollout
 
     def counting(*args, **kwargs):
-        calls.append((args[0].shape[0], kwargs["num_return_sequences"]))
+        calls.append((args[0].shape[0], args[3]))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lm.model, "generate", counting)
+    monkeypatch.setattr(lm.model, "rollout", counting)
     outs = lm.generate_until([payload_req(f"What is {i} times 2?") for i in range(3)])
     assert [json.loads(o)["n"] for o in outs] == [5, 5, 5]
     # 2 questions x 5 rollouts per call, not 15 calls; then the 3 greedy decodes in one call (up to 2 x 5 rows)
@@ -260,16 +260,16 @@ def test_batch_size_auto_backs_off_on_out_of_memory(ckpts, monkeypatch):
 
     lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", batch_size="auto",
                         max_batch_size=8)
-    original = lm.model.generate
+    original = lm.model.rollout
     sizes = []
 
     def limited(*args, **kwargs):
-        if args[0].shape[0] * kwargs["num_return_sequences"] > 6:  # memory holds 6 rows
+        if args[0].shape[0] * args[3] > 6:  # memory holds 6 rows
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        sizes.append((args[0].shape[0], kwargs["num_return_sequences"]))
+        sizes.append((args[0].shape[0], args[3]))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lm.model, "generate", limited)
+    monkeypatch.setattr(lm.model, "rollout", limited)
     outs = lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(7)])
     assert all(len(json.loads(o)["candidates"]) == 3 for o in outs)
     rollouts = [q for q, n in sizes if n == 3]
@@ -283,17 +283,17 @@ def test_out_of_memory_in_the_greedy_decodes_shrinks_the_budget(ckpts, monkeypat
 
     lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", batch_size="auto",
                         max_batch_size=4)
-    original = lm.model.generate
+    original = lm.model.rollout
     greedy = []  # (prompt length, rows) of every greedy call tried
 
     def limited(*args, **kwargs):
-        if kwargs["num_return_sequences"] == 1:
+        if args[3] == 1:
             greedy.append((args[0].shape[1], args[0].shape[0]))
             if args[0].shape[0] > 3:  # memory holds 3 greedy rows (the rollouts always fit)
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lm.model, "generate", limited)
+    monkeypatch.setattr(lm.model, "rollout", limited)
     outs = lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(8)] +
                              [payload_req(f"What is {i} plus 1 plus 2 plus 3?") for i in range(8)])
     assert all("error" not in json.loads(o) and json.loads(o)["greedy"] is not None for o in outs)
@@ -308,16 +308,40 @@ def test_one_question_too_big_draws_its_rollouts_in_pieces(ckpts, monkeypatch):
     import torch
 
     lm = LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm"]), device="cpu", n=6, sampling="noise")
-    original = lm.model.generate
+    original = lm.model.rollout
     calls = []
 
     def limited(*args, **kwargs):
-        if kwargs["num_return_sequences"] > 2:
+        if args[3] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        calls.append(kwargs["num_return_sequences"])
+        calls.append(args[3])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lm.model, "generate", limited)
+    monkeypatch.setattr(lm.model, "rollout", limited)
     p = json.loads(lm.generate_until([payload_req("What is 3 plus 3?", greedy=False)])[0])
     assert len(p["candidates"]) == 6 and sum(calls) == 6 and max(calls) <= 2
     assert all(isinstance(c["score"], float) for c in p["candidates"])
+
+
+# ----------------------------------------------------------------------------- one resolution per setting
+def test_settings_are_validated_once_per_distinct_setting(ckpts, monkeypatch):
+    """lm-eval's arguments are resolved into one ``LatentGenerationConfig`` per distinct setting; the batches,
+    rollouts and greedy decodes use it as is.  Counted over a whole run: the model's creation (the
+    checkpoint's settings, the run's) and ``generate_until`` on five requests with two distinct settings,
+    beside an RM (two in ``gen_kwargs``-equal spellings: ``{}`` and ``{"n": 4}`` at n=4).  Before: 14."""
+    from hf_modeling.generation_config import LatentGenerationConfig
+
+    calls = []
+    validate = LatentGenerationConfig.validate
+    monkeypatch.setattr(LatentGenerationConfig, "validate", lambda self, *a, **k: calls.append(1) or
+                        validate(self, *a, **k))
+    lm = LatentTTSModel.create_from_arg_string(
+        f"pretrained={ckpts['codi']},rm={ckpts['rm']},device=cpu,n=4,sampling=dropout,dropout_p=0.3")
+    questions = ["What is 1 plus 2?", "What is 5 minus 3?", "What is 2 times 4?"]
+    requests = [payload_req(q) for q in questions] + [payload_req(questions[0], n=4),
+                                                       payload_req(questions[1], n=2)]
+    out = lm.generate_until(requests)
+    distinct = 2  # the run's (n=4, also asked for as n=4 in gen_kwargs) and n=2
+    assert len(calls) <= distinct + 1, len(calls)
+    assert out[3] == out[0]  # the same setting spelt two ways gives the same response
+    assert len(json.loads(out[4])["candidates"]) == 2 and "greedy" in json.loads(out[4])

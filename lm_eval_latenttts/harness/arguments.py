@@ -66,6 +66,7 @@ GENERATION_KEYS = {
     "adaptive_votes": "adaptive_votes",
     "greedy": "greedy_baseline",
 }
+SHORT_NAMES = {field: key for key, field in GENERATION_KEYS.items()}  # config field -> harness key
 FLOAT_FIELDS = ("dropout_p", "noise_std", "adaptive_threshold")
 LOAD_DEFAULTS = {
     "pretrained": None, "rm": None, "dtype": "auto", "device": None, "batch_size": None, "max_batch_size": None,
@@ -207,6 +208,7 @@ __all__ = [
     "GENERATION_KEYS",
     "LatentTTSArgumentError",
     "PAYLOAD_KEY",
+    "SHORT_NAMES",
     "VALID_KEYS",
     "generation_overrides",
     "harness_names",

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
 from lm_eval_latenttts.scaling.adaptive import draw_in_rounds
+from lm_eval_latenttts.scaling.aggregation import AGGREGATIONS, Aggregation
 
 logger = logging.getLogger("lm_eval.latent_tts")
 
@@ -33,41 +34,61 @@ class DocError(Exception):
     """A problem with one document: it is answered as failed (logged), the run goes on."""
 
 
+@dataclass(eq=False)
+class Setting:
+    """One distinct setting of a run, resolved once (``LatentTTSModel._setting``) and shared by its jobs.
+
+    ``config``: the resolved ``LatentGenerationConfig`` (passed to every rollout as is); ``aggregation``:
+    the ``scaling.aggregation.AGGREGATIONS`` entry it chooses by; ``greedy``: the config of the greedy
+    decode beside its rollouts (None: not reported); ``payload``: the request wants the typed result
+    (``scaling.result.QuestionResult``), not ``#### <answer>``; ``key``: groups its jobs.
+    """
+
+    key: int
+    config: object  # LatentGenerationConfig
+    aggregation: Aggregation
+    payload: bool
+    greedy: object = None
+
+    @property
+    def splittable(self) -> bool:
+        """Whether a question's rollouts may be drawn over several calls (samples, not a search)."""
+        return bool(self.config.samples) and not self.aggregation.search
+
+
 @dataclass
 class Job:
-    """One ``generate_until`` request: its position, bare question, prompt token ids and settings.
-
-    ``baseline`` is the config of its greedy decode (``None``: not reported);
-    ``sample_offset`` the index of its first sample (lm-eval's repeat r of a request draws its own samples).
-    """
+    """One ``generate_until`` request: its position, bare question, prompt token ids and resolved setting;
+    ``sample_offset`` is the index of its first sample (lm-eval's repeat r of a request draws its own)."""
 
     index: int
     question: str
     prompt: list[int]
-    config: object  # LatentGenerationConfig
-    payload: bool
-    baseline: object = None
+    setting: Setting
     sample_offset: int = 0
 
+    @property
+    def config(self):
+        return self.setting.config
 
-@dataclass
-class Hooks:
-    """What the runner asks of the model.
 
-    ``check(job)`` raises ``DocError`` for a document that cannot run;
-    ``candidates(prompts, config, offset, count)`` draws samples ``offset ..
-    offset+count-1`` of a batch of questions, ``baseline`` the same without
-    RM scores (the greedy decodes); ``how(config)`` is the aggregation a
-    config uses; ``respond(job, candidates, greedy)`` and ``failed(job,
-    reason)`` make the responses.
-    """
+class Answerer(Protocol):
+    """What the runner asks of the model (``LatentTTSModel``'s ``answerer``)."""
 
-    check: Callable
-    candidates: Callable
-    baseline: Callable
-    how: Callable
-    respond: Callable
-    failed: Callable
+    def check(self, job: Job) -> None:
+        """Raise ``DocError`` for a document that cannot run."""
+
+    def candidates(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
+        """Samples ``offset .. offset+count-1`` of a batch of questions (beam search: the beams)."""
+
+    def greedy(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
+        """The greedy decodes of a batch of questions (``setting.greedy``; no RM scores)."""
+
+    def respond(self, job: Job, candidates, greedy) -> str:
+        """The response to a request."""
+
+    def failed(self, job: Job, reason: str) -> str:
+        """The response to a request that could not run (scored wrong)."""
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -85,7 +106,7 @@ class BatchRunner:
         self.device = torch.device(device)
         self.batch_sizes: dict = {}
 
-    def run(self, jobs: list[Job], hooks: Hooks, disable_tqdm: bool = False) -> list[str]:
+    def run(self, jobs: list[Job], answerer: Answerer, disable_tqdm: bool = False) -> list[str]:
         """Responses to ``jobs`` in their order."""
         from lm_eval.models.utils import Collator
         from tqdm import tqdm
@@ -94,17 +115,16 @@ class BatchRunner:
         ready = []
         for job in jobs:
             try:
-                hooks.check(job)
+                answerer.check(job)
                 ready.append(job)
             except DocError as err:
-                results[job.index] = hooks.failed(job, str(err))
+                results[job.index] = answerer.failed(job, str(err))
         collator = Collator(ready, sort_fn=lambda job: (-len(job.prompt), job.index), group_by="gen_kwargs",
-                            group_fn=lambda job: {"settings": job.config.to_json_string(use_diff=False),
-                                                  "payload": job.payload, "length": len(job.prompt),
+                            group_fn=lambda job: {"setting": job.setting.key, "length": len(job.prompt),
                                                   "sample_offset": job.sample_offset})
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(ready), disable=disable_tqdm, desc="latent_tts rollouts")
         for group in collator.get_batched(n=0, batch_fn=lambda _, whole: len(whole)):
-            for job, response in zip(group, self._group(group, hooks)):
+            for job, response in zip(group, self._group(group, answerer)):
                 results[job.index] = response
             if self.auto:
                 self.batch_sizes = {0: int(self.current)}
@@ -112,74 +132,77 @@ class BatchRunner:
         bar.close()
         return results
 
-    def _group(self, jobs: list[Job], hooks: Hooks) -> list[str]:
-        """Responses of a group of questions with the same settings and prompt length."""
-        config = jobs[0].config
-        n = config.num_return_sequences
+    def _group(self, jobs: list[Job], answerer: Answerer) -> list[str]:
+        """Responses of a group of questions with the same setting and prompt length."""
+        setting = jobs[0].setting
+        n = setting.config.num_return_sequences
 
         def budget() -> int:
             return max(1, int(self.current)) * n
 
-        found = draw_in_rounds(len(jobs), config, hooks.how(config),
-                               self._drawer(jobs, config, hooks.candidates, hooks), budget)
+        found = draw_in_rounds(len(jobs), setting.config, setting.aggregation,
+                               self._drawer(jobs, answerer.candidates, setting.splittable), budget)
         greedy = [None] * len(jobs)
-        baseline = jobs[0].baseline
-        if baseline is not None:
-            greedy = draw_in_rounds(len(jobs), baseline, hooks.how(baseline),
-                                    self._drawer(jobs, baseline, hooks.baseline, hooks), budget)
+        if setting.greedy is not None:
+            greedy = draw_in_rounds(len(jobs), setting.greedy, AGGREGATIONS["majority"],
+                                    self._drawer(jobs, answerer.greedy, False), budget)
         responses = []
         for job, got, base in zip(jobs, found, greedy):
             trouble = got if isinstance(got, str) else base if isinstance(base, str) else None
-            responses.append(hooks.failed(job, trouble) if trouble else hooks.respond(job, got, base))
+            responses.append(answerer.failed(job, trouble) if trouble else answerer.respond(job, got, base))
         return responses
 
-    def _drawer(self, jobs: list[Job], config, fn: Callable, hooks: Hooks):
-        """``draw(indices, offset, count)`` for ``draw_in_rounds``: one call of ``fn``, or smaller ones on
-        out-of-memory."""
+    def _drawer(self, jobs: list[Job], method: Callable, splittable: bool):
+        """``draw(indices, offset, count)`` for ``draw_in_rounds``: one call of the answerer's ``method``
+        (``candidates`` or ``greedy``), or smaller ones on out-of-memory."""
+        setting = jobs[0].setting
+
+        def fn(prompts: list[list[int]], offset: int, count: int) -> list:
+            return method(setting, prompts, offset, count)
+
         def draw(indices: list[int], offset: int, count: int) -> list:  # a group shares its sample_offset
-            return self._draw([jobs[i] for i in indices], config, jobs[0].sample_offset + offset, count, fn, hooks)
+            return self._draw([jobs[i] for i in indices], jobs[0].sample_offset + offset, count, fn, splittable)
         return draw
 
-    def _draw(self, chunk: list[Job], config, offset: int, count: int, fn: Callable, hooks: Hooks) -> list:
+    def _draw(self, chunk: list[Job], offset: int, count: int, fn: Callable, splittable: bool) -> list:
         """Candidates of one call, per question (a ``str`` for a question that failed).
 
         Out of memory halves the call (and the budget of later calls); a
         failing call is retried one question at a time.
         """
         try:
-            return fn([job.prompt for job in chunk], config, offset, count)
+            return fn([job.prompt for job in chunk], offset, count)
         except Exception as err:  # noqa: BLE001 - out-of-memory and per-document failures are handled below
             if is_out_of_memory(err):
                 self._free()
                 if len(chunk) == 1:
-                    return [self._in_pieces(chunk[0], config, offset, count, fn, hooks, err)]
+                    return [self._in_pieces(chunk[0], offset, count, fn, splittable, err)]
                 half = (len(chunk) + 1) // 2
                 # the budget counts questions at the group's N rollouts (``job.config``), also for the greedy
-                # decodes (``config`` is then the baseline's, N=1): half of this call's rows, in those units
+                # decodes (drawn at N=1): half of this call's rows, in those units
                 n = chunk[0].config.num_return_sequences
                 self.current = max(1, min(int(self.current), half * count // n))
                 logger.warning("latent_tts: out of memory with %d questions x %d rollouts per call; retrying "
                                "with %d questions.", len(chunk), count, half)
-                return self._draw(chunk[:half], config, offset, count, fn, hooks) + \
-                    self._draw(chunk[half:], config, offset, count, fn, hooks)
+                return self._draw(chunk[:half], offset, count, fn, splittable) + \
+                    self._draw(chunk[half:], offset, count, fn, splittable)
             if _is_setting_error(err):
                 raise
             if len(chunk) > 1:
-                return [got for job in chunk for got in self._draw([job], config, offset, count, fn, hooks)]
+                return [got for job in chunk for got in self._draw([job], offset, count, fn, splittable)]
             return [f"{type(err).__name__}: {err}"]
 
-    def _in_pieces(self, job: Job, config, offset: int, count: int, fn: Callable, hooks: Hooks,
-                   err: BaseException):
+    def _in_pieces(self, job: Job, offset: int, count: int, fn: Callable, splittable: bool, err: BaseException):
         """One question's ``count`` rollouts do not fit one call: draw them in 2, 4, 8, ... calls."""
         split = 2
-        while config.samples and hooks.how(config) != "beam" and split <= count:
+        while splittable and split <= count:
             logger.warning("latent_tts: out of memory with %d rollouts in one call; drawing them in %d calls.",
                            count, split)
             sizes = [count // split + (1 if i < count % split else 0) for i in range(split)]
             try:
                 found, start = None, offset
                 for size in sizes:
-                    part = fn([job.prompt], config, start, size)[0]
+                    part = fn([job.prompt], start, size)[0]
                     found = part if found is None else (found.extend(part) or found)
                     start += size
                 return found
@@ -204,4 +227,4 @@ def _is_setting_error(err: BaseException) -> bool:
     return isinstance(err, (LatentTTSArgumentError, NotImplementedError))
 
 
-__all__ = ["BatchRunner", "DocError", "Hooks", "Job", "is_out_of_memory"]
+__all__ = ["Answerer", "BatchRunner", "DocError", "Job", "Setting", "is_out_of_memory"]

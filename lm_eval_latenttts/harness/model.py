@@ -31,7 +31,6 @@ See :mod:`lm_eval_latenttts.harness.arguments`.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import torch
@@ -41,11 +40,12 @@ from lm_eval.api.model import LM
 from hf_modeling.answers import normalize_number, number_text
 from lm_eval_latenttts.harness.arguments import (
     LatentTTSArgumentError,
+    SHORT_NAMES,
     harness_names,
     parse_model_args,
     request_overrides,
 )
-from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Hooks, Job
+from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job, Setting
 from lm_eval_latenttts.harness.context import bare_question
 from lm_eval_latenttts.harness.setup import (
     load_models,
@@ -58,7 +58,8 @@ from lm_eval_latenttts.harness.setup import (
 from lm_eval_latenttts.publishing.model_info import scaling_settings
 from lm_eval_latenttts.scaling import rollouts
 from lm_eval_latenttts.scaling.adaptive import round_size, rounds_apply
-from lm_eval_latenttts.scaling.aggregation import select
+from lm_eval_latenttts.scaling.aggregation import AGGREGATIONS, select
+from lm_eval_latenttts.scaling.result import FAILED, CandidateRow, QuestionResult
 
 # under lm-eval's logger, so that INFO lines show at the harness's default verbosity
 logger = logging.getLogger("lm_eval.latent_tts")
@@ -75,6 +76,72 @@ def canonical_answer(answer) -> str | None:
     return str(answer) if number is None else number_text(number)
 
 
+class Rollouts:
+    """The runner's ``Answerer``: draws a batch's candidates with the backbone (and scores them with the
+    LatentRM), and turns a question's candidates into its response."""
+
+    def __init__(self, model, tokenizer, rm) -> None:
+        self.model, self.tokenizer, self.rm = model, tokenizer, rm
+
+    def check(self, job: Job) -> None:
+        if not job.question.strip():
+            raise DocError("the question is empty")
+        try:
+            self.model.context_room(torch.tensor([len(job.prompt)]), self.model.latent_steps_of(job.config))
+        except ValueError as err:
+            raise DocError(str(err)) from None
+
+    def candidates(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
+        if setting.aggregation.search:
+            return rollouts.beam(self.model, self.tokenizer, prompts, setting.config, self.rm)
+        return rollouts.sample(self.model, self.tokenizer, prompts, setting.config, self.rm, sample_offset=offset,
+                               count=count)
+
+    def greedy(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
+        return rollouts.sample(self.model, self.tokenizer, prompts, setting.greedy, None)
+
+    def respond(self, job: Job, candidates, greedy=None) -> str:
+        """The response to one request: its ``QuestionResult`` as JSON, or ``#### <answer>``."""
+        answers = [canonical_answer(a) for a in candidates.answers]
+        chosen = select(answers, candidates.scores, job.setting.aggregation, candidates.chosen)
+        if not job.setting.payload:
+            if chosen.answer is not None:
+                return f"#### {chosen.answer}"
+            return candidates.texts[chosen.chosen] if chosen.chosen is not None else candidates.texts[0]
+        scores = candidates.scores or [None] * len(answers)
+        result = self._result(job, has_rm=candidates.scores is not None)
+        result.candidates = [CandidateRow(answer, None if score is None else round(float(score), 6), text,
+                                          int(steps))
+                             for text, answer, score, steps in zip(candidates.texts, answers, scores,
+                                                                   candidates.latent_steps)]
+        result.selection = chosen
+        result.rollouts = candidates.drawn + (greedy.drawn if greedy is not None else 0)
+        result.latent_forwards = candidates.latent_forwards + (greedy.latent_forwards if greedy is not None else 0)
+        result.stopped = candidates.stopped
+        if result.has_greedy:
+            result.greedy = canonical_answer((greedy or candidates).answers[0])  # sampling off: the rollout
+        return result.to_json()
+
+    def failed(self, job: Job, reason: str) -> str:
+        """The response to a document that could not run (logged): no answer, scored wrong."""
+        logger.warning("latent_tts: %s; the document is scored as wrong. Question: %.80r", reason, job.question)
+        if not job.setting.payload:
+            return ""
+        result = self._result(job, has_rm=self.rm is not None)
+        result.rollouts, result.latent_forwards, result.stopped, result.error = 0, 0, FAILED, reason
+        return result.to_json()
+
+    @staticmethod
+    def _result(job: Job, has_rm: bool) -> QuestionResult:
+        """A result with the fields that depend only on the settings, the same for answered and failed
+        documents: ``n`` (N rollouts, or the B beams of beam search) and ``first_round``."""
+        config, how = job.config, job.setting.aggregation
+        return QuestionResult(
+            aggregate=how.name, n=config.latent_beams if how.search else config.num_return_sequences,
+            has_rm=has_rm, first_round=round_size(config, how) if rounds_apply(config, how) else None,
+            has_greedy=bool(config.greedy_baseline))
+
+
 class LatentTTSModel(LM):
     """lm-eval model ``latent_tts`` (see the module docstring and :mod:`lm_eval_latenttts.harness.arguments`)."""
 
@@ -83,16 +150,19 @@ class LatentTTSModel(LM):
         self.load_options, overrides = parse_model_args(shipped_defaults(dict(kwargs)))
         self._warned: set[str] = set()
         self._task_settings: dict[str, dict] = {}
+        self._settings: dict = {}  # a request's gen_kwargs -> its Setting (resolved once)
+        self._distinct: dict = {}  # (settings JSON, payload) -> Setting: equal settings share one
         self.accelerator, self._rank, self._world_size = process_group()
         device = self.accelerator.device if self.accelerator is not None else pick_device(
             self.load_options["device"], harness_default=_harness_device)
         self._device = device
         self._create_model(pick_dtype(self.load_options["dtype"], device))
         # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here)
-        self.run_config = self._checked(self._config(self.base_config, overrides, "model_args"))
+        self.run_config = self._resolve(self.base_config, overrides, "model_args")
         sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
         self.load_options["batch_size"], self.load_options["max_batch_size"] = sizes
         self.batches = BatchRunner(*sizes, device)
+        self.answerer = Rollouts(self.model, self.tokenizer, self.rm)
 
     # ------------------------------------------------------------------ hooks
     def _create_model(self, dtype) -> None:
@@ -101,164 +171,76 @@ class LatentTTSModel(LM):
         self.model, self.tokenizer, self.rm, self.base_config = load_models(
             self.pretrained, self.load_options["rm"], self.load_options["revision"], dtype, self._device)
 
-    def _config(self, base, overrides: dict, source: str):
-        """``base`` updated with ``overrides``, validated and resolved for the backbone; errors name ``source``."""
+    def _resolve(self, base, overrides: dict, source: str):
+        """``base`` updated with ``overrides``: validated and resolved for the backbone (the one validation of
+        a distinct setting); errors name ``source`` and the keys of ``source``.
+
+        Warns (once) about settings that run but do not do what their names promise; sampling of strength 0
+        runs as sampling=none, since its N rollouts are identical.
+        """
         try:
-            config = self.model.latent_generation_config(base, **overrides)
+            config = self.model.latent_generation_config(
+                base, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                return_dict_in_generate=True, **overrides)
             config.check_rm(has_rm=self.rm is not None)
         except ValueError as err:
             raise LatentTTSArgumentError(f"latent_tts {source}: {harness_names(str(err))}") from None
+        for key, message in config.idle_settings(SHORT_NAMES):
+            self._warn_once(key, "latent_tts: %s", message)
+        if config.latent_sampling is not None and not config.samples:  # as for_backbone leaves sampling=none:
+            config.latent_sampling = config.dropout_p = config.noise_std = None  # valid, so not validated again
         return config
 
-    def _request_config(self, gen_kwargs: dict):
-        """A request's settings (the run's, then its ``gen_kwargs``) and whether it wants the payload."""
+    def _setting(self, gen_kwargs: dict) -> Setting:
+        """The resolved ``Setting`` of a request's ``gen_kwargs`` (the run's, then its overrides): resolved
+        the first time these ``gen_kwargs`` are seen, then looked up."""
+        key = repr(sorted((k, repr(v)) for k, v in gen_kwargs.items()))
+        if key in self._settings:
+            return self._settings[key]
         overrides, ignored, payload = request_overrides(gen_kwargs)
-        for key in ignored:
-            value = gen_kwargs.get(key)
+        for name in ignored:
+            value = gen_kwargs.get(name)
             greedy_anyway = value is False or value is None or (not isinstance(value, bool) and value in (0, 1))
-            if key in ("until", "max_gen_toks", "max_length", "stop") or greedy_anyway:
+            if name in ("until", "max_gen_toks", "max_length", "stop") or greedy_anyway:
                 continue  # task boilerplate, or a value that means greedy anyway (do_sample=True is not: True == 1)
-            self._warn_once(f"ignored:{key}", "latent_tts ignores the generation setting %r (answers are decoded "
-                            "greedily after the latent phase).", key)
-        config = self._checked(self._config(self.run_config, overrides, "gen_kwargs")) if overrides else \
-            self.run_config
-        return config, payload
-
-    def _checked(self, config):
-        """Warn (once) about settings that run but do not do what their names promise.
-
-        Sampling of strength 0 runs as sampling=none, since its N rollouts are identical.
-        """
-        n, mode = config.num_return_sequences, config.latent_sampling
-        if mode is not None and not config.samples:
-            self._warn_once(f"zero:{mode}", "latent_tts: sampling=%s with %s=0 samples nothing: the n=%d rollouts "
-                            "are identical (run as sampling=none). Raise the strength.", mode,
-                            "dropout_p" if mode == "dropout" else "noise_std", n)
-            config = self.model.latent_generation_config(config, latent_sampling=None)
-        if n > 1 and config.latent_sampling is None and config.aggregate != "beam":
-            self._warn_once("n_without_sampling", "latent_tts: n=%d with sampling=none gives %d identical "
-                            "rollouts; pass sampling=dropout or sampling=noise.", n, n)
-        return config
-
-    def _how(self, config) -> str:
-        return config.selection(self.rm is not None)
-
-    def _candidates(self, prompts: list[list[int]], config, offset: int = 0, count: int | None = None):
-        """Candidates of a batch of questions: samples ``offset .. offset+count-1`` (beam search: the beams)."""
-        if self._how(config) == "beam":
-            return rollouts.beam(self.model, self.tokenizer, prompts, config, self.rm)
-        if count is not None and count != config.num_return_sequences:
-            config = self.model.latent_generation_config(config, num_return_sequences=count)
-        return rollouts.sample(self.model, self.tokenizer, prompts, config, self.rm, sample_offset=offset)
-
-    def _baseline(self, prompts: list[list[int]], config, offset: int = 0, count: int | None = None):
-        """The greedy decodes of a batch of questions (``config`` from ``_baseline_config``; no RM scores)."""
-        return rollouts.sample(self.model, self.tokenizer, prompts, config, None)
-
-    def _baseline_config(self, config):
-        """The greedy decode beside ``config``'s rollouts, or None: not asked for, or the rollout itself is it."""
-        if not config.greedy_baseline or (not config.samples and self._how(config) != "beam"):
-            return None
-        return self.model.latent_generation_config(config, latent_sampling=None, num_return_sequences=1,
-                                                   adaptive=False, aggregate="majority")
-
-    def _respond(self, job: Job, candidates, greedy=None) -> str:
-        """The response to one request: the JSON payload of every candidate, or ``#### <answer>``."""
-        how = self._how(job.config)
-        answers = [canonical_answer(a) for a in candidates.answers]
-        chosen = select(answers, candidates.scores, how, candidates.chosen)
-        if not job.payload:
-            if chosen.answer is not None:
-                return f"#### {chosen.answer}"
-            return candidates.texts[chosen.chosen] if chosen.chosen is not None else candidates.texts[0]
-        listed = []
-        for text, answer, score, steps in zip(candidates.texts, answers, candidates.scores or [None] * len(answers),
-                                              candidates.latent_steps):
-            listed.append({"answer": answer, "score": None if score is None else round(float(score), 6),
-                           "text": text, "latent_steps": int(steps)})
-        record = self._record(job, how)
-        record.update({
-            "answer": chosen.answer, "chosen": chosen.chosen, "majority": chosen.majority,
-            "best_of_n": chosen.best_of_n, "weighted": chosen.weighted, "has_rm": candidates.scores is not None,
-            "rollouts": candidates.drawn + (greedy.drawn if greedy is not None else 0),
-            "latent_forwards": candidates.latent_forwards + (greedy.latent_forwards if greedy is not None else 0),
-            "stopped": candidates.stopped,
-        })
-        if job.config.greedy_baseline:
-            record["greedy"] = canonical_answer((greedy or candidates).answers[0])  # sampling off: the rollout
-        return json.dumps({**record, "candidates": listed}, ensure_ascii=False)
-
-    def _record(self, job: Job, how: str) -> dict:
-        """The fields of a payload that depend only on the settings, the same for answered and failed documents.
-
-        ``n``: N rollouts, or the B beams of beam search; ``first_round`` (adaptive sampling): the round every
-        question draws, on which ``single_acc`` and ``pass@k`` are computed.
-        """
-        config = job.config
-        record = {"answer": None, "aggregate": how,
-                  "n": config.latent_beams if how == "beam" else config.num_return_sequences}
-        if rounds_apply(config, how):
-            record["first_round"] = round_size(config, how)
-        return record
-
-    def _failed(self, job: Job, reason: str) -> str:
-        """The response to a document that could not run (logged): no answer, scored wrong."""
-        logger.warning("latent_tts: %s; the document is scored as wrong. Question: %.80r", reason, job.question)
-        if not job.payload:
-            return ""
-        record = self._record(job, self._how(job.config))
-        record.update({
-            "candidates": [], "chosen": None, "majority": None, "best_of_n": None, "weighted": None,
-            "has_rm": self.rm is not None, "rollouts": 0, "latent_forwards": 0, "stopped": "failed", "error": reason,
-        })
-        if job.config.greedy_baseline:
-            record["greedy"] = None
-        return json.dumps(record)
+            self._warn_once(f"ignored:{name}", "latent_tts ignores the generation setting %r (answers are decoded "
+                            "greedily after the latent phase).", name)
+        changes = {k: v for k, v in overrides.items() if getattr(self.run_config, k) != v}
+        config = self._resolve(self.run_config, overrides, "gen_kwargs") if changes else self.run_config
+        distinct = (config.to_json_string(use_diff=False), payload)
+        if distinct not in self._distinct:
+            how = AGGREGATIONS[config.selection(self.rm is not None)]
+            greedy = config.greedy() if payload and config.greedy_baseline and (config.samples or how.search) \
+                else None  # the greedy row (a metric of the latent_* tasks); sampling off: the rollout is it
+            self._distinct[distinct] = Setting(len(self._distinct), config, how, payload, greedy)
+        self._settings[key] = self._distinct[distinct]
+        return self._settings[key]
 
     # ------------------------------------------------------------------ requests
-    def _job(self, index: int, request, baselines: dict, repeat: int = 0) -> Job:
+    def _job(self, index: int, request, repeat: int = 0) -> Job:
         """The job of a request; ``repeat`` r (lm-eval's r-th copy of it) draws samples r*N .. r*N+N-1."""
         context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {}) or {}
-        config, payload = self._request_config(gen_kwargs)
+        setting = self._setting(gen_kwargs)
+        config = setting.config
         where = f"document {getattr(request, 'doc_id', None)} of task {getattr(request, 'task_name', None)}"
         question = bare_question(context, getattr(request, "doc", None), where)
-        if repeat and config.samples and self._how(config) == "beam":
+        if repeat and config.samples and setting.aggregation.search:
             raise LatentTTSArgumentError(
                 "latent_tts: the task repeats each request (repeats > 1), but aggregate=beam has no sample index "
-                "to give each repeat samples of its own (every repeat would be the same search). Use repeats: 1 with beam search, or n=<K> with "
-                "another aggregate instead of repeats.")
+                "to give each repeat samples of its own (every repeat would be the same search). Use repeats: 1 "
+                "with beam search, or n=<K> with another aggregate instead of repeats.")
         if repeat and not config.samples:
             self._warn_once("deterministic_repeats", "latent_tts: the task repeats each request, but with "
                             "sampling=none every repeat is the same deterministic answer.")
-        baseline = None
-        if payload:  # the greedy row is a metric of the latent_* tasks
-            settings = config.to_json_string(use_diff=False)
-            if settings not in baselines:
-                baselines[settings] = self._baseline_config(config)
-            baseline = baselines[settings]
-        return Job(index, question, self.model.encode_prompt(self.tokenizer, question), config, payload, baseline,
+        return Job(index, question, self.model.encode_prompt(self.tokenizer, question), setting,
                    sample_offset=repeat * config.num_return_sequences)
-
-    def _check_doc(self, job: Job) -> None:
-        if not job.question.strip():
-            raise DocError("the question is empty")
-        limit = self.model.max_context_length()
-        default = self.model.config.max_latent_length if self.model.dynamic_latent_length else \
-            self.model.config.latent_length
-        steps = job.config.latent_length if job.config.latent_length is not None else default
-        if limit is not None and len(job.prompt) + steps + 2 > limit:
-            raise DocError(f"the prompt has {len(job.prompt)} tokens; with {steps} latent steps it does not fit "
-                           f"the model's context window of {limit} positions")
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
-        baselines: dict = {}
-        jobs = [self._job(i, request, baselines, repeat) for i, (request, repeat) in
+        jobs = [self._job(i, request, repeat) for i, (request, repeat) in
                 enumerate(zip(requests, repeat_indices(requests)))]
         self._note_task_settings(requests, jobs)
-        hooks = Hooks(check=self._check_doc, candidates=self._candidates, baseline=self._baseline, how=self._how,
-                      respond=self._respond, failed=self._failed)
-        results = self.batches.run(jobs, hooks, disable_tqdm=disable_tqdm or self.rank != 0)
+        results = self.batches.run(jobs, self.answerer, disable_tqdm=disable_tqdm or self.rank != 0)
         for request, text in zip(requests, results):
             self.cache_hook.add_partial("generate_until", request.args, text)
         return results

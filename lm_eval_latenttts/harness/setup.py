@@ -5,6 +5,7 @@ Kept apart from the request hooks in ``model`` so that each reads in one go.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -116,6 +117,16 @@ def single_thread_for_tiny_cpu_models(model: torch.nn.Module, device: torch.devi
         torch.set_num_threads(1)
 
 
+def _json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LatentTTSArgumentError(f"latent_tts model_args: cannot read {path} ({err}); fix or remove it.") from None
+    if not isinstance(data, dict):
+        raise LatentTTSArgumentError(f"latent_tts model_args: {path} is not a JSON object; fix or remove it.")
+    return data
+
+
 def load_models(pretrained: str, rm_path: str | None, revision: str | None, dtype: torch.dtype | str,
                 device: torch.device) -> tuple:
     """(backbone, tokenizer, LatentRM or None, the run's base settings) for ``pretrained`` and ``rm_path``.
@@ -149,7 +160,8 @@ def load_models(pretrained: str, rm_path: str | None, revision: str | None, dtyp
         ) from err
     folder = Path(resolve_checkpoint(rm_path, revision=revision))
     if base.aggregate is None and (folder / "generation_config.json").is_file():
-        base.aggregate = LatentGenerationConfig.from_pretrained(str(folder)).aggregate
+        # one value of the file, checked with the run's settings (LatentTTSModel._resolve)
+        base.aggregate = _json_object(folder / "generation_config.json").get("aggregate")
     return model, tokenizer, rm.to(device).eval(), base
 
 

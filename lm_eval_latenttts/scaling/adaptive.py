@@ -45,19 +45,19 @@ import math
 from typing import Callable
 
 from hf_modeling.answers import answer_key
-from lm_eval_latenttts.scaling.aggregation import answer_weights, vote_totals
+from lm_eval_latenttts.scaling.aggregation import Aggregation, aggregation, answer_weights, vote_totals
 from lm_eval_latenttts.scaling.rollouts import Candidates
 
 # draw(question indices, sample offset, count) -> per question its Candidates, or a failure reason
 Draw = Callable[[list[int], int, int], list]
 
 
-def rounds_apply(config, how: str) -> bool:
-    """Whether ``config`` draws in rounds: adaptive sampling on, rollouts that differ, no beam search."""
-    return bool(config.adaptive) and config.samples and how != "beam"
+def rounds_apply(config, how: str | Aggregation) -> bool:
+    """Whether ``config`` draws in rounds: adaptive sampling on, rollouts that differ, no search (beam)."""
+    return bool(config.adaptive) and config.samples and not aggregation(how).search
 
 
-def round_size(config, how: str) -> int:
+def round_size(config, how: str | Aggregation) -> int:
     """Rollouts per question and round: ``adaptive_round`` (at most N) when adaptive, else all N at once."""
     n = config.num_return_sequences
     return min(config.adaptive_round, n) if rounds_apply(config, how) else n
@@ -116,11 +116,11 @@ def regularized_beta(x: float, a: float, b: float) -> float:
     return math.exp(log_front) * fraction / a
 
 
-def stop_reason(candidates: Candidates, config, how: str) -> str | None:
+def stop_reason(candidates: Candidates, config, how: str | Aggregation) -> str | None:
     """Why the question stops drawing after its rollouts so far (``None``: it goes on)."""
     n, drawn = config.num_return_sequences, len(candidates.answers)
     if not rounds_apply(config, how):
-        if how == "beam":
+        if aggregation(how).search:
             return "beam search: one search per question"
         return f"fixed: all {n} rollouts" if config.samples else "deterministic: one rollout stands for all"
     if drawn >= n:
@@ -149,7 +149,7 @@ def stop_reason(candidates: Candidates, config, how: str) -> str | None:
     return None
 
 
-def draw_in_rounds(questions: int, config, how: str, draw: Draw, rows_per_call: Callable[[], int]) -> list:
+def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw, rows_per_call: Callable[[], int]) -> list:
     """Every question's candidates, drawn in level-synchronous rounds; see the module docstring.
 
     ``draw(indices, offset, count)`` draws samples ``offset .. offset+count-1``

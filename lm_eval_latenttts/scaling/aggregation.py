@@ -10,6 +10,7 @@ lm-eval model and the scaling report both call it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hf_modeling.answers import answer_key
@@ -100,35 +101,82 @@ class Selection:
     weighted: str | None
 
 
-def select(answers: list, scores: list | None, how: str, chosen: int | None = None) -> Selection:
-    """Apply the aggregation ``how`` ('majority', 'best_of_n', 'weighted', 'beam') to N candidates.
+@dataclass(frozen=True)
+class Aggregation:
+    """One way of choosing a question's answer: an entry of ``AGGREGATIONS``.
+
+    ``choose(answers, scores, chosen, rules)`` returns ``(answer, index of a candidate giving it)``;
+    ``rules`` holds every rule's answer (``majority``, ``best_of_n``, ``weighted``).  ``search``: the
+    candidates come from one RM-guided search per question (beam search), not from N samples, so there
+    are no rounds of samples to draw or split.  Which names need a LatentRM is the config's fact
+    (``hf_modeling.generation_config.RM_AGGREGATES``).
+    """
+
+    name: str
+    choose: Callable[[list, list | None, int | None, dict], tuple]
+    search: bool = False
+
+
+def _first_giving(answers: list, answer) -> int | None:
+    key = answer_key(answer)
+    return next((i for i, a in enumerate(answers) if key is not None and answer_key(a) == key), None)
+
+
+def _by_rule(rule: str):
+    def choose(answers, scores, chosen, rules):
+        return rules[rule], _first_giving(answers, rules[rule])
+    return choose
+
+
+def _best_of_n(answers, scores, chosen, rules):
+    return rules["best_of_n"], (best_of_n_index(scores) if answers else None)
+
+
+def _searched(answers, scores, chosen, rules):
+    return (answers[chosen] if answers and chosen is not None else None), chosen
+
+
+# the aggregations a run can ask for (``aggregate``): adding one is an entry here and its name in
+# hf_modeling.generation_config.AGGREGATES (and RM_AGGREGATES when it needs a LatentRM)
+AGGREGATIONS = {
+    "majority": Aggregation("majority", _by_rule("majority")),
+    "best_of_n": Aggregation("best_of_n", _best_of_n),
+    "weighted": Aggregation("weighted", _by_rule("weighted")),
+    "beam": Aggregation("beam", _searched, search=True),
+}
+
+
+def aggregation(how: str | Aggregation) -> Aggregation:
+    """The table entry of ``how`` (a name or an entry)."""
+    if isinstance(how, Aggregation):
+        return how
+    if how not in AGGREGATIONS:
+        raise ValueError(f"aggregate must be one of {', '.join(map(repr, AGGREGATIONS))}; got {how!r}.")
+    return AGGREGATIONS[how]
+
+
+def select(answers: list, scores: list | None, how: str | Aggregation, chosen: int | None = None) -> Selection:
+    """Apply the aggregation ``how`` (a name or an ``AGGREGATIONS`` entry) to N candidates.
 
     ``scores`` are the RM trajectory scores (None without an RM); for ``beam``
     the search already chose the candidate ``chosen``.
     """
+    rule = aggregation(how)
     if scores is not None:
         answers, scores = _check_scores(answers, scores)
-    majority = majority_vote(answers)
-    best = weighted = None
+    rules = {"majority": majority_vote(answers), "best_of_n": None, "weighted": None}
     if scores is not None and answers:
-        best = answers[best_of_n_index(scores)]
-        weighted = weighted_vote(answers, scores)
-    if how == "beam":
-        answer = answers[chosen] if answers and chosen is not None else None
-    elif how == "best_of_n":
-        chosen = best_of_n_index(scores) if answers else None
-        answer = best
-    elif how in ("majority", "weighted"):
-        answer = majority if how == "majority" else weighted
-        chosen = next((i for i, a in enumerate(answers) if answer_key(a) is not None
-                       and answer_key(a) == answer_key(answer)), None)
-    else:
-        raise ValueError(f"aggregate must be 'majority', 'best_of_n', 'weighted' or 'beam'; got {how!r}.")
-    return Selection(answer=answer, chosen=chosen, majority=majority, best_of_n=best, weighted=weighted)
+        rules["best_of_n"] = answers[best_of_n_index(scores)]
+        rules["weighted"] = weighted_vote(answers, scores)
+    answer, chosen = rule.choose(answers, scores, chosen, rules)
+    return Selection(answer=answer, chosen=chosen, **rules)
 
 
 __all__ = [
+    "AGGREGATIONS",
+    "Aggregation",
     "Selection",
+    "aggregation",
     "answer_weights",
     "best_of_n_index",
     "majority_vote",

@@ -62,7 +62,7 @@ RUN_ROWS = ("rollouts", "latent_forwards")  # compute per question, reported as 
 
 def question_metrics(gold, answers: list, selection, has_rm: bool, n: int | None = None,
                      run: dict | None = None) -> dict[str, float]:
-    """The metric rows of one question from its candidate answers and ``Selection`` (or payload dict).
+    """The metric rows of one question from its candidate answers and ``Selection``.
 
     ``run`` is what the run recorded beside the candidates (the payload of
     ``latent_tts``): ``greedy`` (the answer of the deterministic decode; a
@@ -70,20 +70,19 @@ def question_metrics(gold, answers: list, selection, has_rm: bool, n: int | None
     ``latent_forwards`` (compute rows) and ``first_round`` (adaptive sampling,
     see the module docstring).
     """
-    get = selection.get if isinstance(selection, dict) else (lambda key: getattr(selection, key))
     run = run or {}
     correct = [answers_equal(a, gold) for a in answers]
     first = run.get("first_round")
     sampled = correct[:first] if first else correct  # the rollouts every question drew, whatever its answers
     c, drawn = sum(sampled), len(sampled)
     out = {
-        "acc": float(answers_equal(get("answer"), gold)),
+        "acc": float(answers_equal(selection.answer, gold)),
         "single_acc": c / drawn if drawn else 0.0,
-        "majority": float(answers_equal(get("majority"), gold)),
+        "majority": float(answers_equal(selection.majority, gold)),
     }
     if has_rm:
-        out["best_of_n"] = float(answers_equal(get("best_of_n"), gold))
-        out["weighted"] = float(answers_equal(get("weighted"), gold))
+        out["best_of_n"] = float(answers_equal(selection.best_of_n, gold))
+        out["weighted"] = float(answers_equal(selection.weighted, gold))
     if "greedy" in run:
         out["greedy"] = float(answers_equal(run["greedy"], gold))
     out["coverage"] = coverage(correct)

@@ -85,25 +85,30 @@ def _candidates(model, tokenizer, answer_ids, rows_per_question, scores, steps, 
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[list[int]], config: LatentGenerationConfig, rm=None,
-           sample_offset: int = 0, keep_latents: bool = False) -> list[Candidates]:
-    """Samples ``sample_offset .. sample_offset + N - 1`` of each prompt in one batched ``generate`` call.
+           sample_offset: int = 0, keep_latents: bool = False, count: int | None = None) -> list[Candidates]:
+    """Samples ``sample_offset .. sample_offset + count - 1`` of each prompt (``count``: default N) in one
+    batched rollout (``model.rollout``; a ``config`` resolved by ``model.latent_generation_config`` is used as
+    is, else resolved here with the tokenizer's EOS and pad ids).
 
-    With sampling off one rollout is drawn and stands for all N (they would be
-    identical).  With ``rm`` every candidate gets its trajectory score.
+    With sampling off one rollout is drawn and stands for all ``count`` (they
+    would be identical).  With ``rm`` every candidate gets its trajectory score.
     """
-    draws = config.num_return_sequences if config.samples else 1
+    count = config.num_return_sequences if count is None else count
+    draws = count if config.samples else 1
+    if not (config.resolved_for(model.latent_kind) and config.eos_token_id == tokenizer.eos_token_id
+            and config.pad_token_id == tokenizer.pad_token_id):
+        config = model.latent_generation_config(config, eos_token_id=tokenizer.eos_token_id,
+                                                pad_token_id=tokenizer.pad_token_id)
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
-    out = model.generate(ids, mask, config, num_return_sequences=draws, sample_offset=sample_offset,
-                         return_dict_in_generate=True, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    out = model.rollout(ids, mask, config, draws, sample_offset=sample_offset)
     scores = None
     if rm is not None:
         scores = rm.score_rollouts(out, reduction=config.reduction).trajectory_scores.float().cpu().tolist()
     found = _candidates(model, tokenizer, out.answer_ids, draws, scores, out.latent_lengths.cpu().tolist(),
                         out.latents if keep_latents else None)
-    if draws != config.num_return_sequences:
+    if draws != count:
         for c in found:  # deterministic: the N rollouts are the same rollout
-            n = config.num_return_sequences
+            n = count
             c.texts, c.answers, c.latent_steps = c.texts * n, c.answers * n, c.latent_steps * n
             c.scores = None if c.scores is None else c.scores * n
     return found
@@ -118,8 +123,9 @@ def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationCon
     from lm_eval_latenttts.scaling.beam import rm_beam_search
 
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
-    out = rm_beam_search(model, rm, ids, mask, config, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    tokens = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    same = config.resolved_for(model.latent_kind) and all(getattr(config, k) == v for k, v in tokens.items())
+    out = rm_beam_search(model, rm, ids, mask, config, **({} if same else tokens))
     found = []
     for q in range(len(prompts)):
         texts = decode_answers(tokenizer, out.beam_answer_ids[q])
