@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 from transformers import GenerationConfig
 
@@ -64,6 +65,46 @@ INHERITED_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 32}
 # what a rollout reads; the other GenerationConfig fields concern token sampling and are refused as overrides
 ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *ADAPTIVE_DEFAULTS, *INHERITED_DEFAULTS, "eos_token_id",
                             "pad_token_id", "bos_token_id", "return_dict_in_generate"})
+
+
+_MARK = re.compile(r"\{(\w+)(!|=[^}]*)?\}")
+
+
+class SettingError(ValueError):
+    """A setting a latent rollout cannot use.
+
+    The message names each setting the way its reader typed it: ``str(err)``
+    names the config's fields (``latent_sampling='dropout'``), and
+    ``err.named(names)`` the names a front end's users type (the lm-eval
+    harness's short keys: ``sampling=dropout``).  The message is written once,
+    as a template: ``{field}`` is the field with its value, ``{field=text}`` the
+    field with the value ``text``, ``{field!}`` the name alone; ``{rm!}`` is how
+    to pass a LatentRM.
+    """
+
+    def __init__(self, template: str, **values) -> None:
+        self.template, self.values = template, values
+        super().__init__(self.named())
+
+    def named(self, names: dict | None = None) -> str:
+        """The message with the fields called ``names[field]`` (command-line style values) when given."""
+        names = names or {}
+
+        def shown(value) -> str:
+            if names:
+                return "none" if value is None else str(value)
+            return repr(value)
+
+        def put(match: re.Match) -> str:
+            field, rest = match.group(1), match.group(2)
+            if field not in FIELD_CHECKS and field != "rm":  # text of a value, not a mark
+                return match.group(0)
+            name = names.get(field, "one" if field == "rm" else field)
+            if rest == "!":
+                return name
+            return f"{name}={shown(rest[1:] if rest else self.values.get(field))}"
+
+        return _MARK.sub(put, self.template)
 
 
 class LatentGenerationConfig(GenerationConfig):
@@ -158,15 +199,17 @@ class LatentGenerationConfig(GenerationConfig):
         """
         for field in FIELD_CHECKS:
             check_field(field, getattr(self, field))
+        values = {"dropout_p": self.dropout_p, "noise_std": self.noise_std, "latent_sampling": self.latent_sampling}
         if self.dropout_p and self.latent_sampling != "dropout":
-            raise ValueError(f"dropout_p={self.dropout_p} is set but latent_sampling={self.latent_sampling!r}; "
-                             "set latent_sampling='dropout' to use Monte Carlo dropout.")
+            raise SettingError("{dropout_p} is set but {latent_sampling}; set {latent_sampling=dropout} to use Monte "
+                               "Carlo dropout.", **values)
         if self.noise_std and self.latent_sampling != "noise":
-            raise ValueError(f"noise_std={self.noise_std} is set but latent_sampling={self.latent_sampling!r}; "
-                             "set latent_sampling='noise' to add Gaussian noise to the latents.")
+            raise SettingError("{noise_std} is set but {latent_sampling}; set {latent_sampling=noise} to add "
+                               "Gaussian noise to the latents.", **values)
         if self.adaptive and self.adaptive_rule == "esc" and self.adaptive_round < 2:
-            raise ValueError(f"adaptive_rule='esc' stops when the answers of a round agree, so it needs "
-                             f"adaptive_round >= 2; got adaptive_round={self.adaptive_round}.")
+            raise SettingError("{adaptive_rule} stops when the answers of a round agree, so it needs "
+                               "{adaptive_round!} >= 2; got {adaptive_round}.", adaptive_rule=self.adaptive_rule,
+                               adaptive_round=self.adaptive_round)
 
     # -- resolved views ---------------------------------------------------------------------------
     def for_backbone(self, kind: str | None) -> LatentGenerationConfig:
@@ -214,14 +257,16 @@ class LatentGenerationConfig(GenerationConfig):
         if self.aggregate is None:
             return "best_of_n" if has_rm else "majority"
         if self.aggregate in RM_AGGREGATES and not has_rm:
-            raise ValueError(f"aggregate={self.aggregate!r} needs a LatentRM; pass one or use aggregate='majority'.")
+            raise SettingError("{aggregate} needs a LatentRM; pass {rm!} or use {aggregate=majority}.",
+                               aggregate=self.aggregate)
         return self.aggregate
 
     def check_rm(self, has_rm: bool) -> None:
         """Raise ``ValueError`` when a setting needs a LatentRM that is not there."""
         self.selection(has_rm)
         if self.adaptive and self.adaptive_votes == "rm" and not has_rm:
-            raise ValueError("adaptive_votes='rm' weighs votes by a LatentRM; pass one or use adaptive_votes='count'.")
+            raise SettingError("{adaptive_votes} weighs votes by a LatentRM; pass {rm!} or use "
+                               "{adaptive_votes=count}.", adaptive_votes=self.adaptive_votes)
 
     def idle_settings(self, names: dict | None = None) -> list[tuple[str, str]]:
         """``(key, message)`` for each setting that runs but does not do what its name promises.
@@ -251,8 +296,11 @@ class LatentGenerationConfig(GenerationConfig):
 
 
 def check_field(field: str, value: object) -> None:
-    """Raise ``ValueError`` if ``value`` is not a valid value of the config field ``field`` on its own."""
-    FIELD_CHECKS[field](field, value)
+    """Raise ``SettingError`` if ``value`` is not a valid value of the config field ``field`` on its own."""
+    try:
+        FIELD_CHECKS[field]("{" + field + "!}", value)  # the message names the field through a mark
+    except ValueError as err:
+        raise SettingError(str(err), **{field: value}) from None
 
 
 def _choice(choices):
@@ -333,6 +381,7 @@ __all__ = [
     "DEFAULT_STRENGTH",
     "DROPOUT_SCOPES",
     "LatentGenerationConfig",
+    "SettingError",
     "REDUCTIONS",
     "RM_AGGREGATES",
     "SAMPLING_MODES",

@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from lm_eval_latenttts.harness.arguments import GENERATION_KEYS
+
 SUBCOMMANDS = {}
 
 
@@ -63,10 +65,12 @@ def _configure_annotate(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-# annotate option -> LatentGenerationConfig field (only the options given override the checkpoint's settings)
+# annotate option -> LatentGenerationConfig field, through the harness's table of setting names (only the options
+# given override the checkpoint's settings); N is --num-trajectories here
 ANNOTATE_GENERATION = {
-    "num_trajectories": "num_return_sequences", "sampling": "latent_sampling", "dropout_p": "dropout_p",
-    "noise_std": "noise_std", "seed": "seed", "max_new_tokens": "max_new_tokens", "latent_length": "latent_length",
+    "num_trajectories": GENERATION_KEYS["n"],
+    **{key: GENERATION_KEYS[key] for key in ("sampling", "dropout_p", "noise_std", "seed", "max_new_tokens",
+                                             "latent_length")},
 }
 
 

@@ -199,7 +199,7 @@ def test_adaptive_arguments():
     assert overrides == {"adaptive": True, "adaptive_rule": "exact", "adaptive_round": 2, "greedy_baseline": False,
                          "adaptive_threshold": 0.8}
     assert parse_model_args({"adaptive": 1})[1]["adaptive"] is True
-    with pytest.raises(LatentTTSArgumentError, match="adaptive_votes='rm' weighs votes by a LatentRM"):
+    with pytest.raises(LatentTTSArgumentError, match="adaptive_votes=rm weighs votes by a LatentRM"):
         LatentTTSModel(device="cpu", rm="none", adaptive=True, adaptive_votes="rm")
     for bad, words in (({"adaptive": "maybe"}, "adaptive must be True or False"),
                        ({"adaptive_rule": "vote"}, "'exact', 'confidence', 'esc'"),

@@ -66,7 +66,7 @@ def test_bad_model_args(kwargs, words):
     [
         ({"dropout_p": 0.2}, ["dropout_p=0.2", "sampling=dropout"]),  # the checkpoint samples nothing
         ({"aggregate": "best_of_n"}, ["needs a LatentRM", "rm="]),
-        ({"sampling": "noise", "n": 2, "aggregate": "beam"}, ["aggregate='beam' needs a LatentRM"]),
+        ({"sampling": "noise", "n": 2, "aggregate": "beam"}, ["aggregate=beam needs a LatentRM"]),
     ],
 )
 def test_settings_that_clash_with_the_checkpoint(ckpts, kwargs, words):

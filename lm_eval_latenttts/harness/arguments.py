@@ -45,8 +45,6 @@ revision                                    Hub revision of ``pretrained`` and `
 
 from __future__ import annotations
 
-import re
-
 GENERATION_KEYS = {
     "sampling": "latent_sampling",
     "dropout_p": "dropout_p",
@@ -66,7 +64,9 @@ GENERATION_KEYS = {
     "adaptive_votes": "adaptive_votes",
     "greedy": "greedy_baseline",
 }
-SHORT_NAMES = {field: key for key, field in GENERATION_KEYS.items()}  # config field -> harness key
+# config field -> the name a user of the harness types: errors and warnings of the config are worded with these
+# (``hf_modeling.generation_config.SettingError.named``), never rewritten afterwards
+SHORT_NAMES = {**{field: key for key, field in GENERATION_KEYS.items()}, "rm": "rm=<Hub id or folder>"}
 FLOAT_FIELDS = ("dropout_p", "noise_std", "adaptive_threshold")
 LOAD_DEFAULTS = {
     "pretrained": None, "rm": None, "dtype": "auto", "device": None, "batch_size": None, "max_batch_size": None,
@@ -114,7 +114,7 @@ def _boolean(value):
 
 def generation_overrides(args: dict, source: str = "model_args") -> dict:
     """``{config field: value}`` from harness keys, each value checked by ``LatentGenerationConfig``."""
-    from hf_modeling.generation_config import BOOLEAN_FIELDS, check_field
+    from hf_modeling.generation_config import BOOLEAN_FIELDS, SettingError, check_field
 
     overrides = {}
     for key, value in args.items():
@@ -124,10 +124,9 @@ def generation_overrides(args: dict, source: str = "model_args") -> dict:
             value = int(value)
         try:
             check_field(field, value)
-        except ValueError as err:
-            raise LatentTTSArgumentError(
-                f"latent_tts {source}: {key}={args[key]!r} is invalid: {err} Valid keys: {', '.join(VALID_KEYS)}."
-            ) from None
+        except SettingError as err:
+            raise LatentTTSArgumentError(f"latent_tts {source}: {key}={args[key]!r} is invalid: "
+                                         f"{err.named(SHORT_NAMES)} Valid keys: {', '.join(VALID_KEYS)}.") from None
         overrides[field] = value
     return overrides
 
@@ -178,14 +177,6 @@ def _fail(key, value, expected):
     )
 
 
-def harness_names(message: str) -> str:
-    """A config error in the names users type here: ``latent_sampling='dropout'`` -> ``sampling=dropout``."""
-    for key, field in GENERATION_KEYS.items():
-        if key != field:
-            message = re.sub(rf"\b{field}='?([\w.]+)'?", rf"{key}=\1", message).replace(field, key)
-    return message.replace("pass one", "pass rm=<Hub id or folder>")
-
-
 def request_overrides(gen_kwargs: dict | None) -> tuple[dict, list[str], bool]:
     """A request's ``gen_kwargs``: (checked config overrides, ignored harness keys, wants the payload)."""
     ours, ignored, payload = {}, [], False
@@ -211,7 +202,6 @@ __all__ = [
     "SHORT_NAMES",
     "VALID_KEYS",
     "generation_overrides",
-    "harness_names",
     "parse_model_args",
     "request_overrides",
 ]

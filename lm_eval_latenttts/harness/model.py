@@ -38,10 +38,10 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 
 from hf_modeling.answers import normalize_number, number_text
+from hf_modeling.generation_config import SettingError
 from lm_eval_latenttts.harness.arguments import (
     LatentTTSArgumentError,
     SHORT_NAMES,
-    harness_names,
     parse_model_args,
     request_overrides,
 )
@@ -184,7 +184,8 @@ class LatentTTSModel(LM):
                 return_dict_in_generate=True, **overrides)
             config.check_rm(has_rm=self.rm is not None)
         except ValueError as err:
-            raise LatentTTSArgumentError(f"latent_tts {source}: {harness_names(str(err))}") from None
+            message = err.named(SHORT_NAMES) if isinstance(err, SettingError) else str(err)
+            raise LatentTTSArgumentError(f"latent_tts {source}: {message}") from None
         for key, message in config.idle_settings(SHORT_NAMES):
             self._warn_once(key, "latent_tts: %s", message)
         if config.latent_sampling is not None and not config.samples:  # as for_backbone leaves sampling=none:

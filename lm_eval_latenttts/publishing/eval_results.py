@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lm_eval_latenttts.harness.arguments import GENERATION_KEYS
 from lm_eval_latenttts.publishing.identity import weights_sha256
 from lm_eval_latenttts.publishing.model_info import DATA_ENV_PREFIX, SETTING_KEYS
 
@@ -187,10 +188,11 @@ def slug_defaults(model_dir=None) -> dict:
     from hf_modeling.generation_config import ADAPTIVE_DEFAULTS, INHERITED_DEFAULTS, LATENT_DEFAULTS
 
     library = {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS, "dtype": DEFAULT_DTYPE}
-    defaults = {key: library[key] for key in SLUG_EXTRAS}
+    field = {key: GENERATION_KEYS.get(key, key) for key in SLUG_EXTRAS}  # model_args name -> config field
+    defaults = {key: library[field[key]] for key in SLUG_EXTRAS}
     folder = Path(model_dir) if model_dir is not None else None
     saved = _json(folder / "generation_config.json") if folder is not None else {}
-    defaults.update({key: saved[key] for key in defaults if key in saved})
+    defaults.update({key: saved[field[key]] for key in defaults if field[key] in saved})
     config = _json(folder / "config.json") if folder is not None else {}
     dtype = config.get("dtype") or config.get("torch_dtype")
     if isinstance(dtype, str):

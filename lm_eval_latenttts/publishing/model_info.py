@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 
+from lm_eval_latenttts.harness.arguments import GENERATION_KEYS
 from lm_eval_latenttts.publishing.identity import hub_commit, weights_sha256
 
 DATA_ENV_PREFIX = "LATENT_TTS_DATA_"
-SETTING_KEYS = ("sampling", "dropout_p", "noise_std", "dropout_scope", "n", "aggregate", "beams", "candidates",
-                "latent_length", "max_new_tokens", "seed", "adaptive_rule", "adaptive_round", "adaptive_threshold",
-                "adaptive_votes")
+# what a score depends on besides the checkpoints and the questions, in model_args names (GENERATION_KEYS)
+SETTING_KEYS = tuple(key for key in GENERATION_KEYS if key not in ("adaptive", "greedy"))
+BEAM_KEYS = ("beams", "candidates")  # only with aggregate=beam
+ADAPTIVE_KEYS = ("adaptive_rule", "adaptive_round", "adaptive_threshold", "adaptive_votes")  # only when adaptive
 
 
 def scaling_settings(config, has_rm: bool) -> dict:
@@ -26,12 +28,11 @@ def scaling_settings(config, has_rm: bool) -> dict:
     what a score depends on besides the checkpoints and the questions."""
     how = config.selection(has_rm)
     adaptive = bool(config.adaptive) and how != "beam" and config.samples  # N is then a budget, not a count
-    values = (config.latent_sampling or "none", config.dropout_p, config.noise_std, config.dropout_scope,
-              config.num_return_sequences, how, config.latent_beams if how == "beam" else None,
-              config.latent_candidates if how == "beam" else None, config.latent_length, config.max_new_tokens,
-              config.seed, *((config.adaptive_rule, config.adaptive_round, config.adaptive_threshold,
-                              config.adaptive_votes) if adaptive else (None, None, None, None)))
-    return dict(zip(SETTING_KEYS, values))
+    settings = {key: getattr(config, GENERATION_KEYS[key]) for key in SETTING_KEYS}
+    settings.update(sampling=config.latent_sampling or "none", aggregate=how)
+    for key in (*(BEAM_KEYS if how != "beam" else ()), *(ADAPTIVE_KEYS if not adaptive else ())):
+        settings[key] = None
+    return settings
 
 
 def checkpoint_info(model, path_or_id, revision: str | None = None) -> dict:

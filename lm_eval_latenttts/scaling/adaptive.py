@@ -149,7 +149,8 @@ def stop_reason(candidates: Candidates, config, how: str | Aggregation) -> str |
     return None
 
 
-def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw, rows_per_call: Callable[[], int]) -> list:
+def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw,
+                   rows_per_call: Callable[[], int]) -> list:
     """Every question's candidates, drawn in level-synchronous rounds; see the module docstring.
 
     ``draw(indices, offset, count)`` draws samples ``offset .. offset+count-1``
