@@ -352,6 +352,34 @@ def test_prompt_longer_than_context(tiny_checkpoints):
     assert out.sequences.shape[1] <= model.config.n_positions
 
 
+def test_context_window_check_is_one_rule_for_generate_and_the_harness(tiny_checkpoints):
+    """A prompt that leaves no room for one answer token is refused by ``generate`` and by the harness alike
+    (``context_room``).  Before, the harness refused it (``+2``) while ``generate`` (``+1``) returned an empty
+    answer for it; one token shorter, both answer."""
+    from lm_eval_latenttts.harness.batching import DocError, Job, Setting
+    from lm_eval_latenttts.harness.model import Rollouts
+    from lm_eval_latenttts.scaling.aggregation import AGGREGATIONS
+
+    model, tok = load(tiny_checkpoints["coconut"])
+    config = model.latent_generation_config()
+    steps, limit = model.latent_steps_of(config), model.max_context_length()
+    harness = Rollouts(model, tok, None)
+    setting = Setting(0, config, AGGREGATIONS["majority"], True)
+    for length, fits in ((limit - steps - 1, False), (limit - steps - 2, True)):
+        ids = torch.full((1, length), tok.convert_tokens_to_ids("x"), dtype=torch.long)
+        ids[0, -1] = model.start_marker_id()
+        job = Job(0, "x", ids[0].tolist(), setting)
+        if fits:
+            out = model.generate(ids, max_new_tokens=3, return_dict_in_generate=True)
+            assert out.answer_ids.shape[1] >= 1
+            harness.check(job)
+        else:
+            with pytest.raises(ValueError, match="no room for an answer"):
+                model.generate(ids, max_new_tokens=3)
+            with pytest.raises(DocError, match="no room for an answer"):
+                harness.check(job)
+
+
 def test_backbone_without_dropout_sites(tiny_checkpoints, monkeypatch):
     model, tok = load(tiny_checkpoints["coconut"])
     monkeypatch.setattr(COCONUTGPT2, "dropout_sites", lambda self: [])

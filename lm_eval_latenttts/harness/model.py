@@ -2,20 +2,20 @@
 
 ``lm_eval --model latent_tts --model_args n=8,sampling=dropout --tasks latent_arith``
 
-Every ``generate_until`` request is one question.  The adapter is small hooks
-in the style of lm-eval's ``HFLM``: ``_create_model`` loads the backbone, its
-tokenizer and the optional LatentRM; ``_request_config`` turns a request's
-``gen_kwargs`` into a ``LatentGenerationConfig``; ``_candidates`` draws
-rollouts of a batch of questions (``scaling.rollouts``), in rounds with
-adaptive sampling (``scaling.adaptive``); ``_respond`` chooses the answer
-(``scaling.aggregation``).  Batches are formed by lm-eval's ``Collator``,
-grouped by settings and prompt length (see ``batching``).
+Every ``generate_until`` request is one question, and goes one way:
+``_setting`` resolves its ``gen_kwargs`` (after the run's ``model_args``) into a
+``batching.Setting`` once per distinct setting (``_resolve``: the one
+validation; equal settings share one); ``BatchRunner`` groups the jobs
+(lm-eval's ``Collator``) and draws them, in rounds with adaptive sampling
+(``scaling.adaptive``), through ``Rollouts``, the runner's answerer: it draws
+candidates (``scaling.rollouts``), chooses the answer (``scaling.aggregation``)
+and writes the response.
 
 What a request gets back depends on the task: the ``latent_*`` tasks
-(``generation_kwargs: latent_tts_payload: true``) get a JSON payload with every
-candidate's extracted answer, RM score and which one was chosen, the greedy
-decode's answer, the rollouts and latent forward steps spent and why sampling
-stopped, which their ``process_results`` turns into metric rows; any other
+(``generation_kwargs: latent_tts_payload: true``) get a ``scaling.result.QuestionResult``
+as JSON: every candidate's extracted answer, RM score and which one was chosen,
+the greedy decode's answer, the rollouts and latent forward steps spent and why
+sampling stopped, which their ``process_results`` turns into metric rows; any other
 generation task (e.g. the built-in ``gsm8k`` with ``--num_fewshot 0``) gets
 ``"#### <answer>"``.
 The model gets the bare question (``harness.context``: the document's
