@@ -345,3 +345,21 @@ def test_settings_are_validated_once_per_distinct_setting(ckpts, monkeypatch):
     assert len(calls) <= distinct + 1, len(calls)
     assert out[3] == out[0]  # the same setting spelt two ways gives the same response
     assert len(json.loads(out[4])["candidates"]) == 2 and "greedy" in json.loads(out[4])
+
+
+def test_response_is_the_typed_result_and_back(ckpts):
+    """The response of a ``latent_*`` request is ``QuestionResult.to_json`` and ``from_json`` reads it back
+    whole (answered, failed, adaptive and beam results): JSON only at lm-eval's boundary, in one pair."""
+    from lm_eval_latenttts.scaling.result import QuestionResult
+
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm"]), device="cpu", n=4, sampling="dropout")
+    outs = lm.generate_until([payload_req("What is 2 plus 2?"), payload_req("word " * 400),
+                              payload_req("What is 3 plus 3?", adaptive=True, adaptive_round=2),
+                              payload_req("What is 4 plus 4?", aggregate="beam", beams=2, candidates=2)])
+    for out in outs:
+        result = QuestionResult.from_json(out)
+        assert result.to_json() == out
+    answered, failed = QuestionResult.from_json(outs[0]), QuestionResult.from_json(outs[1])
+    assert len(answered.candidates) == 4 and answered.has_greedy and answered.error is None
+    assert failed.stopped == "failed" and "context window" in failed.error and failed.candidates == []
+    assert QuestionResult.from_json(outs[2]).first_round == 2 and QuestionResult.from_json(outs[3]).n == 2
