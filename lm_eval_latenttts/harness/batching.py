@@ -81,8 +81,8 @@ class Answerer(Protocol):
     def candidates(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
         """Samples ``offset .. offset+count-1`` of a batch of questions (beam search: the beams)."""
 
-    def greedy(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
-        """The greedy decodes of a batch of questions (``setting.greedy``; no RM scores)."""
+    def greedy(self, setting: Setting, prompts: list[list[int]]) -> list:
+        """The greedy decodes of a batch of questions (``setting.greedy``; one rollout each, no RM scores)."""
 
     def respond(self, job: Job, candidates, greedy) -> str:
         """The response to a request."""
@@ -144,8 +144,9 @@ class BatchRunner:
                                self._drawer(jobs, answerer.candidates, setting.splittable), budget)
         greedy = [None] * len(jobs)
         if setting.greedy is not None:
+            decode = lambda setting, prompts, offset, count: answerer.greedy(setting, prompts)  # noqa: E731
             greedy = draw_in_rounds(len(jobs), setting.greedy, AGGREGATIONS["majority"],
-                                    self._drawer(jobs, answerer.greedy, False), budget)
+                                    self._drawer(jobs, decode, False), budget)
         responses = []
         for job, got, base in zip(jobs, found, greedy):
             trouble = got if isinstance(got, str) else base if isinstance(base, str) else None

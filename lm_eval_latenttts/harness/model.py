@@ -97,7 +97,7 @@ class Rollouts:
         return rollouts.sample(self.model, self.tokenizer, prompts, setting.config, self.rm, sample_offset=offset,
                                count=count)
 
-    def greedy(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
+    def greedy(self, setting: Setting, prompts: list[list[int]]) -> list:
         return rollouts.sample(self.model, self.tokenizer, prompts, setting.greedy, None)
 
     def respond(self, job: Job, candidates, greedy=None) -> str:
