@@ -172,7 +172,17 @@ def main() -> None:
     parser.add_argument("--reference-python", default=None, help="python of a virtualenv with transformers 4.52.4")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--write-checkpoint", default=None, metavar="DIR",
+                        help="only write a random COCONUT checkpoint in the released layout (the first --sizes, "
+                             "1024 positions, the tests' tokenizer) to DIR, for an lm_eval run on real prompts")
     args = parser.parse_args()
+    if args.write_checkpoint:
+        from tiny_models import make_checkpoint
+
+        layers, hidden = (int(x) for x in args.sizes[0].lower().split("x"))
+        make_checkpoint(args.write_checkpoint, kind="coconut", n_layer=layers, hidden=hidden, n_positions=1024)
+        print(f"wrote {args.write_checkpoint}")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     from tiny_models import make_tokenizer

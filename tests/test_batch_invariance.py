@@ -248,11 +248,13 @@ def test_varied_prompt_lengths_share_calls_and_keep_responses_byte_identical(var
                                                                              kind, name):
     """Questions of different lengths are padded to their own bucket and share calls: at batch_size 64 the
     24 lengths take a few calls (greedy decodes included), not one per length, and the logged responses at
-    batch sizes 1, 8 and 64 are byte-identical, for every backbone kind (codi: with an RM)."""
+    batch sizes 1, 8 and 64 are byte-identical, for every backbone kind (coconut and codi: with an RM)."""
     from lm_eval_latenttts.harness.model import LatentTTSModel
     from lm_eval_latenttts.scaling.rollouts import padded_length
 
-    settings = dict(VARIED_SETTINGS[name], **({"rm": str(varied["rm"])} if kind == "codi" else {}))
+    # with an RM the log holds float scores, where a padding that depends on the neighbours shows (checked:
+    # padding each call to its longest prompt fails the byte-identity below)
+    settings = dict(VARIED_SETTINGS[name], **({"rm": str(varied["rm"])} if kind != "colar" else {}))
     lengths = set()
     runs, calls = {}, {}
     for batch_size in (1, 8, 64):
