@@ -280,3 +280,38 @@ def test_varied_prompt_lengths_share_calls_and_keep_responses_byte_identical(var
     first_rounds = len(buckets) * 2  # the sampled round and the greedy decodes
     assert len(calls[64]) <= (first_rounds if name != "adaptive" else first_rounds + 2 * len(buckets))
     assert len(calls[64]) < len(calls[1])
+
+
+def test_cpu_prompt_pass_runs_the_fused_kernel_and_is_batch_and_thread_invariant(varied):
+    """The CPU prompt pass uses SDPA's flash kernel (``attention_kernel``); a prompt's cache and last hidden state
+    are the same bits alone, in batches of 3 and 16 of its bucket, and with 1 or 2 threads."""
+    from torch.nn.attention import SDPBackend
+
+    from hf_modeling.latent_state import attention_kernel
+    from lm_eval_latenttts.scaling.rollouts import left_pad, padded_length
+
+    assert attention_kernel("cpu", "prompt") == SDPBackend.FLASH_ATTENTION
+    assert attention_kernel("cpu", "steps") == attention_kernel("cuda", "prompt") == SDPBackend.MATH
+    model = AutoLatentModel.from_pretrained(varied["coconut"]).eval()
+    tok = load_latent_tokenizer(varied["coconut"], model.config)
+    prompts = [model.encode_prompt(tok, q) for q in VARIED]
+    bucket = [p for p in prompts if padded_length(len(p)) == padded_length(len(prompts[0]))]
+    assert len({len(p) for p in bucket}) > 1
+    bucket = (bucket * 16)[:16]
+    from hf_modeling import LatentGenerationConfig, LatentSampler
+
+    sampler = LatentSampler(LatentGenerationConfig().for_backbone("coconut"))
+    threads = torch.get_num_threads()
+    got = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for rows in (1, 3, 16):
+                ids, mask = left_pad(bucket[:rows], tok.pad_token_id, "cpu")
+                with torch.no_grad():
+                    state = model.prefill(ids, mask, sampler, torch.zeros(rows, dtype=torch.int64))
+                got.append((state.hidden[0], state.cache.layers[-1].keys[0], state.cache.layers[-1].values[0]))
+    finally:
+        torch.set_num_threads(threads)
+    for other in got[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(got[0], other))
