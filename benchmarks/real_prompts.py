@@ -3,7 +3,7 @@ released reference.
 
 GSM8K test questions (``--data``, default ``../shared/data/gsm_test.json``, in file order) as COCONUT prompts
 (``question + "\\n<|start-latent|>"``) with the tests' released-layout byte-level tokenizer, random COCONUT-layout
-GPT-2 models (``--sizes``: layers x hidden, 1024 positions), noise sampling (sigma 0.5; N=1 draws the greedy
+GPT-2 models (``--sizes``: layers x hidden, 1024 positions; e.g. ``--sizes 12x768 --device cuda``), noise sampling (sigma 0.5; N=1 draws the greedy
 rollout), 6 latents, 8 answer tokens (EOS disabled so every row decodes 8), up to ``--batch`` questions per call:
 
 - ``harness``: ``harness.batching.BatchRunner`` (the ``latent_tts`` policy: groups by canonical padded width,
@@ -93,7 +93,7 @@ def run_harness(model, tok, prompts, n, batch):
 
     hooks = Hooks(check=lambda job: None, candidates=candidates, baseline=None, how=lambda cfg: "majority",
                   respond=lambda job, got, base: got.answers, failed=lambda job, reason: reason)
-    return BatchRunner(batch, batch, "cpu").run(jobs, hooks, disable_tqdm=True)
+    return BatchRunner(batch, batch, model.device).run(jobs, hooks, disable_tqdm=True)
 
 
 def run_floor(model, tok, prompts, n, batch):
@@ -107,7 +107,8 @@ def run_floor(model, tok, prompts, n, batch):
         for row, p in enumerate(chunk):
             ids[row, width - len(p):] = torch.tensor(p)
             mask[row, width - len(p):] = 1
-        model.generate(ids, mask, config, num_return_sequences=n if config.samples else 1)
+        model.generate(ids.to(model.device), mask.to(model.device), config,
+                       num_return_sequences=n if config.samples else 1)
 
 
 REFERENCE_CHILD = r'''
@@ -171,6 +172,7 @@ def main() -> None:
     parser.add_argument("--reference", default=None, help="the released LatentTTS checkout (holds src/)")
     parser.add_argument("--reference-python", default=None, help="python of a virtualenv with transformers 4.52.4")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="torch device of harness and floor (the reference: CPU)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--write-checkpoint", default=None, metavar="DIR",
                         help="only write a random COCONUT checkpoint in the released layout (the first --sizes, "
@@ -204,7 +206,7 @@ def main() -> None:
     results = []
     for size in args.sizes:
         layers, hidden = (int(x) for x in size.lower().split("x"))
-        model = build(layers, hidden, tok)
+        model = build(layers, hidden, tok).to(args.device)
         counter = Counter(model)
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
@@ -227,6 +229,8 @@ def main() -> None:
                         counter.reset()
                         start = time.perf_counter()
                         fn(model, tok, prompts, n, args.batch)
+                        if args.device.startswith("cuda"):
+                            torch.cuda.synchronize()
                         seconds = time.perf_counter() - start
                     row[impl] = {"seconds": seconds, "calls": counter.calls,
                                  "per_call": counter.questions / max(counter.calls, 1)}
