@@ -153,7 +153,7 @@ class LatentGenerationMixin:
                 row_keys: torch.Tensor) -> LatentState:
         """Run the prompt (left padded, ending with the start marker) once; ``row_keys`` key its dropout."""
         sampler.at(row_keys, (attention_mask.long().cumsum(-1) - 1).clamp(min=0))
-        with sampler.phase("prompt"):
+        with sampler.phase("prompt"), batch_invariant_attention(input_ids.device, "prompt"):
             out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
         rows = input_ids.shape[0]
         return LatentState(
@@ -364,7 +364,7 @@ class LatentGenerationMixin:
         was_training = self.training
         self.eval()
         try:
-            with sampler.attached(self), batch_invariant_attention():
+            with sampler.attached(self), batch_invariant_attention(input_ids.device):
                 state = self.start_samples(setup, n, keys, questions)
                 for _ in range(setup.steps):
                     if self.dynamic_latent_length and bool(state.stopped.all()):

@@ -1,8 +1,11 @@
 """How ``latent_tts`` batches questions: lm-eval's ``Collator``, rounds, out-of-memory back-off, failing documents.
 
-Questions are grouped by their settings and by their prompt length, so a
-batch has no padding: padding shifts the attention's reductions and changes a
-question's numbers in the last bits, and results must not depend on batching.
+Questions are grouped by their settings and by the width their prompt is
+left-padded to, ``scaling.rollouts.padded_length``: a function of the prompt's
+own length (a bucket), so questions of different lengths share a call while
+each row gets the padding it gets alone; padding shifts the attention's
+reductions and changes a question's numbers in the last bits, and results must
+not depend on batching.  Within a group, longest first (lm-eval's order).
 A group is drawn by ``scaling.adaptive.draw_in_rounds``: one round of N
 rollouts (fixed N), or rounds of k for adaptive sampling, where only the
 undecided questions go on; then, when the task reports it, the greedy decode of
@@ -25,6 +28,7 @@ from typing import Callable
 import torch
 
 from lm_eval_latenttts.scaling.adaptive import draw_in_rounds
+from lm_eval_latenttts.scaling.rollouts import padded_length
 
 logger = logging.getLogger("lm_eval.latent_tts")
 
@@ -100,7 +104,7 @@ class BatchRunner:
                 results[job.index] = hooks.failed(job, str(err))
         collator = Collator(ready, sort_fn=lambda job: (-len(job.prompt), job.index), group_by="gen_kwargs",
                             group_fn=lambda job: {"settings": job.config.to_json_string(use_diff=False),
-                                                  "payload": job.payload, "length": len(job.prompt),
+                                                  "payload": job.payload, "width": padded_length(len(job.prompt)),
                                                   "sample_offset": job.sample_offset})
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(ready), disable=disable_tqdm, desc="latent_tts rollouts")
         for group in collator.get_batched(n=0, batch_fn=lambda _, whole: len(whole)):
@@ -113,7 +117,7 @@ class BatchRunner:
         return results
 
     def _group(self, jobs: list[Job], hooks: Hooks) -> list[str]:
-        """Responses of a group of questions with the same settings and prompt length."""
+        """Responses of a group of questions with the same settings and padded prompt width."""
         config = jobs[0].config
         n = config.num_return_sequences
 

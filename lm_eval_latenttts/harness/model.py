@@ -9,7 +9,7 @@ tokenizer and the optional LatentRM; ``_request_config`` turns a request's
 rollouts of a batch of questions (``scaling.rollouts``), in rounds with
 adaptive sampling (``scaling.adaptive``); ``_respond`` chooses the answer
 (``scaling.aggregation``).  Batches are formed by lm-eval's ``Collator``,
-grouped by settings and prompt length (see ``batching``).
+grouped by settings and padded prompt width (see ``batching``).
 
 What a request gets back depends on the task: the ``latent_*`` tasks
 (``generation_kwargs: latent_tts_payload: true``) get a JSON payload with every
