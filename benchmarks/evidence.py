@@ -38,7 +38,7 @@ Training the CoT baseline (``python -m lm_eval_latenttts.training.recipes.train_
 
 The sections live beside this file: ``evidence_readout.py`` (1 and 2),
 ``evidence_cot.py`` (3) and ``evidence_plots.py`` (the PNGs, from the JSON);
-their pure pieces and samplers are in ``lm_eval_latenttts.evidence``.
+their pure pieces and samplers are in ``benchmarks/evidence_lib/`` (research code, not shipped in the package).
 
 Writes ``evidence.json`` and ``evidence_*.png`` into ``--out``.
 """
@@ -60,9 +60,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from hf_modeling import AutoLatentModel, load_latent_tokenizer  # noqa: E402
-from lm_eval_latenttts import evidence as ev  # noqa: E402
 from lm_eval_latenttts.data import arith  # noqa: E402
 
+import evidence_lib as ev  # noqa: E402  (benchmarks/evidence_lib: the evidence's library)
 from evidence_cot import NS, ensure_cot_model, section3  # noqa: E402  (sibling scripts: benchmarks/ is on sys.path)
 from evidence_plots import plot_all  # noqa: E402
 from evidence_readout import (decode_all, greedy_latents, sampled_probe_check, section1_setting,  # noqa: E402

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from hf_modeling.answers import answers_equal
-from lm_eval_latenttts import evidence as ev
+import evidence_lib as ev  # sibling package (benchmarks/ is on sys.path)
 from lm_eval_latenttts.scaling.aggregation import majority_vote
 from scaling import shown_path  # sibling script (benchmarks/ is on sys.path)
 

@@ -18,7 +18,7 @@ import time
 import torch
 
 from hf_modeling.answers import answers_equal
-from lm_eval_latenttts import evidence as ev
+import evidence_lib as ev  # sibling package (benchmarks/ is on sys.path)
 
 PROBE_HIDDEN = 256
 UNSTRUCTURED_QUANTILE = 0.05

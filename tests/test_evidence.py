@@ -13,9 +13,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lm_eval_latenttts import evidence as ev  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+
+import evidence_lib as ev  # noqa: E402  (benchmarks/evidence_lib)
 EX = {"question": "Start at 47, plus 8, then times 3. Answer mod 100?", "steps": ["<<47+8=55>>", "<<55*3=65>>"],
       "answer": "65"}
 
@@ -256,8 +258,7 @@ def test_greedy_rollouts_are_greedy_whatever_the_checkpoint_defaults():
     assert model.generation_config.latent_sampling == "dropout"  # the default this guards against
     tok = load_latent_tokenizer(str(DEFAULT_MODEL_DIR), model.config)
     qs = arith.load_split("test")[:100]
-    with pytest.warns(UserWarning, match="2 identical rollouts"):
-        greedy = ev.latent_rollouts(model, tok, None, qs, 2, ev.sampling_kwargs(None), 0)
+    greedy = ev.latent_rollouts(model, tok, None, qs, 2, ev.sampling_kwargs(None), 0)  # one draw, copied N times
     assert torch.equal(greedy["latents"][:, 0], greedy["latents"][:, 1])
     assert int(greedy["correct"][:, 0].sum()) == 75  # = tests/test_train_backbone_recipe.py's greedy count
     sampled = ev.latent_rollouts(model, tok, None, qs, 2, ev.sampling_kwargs("dropout", 0.2), 0)

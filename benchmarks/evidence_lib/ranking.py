@@ -14,7 +14,7 @@ import torch
 
 from hf_modeling.answers import answer_key
 from lm_eval_latenttts.scaling.aggregation import vote_totals
-from lm_eval_latenttts.evidence.bootstrap import bootstrap_mean_ci
+from evidence_lib.bootstrap import bootstrap_mean_ci
 
 
 def pair_counts(scores: Sequence[float], labels: Sequence[bool]) -> Tuple[float, int]:

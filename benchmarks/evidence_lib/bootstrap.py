@@ -4,7 +4,7 @@
 of one mean; the evidence needs the resampled question indices themselves
 (:func:`bootstrap_indices`), so that two methods evaluated on the same
 questions are resampled together (see
-:func:`~lm_eval_latenttts.evidence.equal_compute.difference_at_equal_compute`).
+:func:`~evidence_lib.equal_compute.difference_at_equal_compute`).
 """
 
 from __future__ import annotations

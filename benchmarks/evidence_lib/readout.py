@@ -3,7 +3,7 @@
 A sampled latent is "semantically distinct" only if it names another
 intermediate than the greedy one *and* the answer carries that value
 forward; these functions measure both on a probe's read-out (values or
-:data:`~lm_eval_latenttts.evidence.probe.NO_NUMBER`), Q questions x N
+:data:`~evidence_lib.probe.NO_NUMBER`), Q questions x N
 trajectories at a time.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from hf_modeling.answers import normalize_number
 from lm_eval_latenttts.data.arith import MOD, apply_op
-from lm_eval_latenttts.evidence.probe import NO_NUMBER
+from evidence_lib.probe import NO_NUMBER
 
 _STEP_RE = re.compile(r"<<(\d+)([+\-*])(\d+)=(\d+)>>")
 
