@@ -42,7 +42,7 @@ def points(method_rolls, examples, positions_fn, flops_fn, resamples, seed=0):
         pos = [positions_fn(r, q, n) for r in method_rolls for q in range(len(examples))]
         flops = [flops_fn(r, q, n) for r in method_rolls for q in range(len(examples))]
         res[n] = {"majority_accuracy": sum(per_q) / len(per_q),
-                  "ci95": ev.bootstrap_mean_ci(per_q, resamples, seed),
+                  "ci95": ev.bootstrap_ci(per_q, resamples, seed),
                   "seed_accuracies": [sum(v) / len(v) for v in per_seed],
                   "single_sample_accuracy": float(sum(r["correct"][:, :n].float().mean() for r in method_rolls)
                                                   / len(method_rolls)),

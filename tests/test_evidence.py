@@ -339,10 +339,10 @@ def test_percentile_interval_by_hand():
 
 def test_bootstrap_interval_matches_the_normal_approximation():
     values = [0.0] * 50 + [1.0] * 50  # mean 0.5, standard error 0.05
-    lo, hi = ev.bootstrap_mean_ci(values, resamples=4000, seed=0)
+    lo, hi = ev.bootstrap_ci(values, resamples=4000, seed=0)
     assert 0.39 < lo < 0.41 and 0.59 < hi < 0.61
-    assert ev.bootstrap_mean_ci([0.7] * 20) == [pytest.approx(0.7), pytest.approx(0.7)]
-    assert ev.bootstrap_mean_ci(values, 500, seed=3) == ev.bootstrap_mean_ci(values, 500, seed=3)
+    assert ev.bootstrap_ci([0.7] * 20) == [pytest.approx(0.7), pytest.approx(0.7)]
+    assert ev.bootstrap_ci(values, 500, seed=3) == ev.bootstrap_ci(values, 500, seed=3)
 
 
 def test_interp_log_by_hand():
@@ -393,3 +393,16 @@ def test_recipe_schedule_unchanged_and_bad_stage_steps_refused(tmp_path):
     for bad in ("0,0,10", "10,-1,5"):
         with pytest.raises(SystemExit):
             tb.main(["--small", "--no-progress", "--out", str(tmp_path / "bad"), "--stage-steps", bad])
+
+
+def test_one_bootstrap_for_every_report():
+    """The scaling and adaptive reports and the evidence use one bootstrap: the single-mean interval is the
+    percentile interval of the means over the same draws the paired comparisons resample."""
+    import adaptive
+    import scaling
+
+    assert scaling.bootstrap_ci is adaptive.bootstrap_ci is ev.bootstrap_ci
+    values = [float(v) for v in torch.rand(37, generator=torch.Generator().manual_seed(1))]
+    idx = ev.bootstrap_indices(len(values), 1000, 4)
+    means = torch.tensor(values, dtype=torch.float64)[idx].mean(-1)
+    assert ev.bootstrap_ci(values, 1000, 4) == pytest.approx(ev.percentile_interval(means), abs=1e-12)

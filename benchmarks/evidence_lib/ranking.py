@@ -14,7 +14,7 @@ import torch
 
 from hf_modeling.answers import answer_key
 from lm_eval_latenttts.scaling.aggregation import vote_totals
-from evidence_lib.bootstrap import bootstrap_mean_ci
+from evidence_lib.bootstrap import bootstrap_ci
 
 
 def pair_counts(scores: Sequence[float], labels: Sequence[bool]) -> Tuple[float, int]:
@@ -50,7 +50,7 @@ def within_question_auroc(scores: torch.Tensor, labels: torch.Tensor, resamples:
             conc, pairs = conc + c, pairs + p
     return {
         "mean": sum(per_q) / len(per_q) if per_q else float("nan"),
-        "ci": bootstrap_mean_ci(per_q, resamples, seed) if per_q else [float("nan")] * 2,
+        "ci": bootstrap_ci(per_q, resamples, seed) if per_q else [float("nan")] * 2,
         "pooled": conc / pairs if pairs else float("nan"),
         "questions": len(per_q),
         "pairs": pairs,
