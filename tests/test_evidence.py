@@ -135,7 +135,7 @@ def test_follow_metrics_by_hand():
     f = ev.follow_metrics([EX], decoded, torch.tensor([55]), answers, ["65"])
     assert f["changed_trajectories"] == 3
     assert f["follows"] == pytest.approx(1 / 3)
-    assert f["stays"] == pytest.approx(1 / 3)
+    assert f["keeps"] == pytest.approx(1 / 3)
 
 
 def test_follow_metrics_on_ones_digits_by_hand():
@@ -146,14 +146,14 @@ def test_follow_metrics_on_ones_digits_by_hand():
     f = ev.follow_metrics([EX], decoded, torch.tensor([5]), answers, ["65"], ones_digit=True)
     assert f["changed_trajectories"] == 3
     assert f["follows"] == pytest.approx(2 / 3)
-    assert f["stays"] == pytest.approx(1 / 3)
+    assert f["keeps"] == pytest.approx(1 / 3)
     minus = {"steps": ["<<12-5=7>>", "<<7-9=98>>"]}
     f = ev.follow_metrics([minus], torch.tensor([[3]]), torch.tensor([7]), [["94"]], ["98"], ones_digit=True)
-    assert f["follows"] == 1.0 and f["stays"] == 0.0  # (3 - 9) mod 10 = 4
+    assert f["follows"] == 1.0 and f["keeps"] == 0.0  # (3 - 9) mod 10 = 4
     # "* 5": digits 3 and 5 both give ones digit 5, so that change cannot tell following from staying: skipped
     times5 = {"steps": ["<<10+3=13>>", "<<13*5=65>>"]}
     f = ev.follow_metrics([times5], torch.tensor([[5, 2]]), torch.tensor([3]), [["65", "60"]], ["65"], ones_digit=True)
-    assert f["changed_trajectories"] == 1 and f["follows"] == 1.0 and f["stays"] == 0.0
+    assert f["changed_trajectories"] == 1 and f["follows"] == 1.0 and f["keeps"] == 0.0
     # the same for full values: 13 * 5 = 65 and 33 * 5 = 65
     f = ev.follow_metrics([times5], torch.tensor([[33, 14]]), torch.tensor([13]), [["65", "70"]], ["65"])
     assert f["changed_trajectories"] == 1 and f["follows"] == 1.0
@@ -165,7 +165,7 @@ def test_follow_metrics_on_ones_digits_compare_staying_by_ones_digit_too():
     f = ev.follow_metrics([EX], torch.tensor([[4, 4, 4]]), torch.tensor([5]), [["75", "65", "12"]], ["65"],
                           ones_digit=True)
     assert f["changed_trajectories"] == 3
-    assert f["stays"] == pytest.approx(2 / 3) and f["follows"] == pytest.approx(1 / 3)
+    assert f["keeps"] == pytest.approx(2 / 3) and f["follows"] == pytest.approx(1 / 3)
 
 
 # --------------------------------------------------------------------------- compute accounting

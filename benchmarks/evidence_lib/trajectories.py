@@ -22,25 +22,27 @@ from lm_eval_latenttts.scaling.rollouts import sample
 COT_SUFFIX = "\n<|start-latent|><|end-latent|>"  # the backbone recipe's stage-0 (chain of thought) prompt
 
 
-def sampling_kwargs(method: Optional[str], strength: float = 0.0) -> Dict:
+def sampling_kwargs(method: Optional[str], strength: float = 0.0, scope: str = "all") -> Dict:
     """``generate`` keyword arguments of a latent sampling setting (``None``: greedy).
 
     Every setting is spelled out, greedy included: a checkpoint's
     ``generation_config`` may default to sampling (the shipped model's does:
     dropout p=0.2) or to another dropout scope.  Dropout covers prompt and
-    latents (``dropout_scope="all"``, the paper's setting, which the compute
-    accounting assumes).
+    latents with ``scope="all"`` (the paper's setting: each sample runs its own
+    prompt pass) or the latent steps only with ``scope="latent"`` (the samples
+    share one deterministic prompt pass, as noise does).
     """
     if method is None:
         return {"latent_sampling": None}
     if method == "dropout":
-        return {"latent_sampling": "dropout", "dropout_p": strength, "dropout_scope": "all"}
+        return {"latent_sampling": "dropout", "dropout_p": strength, "dropout_scope": scope}
     return {"latent_sampling": "noise", "noise_std": strength}
 
 
 @torch.no_grad()
 def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024, max_new_tokens=8) -> Dict:
-    """N rollouts per question -> answers, correctness, latents, generated lengths, prompt lengths, RM step scores.
+    """N rollouts per question -> answers, correctness, latents, generated lengths, prompt lengths, RM step and
+    trajectory scores (``scores``: per question, the N RM trajectory scores the scaling report aggregates).
 
     The rollouts are the ones lm-eval and the scaling report draw (``lm_eval_latenttts.scaling.rollouts.sample``,
     with the model's own prompt and answer formats); this only lays them out as (Q, N, ...) tensors.
@@ -48,7 +50,7 @@ def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024
     bq = max(1, batch_rows // n)
     config = model.latent_generation_config(num_return_sequences=n, seed=seed, max_new_tokens=max_new_tokens,
                                             **sampling)
-    answers, correct, latents, gen, plen, steps_scores = [], [], [], [], [], []
+    answers, correct, latents, gen, plen, steps_scores, scores = [], [], [], [], [], [], []
     for b in range(0, len(examples), bq):
         chunk = examples[b:b + bq]
         prompts = [model.encode_prompt(tok, e["question"]) for e in chunk]
@@ -60,6 +62,7 @@ def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024
             gen.append(c.answer_tokens)
             if c.step_scores is not None:
                 steps_scores.append(c.step_scores)
+                scores.append(c.scores)
     return {
         "answers": answers,
         "correct": torch.tensor(correct, dtype=torch.bool),
@@ -67,6 +70,7 @@ def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024
         "generated": torch.tensor(gen),
         "prompt_lengths": plen,
         "step_scores": torch.tensor(steps_scores) if steps_scores else None,
+        "scores": scores if rm is not None else None,
     }
 
 
@@ -79,6 +83,7 @@ def first_n(roll: Dict, n: int) -> Dict:
         "generated": roll["generated"][:, :n],
         "prompt_lengths": roll["prompt_lengths"],
         "step_scores": None if roll["step_scores"] is None else roll["step_scores"][:, :n],
+        "scores": None if roll.get("scores") is None else [s[:n] for s in roll["scores"]],
     }
 
 
