@@ -7,6 +7,7 @@ and the shipped arithmetic task::
     python benchmarks/evidence.py --cot-model DIR         # reuse (or train into) another folder
     python benchmarks/evidence.py --quick                 # ~1-3 min smoke run (40 questions); not a result
     python benchmarks/evidence.py --plots-only            # redraw the PNGs from benchmarks/results/evidence.json
+    python benchmarks/evidence.py --skip-cot              # sections 1, 2 and headroom; keeps the earlier section 3
 
 Training the CoT baseline (``python -m lm_eval_latenttts.training.recipes.train_backbone --out runs/arith-cot
 --stage-steps 3600,0,0``) took 65 min wall / 35 min CPU on a shared 2-core box; the rest takes about 13 min.
@@ -19,16 +20,23 @@ Training the CoT baseline (``python -m lm_eval_latenttts.training.recipes.train_
    10-way linear probe of x1's ones digit; the logit lens beside them.  A
    latent "decodes to no number" when the probe's top probability is below
    min(0.5, its 5% quantile on held-out greedy latents).  Per sampling setting
-   (dropout p 0.1/0.2/0.3, noise sigma 0.5/1/2), N=16, seed 0, on the 500 test
-   questions: accuracy of the decoded intermediate, how often it differs from
-   the greedy trajectory's, P(answer right | decoded right / wrong), the
-   no-number fraction, whether the answer follows a changed intermediate, and
-   a verdict ("semantically distinct" or "noise", rule in ``verdict``).  A
-   probe trained on dropout latents checks whether the whole x1 survives
-   dropout.
-2. **What the LatentRM sees** (``rm_step_auroc``): within-question AUROC of
-   the RM's step score for "the decoded intermediate is right" (and "the
-   answer is right"), beside vote share.
+   (dropout p 0.1/0.2/0.3 over prompt and latents, the same on the latent
+   steps only, noise sigma 0.5/1/2), N=16, seed 0, on the 500 test questions:
+   accuracy of the decoded intermediate, how often it differs from the greedy
+   trajectory's, P(answer right | decoded right / wrong), the no-number
+   fraction, the share of answer changes the read-out sees, whether the
+   answer follows a changed intermediate, keeps greedy's answer or neither
+   (exclusive; the follow rate with a 95% interval against chance), and a
+   verdict ("distinct", "not distinct", "too few changes" or "unreadable",
+   rule in ``verdict``).  A probe trained on dropout latents checks whether
+   the whole x1 survives dropout.
+2. **What the LatentRM sees** (``rm_step_auroc``): within- and
+   across-question AUROC of the RM's step score for "the decoded
+   intermediate is right" (read-out labels right on under half of the
+   latents are flagged as label noise) and "the answer is right", beside
+   vote share.  **Headroom** (``headroom``): per N = 1..64 (3 seeds, dropout
+   p=0.2), greedy, single sample, majority, RM-weighted, best-of-N and
+   coverage, and the gap coverage minus the best selector, with intervals.
 3. **Token CoT at equal compute** (``cot_baseline``): a token chain-of-thought
    model of the same size trained with the backbone recipe's CoT stage for the
    whole 3,600-step budget (``--stage-steps 3600,0,0``), temperature sampling
@@ -37,7 +45,8 @@ Training the CoT baseline (``python -m lm_eval_latenttts.training.recipes.train_
    token positions per question; 95% bootstrap intervals over questions.
 
 The sections live beside this file: ``evidence_readout.py`` (1 and 2),
-``evidence_cot.py`` (3) and ``evidence_plots.py`` (the PNGs, from the JSON);
+``evidence_headroom.py``, ``evidence_cot.py`` (3), ``evidence_plots.py`` (the PNGs, from the JSON) and
+``evidence_tables.py`` (the report's Markdown tables, from the JSON);
 their pure pieces and samplers are in ``benchmarks/evidence_lib/`` (research code, not shipped in the package).
 
 Writes ``evidence.json`` and ``evidence_*.png`` into ``--out``.
@@ -147,7 +156,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 40 test/valid questions, 3000 probe questions, 5 probe epochs, 1 seed, "
                         "100 CoT training steps if it has to train; the numbers are not results")
-    p.add_argument("--skip-cot", action="store_true", help="sections 1 and 2 only (no CoT baseline)")
+    p.add_argument("--skip-cot", action="store_true",
+                   help="sections 1, 2 and headroom only (no CoT baseline); an earlier section 3 in OUT is kept, "
+                        "marked not_rerun")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results; --quick: runs/evidence-quick)")
     p.add_argument("--plots-only", action="store_true", help="redraw the plots from OUT/evidence.json and stop")
     args = p.parse_args(argv)
