@@ -22,7 +22,9 @@ class Candidates:
 
     What they cost: ``drawn`` rollouts (1 with sampling off, where one stands for all N; B*C for beam
     search) and ``latent_forwards`` latent forward steps (rows x steps, the unit beam search is compared
-    in); ``stopped`` says why no more were drawn (``scaling.adaptive``)."""
+    in); ``stopped`` says why no more were drawn (``scaling.adaptive``).  With ``keep_latents`` a sample
+    also keeps what the evidence report measures: ``answer_tokens`` (tokens generated, up to and including
+    the first EOS) and ``step_scores`` (the RM's per latent step)."""
 
     texts: list[str]
     answers: list[str | None]
@@ -33,6 +35,8 @@ class Candidates:
     chosen: int | None = None
     latents: torch.Tensor | None = None
     stopped: str | None = None
+    answer_tokens: list[int] | None = None
+    step_scores: list[list[float]] | None = None
 
     def extend(self, other: Candidates) -> None:
         """Append the candidates of a later call (samples ``offset..``) for the same question."""
@@ -45,6 +49,10 @@ class Candidates:
             self.scores += other.scores
         if self.latents is not None:
             self.latents = torch.cat([self.latents, other.latents])
+        if self.answer_tokens is not None:
+            self.answer_tokens += other.answer_tokens
+        if self.step_scores is not None:
+            self.step_scores += other.step_scores
 
 
 EXACT_UP_TO = 64  # prompts up to this many tokens are not padded (they are cheap; the shipped task's are 30)
@@ -91,8 +99,16 @@ def decode_answers(tokenizer, answer_ids: torch.Tensor, eos_token_id=None) -> li
     return texts
 
 
-def _candidates(model, tokenizer, answer_ids, rows_per_question, scores, steps, latents=None) -> list[Candidates]:
+def answer_lengths(tokenizer, answer_ids: torch.Tensor) -> list[int]:
+    """Tokens each row generated, up to and including its first EOS (all of them if none)."""
+    return [next((i + 1 for i, token in enumerate(row) if token == tokenizer.eos_token_id), len(row))
+            for row in answer_ids.tolist()]
+
+
+def _candidates(model, tokenizer, answer_ids, rows_per_question, scores, steps, latents=None,
+                step_scores=None) -> list[Candidates]:
     texts = decode_answers(tokenizer, answer_ids)
+    lengths = answer_lengths(tokenizer, answer_ids) if latents is not None else None
     out = []
     for start in range(0, len(texts), rows_per_question):
         rows = slice(start, start + rows_per_question)
@@ -101,6 +117,8 @@ def _candidates(model, tokenizer, answer_ids, rows_per_question, scores, steps, 
             scores=None if scores is None else scores[rows], latent_steps=steps[rows],
             drawn=rows_per_question, latent_forwards=sum(steps[rows]),
             latents=None if latents is None else latents[rows].float().cpu(),
+            answer_tokens=None if lengths is None else lengths[rows],
+            step_scores=None if step_scores is None else step_scores[rows],
         ))
     return out
 
@@ -118,16 +136,22 @@ def sample(model, tokenizer, prompts: list[list[int]], config: LatentGenerationC
     out = model.generate(ids, mask, config, num_return_sequences=draws, sample_offset=sample_offset,
                          return_dict_in_generate=True, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
-    scores = None
+    scores = step_scores = None
     if rm is not None:
-        scores = rm.score_rollouts(out, reduction=config.reduction).trajectory_scores.float().cpu().tolist()
+        rated = rm.score_rollouts(out, reduction=config.reduction)
+        scores = rated.trajectory_scores.float().cpu().tolist()
+        step_scores = rated.step_scores.float().cpu().tolist() if keep_latents else None
     found = _candidates(model, tokenizer, out.answer_ids, draws, scores, out.latent_lengths.cpu().tolist(),
-                        out.latents if keep_latents else None)
+                        out.latents if keep_latents else None, step_scores)
     if draws != config.num_return_sequences:
         for c in found:  # deterministic: the N rollouts are the same rollout
             n = config.num_return_sequences
             c.texts, c.answers, c.latent_steps = c.texts * n, c.answers * n, c.latent_steps * n
             c.scores = None if c.scores is None else c.scores * n
+            if keep_latents:
+                c.latents = c.latents.repeat(n, *([1] * (c.latents.dim() - 1)))
+                c.answer_tokens = c.answer_tokens * n
+                c.step_scores = None if c.step_scores is None else c.step_scores * n
     return found
 
 
