@@ -38,7 +38,8 @@ from lm_eval_latenttts.data.questions import read_questions
 from lm_eval_latenttts.scaling import rollouts
 from lm_eval_latenttts.scaling.adaptive import draw_in_rounds
 from lm_eval_latenttts.scaling.aggregation import select
-from lm_eval_latenttts.scaling.metrics import bootstrap_ci, pass_ks, question_metrics
+from evidence_lib.bootstrap import bootstrap_ci  # the reports' one bootstrap (benchmarks/evidence_lib)
+from lm_eval_latenttts.scaling.metrics import pass_ks, question_metrics
 from scaling import shown_path  # benchmarks/scaling.py: the report's path form
 
 ROWS = ("majority", "weighted", "rollouts", "latent_forwards")

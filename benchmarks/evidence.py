@@ -7,6 +7,7 @@ and the shipped arithmetic task::
     python benchmarks/evidence.py --cot-model DIR         # reuse (or train into) another folder
     python benchmarks/evidence.py --quick                 # ~1-3 min smoke run (40 questions); not a result
     python benchmarks/evidence.py --plots-only            # redraw the PNGs from benchmarks/results/evidence.json
+    python benchmarks/evidence.py --skip-cot              # sections 1, 2 and headroom; keeps the earlier section 3
 
 Training the CoT baseline (``python -m lm_eval_latenttts.training.recipes.train_backbone --out runs/arith-cot
 --stage-steps 3600,0,0``) took 65 min wall / 35 min CPU on a shared 2-core box; the rest takes about 13 min.
@@ -19,16 +20,23 @@ Training the CoT baseline (``python -m lm_eval_latenttts.training.recipes.train_
    10-way linear probe of x1's ones digit; the logit lens beside them.  A
    latent "decodes to no number" when the probe's top probability is below
    min(0.5, its 5% quantile on held-out greedy latents).  Per sampling setting
-   (dropout p 0.1/0.2/0.3, noise sigma 0.5/1/2), N=16, seed 0, on the 500 test
-   questions: accuracy of the decoded intermediate, how often it differs from
-   the greedy trajectory's, P(answer right | decoded right / wrong), the
-   no-number fraction, whether the answer follows a changed intermediate, and
-   a verdict ("semantically distinct" or "noise", rule in ``verdict``).  A
-   probe trained on dropout latents checks whether the whole x1 survives
-   dropout.
-2. **What the LatentRM sees** (``rm_step_auroc``): within-question AUROC of
-   the RM's step score for "the decoded intermediate is right" (and "the
-   answer is right"), beside vote share.
+   (dropout p 0.1/0.2/0.3 over prompt and latents, the same on the latent
+   steps only, noise sigma 0.5/1/2), N=16, seed 0, on the 500 test questions:
+   accuracy of the decoded intermediate, how often it differs from the greedy
+   trajectory's, P(answer right | decoded right / wrong), the no-number
+   fraction, the share of answer changes the read-out sees, whether the
+   answer follows a changed intermediate, keeps greedy's answer or neither
+   (exclusive; the follow rate with a 95% interval against chance), and a
+   verdict ("distinct", "not distinct", "too few changes" or "unreadable",
+   rule in ``verdict``).  A probe trained on dropout latents checks whether
+   the whole x1 survives dropout.
+2. **What the LatentRM sees** (``rm_step_auroc``): within- and
+   across-question AUROC of the RM's step score for "the decoded
+   intermediate is right" (read-out labels right on under half of the
+   latents are flagged as label noise) and "the answer is right", beside
+   vote share.  **Headroom** (``headroom``): per N = 1..64 (3 seeds, dropout
+   p=0.2), greedy, single sample, majority, RM-weighted, best-of-N and
+   coverage, and the gap coverage minus the best selector, with intervals.
 3. **Token CoT at equal compute** (``cot_baseline``): a token chain-of-thought
    model of the same size trained with the backbone recipe's CoT stage for the
    whole 3,600-step budget (``--stage-steps 3600,0,0``), temperature sampling
@@ -37,8 +45,9 @@ Training the CoT baseline (``python -m lm_eval_latenttts.training.recipes.train_
    token positions per question; 95% bootstrap intervals over questions.
 
 The sections live beside this file: ``evidence_readout.py`` (1 and 2),
-``evidence_cot.py`` (3) and ``evidence_plots.py`` (the PNGs, from the JSON);
-their pure pieces and samplers are in ``lm_eval_latenttts.evidence``.
+``evidence_headroom.py``, ``evidence_cot.py`` (3), ``evidence_plots.py`` (the PNGs, from the JSON) and
+``evidence_tables.py`` (the report's Markdown tables, from the JSON);
+their pure pieces and samplers are in ``benchmarks/evidence_lib/`` (research code, not shipped in the package).
 
 Writes ``evidence.json`` and ``evidence_*.png`` into ``--out``.
 """
@@ -60,17 +69,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from hf_modeling import AutoLatentModel, load_latent_tokenizer  # noqa: E402
-from lm_eval_latenttts import evidence as ev  # noqa: E402
 from lm_eval_latenttts.data import arith  # noqa: E402
 
+import evidence_lib as ev  # noqa: E402  (benchmarks/evidence_lib: the evidence's library)
 from evidence_cot import NS, ensure_cot_model, section3  # noqa: E402  (sibling scripts: benchmarks/ is on sys.path)
+from evidence_headroom import headroom  # noqa: E402
 from evidence_plots import plot_all  # noqa: E402
 from evidence_readout import (decode_all, greedy_latents, sampled_probe_check, section1_setting,  # noqa: E402
                               section2_setting, target_values, train_readout)
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO / "lm_eval_latenttts" / "checkpoints"
-SETTINGS = [("dropout", 0.1), ("dropout", 0.2), ("dropout", 0.3), ("noise", 0.5), ("noise", 1.0), ("noise", 2.0)]
+# (method, strength, dropout scope): dropout over prompt and latents ("all", the paper's), dropout on the latent
+# steps only ("latent": the prompt pass is deterministic, so an answer change comes from the latents), noise
+# (latents only by construction)
+SETTINGS = [("dropout", 0.1, "all"), ("dropout", 0.2, "all"), ("dropout", 0.3, "all"),
+            ("dropout", 0.1, "latent"), ("dropout", 0.2, "latent"), ("dropout", 0.3, "latent"),
+            ("noise", 0.5, "all"), ("noise", 1.0, "all"), ("noise", 2.0, "all")]
+RM_SETTING = ("dropout", 0.2, "all")  # the LatentRM's training setting: headroom and the equal-compute curve
 
 log = logging.getLogger("evidence").info
 
@@ -86,9 +102,11 @@ def log_to_stdout():
         logger.propagate = False
 
 
-def setting_name(method, strength):
+def setting_name(method, strength, scope="all"):
     """The report's key of a sampling setting."""
-    return f"dropout_p={strength}" if method == "dropout" else f"noise_std={strength}"
+    if method == "noise":
+        return f"noise_std={strength}"
+    return f"dropout_p={strength}" + ("" if scope == "all" else f",scope={scope}")
 
 
 def strip(obj):
@@ -100,6 +118,22 @@ def strip(obj):
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj
+
+
+def previous_cot(out_dir):
+    """With --skip-cot: the equal-compute section of the report already in ``out_dir`` (if any), kept and marked
+    as not rerun, with the command and wall time of the run that measured it; else "skipped"."""
+    path = Path(out_dir) / "evidence.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    section = old.get("cot_baseline")
+    if not isinstance(section, dict):
+        return "skipped (--skip-cot)"
+    section = dict(section)
+    section["not_rerun"] = section.get("not_rerun") or {
+        "why": "--skip-cot: this section is the earlier run's, kept as it was (its latent curve used the bootstrap "
+               "of that run)", "command": old.get("meta", {}).get("command"),
+        "wall_seconds": old.get("meta", {}).get("wall_seconds")}
+    return section
 
 
 def main(argv=None):
@@ -122,7 +156,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 40 test/valid questions, 3000 probe questions, 5 probe epochs, 1 seed, "
                         "100 CoT training steps if it has to train; the numbers are not results")
-    p.add_argument("--skip-cot", action="store_true", help="sections 1 and 2 only (no CoT baseline)")
+    p.add_argument("--skip-cot", action="store_true",
+                   help="sections 1, 2 and headroom only (no CoT baseline); an earlier section 3 in OUT is kept, "
+                        "marked not_rerun")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results; --quick: runs/evidence-quick)")
     p.add_argument("--plots-only", action="store_true", help="redraw the plots from OUT/evidence.json and stop")
     args = p.parse_args(argv)
@@ -174,30 +210,35 @@ def main(argv=None):
     sem = {"readout": readout, "greedy": greedy_metrics, "greedy_accuracy": greedy_acc, "settings": {},
            "n": 16, "seed": 0, "questions": len(test)}
     rm_auc = {}
-    lat_rolls = {}
-    for method, strength in SETTINGS:
-        name = setting_name(method, strength)
+    # the RM setting's N=64 rollouts, every seed, with RM scores: the headroom table and the equal-compute curve;
+    # sample j depends only on (seed, question, j), so seed 0's first 16 are exactly section 1's N=16 rollouts
+    t0 = time.time()
+    lat_rolls = {s: ev.latent_rollouts(model, tok, rm, test, max(NS), ev.sampling_kwargs(*RM_SETTING), s,
+                                       args.batch_rows) for s in range(args.seeds)}
+    log(f"{setting_name(*RM_SETTING)}: N={max(NS)} rollouts, {args.seeds} seeds ({time.time() - t0:.0f} s)")
+    for method, strength, scope in SETTINGS:
+        name = setting_name(method, strength, scope)
         t0 = time.time()
-        if (method, strength) == ("dropout", 0.2) and not args.skip_cot:
-            # the equal-compute comparison's seed-0 draws; sample j depends only on (seed, question, j),
-            # so their first 16 are exactly the N=16, seed-0 rollouts
-            full = ev.latent_rollouts(model, tok, rm, test, max(NS), ev.sampling_kwargs(method, strength), 0,
-                                      args.batch_rows)
-            lat_rolls[0] = full
-            roll = ev.first_n(full, 16)
+        if (method, strength, scope) == RM_SETTING:
+            roll = ev.first_n(lat_rolls[0], 16)
         else:
-            roll = ev.latent_rollouts(model, tok, rm, test, 16, ev.sampling_kwargs(method, strength), 0,
+            roll = ev.latent_rollouts(model, tok, rm, test, 16, ev.sampling_kwargs(method, strength, scope), 0,
                                       args.batch_rows)
-        res, dec = section1_setting(test, roll, greedy, probes, greedy_dec)
+        res, dec = section1_setting(test, roll, greedy, probes, greedy_dec, args.bootstrap)
         sem["settings"][name] = res
         rm_auc[name] = section2_setting(test, roll, dec, args.bootstrap)
-        if (method, strength) == ("dropout", 0.2):
+        if (method, strength, scope) == RM_SETTING:
             roll_p02 = roll
         log(f"{name}: x1 decoded {res['step1_x1']['decoded_accuracy']:.3f} (ones {res['step1_x1_ones']['decoded_accuracy']:.3f}), "
             f"differs {res['step1_x1']['differs_from_greedy']:.3f} (ones {res['step1_x1_ones']['differs_from_greedy']:.3f}), "
             f"unstructured {res['step1_x1']['unstructured']:.3f}; {res['verdict']['why']} -> {res['verdict']['label']}; RM AUROC step1 "
-            f"{rm_auc[name]['step1_x1']['rm_step_score']['mean']:.3f} vote {rm_auc[name]['step1_x1']['vote_share']['mean']:.3f} "
+            f"{rm_auc[name]['step1_x1_ones']['rm_step_score']['mean']:.3f} vote {rm_auc[name]['step1_x1_ones']['vote_share']['mean']:.3f} "
             f"({time.time() - t0:.0f} s)")
+    room = headroom([lat_rolls[s] for s in range(args.seeds)], test, greedy["correct"][:, 0],
+                    model.config.latent_length, NS, args.bootstrap)
+    log("headroom: " + "; ".join(f"N={n}: coverage {r['coverage']['mean']:.3f}, best selector {r['best_selector']} "
+                                 f"{r[r['best_selector']]['mean']:.3f}, gap {r['gap']['mean']:.3f}"
+                                 for n, r in room["by_n"].items()))
 
     n_sampled_probe = min(len(train), args.sampled_probe_train)
     sem["dropout_trained_probe"] = sampled_probe_check(model, tok, train[:n_sampled_probe], valid, test, roll_p02,
@@ -232,7 +273,8 @@ def main(argv=None):
                        "step2_final_answer": "final answer right (x2 as the model itself reads it out)"},
             "settings": rm_auc,
         },
-        "cot_baseline": cot_section if cot_section is not None else "skipped (--skip-cot)",
+        "headroom": room,
+        "cot_baseline": cot_section if cot_section is not None else previous_cot(out_dir),
     }
     path = out_dir / "evidence.json"
     path.write_text(json.dumps(strip(report), indent=1, sort_keys=False) + "\n")

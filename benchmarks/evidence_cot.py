@@ -9,6 +9,7 @@ dropout, both in forward token positions per question.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from hf_modeling.answers import answers_equal
-from lm_eval_latenttts import evidence as ev
+import evidence_lib as ev  # sibling package (benchmarks/ is on sys.path)
 from lm_eval_latenttts.scaling.aggregation import majority_vote
 from scaling import shown_path  # sibling script (benchmarks/ is on sys.path)
 
@@ -42,7 +43,7 @@ def points(method_rolls, examples, positions_fn, flops_fn, resamples, seed=0):
         pos = [positions_fn(r, q, n) for r in method_rolls for q in range(len(examples))]
         flops = [flops_fn(r, q, n) for r in method_rolls for q in range(len(examples))]
         res[n] = {"majority_accuracy": sum(per_q) / len(per_q),
-                  "ci95": ev.bootstrap_mean_ci(per_q, resamples, seed),
+                  "ci95": ev.bootstrap_ci(per_q, resamples, seed),
                   "seed_accuracies": [sum(v) / len(v) for v in per_seed],
                   "single_sample_accuracy": float(sum(r["correct"][:, :n].float().mean() for r in method_rolls)
                                                   / len(method_rolls)),
@@ -50,6 +51,28 @@ def points(method_rolls, examples, positions_fn, flops_fn, resamples, seed=0):
                   "gflops_per_question": sum(flops) / len(flops) / 1e9,
                   "per_question": per_q}
     return res
+
+
+PREDICTIONS = "evidence_cot_predictions.json"  # beside evidence.json
+
+
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of a file (the CoT checkpoint's weights), None when absent."""
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_cot_predictions(args, cot_path, test, cot_greedy, cot_rolls, temperature):
+    """Per test question the CoT model's greedy answer and its sampled answers' majority at each N and seed,
+    with the checkpoint's hash: what its accuracy can be checked against (``PREDICTIONS`` in ``args.out``)."""
+    rows = []
+    for q, e in enumerate(test):
+        rows.append({"question": e["question"], "gold": e["answer"], "greedy": cot_greedy["answers"][q][0],
+                     "majority": {str(n): [majority_vote(r["answers"][q][:n]) for r in cot_rolls] for n in NS}})
+    Path(args.out, PREDICTIONS).write_text(json.dumps({
+        "cot_model": shown_path(cot_path), "model_safetensors_sha256": file_sha256(Path(cot_path) / "model.safetensors"),
+        "temperature": temperature, "seeds": len(cot_rolls), "questions": rows}, indent=0) + "\n")
 
 
 def ensure_cot_model(args, repo: Path):
@@ -96,16 +119,14 @@ def section3(args, model, tok, test, valid, greedy, greedy_acc, lat_rolls, cot_p
     cot_greedy = ev.cot_sample(cot, cot_tok, test, 1, 0.0, 0, args.batch_rows)
     cot_rolls = [ev.cot_sample(cot, cot_tok, test, max(NS), temperature, s, args.batch_rows) for s in range(args.seeds)]
     log(f"CoT test sampling ({time.time() - t0:.0f} s)")
-    t0 = time.time()
-    for s in range(1, args.seeds):
-        lat_rolls[s] = ev.latent_rollouts(model, tok, None, test, max(NS), ev.sampling_kwargs("dropout", 0.2), s,
-                                          args.batch_rows)
-    log(f"latent test sampling, seeds 1.. ({time.time() - t0:.0f} s)")
     lat_list = [lat_rolls[s] for s in range(args.seeds)]
     L = model.config.latent_length
 
     def lat_pos(r, q, n):
         return ev.latent_positions(r["prompt_lengths"][q], L, r["generated"][q, :n].tolist(), shared_prompt=False)
+
+    def lat_pos_shared(r, q, n):  # the same samples if their prompt pass were shared (latent-only sampling's cost)
+        return ev.latent_positions(r["prompt_lengths"][q], L, r["generated"][q, :n].tolist(), shared_prompt=True)
 
     def cot_pos(r, q, n):
         return ev.cot_positions(r["prompt_lengths"][q], r["generated"][q, :n].tolist())
@@ -123,6 +144,12 @@ def section3(args, model, tok, test, valid, greedy, greedy_acc, lat_rolls, cot_p
 
     cot_pts = points(cot_rolls, test, cot_pos, cot_fl, args.bootstrap)
     lat_pts = points(lat_list, test, lat_pos, lat_flops, args.bootstrap)
+    for n in NS:
+        shared = [lat_pos_shared(r, q, n) for r in lat_list for q in range(len(test))]
+        lat_pts[n]["positions_per_question_shared_prompt"] = sum(shared) / len(shared)
+    lat_shared = {n: dict(v, positions_per_question=v["positions_per_question_shared_prompt"])
+                  for n, v in lat_pts.items()}
+    write_cot_predictions(args, cot_path, test, cot_greedy, cot_rolls, temperature)
     greedy_points = {
         "cot": (sum(cot_pos(cot_greedy, q, 1) for q in range(len(test))) / len(test),
                 float(cot_greedy["correct"].float().mean())),
@@ -152,6 +179,12 @@ def section3(args, model, tok, test, valid, greedy, greedy_acc, lat_rolls, cot_p
                            "kept in a batch are not counted."),
         "latent_vs_cot_at_latent_points": ev.difference_at_equal_compute(lat_pts, cot_pts, args.bootstrap),
         "cot_vs_latent_at_cot_points": ev.difference_at_equal_compute(cot_pts, lat_pts, args.bootstrap),
+        "latent_vs_cot_at_latent_points_shared_prompt": ev.difference_at_equal_compute(lat_shared, cot_pts,
+                                                                                       args.bootstrap),
+        "cot_checkpoint_sha256": file_sha256(Path(cot_path) / "model.safetensors"),
+        "cot_predictions": PREDICTIONS,
+        "cot_lowest_positions": min([cot_pts[n]["positions_per_question"] for n in NS]
+                                    + [greedy_points["cot"][0]]),
     }
     for n in NS:
         log(f"N={n}: CoT {cot_pts[n]['majority_accuracy']:.3f} @ {cot_pts[n]['positions_per_question']:.0f} pos; "

@@ -18,7 +18,7 @@ import time
 import torch
 
 from hf_modeling.answers import answers_equal
-from lm_eval_latenttts import evidence as ev
+import evidence_lib as ev  # sibling package (benchmarks/ is on sys.path)
 
 PROBE_HIDDEN = 256
 UNSTRUCTURED_QUANTILE = 0.05
@@ -123,7 +123,7 @@ def decode_all(probes, latents):
     return out
 
 
-def section1_setting(examples, roll, greedy, probes, greedy_dec):
+def section1_setting(examples, roll, greedy, probes, greedy_dec, resamples=1000):
     """One sampling setting's read-out metrics per probe, follow metrics and verdict; also the decoded values."""
     res = {}
     dec = decode_all(probes, roll["latents"])
@@ -133,45 +133,59 @@ def section1_setting(examples, roll, greedy, probes, greedy_dec):
     greedy_answers = [a[0] for a in greedy["answers"]]
     for name, ones in (("step1_x1", False), ("step2_x1", False), ("step1_x1_ones", True), ("step2_x1_ones", True)):
         res["follow_" + name] = ev.follow_metrics(examples, dec[name], greedy_dec[name][:, 0], roll["answers"],
-                                                  greedy_answers, ones_digit=ones)
+                                                  greedy_answers, ones_digit=ones, resamples=resamples)
     changed = torch.tensor([[not answers_equal(a, g) for a in row] for row, g in zip(roll["answers"], greedy_answers)])
     res["answer_differs_from_greedy"] = float(changed.float().mean())
-    same_digit = dec["step2_x1_ones"] == greedy_dec["step2_x1_ones"][:, :1]
-    res["answer_changed_but_step2_digit_same"] = (float((changed & same_digit).sum() / changed.sum())
-                                                  if changed.any() else float("nan"))
+    res["answer_changes"] = int(changed.sum())
+    for name in ("step1_x1_ones", "step2_x1_ones"):
+        seen = dec[name] != greedy_dec[name][:, :1]
+        res["answer_changes_seen_by_" + name] = float((changed & seen).sum() / changed.sum()) if changed.any() \
+            else float("nan")
+    res["answer_changed_but_step2_digit_same"] = 1 - res["answer_changes_seen_by_step2_x1_ones"]
     res["verdict"] = verdict(res)
     return res, dec
 
 
-MIN_DIFFERS = 0.05  # below this the sampled latents carry the greedy intermediate: nothing distinct to speak of
-MIN_FOLLOWS = 0.5  # a changed intermediate must reach the answer in most cases
+MIN_CHANGED = 30  # changed read-outs needed before the follow rate is judged at all
 
 
 def verdict(res, max_unstructured=2 * UNSTRUCTURED_QUANTILE):
-    """The rule for "semantically distinct" vs "noise", on the last latent (step 2, the one the answer reads)
-    and its read-out of x1's ones digit (exact on greedy latents, linear, robust under sampling; the 100-way
-    value read-out does not transfer to sampled latents, see the report).
+    """The rule for "distinct", "not distinct", "too few changes" or "unreadable", on the last latent (step 2,
+    the one the answer reads) and its read-out of x1's ones digit (exact on greedy latents, linear, robust
+    under sampling; the 100-way value read-out does not transfer to sampled latents, see the report).
 
-    semantically distinct: the sampled latents decode to a digit (unstructured at most 10%), a real share of
-    them (at least 5%) decode to another digit than the greedy trajectory's, and such a changed digit is
-    carried into the answer (the answer's ones digit is the second operation applied to it) in most cases
-    (at least half) and more often than the greedy answer is kept;
-    noise: otherwise; ``why`` says which condition fails.
+    Fixed before the full rerun of issue 18 (it replaces a rule that said "noise" whenever fewer than 5% of
+    the read-outs changed, whatever the answers did where they changed):
+
+    * unreadable: more than 10% of the sampled latents decode to no digit: the read-out cannot judge them;
+    * too few changes: fewer than 30 trajectories whose read-out digit changed (and can tell following from
+      keeping): nothing to judge;
+    * distinct: where the read-out digit changed, the answer follows it above chance (the lower end of the
+      95% bootstrap interval of ``follows`` is above 1/10) and more often than it keeps the greedy answer;
+    * not distinct: otherwise (the answer ignores the changed digit).
+
+    The label speaks only of the changes the read-out sees: ``seen`` is the share of answer changes whose
+    latent-2 digit changed too; the rest are invisible to this test, neither distinct nor noise by it.
     """
     m, f = res["step2_x1_ones"], res["follow_step2_x1_ones"]
-    checks = {
-        "structured": m["unstructured"] <= max_unstructured,
-        "differs": m["differs_from_greedy"] >= MIN_DIFFERS,
-        "carried": f["changed_trajectories"] > 0 and f["follows"] >= MIN_FOLLOWS and f["follows"] > f["stays"],
-    }
-    label = "semantically distinct" if all(checks.values()) else "noise"
-    failed = [k for k, ok in checks.items() if not ok]
+    seen = res["answer_changes_seen_by_step2_x1_ones"]
+    lo = f["follows_ci"][0]
+    if m["unstructured"] > max_unstructured:
+        label = "unreadable"
+    elif f["changed_trajectories"] < MIN_CHANGED:
+        label = "too few changes"
+    elif lo > f["chance"] and f["follows"] > f["keeps"]:
+        label = "distinct"
+    else:
+        label = "not distinct"
     why = (f"step-2 latent, ones digit of x1: no number {m['unstructured']:.1%} (limit {max_unstructured:.0%}); "
-           f"differs from greedy {m['differs_from_greedy']:.1%} (need {MIN_DIFFERS:.0%}); of the "
-           f"{f['changed_trajectories']} changed trajectories the answer follows the decoded digit "
-           f"{f['follows']:.1%} (need {MIN_FOLLOWS:.0%}) vs keeps the greedy answer {f['stays']:.1%}"
-           + (f"; fails: {', '.join(failed)}" if failed else ""))
-    return {"label": label, "why": why, "checks": checks}
+           f"{f['changed_trajectories']} trajectories with a changed digit (need {MIN_CHANGED}); the answer follows "
+           f"it {f['follows']:.1%} [{lo:.1%}, {f['follows_ci'][1]:.1%}] (chance {f['chance']:.0%}), keeps the greedy "
+           f"answer {f['keeps']:.1%}, other {f['other']:.1%}; the read-out sees {seen:.1%} of the "
+           f"{res['answer_changes']} answer changes")
+    return {"label": label, "why": why, "answer_changes_seen": seen, "follows": f["follows"],
+            "follows_ci": f["follows_ci"], "keeps": f["keeps"], "chance": f["chance"],
+            "changed_trajectories": f["changed_trajectories"]}
 
 
 def sampled_probe_check(model, tok, train, valid, test, roll, greedy, probes, greedy_dec, args):
@@ -200,12 +214,13 @@ def sampled_probe_check(model, tok, train, valid, test, roll, greedy, probes, gr
             "heldout_sampled_accuracy_of_greedy_trained_probe": float((v_va_greedy_probe == y_va).float().mean()),
             "threshold": tau,
             "test": ev.readout_metrics(dec, y_te, greedy_dec[name][:, 0], roll["correct"]),
-            "follow": ev.follow_metrics(test, dec, greedy_dec[name][:, 0], roll["answers"], greedy_answers),
+            "follow": ev.follow_metrics(test, dec, greedy_dec[name][:, 0], roll["answers"], greedy_answers,
+                                        resamples=args.bootstrap),
         }
         log(f"dropout-trained probe {name}: held-out dropout latents {out[name]['heldout_sampled_accuracy']:.3f} "
             f"(greedy-trained probe {out[name]['heldout_sampled_accuracy_of_greedy_trained_probe']:.3f}); test: "
             f"differs from greedy {out[name]['test']['differs_from_greedy']:.3f}, follows "
-            f"{out[name]['follow']['follows']:.3f} / stays {out[name]['follow']['stays']:.3f}")
+            f"{out[name]['follow']['follows']:.3f} / keeps {out[name]['follow']['keeps']:.3f}")
     out["seconds"] = round(time.time() - t0, 1)
     return out
 
@@ -225,11 +240,23 @@ def section2_setting(examples, roll, dec, resamples=1000):
         "step2_final_answer": (1, roll["correct"]),
     }
     for name, (s, y) in labels.items():
+        rate = float(y.float().mean())
         out[name] = {"rm_step_score": ev.within_question_auroc(sc[:, :, s], y, resamples),
                      "vote_share": ev.within_question_auroc(shares, y, resamples),
-                     "positive_rate": float(y.float().mean())}
+                     "rm_step_score_across_questions": ev.across_question_auroc(sc[:, :, s], y, resamples),
+                     "vote_share_across_questions": ev.across_question_auroc(shares, y, resamples),
+                     "positive_rate": rate}
+        if name != "step2_final_answer":  # a read-out label: right only as often as the read-out reads right
+            out[name]["label_noise"] = rate < LABEL_NOISE_BELOW
     out["trajectory_final_answer"] = {
         "rm_trajectory_score": ev.within_question_auroc(sc.sum(-1), roll["correct"], resamples),
-        "vote_share": ev.within_question_auroc(shares, roll["correct"], resamples)}
+        "vote_share": ev.within_question_auroc(shares, roll["correct"], resamples),
+        "rm_trajectory_score_across_questions": ev.across_question_auroc(sc.sum(-1), roll["correct"], resamples),
+        "vote_share_across_questions": ev.across_question_auroc(shares, roll["correct"], resamples)}
     return out
+
+
+# a read-out label whose read-out is right on fewer than half of the setting's latents is mostly the probe's
+# error, not the latent's: it cannot judge a score (the x1 and x2 values under sampling; see the report)
+LABEL_NOISE_BELOW = 0.5
 

@@ -28,7 +28,8 @@ from hf_modeling import AutoLatentModel, load_latent_tokenizer
 from lm_eval_latenttts.data.questions import read_questions
 from lm_eval_latenttts.scaling import rollouts
 from lm_eval_latenttts.scaling.aggregation import select
-from lm_eval_latenttts.scaling.metrics import bootstrap_ci, question_metrics
+from evidence_lib.bootstrap import bootstrap_ci  # the reports' one bootstrap (benchmarks/evidence_lib)
+from lm_eval_latenttts.scaling.metrics import question_metrics
 
 METRICS = ("coverage", "single", "majority", "best_of_n", "weighted", "beam")
 # the report's names for the rows of scaling.metrics.question_metrics (the rows lm-eval reports)

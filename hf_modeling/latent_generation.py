@@ -200,7 +200,7 @@ class LatentGenerationMixin:
                 row_keys: torch.Tensor) -> LatentState:
         """Run the prompt (left padded, ending with the start marker) once; ``row_keys`` key its dropout."""
         sampler.at(row_keys, (attention_mask.long().cumsum(-1) - 1).clamp(min=0))
-        with sampler.phase("prompt"):
+        with sampler.phase("prompt"), batch_invariant_attention(input_ids.device, "prompt"):
             out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
         rows = input_ids.shape[0]
         return LatentState(
@@ -411,7 +411,7 @@ class LatentGenerationMixin:
         input_ids, sampler = setup.input_ids, setup.sampler
         keys = sample_keys(setup.question_keys, n, sample_offset)
 
-        with eval_mode(self), sampler.attached(self), batch_invariant_attention():
+        with eval_mode(self), sampler.attached(self), batch_invariant_attention(input_ids.device):
             state = self.start_samples(setup, n, keys, questions)
             for _ in self.latent_loop(setup.steps, lambda: state.stopped):
                 self.latent_step(state, sampler)

@@ -175,16 +175,35 @@ class RolloutSetup:
 MIN_ROWS = 16  # rows per forward below which CPU/GPU matrix kernels take size-dependent code paths
 
 
-def batch_invariant_attention() -> contextlib.AbstractContextManager:
-    """Run scaled-dot-product attention with its math kernel for the duration of a rollout.
+def attention_kernel(device: torch.device | str, phase: str = "steps") -> SDPBackend:
+    """The scaled-dot-product attention kernel of a rollout ``phase`` on ``device``: chosen per device and
+    phase, each one measured batch-invariant there (``tests/test_batch_invariance.py``).
 
-    The fused (flash) kernels split the keys of one-token queries over threads
-    differently for different batch sizes, so a row's attention output -- and
-    from there its answer and RM score -- changed in the last bits with its
-    batch neighbours.  The math kernel computes each row alike; on CPU it was
-    as fast for latent and answer steps (see benchmarks/rollouts.py).
+    ``"prompt"`` (queries of many tokens) on CPU: the fused (flash) kernel.  It
+    runs each (row, head, block of queries) on one thread over the keys in a
+    fixed order, so a row's bits do not change with the batch size or the
+    thread count, and it was 4 to 85 times faster than the math kernel at
+    GSM8K prompt widths (see benchmarks/real_prompts.py).  ``"steps"`` (one-token
+    queries: latent steps, answer tokens, RM steps) and every phase elsewhere:
+    the math kernel.  The CPU flash kernel splits the keys of one-token
+    queries over threads when rows x heads are fewer than threads (measured:
+    the bits change with the batch), and GPU kernels are not measured yet.
     """
-    return sdpa_kernel(SDPBackend.MATH)
+    if phase == "prompt" and torch.device(device).type == "cpu":
+        return SDPBackend.FLASH_ATTENTION
+    return SDPBackend.MATH
+
+
+def batch_invariant_attention(device: torch.device | str = "cpu", phase: str = "steps") -> \
+        contextlib.AbstractContextManager:
+    """Run scaled-dot-product attention with ``attention_kernel(device, phase)`` inside the block.
+
+    Kernels that split a row's keys over threads differently for different
+    batch sizes change a row's attention output -- and from there its answer
+    and RM score -- in the last bits with its batch neighbours; the kernels
+    chosen here compute each row alike.
+    """
+    return sdpa_kernel(attention_kernel(device, phase))
 
 
 def ghost_questions(questions: int, rows_per_question: int) -> int:

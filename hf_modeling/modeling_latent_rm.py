@@ -167,7 +167,7 @@ class LatentRMMixin(LatentHubMixin):
         self._check_tokens(input_ids)
         device = self.get_input_embeddings().weight.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        with batch_invariant_attention():
+        with batch_invariant_attention(device, "prompt"):
             out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
         return RMState(cache=out.cache, attention_mask=attention_mask, positions=positions[:, -1] + 1)
 
@@ -194,7 +194,7 @@ class LatentRMMixin(LatentHubMixin):
         mask = torch.cat([state.attention_mask, active.to(state.attention_mask.dtype)], dim=1)
         before = active.long().cumsum(-1) - active.long()
         positions = state.positions[:, None] + before
-        with batch_invariant_attention():
+        with batch_invariant_attention(device):
             out = self.base_model(
                 inputs_embeds=latents.to(device=device, dtype=dtype),
                 attention_mask=mask,

@@ -40,7 +40,7 @@ def task_manager():
     return TaskManager()
 
 
-def _responses(task_manager, lm, data, monkeypatch):
+def _responses(task_manager, lm, data, monkeypatch, questions=QUESTIONS):
     """The logged responses of a full ``latent_gsm8k`` run on ``data`` (as ``--log_samples`` records them)."""
     import lm_eval
 
@@ -48,7 +48,7 @@ def _responses(task_manager, lm, data, monkeypatch):
     out = lm_eval.simple_evaluate(model=lm, tasks=["latent_gsm8k"], task_manager=task_manager, log_samples=True,
                                   num_fewshot=0)
     samples = sorted(out["samples"]["latent_gsm8k"], key=lambda s: s["doc_id"])
-    assert len(samples) == len(QUESTIONS)
+    assert len(samples) == len(questions)
     return [s["resps"][0][0] for s in samples]
 
 
@@ -220,3 +220,100 @@ def test_prompts_shorter_than_min_rows_alone_equal_a_full_batch_bit_for_bit(samp
             alone = model.generate(ids[q:q + 1], mask[q:q + 1], **kw)
             assert torch.equal(alone.latents, batch.latents[q * 16:(q + 1) * 16])
             assert torch.equal(alone.answer_ids, batch.answer_ids[q * 16:(q + 1) * 16])
+
+
+# GSM8K-like prompts: 24 questions of 24 different token lengths between about 80 and 220 (byte tokenizer), in
+# buckets of 16 and 32 tokens (``scaling.rollouts.padded_length``), in an order that is not sorted by length
+VARIED = [f"Ann has {i} pens. " + "She buys pencils. " * (1 + (i * 7) % 4)
+          + "x" * ((i * 5) % 11) + f" How many pens does she have after {i % 5} days?" for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    root = tmp_path_factory.mktemp("varied")
+    data = root / "questions.json"
+    data.write_text(json.dumps([{"question": q, "answer": str(i % 10)} for i, q in enumerate(VARIED)]))
+    return {"coconut": rigged_checkpoint(root / "coconut", kind="coconut"), "codi": rigged_checkpoint(root / "codi"),
+            "colar": make_checkpoint(root / "colar", kind="colar"), "rm": make_rm(root / "rm"), "data": data}
+
+
+VARIED_SETTINGS = {
+    "noise n=4": dict(n=4, sampling="noise", noise_std=1.0),
+    "adaptive": dict(n=6, sampling="dropout", dropout_p=0.3, adaptive=True, adaptive_rule="exact",
+                     adaptive_round=2),
+}
+
+
+@pytest.mark.parametrize("kind", ["coconut", "codi", "colar"])
+@pytest.mark.parametrize("name", list(VARIED_SETTINGS))
+def test_varied_prompt_lengths_share_calls_and_keep_responses_byte_identical(varied, task_manager, monkeypatch,
+                                                                             kind, name):
+    """Questions of different lengths are padded to their own bucket and share calls: at batch_size 64 the
+    24 lengths take a few calls (greedy decodes included), not one per length, and the logged responses at
+    batch sizes 1, 8 and 64 are byte-identical, for every backbone kind (coconut and codi: with an RM)."""
+    from lm_eval_latenttts.harness.model import LatentTTSModel
+    from lm_eval_latenttts.scaling.rollouts import padded_length
+
+    # with an RM the log holds float scores, where a padding that depends on the neighbours shows (checked:
+    # padding each call to its longest prompt fails the byte-identity below)
+    settings = dict(VARIED_SETTINGS[name], **({"rm": str(varied["rm"])} if kind != "colar" else {}))
+    lengths = set()
+    runs, calls = {}, {}
+    for batch_size in (1, 8, 64):
+        lm = LatentTTSModel(pretrained=str(varied[kind]), device="cpu", batch_size=batch_size, seed=11,
+                            max_new_tokens=5, **settings)
+        original, seen = lm.model.rollout, []
+
+        def counted(input_ids, *args, _original=original, _seen=seen, **kwargs):
+            _seen.append(input_ids.shape)
+            return _original(input_ids, *args, **kwargs)
+
+        monkeypatch.setattr(lm.model, "rollout", counted)
+        runs[batch_size] = _responses(task_manager, lm, varied["data"], monkeypatch, VARIED)
+        calls[batch_size] = seen
+        lengths = {len(lm.model.encode_prompt(lm.tokenizer, q)) for q in VARIED}
+    assert runs[1] == runs[8] == runs[64]  # byte-identical
+    assert len({tuple(c["text"] for c in json.loads(r)["candidates"]) for r in runs[1]}) > 1
+    buckets = {padded_length(n) for n in lengths}
+    assert len(lengths) == len(VARIED) and 1 < len(buckets) <= 6 and min(lengths) > 64
+    # every call's prompts have one canonical width; at batch 64 the first round and the greedy decodes take
+    # one call per bucket (adaptive: later rounds only for undecided questions), not one per length
+    assert {shape[1] for shape in calls[64]} == buckets
+    first_rounds = len(buckets) * 2  # the sampled round and the greedy decodes
+    assert len(calls[64]) <= (first_rounds if name != "adaptive" else first_rounds + 2 * len(buckets))
+    assert len(calls[64]) < len(calls[1])
+
+
+def test_cpu_prompt_pass_runs_the_fused_kernel_and_is_batch_and_thread_invariant(varied):
+    """The CPU prompt pass uses SDPA's flash kernel (``attention_kernel``); a prompt's cache and last hidden state
+    are the same bits alone, in batches of 3 and 16 of its bucket, and with 1 or 2 threads."""
+    from torch.nn.attention import SDPBackend
+
+    from hf_modeling.latent_state import attention_kernel
+    from lm_eval_latenttts.scaling.rollouts import left_pad, padded_length
+
+    assert attention_kernel("cpu", "prompt") == SDPBackend.FLASH_ATTENTION
+    assert attention_kernel("cpu", "steps") == attention_kernel("cuda", "prompt") == SDPBackend.MATH
+    model = AutoLatentModel.from_pretrained(varied["coconut"]).eval()
+    tok = load_latent_tokenizer(varied["coconut"], model.config)
+    prompts = [model.encode_prompt(tok, q) for q in VARIED]
+    bucket = [p for p in prompts if padded_length(len(p)) == padded_length(len(prompts[0]))]
+    assert len({len(p) for p in bucket}) > 1
+    bucket = (bucket * 16)[:16]
+    from hf_modeling import LatentGenerationConfig, LatentSampler
+
+    sampler = LatentSampler(LatentGenerationConfig().for_backbone("coconut"))
+    threads = torch.get_num_threads()
+    got = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for rows in (1, 3, 16):
+                ids, mask = left_pad(bucket[:rows], tok.pad_token_id, "cpu")
+                with torch.no_grad():
+                    state = model.prefill(ids, mask, sampler, torch.zeros(rows, dtype=torch.int64))
+                got.append((state.hidden[0], state.cache.layers[-1].keys[0], state.cache.layers[-1].values[0]))
+    finally:
+        torch.set_num_threads(threads)
+    for other in got[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(got[0], other))

@@ -50,3 +50,17 @@ def test_smoke_scaling_and_adaptive_reports(tmp_path):
          "--timing-repeats", "1", "--out", str(tmp_path / "adaptive"))
     assert json.loads((tmp_path / "adaptive" / "adaptive.json").read_text())["questions"] == 4
     assert (tmp_path / "adaptive" / "adaptive.png").is_file()
+
+
+def test_real_prompts_benchmark_runs(tmp_path):
+    """Smoke test: varied-length questions through the harness policy and the floor; no reference given."""
+    import json
+
+    data = tmp_path / "questions.json"
+    data.write_text(json.dumps([{"question": "What is " + "one plus " * (i % 7) + f"{i}?"} for i in range(10)]))
+    out = _run("real_prompts.py", "--data", str(data), "--sizes", "2x64", "--n", "1", "2", "--questions", "10",
+               "--batch", "4", "--threads", "1", "--json", str(tmp_path / "out.json"))
+    assert "reference: absent" in out
+    rows = json.loads((tmp_path / "out.json").read_text())["rows"]
+    assert [(r["n"], r["questions"]) for r in rows] == [(1, 10), (2, 10)]
+    assert all(r["harness"]["calls"] >= 1 and r["floor"]["calls"] == 3 for r in rows)

@@ -13,9 +13,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lm_eval_latenttts import evidence as ev  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+
+import evidence_lib as ev  # noqa: E402  (benchmarks/evidence_lib)
 EX = {"question": "Start at 47, plus 8, then times 3. Answer mod 100?", "steps": ["<<47+8=55>>", "<<55*3=65>>"],
       "answer": "65"}
 
@@ -133,7 +135,7 @@ def test_follow_metrics_by_hand():
     f = ev.follow_metrics([EX], decoded, torch.tensor([55]), answers, ["65"])
     assert f["changed_trajectories"] == 3
     assert f["follows"] == pytest.approx(1 / 3)
-    assert f["stays"] == pytest.approx(1 / 3)
+    assert f["keeps"] == pytest.approx(1 / 3)
 
 
 def test_follow_metrics_on_ones_digits_by_hand():
@@ -144,14 +146,14 @@ def test_follow_metrics_on_ones_digits_by_hand():
     f = ev.follow_metrics([EX], decoded, torch.tensor([5]), answers, ["65"], ones_digit=True)
     assert f["changed_trajectories"] == 3
     assert f["follows"] == pytest.approx(2 / 3)
-    assert f["stays"] == pytest.approx(1 / 3)
+    assert f["keeps"] == pytest.approx(1 / 3)
     minus = {"steps": ["<<12-5=7>>", "<<7-9=98>>"]}
     f = ev.follow_metrics([minus], torch.tensor([[3]]), torch.tensor([7]), [["94"]], ["98"], ones_digit=True)
-    assert f["follows"] == 1.0 and f["stays"] == 0.0  # (3 - 9) mod 10 = 4
+    assert f["follows"] == 1.0 and f["keeps"] == 0.0  # (3 - 9) mod 10 = 4
     # "* 5": digits 3 and 5 both give ones digit 5, so that change cannot tell following from staying: skipped
     times5 = {"steps": ["<<10+3=13>>", "<<13*5=65>>"]}
     f = ev.follow_metrics([times5], torch.tensor([[5, 2]]), torch.tensor([3]), [["65", "60"]], ["65"], ones_digit=True)
-    assert f["changed_trajectories"] == 1 and f["follows"] == 1.0 and f["stays"] == 0.0
+    assert f["changed_trajectories"] == 1 and f["follows"] == 1.0 and f["keeps"] == 0.0
     # the same for full values: 13 * 5 = 65 and 33 * 5 = 65
     f = ev.follow_metrics([times5], torch.tensor([[33, 14]]), torch.tensor([13]), [["65", "70"]], ["65"])
     assert f["changed_trajectories"] == 1 and f["follows"] == 1.0
@@ -163,7 +165,7 @@ def test_follow_metrics_on_ones_digits_compare_staying_by_ones_digit_too():
     f = ev.follow_metrics([EX], torch.tensor([[4, 4, 4]]), torch.tensor([5]), [["75", "65", "12"]], ["65"],
                           ones_digit=True)
     assert f["changed_trajectories"] == 3
-    assert f["stays"] == pytest.approx(2 / 3) and f["follows"] == pytest.approx(1 / 3)
+    assert f["keeps"] == pytest.approx(2 / 3) and f["follows"] == pytest.approx(1 / 3)
 
 
 # --------------------------------------------------------------------------- compute accounting
@@ -256,8 +258,7 @@ def test_greedy_rollouts_are_greedy_whatever_the_checkpoint_defaults():
     assert model.generation_config.latent_sampling == "dropout"  # the default this guards against
     tok = load_latent_tokenizer(str(DEFAULT_MODEL_DIR), model.config)
     qs = arith.load_split("test")[:100]
-    with pytest.warns(UserWarning, match="2 identical rollouts"):
-        greedy = ev.latent_rollouts(model, tok, None, qs, 2, ev.sampling_kwargs(None), 0)
+    greedy = ev.latent_rollouts(model, tok, None, qs, 2, ev.sampling_kwargs(None), 0)  # one draw, copied N times
     assert torch.equal(greedy["latents"][:, 0], greedy["latents"][:, 1])
     assert int(greedy["correct"][:, 0].sum()) == 75  # = tests/test_train_backbone_recipe.py's greedy count
     sampled = ev.latent_rollouts(model, tok, None, qs, 2, ev.sampling_kwargs("dropout", 0.2), 0)
@@ -338,10 +339,10 @@ def test_percentile_interval_by_hand():
 
 def test_bootstrap_interval_matches_the_normal_approximation():
     values = [0.0] * 50 + [1.0] * 50  # mean 0.5, standard error 0.05
-    lo, hi = ev.bootstrap_mean_ci(values, resamples=4000, seed=0)
+    lo, hi = ev.bootstrap_ci(values, resamples=4000, seed=0)
     assert 0.39 < lo < 0.41 and 0.59 < hi < 0.61
-    assert ev.bootstrap_mean_ci([0.7] * 20) == [pytest.approx(0.7), pytest.approx(0.7)]
-    assert ev.bootstrap_mean_ci(values, 500, seed=3) == ev.bootstrap_mean_ci(values, 500, seed=3)
+    assert ev.bootstrap_ci([0.7] * 20) == [pytest.approx(0.7), pytest.approx(0.7)]
+    assert ev.bootstrap_ci(values, 500, seed=3) == ev.bootstrap_ci(values, 500, seed=3)
 
 
 def test_interp_log_by_hand():
@@ -392,3 +393,145 @@ def test_recipe_schedule_unchanged_and_bad_stage_steps_refused(tmp_path):
     for bad in ("0,0,10", "10,-1,5"):
         with pytest.raises(SystemExit):
             tb.main(["--small", "--no-progress", "--out", str(tmp_path / "bad"), "--stage-steps", bad])
+
+
+def test_one_bootstrap_for_every_report():
+    """The scaling and adaptive reports and the evidence use one bootstrap: the single-mean interval is the
+    percentile interval of the means over the same draws the paired comparisons resample."""
+    import adaptive
+    import scaling
+
+    assert scaling.bootstrap_ci is adaptive.bootstrap_ci is ev.bootstrap_ci
+    values = [float(v) for v in torch.rand(37, generator=torch.Generator().manual_seed(1))]
+    idx = ev.bootstrap_indices(len(values), 1000, 4)
+    means = torch.tensor(values, dtype=torch.float64)[idx].mean(-1)
+    assert ev.bootstrap_ci(values, 1000, 4) == pytest.approx(ev.percentile_interval(means), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- issue 18: follows/keeps, verdict, labels
+def test_follows_and_keeps_are_exclusive():
+    # greedy read-out digit 5 implies ones digit 5 (55 * 3 = 165), but greedy's answer is "62" (ones 2): a read-out
+    # 4 implies 4 * 3 = 12 (ones 2) = greedy's answer: "12" would both follow and keep, so that change is ambiguous
+    # and skipped; a read-out 9 implies 27 (ones 7): "27" follows, "62" keeps, "30" is other
+    decoded = torch.tensor([[4, 4, 9, 9, 9]])
+    answers = [["12", "62", "27", "62", "30"]]
+    f = ev.follow_metrics([EX], decoded, torch.tensor([5]), answers, ["62"], ones_digit=True)
+    assert (f["changed_trajectories"], f["ambiguous"]) == (3, 2)
+    assert f["follows"] == pytest.approx(1 / 3) and f["keeps"] == pytest.approx(1 / 3)
+    assert f["other"] == pytest.approx(1 / 3) and f["chance"] == 0.1
+    assert f["follows"] + f["keeps"] + f["other"] == pytest.approx(1.0)
+
+
+def test_follow_interval_resamples_questions():
+    # question 0: 4 changed, all follow; question 1: 1 changed, it keeps; resampling questions keeps the ratio
+    # of sums in [0, 1] and the point estimate (4/5) inside the interval
+    decoded = torch.tensor([[9, 9, 9, 9], [9, 5, 5, 5]])
+    f = ev.follow_metrics([EX, EX], decoded, torch.tensor([5, 5]), [["27"] * 4, ["65"] * 4], ["65", "65"],
+                          ones_digit=True, resamples=200)
+    assert f["changed_trajectories"] == 5 and f["follows"] == pytest.approx(0.8)
+    lo, hi = f["follows_ci"]
+    assert 0.0 <= lo <= 0.8 <= hi == 1.0
+    assert ev.ratio_ci([(4, 4), (0, 1)], 200) == f["follows_ci"]
+    assert all(math.isnan(x) for x in ev.ratio_ci([(0, 0)], 50))
+
+
+def _setting(unstructured=0.0, changed=100, follows=0.5, keeps=0.2, ci=(0.4, 0.6), seen=0.3):
+    return {"step2_x1_ones": {"unstructured": unstructured},
+            "follow_step2_x1_ones": {"changed_trajectories": changed, "follows": follows, "keeps": keeps,
+                                     "other": 1 - follows - keeps, "chance": 0.1, "follows_ci": list(ci)},
+            "answer_changes_seen_by_step2_x1_ones": seen, "answer_changes": 1000}
+
+
+def test_verdict_on_hand_made_settings():
+    from evidence_readout import verdict
+
+    assert verdict(_setting())["label"] == "distinct"
+    v = verdict(_setting(seen=0.036))  # few changes seen, but where seen the answer follows: still distinct
+    assert v["label"] == "distinct" and v["answer_changes_seen"] == 0.036 and "3.6%" in v["why"]
+    assert verdict(_setting(ci=(0.09, 0.3)))["label"] == "not distinct"  # not above chance
+    assert verdict(_setting(follows=0.3, keeps=0.4, ci=(0.2, 0.4)))["label"] == "not distinct"  # keeps more
+    assert verdict(_setting(changed=29))["label"] == "too few changes"
+    assert verdict(_setting(unstructured=0.11))["label"] == "unreadable"
+    assert verdict(_setting(unstructured=0.10))["label"] == "distinct"  # the limit is inclusive
+
+
+def test_rm_labels_by_hand():
+    from evidence_readout import LABEL_NOISE_BELOW, section2_setting
+
+    # 2 questions x 4 trajectories; EX's x1 = 55 (ones 5), x2 = 65
+    ex2 = {"question": "q2", "steps": ["<<10+3=13>>", "<<13*5=65>>"], "answer": "65"}
+    dec = {"step1_x1": torch.tensor([[55, 54, 1, 2], [13, 13, 13, 13]]),
+           "step1_x1_ones": torch.tensor([[5, 5, 4, 5], [3, 3, 3, 0]]),
+           "step2_x2": torch.tensor([[65, 0, 0, 0], [65, 65, 0, 1]]),
+           "step2_x1": torch.tensor([[55, 55, 55, 55], [0, 0, 0, 0]])}
+    correct = torch.tensor([[True, False, True, False], [True, True, False, False]])
+    roll = {"answers": [["65", "1", "65", "2"], ["65", "65", "3", "4"]], "correct": correct,
+            "step_scores": torch.tensor([[[4.0, 1.0], [3.0, 0.0], [2.0, 3.0], [1.0, 2.0]],
+                                         [[1.0, 4.0], [2.0, 3.0], [3.0, 2.0], [4.0, 1.0]]])}
+    out = section2_setting([EX, ex2], roll, dec, resamples=50)
+    assert out["step1_x1"]["positive_rate"] == pytest.approx(5 / 8)  # read-out == true x1
+    assert out["step1_x1_ones"]["positive_rate"] == pytest.approx(6 / 8)  # ones digits 5 / 3
+    assert out["step2_x2"]["positive_rate"] == pytest.approx(3 / 8)
+    assert out["step2_x1"]["positive_rate"] == pytest.approx(4 / 8)
+    assert out["step2_final_answer"]["positive_rate"] == pytest.approx(4 / 8)
+    assert out["step2_x2"]["label_noise"] is (3 / 8 < LABEL_NOISE_BELOW) is True
+    assert out["step1_x1_ones"]["label_noise"] is False and "label_noise" not in out["step2_final_answer"]
+    # step-1 scores for "x1 ones digit right": question 0 positives (4, 3, 1) vs negative 2 -> 2/3; question 1
+    # positives (1, 2, 3) vs negative 4 -> 0: mean 1/3
+    assert out["step1_x1_ones"]["rm_step_score"]["mean"] == pytest.approx((2 / 3 + 0) / 2)
+    assert out["step2_final_answer"]["rm_step_score_across_questions"]["auroc"] == pytest.approx(
+        ev.auroc([1.0, 0.0, 3.0, 2.0, 4.0, 3.0, 2.0, 1.0], correct.flatten().tolist()))  # step-2 scores
+
+
+def test_across_question_auroc_by_hand():
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.7]])
+    labels = torch.tensor([[True, False], [False, True]])
+    a = ev.across_question_auroc(scores, labels, resamples=100)
+    assert a["auroc"] == pytest.approx(ev.auroc([0.9, 0.1, 0.8, 0.7], [1, 0, 0, 1]))
+    lo, hi = a["ci"]
+    assert 0.0 <= lo <= hi <= 1.0
+    # a score that is right within each question and wrong across them: within 1.0, across below it
+    scores = torch.tensor([[2.0, 1.0], [4.0, 3.0]])
+    labels = torch.tensor([[True, False], [True, False]])
+    assert ev.within_question_auroc(scores, labels, 20)["mean"] == 1.0
+    assert ev.across_question_auroc(scores, labels, 20)["auroc"] == pytest.approx(3 / 4)
+
+
+def test_cot_prompt_holds_the_question_and_no_answer(tiny_arith_models):
+    from lm_eval_latenttts.data import arith
+
+    tok, base, _ = tiny_arith_models
+    qs = arith.load_split("test")[:3]
+    fed = []
+    handle = base.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: fed.append(kwargs["input_ids"].clone()), with_kwargs=True)
+    try:
+        ev.cot_sample(base, tok, qs, 2, 1.0, 0, max_new_tokens=3)
+    finally:
+        handle.remove()
+    prompts = fed[0]  # the prompt pass; later passes feed one sampled token per row
+    assert prompts.shape[0] == len(qs) and all(f.shape[1] == 1 for f in fed[1:])
+    for q, ids in zip(qs, prompts.tolist()):
+        assert tok.decode(ids) == q["question"] + ev.COT_SUFFIX  # nothing else: no step, no "###", no answer
+        assert not any(step in tok.decode(ids) for step in q["steps"]) and "###" not in tok.decode(ids)
+
+
+def test_headroom_table_by_hand():
+    from evidence_headroom import headroom
+
+    ex2 = {"question": "q2", "steps": ["<<10+3=13>>", "<<13*5=65>>"], "answer": "7"}
+    # question 0: answers 65 (right) x1, 1 x2, 2 x1 -> majority 1 (wrong), RM best = the 65, coverage 1
+    # question 1: no right answer -> coverage 0
+    roll = {"answers": [["65", "1", "1", "2"], ["3", "3", "4", "5"]],
+            "correct": torch.tensor([[True, False, False, False], [False] * 4]),
+            "scores": [[9.0, 1.0, 1.0, 0.0], [1.0, 2.0, 3.0, 4.0]],
+            "generated": torch.full((2, 4), 2), "prompt_lengths": [10, 10]}
+    t = headroom([roll], [EX, ex2], torch.tensor([True, False]), 2, [1, 4], resamples=50)
+    n4 = t["by_n"][4]
+    assert t["greedy"]["mean"] == 0.5
+    assert n4["coverage"]["mean"] == 0.5 and n4["majority"]["mean"] == 0.0 and n4["best_of_n"]["mean"] == 0.5
+    assert n4["single"]["mean"] == pytest.approx(1 / 8)
+    assert n4["best_selector"] in ("best_of_n", "weighted") and n4["gap"]["mean"] == pytest.approx(0.0)
+    assert t["by_n"][1]["coverage"]["mean"] == 0.5 and t["by_n"][1]["gap"]["mean"] == 0.0
+    assert n4["positions_per_question"] == 4 * 10 + 4 * (2 + 2)  # a prompt pass per sample
+    assert n4["positions_per_question_shared_prompt"] == 10 + 4 * (2 + 2)

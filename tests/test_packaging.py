@@ -27,3 +27,15 @@ def test_the_test_extra_installs_what_the_suite_imports():
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
     names = {e.split(">")[0].split("=")[0].split("<")[0].strip() for e in extras}
     assert {"pytest", "matplotlib"} <= names  # matplotlib: tests/test_evidence.py redraws the plots
+
+
+def test_research_code_is_not_in_the_installed_package():
+    """The evidence report's library lives under benchmarks/ (imported by the benchmark scripts and tests only):
+    no package folder ships it, and nothing in the installed packages imports it."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert not any("evidence" in name for name in listed)
+    assert not (REPO / "lm_eval_latenttts" / "evidence").exists()
+    for root in ("hf_modeling", "lm_eval_latenttts"):
+        for source in (REPO / root).rglob("*.py"):
+            text = source.read_text()
+            assert "evidence_lib" not in text and "def bootstrap" not in text, source

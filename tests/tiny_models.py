@@ -30,7 +30,8 @@ def make_tokenizer(extra_tokens=LATENT_TOKENS, colar=False):
     return tok
 
 
-def make_checkpoint(folder, kind="coconut", ids_in_config=True, seed=0, n_layer=2, hidden=32, tokenizer=None):
+def make_checkpoint(folder, kind="coconut", ids_in_config=True, seed=0, n_layer=2, hidden=32, tokenizer=None,
+                    n_positions=256):
     """Write a tiny random checkpoint of ``kind`` (coconut, codi, colar) in the released layout."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,14 +42,14 @@ def make_checkpoint(folder, kind="coconut", ids_in_config=True, seed=0, n_layer=
     eos = tok.eos_token_id
     if kind in ("coconut", "codi"):
         config = GPT2Config(
-            vocab_size=vocab, n_positions=256, n_embd=hidden, n_layer=n_layer, n_head=2,
+            vocab_size=vocab, n_positions=n_positions, n_embd=hidden, n_layer=n_layer, n_head=2,
             bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
         )
         model = GPT2LMHeadModel(config)
     else:
         config = LlamaConfig(
             vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layer,
-            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=n_positions,
             bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, tie_word_embeddings=False,
         )
         model = LlamaForCausalLM(config)

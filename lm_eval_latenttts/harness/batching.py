@@ -1,8 +1,11 @@
 """How ``latent_tts`` batches questions: lm-eval's ``Collator``, rounds, out-of-memory back-off, failing documents.
 
-Questions are grouped by their settings and by their prompt length, so a
-batch has no padding: padding shifts the attention's reductions and changes a
-question's numbers in the last bits, and results must not depend on batching.
+Questions are grouped by their settings and by the width their prompt is
+left-padded to, ``scaling.rollouts.padded_length``: a function of the prompt's
+own length (a bucket), so questions of different lengths share a call while
+each row gets the padding it gets alone; padding shifts the attention's
+reductions and changes a question's numbers in the last bits, and results must
+not depend on batching.  Within a group, longest first (lm-eval's order).
 A group is drawn by ``scaling.adaptive.draw_in_rounds``: one round of N
 rollouts (fixed N), or rounds of k for adaptive sampling, where only the
 undecided questions go on; then, when the task reports it, the greedy decode of
@@ -26,6 +29,7 @@ import torch
 
 from lm_eval_latenttts.scaling.adaptive import draw_in_rounds
 from lm_eval_latenttts.scaling.aggregation import AGGREGATIONS, Aggregation
+from lm_eval_latenttts.scaling.rollouts import padded_length
 
 logger = logging.getLogger("lm_eval.latent_tts")
 
@@ -120,7 +124,8 @@ class BatchRunner:
             except DocError as err:
                 results[job.index] = answerer.failed(job, str(err))
         collator = Collator(ready, sort_fn=lambda job: (-len(job.prompt), job.index), group_by="gen_kwargs",
-                            group_fn=lambda job: {"setting": job.setting.key, "length": len(job.prompt),
+                            group_fn=lambda job: {"setting": job.setting.key,
+                                                  "width": padded_length(len(job.prompt)),
                                                   "sample_offset": job.sample_offset})
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(ready), disable=disable_tqdm, desc="latent_tts rollouts")
         for group in collator.get_batched(n=0, batch_fn=lambda _, whole: len(whole)):
@@ -133,7 +138,7 @@ class BatchRunner:
         return results
 
     def _group(self, jobs: list[Job], answerer: Answerer) -> list[str]:
-        """Responses of a group of questions with the same setting and prompt length."""
+        """Responses of a group of questions with the same setting and padded prompt width."""
         setting = jobs[0].setting
         n = setting.config.num_return_sequences
 

@@ -9,7 +9,8 @@ validation; equal settings share one); ``BatchRunner`` groups the jobs
 (lm-eval's ``Collator``) and draws them, in rounds with adaptive sampling
 (``scaling.adaptive``), through ``Rollouts``, the runner's answerer: it draws
 candidates (``scaling.rollouts``), chooses the answer (``scaling.aggregation``)
-and writes the response.
+and writes the response.  Batches group questions by setting and padded prompt width
+(see ``batching``).
 
 What a request gets back depends on the task: the ``latent_*`` tasks
 (``generation_kwargs: latent_tts_payload: true``) get a ``scaling.result.QuestionResult``

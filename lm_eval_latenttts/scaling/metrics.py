@@ -17,7 +17,6 @@ rollout.
 
 from __future__ import annotations
 
-import random
 
 from hf_modeling.answers import answers_equal
 
@@ -94,14 +93,4 @@ def question_metrics(gold, answers: list, selection, has_rm: bool, n: int | None
     return out
 
 
-def bootstrap_ci(values: list[float], resamples: int = 1000, seed: int = 0) -> list[float]:
-    """95% percentile interval of the mean of per-question ``values`` (resampling questions)."""
-    if not values:
-        return [float("nan"), float("nan")]
-    rng = random.Random(seed)
-    size = len(values)
-    means = sorted(sum(values[rng.randrange(size)] for _ in range(size)) / size for _ in range(resamples))
-    return [means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]]
-
-
-__all__ = ["RUN_ROWS", "bootstrap_ci", "coverage", "pass_at_k", "pass_ks", "question_metrics"]
+__all__ = ["RUN_ROWS", "coverage", "pass_at_k", "pass_ks", "question_metrics"]

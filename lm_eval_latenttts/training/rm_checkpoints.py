@@ -27,9 +27,8 @@ from pathlib import Path
 from lm_eval_latenttts.training.annotation_store import CONFIG_FILE
 from lm_eval_latenttts.training.run_record import (
     changed_settings,
-    foreign_model_files,
     load_resume_state,
-    require_folder,
+    require_output_folder,
     write_json_atomic,
 )
 
@@ -108,11 +107,7 @@ def check_output_dir(cfg) -> Path:
     Checked before anything is written: the RM's weights, config and card would replace another model's and
     leave its other files (generation settings, training info, eval results) describing the wrong model.
     """
-    out = require_folder(cfg.output_dir, "--output-dir")
-    other = foreign_model_files(out, SUMMARY_FILE)
-    if other:
-        raise ValueError(f"--output-dir {out} holds another model ({', '.join(other)}), not a LatentRM written by "
-                         "train-rm; it is not overwritten. Choose a new --output-dir.")
+    out = require_output_folder(cfg.output_dir, "--output-dir", SUMMARY_FILE, "train-rm")
     if (out / SUMMARY_FILE).is_file() and not (out / CHECKPOINTS_DIR / RUN_FILE).is_file() and not cfg.overwrite:
         raise ValueError(f"--output-dir {out} holds a LatentRM trained earlier ({SUMMARY_FILE}) without the run "
                          "record of its checkpoints, so it cannot be resumed. Choose a new --output-dir, or pass "

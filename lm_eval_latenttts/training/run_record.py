@@ -129,5 +129,17 @@ def require_folder(path, option: str) -> Path:
     return path
 
 
+def require_output_folder(path, option: str, marker: str, writer: str) -> Path:
+    """``path`` as an output folder of ``writer``: an error naming ``option`` when it names a file or a folder
+    holding another model (model files without ``marker``, by which ``writer`` knows its own output), which
+    the run would overwrite, leaving that model's other files describing the wrong one."""
+    path = require_folder(path, option)
+    other = foreign_model_files(path, marker)
+    if other:
+        raise ValueError(f"{option} {path} holds another model ({', '.join(other)}; no {marker} of {writer}), "
+                         f"which this run would overwrite. Choose another {option}.")
+    return path
+
+
 __all__ = ["LOCK_FILE", "MODEL_FILES", "changed_settings", "check_or_write", "exclusive_run", "flatten",
-           "foreign_model_files", "load_resume_state", "require_folder", "write_json_atomic"]
+           "foreign_model_files", "load_resume_state", "require_folder", "require_output_folder", "write_json_atomic"]

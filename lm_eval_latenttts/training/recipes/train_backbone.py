@@ -60,9 +60,8 @@ import torch
 from lm_eval_latenttts.data import arith
 from lm_eval_latenttts.training.run_record import (
     changed_settings,
-    foreign_model_files,
     load_resume_state,
-    require_folder,
+    require_output_folder,
 )
 
 START_LATENT = "<|start-latent|>"
@@ -470,13 +469,9 @@ def main(argv=None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stage_steps = curriculum(args)
     try:
-        require_folder(args.out, "--out")
+        require_output_folder(args.out, "--out", INFO_FILE, "this recipe")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    other = foreign_model_files(args.out, INFO_FILE)
-    if other:
-        raise SystemExit(f"error: --out {args.out} holds another model ({', '.join(other)}; no {INFO_FILE} of "
-                         "this recipe), which the export would overwrite. Choose another --out.")
     run = Run(args, stage_steps)
     os.makedirs(args.out, exist_ok=True)
     run.start()

@@ -87,17 +87,13 @@ def check_destinations(args) -> None:
     """Refuse, before any work, a --work-dir or --out that is a file, and an --out holding another model (the
     install would replace it)."""
     from lm_eval_latenttts.training.rm_checkpoints import SUMMARY_FILE
-    from lm_eval_latenttts.training.run_record import foreign_model_files, require_folder
+    from lm_eval_latenttts.training.run_record import require_folder, require_output_folder
 
     try:
         require_folder(args.work_dir, "--work-dir")
-        require_folder(args.out, "--out")
+        require_output_folder(args.out, "--out", SUMMARY_FILE, "train-rm")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    other = foreign_model_files(args.out, SUMMARY_FILE)
-    if other:
-        raise SystemExit(f"error: --out {args.out} holds another model ({', '.join(other)}), not a LatentRM written "
-                         "by train-rm; installing the RM would replace it. Choose another --out.")
 
 
 def main(argv=None):

@@ -3,7 +3,7 @@
 A sampled latent is "semantically distinct" only if it names another
 intermediate than the greedy one *and* the answer carries that value
 forward; these functions measure both on a probe's read-out (values or
-:data:`~lm_eval_latenttts.evidence.probe.NO_NUMBER`), Q questions x N
+:data:`~evidence_lib.probe.NO_NUMBER`), Q questions x N
 trajectories at a time.
 """
 
@@ -16,7 +16,8 @@ import torch
 
 from hf_modeling.answers import normalize_number
 from lm_eval_latenttts.data.arith import MOD, apply_op
-from lm_eval_latenttts.evidence.probe import NO_NUMBER
+from evidence_lib.bootstrap import bootstrap_indices, percentile_interval
+from evidence_lib.probe import NO_NUMBER
 
 _STEP_RE = re.compile(r"<<(\d+)([+\-*])(\d+)=(\d+)>>")
 
@@ -98,40 +99,65 @@ def readout_metrics(decoded: torch.Tensor, true: torch.Tensor, greedy_decoded: t
 
 
 def follow_metrics(examples: Sequence[Dict], decoded_x1: torch.Tensor, greedy_x1: torch.Tensor,
-                   answers: Sequence[Sequence], greedy_answers: Sequence, ones_digit: bool = False) -> Dict[str, float]:
+                   answers: Sequence[Sequence], greedy_answers: Sequence, ones_digit: bool = False,
+                   resamples: int = 1000, seed: int = 0) -> Dict[str, object]:
     """Does the final answer carry the decoded first intermediate forward?
 
     Over trajectories whose decoded x1 is a number that differs from the
-    greedy trajectory's *and implies a different answer* (the second
-    operation can map two values to one, e.g. ``* 5``; such trajectories
-    cannot tell following from staying and are skipped): ``follows`` =
-    fraction whose final answer equals the question's second operation
-    applied to the decoded x1; ``stays`` = fraction whose final answer equals
-    the greedy trajectory's answer.  A distinct, meaningful latent path shows
-    ``follows`` well above ``stays`` (and above chance, 1/100 or 1/10).
+    greedy trajectory's and that can tell following from keeping: ``follows``
+    = fraction whose final answer equals the question's second operation
+    applied to the decoded x1; ``keeps`` = fraction whose final answer equals
+    the greedy trajectory's answer; ``other`` = neither.  The three are
+    exclusive: a change is skipped (``ambiguous``) when the answer it implies
+    equals the greedy answer (the second operation can map two values to one,
+    e.g. ``* 5``, or the greedy answer is itself not the one its read-out
+    implies), since an answer there would both follow and keep.  A distinct,
+    meaningful latent path shows ``follows`` above ``chance`` (1/100, or 1/10
+    for ones digits: the answer a random read-out would imply) and above
+    ``keeps``; ``follows_ci`` is a 95% bootstrap interval over questions (the
+    share of the resampled questions' changed trajectories).
 
-    ``ones_digit=True``: the read-out is x1's ones digit (0..9) and both
-    ``follows`` and ``stays`` compare ones digits: the ones digit of
-    ``x1 + c``, ``x1 - c`` and ``x1 * c`` (mod 100) is a function of the ones
-    digit of x1 alone.
+    ``ones_digit=True``: the read-out is x1's ones digit (0..9) and answers
+    compare by ones digit: the ones digit of ``x1 + c``, ``x1 - c`` and
+    ``x1 * c`` (mod 100) is a function of the ones digit of x1 alone.
     """
-    follows = stays = n = 0
+    base = 10 if ones_digit else MOD
+    per_q = []  # (follows, keeps, changed) per question
+    ambiguous = 0
     for q, ex in enumerate(examples):
+        follows = keeps = n = 0
+        g = int(greedy_x1[q])
+        greedy_value = _as_int(greedy_answers[q])
         for j, a in enumerate(answers[q]):
-            d, g = int(decoded_x1[q, j]), int(greedy_x1[q])
+            d = int(decoded_x1[q, j])
             if d == NO_NUMBER or d == g:
                 continue
-            implied = answer_from_first(ex, d)
-            implied_greedy = answer_from_first(ex, g)
-            base = 10 if ones_digit else MOD
-            if implied_greedy is not None and implied % base == implied_greedy % base:
+            implied = answer_from_first(ex, d) % base
+            if greedy_value is not None and implied == greedy_value % base:
+                ambiguous += 1
                 continue
             n += 1
-            value, greedy_value = _as_int(a), _as_int(greedy_answers[q])
-            follows += value is not None and value % base == implied % base
-            stays += value is not None and greedy_value is not None and value % base == greedy_value % base
-    return {"changed_trajectories": n, "follows": follows / n if n else float("nan"),
-            "stays": stays / n if n else float("nan")}
+            value = _as_int(a)
+            follows += value is not None and value % base == implied
+            keeps += value is not None and greedy_value is not None and value % base == greedy_value % base
+        per_q.append((follows, keeps, n))
+    total = sum(c for _, _, c in per_q)
+    share = (lambda k: sum(x[k] for x in per_q) / total) if total else (lambda k: float("nan"))
+    return {"changed_trajectories": total, "ambiguous": ambiguous, "follows": share(0), "keeps": share(1),
+            "other": 1 - share(0) - share(1) if total else float("nan"), "chance": 1 / base,
+            "follows_ci": ratio_ci([(f, c) for f, _, c in per_q], resamples, seed),
+            "per_question": per_q}
+
+
+def ratio_ci(pairs: Sequence[tuple], resamples: int = 1000, seed: int = 0) -> List[float]:
+    """95% bootstrap interval over questions of ``sum(hits) / sum(counts)`` for per-question (hits, counts)."""
+    if not sum(c for _, c in pairs):
+        return [float("nan"), float("nan")]
+    t = torch.tensor(pairs, dtype=torch.float64)
+    idx = bootstrap_indices(len(pairs), resamples, seed)
+    hits, counts = t[:, 0][idx].sum(-1), t[:, 1][idx].sum(-1)
+    ok = counts > 0  # a resample without a changed trajectory has no share
+    return percentile_interval(hits[ok] / counts[ok])
 
 
 def _as_int(a) -> Optional[int]:

@@ -14,7 +14,7 @@ import torch
 
 from hf_modeling.answers import answer_key
 from lm_eval_latenttts.scaling.aggregation import vote_totals
-from lm_eval_latenttts.evidence.bootstrap import bootstrap_mean_ci
+from evidence_lib.bootstrap import bootstrap_ci, bootstrap_indices, percentile_interval
 
 
 def pair_counts(scores: Sequence[float], labels: Sequence[bool]) -> Tuple[float, int]:
@@ -50,7 +50,7 @@ def within_question_auroc(scores: torch.Tensor, labels: torch.Tensor, resamples:
             conc, pairs = conc + c, pairs + p
     return {
         "mean": sum(per_q) / len(per_q) if per_q else float("nan"),
-        "ci": bootstrap_mean_ci(per_q, resamples, seed) if per_q else [float("nan")] * 2,
+        "ci": bootstrap_ci(per_q, resamples, seed) if per_q else [float("nan")] * 2,
         "pooled": conc / pairs if pairs else float("nan"),
         "questions": len(per_q),
         "pairs": pairs,
@@ -62,3 +62,33 @@ def vote_shares(answers: Sequence) -> List[float]:
     (itself included; an unparsable answer ``None`` shares with nothing but itself)."""
     totals, n = vote_totals(answers), len(answers)
     return [totals[k][0] / n if (k := answer_key(a)) is not None else 1 / n for a in answers]
+
+
+def across_question_auroc(scores: torch.Tensor, labels: torch.Tensor, resamples: int = 1000,
+                          seed: int = 0) -> Dict[str, object]:
+    """AUROC of ``scores`` (Q, N) for ``labels`` (Q, N) over all trajectories of all questions pooled (a
+    positive of one question against a negative of any question), with a 95% bootstrap interval resampling
+    questions.
+
+    Beside :func:`within_question_auroc`: a score can rank a question's own trajectories well and still put
+    an easy question's wrong trajectories above a hard question's right ones (or the reverse).
+    """
+    s, y = scores.double(), labels.bool()
+    q = s.shape[0]
+    qid = torch.arange(q)[:, None].expand_as(s)
+    pos_s, neg_s = s[y], s[~y]
+    if not len(pos_s) or not len(neg_s):
+        return {"auroc": float("nan"), "ci": [float("nan")] * 2}
+    diff = pos_s[:, None] - neg_s[None, :]
+    win = (diff > 0).double() + 0.5 * (diff == 0).double()  # (positives, negatives)
+    # concordance between question a's positives and question b's negatives: C[a, b]
+    by_pos = torch.zeros(q, len(neg_s), dtype=torch.float64).index_add_(0, qid[y], win)
+    conc = torch.zeros(q, q, dtype=torch.float64).index_add_(1, qid[~y], by_pos)
+    n_pos, n_neg = y.sum(-1).double(), (~y).sum(-1).double()
+    point = float(conc.sum() / (n_pos.sum() * n_neg.sum()))
+    idx = bootstrap_indices(q, resamples, seed)
+    w = torch.zeros(resamples, q, dtype=torch.float64).scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
+    pairs = (w @ n_pos) * (w @ n_neg)
+    stat = ((w @ conc) * w).sum(-1)
+    ok = pairs > 0
+    return {"auroc": point, "ci": percentile_interval(stat[ok] / pairs[ok])}

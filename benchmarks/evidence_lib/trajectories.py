@@ -16,58 +16,61 @@ from typing import Dict, Optional
 import torch
 
 from hf_modeling.answers import answers_equal, extract_answer
-from lm_eval_latenttts.evidence.accounting import generated_lengths
+from evidence_lib.accounting import generated_lengths
+from lm_eval_latenttts.scaling.rollouts import sample
 
 COT_SUFFIX = "\n<|start-latent|><|end-latent|>"  # the backbone recipe's stage-0 (chain of thought) prompt
 
 
-def sampling_kwargs(method: Optional[str], strength: float = 0.0) -> Dict:
+def sampling_kwargs(method: Optional[str], strength: float = 0.0, scope: str = "all") -> Dict:
     """``generate`` keyword arguments of a latent sampling setting (``None``: greedy).
 
     Every setting is spelled out, greedy included: a checkpoint's
     ``generation_config`` may default to sampling (the shipped model's does:
     dropout p=0.2) or to another dropout scope.  Dropout covers prompt and
-    latents (``dropout_scope="all"``, the paper's setting, which the compute
-    accounting assumes).
+    latents with ``scope="all"`` (the paper's setting: each sample runs its own
+    prompt pass) or the latent steps only with ``scope="latent"`` (the samples
+    share one deterministic prompt pass, as noise does).
     """
     if method is None:
         return {"latent_sampling": None}
     if method == "dropout":
-        return {"latent_sampling": "dropout", "dropout_p": strength, "dropout_scope": "all"}
+        return {"latent_sampling": "dropout", "dropout_p": strength, "dropout_scope": scope}
     return {"latent_sampling": "noise", "noise_std": strength}
 
 
 @torch.no_grad()
 def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024, max_new_tokens=8) -> Dict:
-    """N rollouts per question -> answers, correctness, latents, generated lengths, prompt lengths, RM step scores."""
+    """N rollouts per question -> answers, correctness, latents, generated lengths, prompt lengths, RM step and
+    trajectory scores (``scores``: per question, the N RM trajectory scores the scaling report aggregates).
+
+    The rollouts are the ones lm-eval and the scaling report draw (``lm_eval_latenttts.scaling.rollouts.sample``,
+    with the model's own prompt and answer formats); this only lays them out as (Q, N, ...) tensors.
+    """
     bq = max(1, batch_rows // n)
-    eos = model.config.eos_token_id
-    answers, correct, latents, gen, plen, steps_scores = [], [], [], [], [], []
+    config = model.latent_generation_config(num_return_sequences=n, seed=seed, max_new_tokens=max_new_tokens,
+                                            **sampling)
+    answers, correct, latents, gen, plen, steps_scores, scores = [], [], [], [], [], [], []
     for b in range(0, len(examples), bq):
         chunk = examples[b:b + bq]
-        enc = tok([model.format_prompt(e["question"]) for e in chunk], return_tensors="pt", padding=True)
-        out = model.generate(**enc, num_return_sequences=n, seed=seed, max_new_tokens=max_new_tokens,
-                             return_dict_in_generate=True, **sampling)
-        texts = tok.batch_decode(out.answer_ids, skip_special_tokens=True)
-        lens = generated_lengths(out.answer_ids, eos).view(len(chunk), n)
-        lat = out.latents.float().view(len(chunk), n, *out.latents.shape[1:])
-        sc = rm.score_rollouts(out).step_scores.float().view(len(chunk), n, -1) if rm is not None else None
-        for i, e in enumerate(chunk):
-            a = [extract_answer(t, "coconut") for t in texts[i * n:(i + 1) * n]]
-            answers.append(a)
-            correct.append([answers_equal(x, e["answer"]) for x in a])
-            plen.append(int(enc.attention_mask[i].sum()))
-        latents.append(lat)
-        gen.append(lens)
-        if sc is not None:
-            steps_scores.append(sc)
+        prompts = [model.encode_prompt(tok, e["question"]) for e in chunk]
+        for e, p, c in zip(chunk, prompts, sample(model, tok, prompts, config, rm, keep_latents=True)):
+            answers.append(c.answers)
+            correct.append([answers_equal(x, e["answer"]) for x in c.answers])
+            plen.append(len(p))
+            latents.append(c.latents)
+            gen.append(c.answer_tokens)
+            if c.step_scores is not None:
+                steps_scores.append(c.step_scores)
+                scores.append(c.scores)
     return {
         "answers": answers,
         "correct": torch.tensor(correct, dtype=torch.bool),
-        "latents": torch.cat(latents),
-        "generated": torch.cat(gen),
+        "latents": torch.stack(latents),
+        "generated": torch.tensor(gen),
         "prompt_lengths": plen,
-        "step_scores": torch.cat(steps_scores) if steps_scores else None,
+        "step_scores": torch.tensor(steps_scores) if steps_scores else None,
+        "scores": scores if rm is not None else None,
     }
 
 
@@ -80,11 +83,14 @@ def first_n(roll: Dict, n: int) -> Dict:
         "generated": roll["generated"][:, :n],
         "prompt_lengths": roll["prompt_lengths"],
         "step_scores": None if roll["step_scores"] is None else roll["step_scores"][:, :n],
+        "scores": None if roll.get("scores") is None else [s[:n] for s in roll["scores"]],
     }
 
 
-def question_seed(seed: int, question: str) -> int:
-    """The seed of a question's chain-of-thought noise: a function of the run's seed and the question text."""
+def cot_noise_seed(seed: int, question: str) -> int:
+    """The seed of a question's chain-of-thought Gumbel noise: a function of the run's seed and the question
+    *text* (the CoT sampler has no question ids).  Not ``training.annotate.question_seed``, which seeds a
+    question's latent rollouts from its *id* in an annotation file."""
     return (zlib.crc32(question.encode()) * 1_000_003 + seed) % (2**63 - 1)
 
 
@@ -114,7 +120,7 @@ def cot_sample(model, tok, examples, n, temperature, seed, batch_rows=1024, max_
         cache = out.cache
         cache.batch_repeat_interleave(n)
         hidden = out.last_hidden_state[:, -1].repeat_interleave(n, 0)
-        gens = [torch.Generator().manual_seed(question_seed(seed, e["question"])) for e in chunk]
+        gens = [torch.Generator().manual_seed(cot_noise_seed(seed, e["question"])) for e in chunk]
         rows = len(chunk) * n
         done = torch.zeros(rows, dtype=torch.bool)
         toks = []

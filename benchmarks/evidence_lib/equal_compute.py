@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from lm_eval_latenttts.evidence.bootstrap import bootstrap_indices, percentile_interval
+from evidence_lib.bootstrap import bootstrap_indices, percentile_interval
 
 
 def interp_log(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
