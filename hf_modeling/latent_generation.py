@@ -350,7 +350,7 @@ class LatentGenerationMixin:
         if steps == 0:
             warnings.warn(
                 "latent_length=0: the model takes no latent reasoning step and answers right after the start "
-                "marker; this is not the latent model's reasoning.", UserWarning, stacklevel=4,
+                "marker; this is not the latent model's reasoning.", UserWarning, stacklevel=6,
             )
         eos_token_id = config.eos_token_id if config.eos_token_id is not None else self.config.eos_token_id
         pad_token_id = config.pad_token_id if config.pad_token_id is not None else self.config.pad_token_id
@@ -433,7 +433,7 @@ class LatentGenerationMixin:
         if bool((room < max_new_tokens).any()):
             warnings.warn(
                 f"max_new_tokens={max_new_tokens} does not fit in the context window of {limit} positions after "
-                f"the longest prompt; such answers are cut at {int(room.min())} tokens.", UserWarning, stacklevel=5,
+                f"the longest prompt; such answers are cut at {int(room.min())} tokens.", UserWarning, stacklevel=7,
             )
         return room
 
