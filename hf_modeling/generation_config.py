@@ -68,6 +68,9 @@ ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *ADAPTIVE_DEFAULTS, *INHERITED_DEF
 
 
 _MARK = re.compile(r"\{(\w+)(!|=[^}]*)?\}")
+# braces inside a user's value shown in a message: kept out of the template's marks, restored when written
+_BRACES = str.maketrans("{}", "\ue000\ue001")
+_UNBRACES = str.maketrans("\ue000\ue001", "{}")
 
 
 class SettingError(ValueError):
@@ -104,7 +107,7 @@ class SettingError(ValueError):
                 return name
             return f"{name}={shown(rest[1:] if rest else self.values.get(field))}"
 
-        return _MARK.sub(put, self.template)
+        return _MARK.sub(put, self.template).translate(_UNBRACES)
 
 
 class LatentGenerationConfig(GenerationConfig):
@@ -300,7 +303,8 @@ def check_field(field: str, value: object) -> None:
     try:
         FIELD_CHECKS[field]("{" + field + "!}", value)  # the message names the field through a mark
     except ValueError as err:
-        raise SettingError(str(err), **{field: value}) from None
+        shown = repr(value)  # the value's text as the message quotes it: its braces are no marks
+        raise SettingError(str(err).replace(shown, shown.translate(_BRACES)), **{field: value}) from None
 
 
 def _choice(choices):

@@ -130,6 +130,21 @@ def test_seed_out_of_range_is_refused_up_front(tiny, seed):
 
 
 @pytest.mark.parametrize("seed", [2**127 - 1, -(2**127)])
-def test_seed_at_the_ends_of_the_range_runs(tiny, seed):
-    tiny["model"].generate(**tiny["enc"], seed=seed, max_new_tokens=2, latent_sampling="noise",
-                           num_return_sequences=2)
+def test_seed_at_the_ends_of_the_range_samples_repeatably(tiny, seed):
+    def draw():
+        return tiny["model"].generate(**tiny["enc"], seed=seed, max_new_tokens=2, latent_sampling="noise",
+                                      num_return_sequences=2, return_dict_in_generate=True)
+
+    first, again = draw(), draw()
+    assert first.sequences.shape[0] == 2 * tiny["enc"]["input_ids"].shape[0]
+    assert torch.equal(first.sequences, again.sequences)  # keyed by the seed: the same samples every time
+
+
+@pytest.mark.parametrize("field,value", [("seed", "{dropout_p}"), ("aggregate", "{rm!}")])
+def test_a_value_with_braces_is_quoted_as_typed_in_the_error(field, value):
+    """Error messages are templates with {field} marks: braces in a user's value are text, not marks."""
+    from hf_modeling.generation_config import SettingError, check_field
+
+    with pytest.raises(SettingError) as err:
+        check_field(field, value)
+    assert f"got {value!r}" in str(err.value) and f"got {value!r}" in err.value.named({field: field})

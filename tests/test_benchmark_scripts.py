@@ -52,7 +52,7 @@ def test_smoke_scaling_and_adaptive_reports(tmp_path):
     assert (tmp_path / "adaptive" / "adaptive.png").is_file()
 
 
-def test_real_prompts_benchmark_runs(tmp_path):
+def test_smoke_real_prompts_benchmark(tmp_path):
     """Smoke test: varied-length questions through the harness policy and the floor; no reference given."""
     import json
 

@@ -241,8 +241,12 @@ def test_out_holding_another_model_is_refused_and_its_own_output_is_regenerated(
     with pytest.raises(SystemExit, match=f"--out {other} holds another model \\(config.json, model.safetensors"):
         tb.main(ARGS + ["--out", str(other), "--max-steps", "2"])
     assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
-    out = str(tmp_path / "ckpt")  # the recipe's own output (training_info.json): regenerated, as the README says
+    out = str(tmp_path / "ckpt")  # the recipe's own finished run: trained again with its own settings only
     tb.main(ARGS + ["--out", out, "--max-steps", "2"])
-    tb.main(ARGS + ["--out", out, "--max-steps", "4"])
-    with open(os.path.join(out, "training_info.json")) as f:
-        assert json.load(f)["step"] == 4
+    weights = open(os.path.join(out, "model.safetensors"), "rb").read()
+    tb.main(ARGS + ["--out", out, "--max-steps", "2"])
+    assert open(os.path.join(out, "model.safetensors"), "rb").read() == weights
+    with pytest.raises(SystemExit, match=f"--out {out} holds a finished run of this recipe with other settings "
+                                         "\\(max_steps: was 2, now 4"):
+        tb.main(ARGS + ["--out", out, "--max-steps", "4"])
+    assert open(os.path.join(out, "model.safetensors"), "rb").read() == weights

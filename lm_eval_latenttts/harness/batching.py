@@ -228,9 +228,10 @@ class BatchRunner:
 
 
 def _is_setting_error(err: BaseException) -> bool:
+    from hf_modeling.generation_config import SettingError
     from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
 
-    return isinstance(err, (LatentTTSArgumentError, NotImplementedError))
+    return isinstance(err, (LatentTTSArgumentError, SettingError, NotImplementedError))
 
 
 __all__ = ["Answerer", "BatchRunner", "DocError", "Job", "Setting", "is_out_of_memory"]

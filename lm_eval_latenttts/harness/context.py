@@ -16,7 +16,9 @@ error, never dropped or glued to the question in silence.
 A document without such a field (a task whose template rewrites the
 question) falls back to the context: one label line before and after is
 removed, and a context that repeats its first label (``Question:`` twice) is
-few-shot.
+few-shot.  Without the document's question, other extra text (an instruction
+before an unlabelled question) cannot be told from the question and reaches
+the model as it is: give such a task's documents a ``question`` field.
 """
 
 from __future__ import annotations

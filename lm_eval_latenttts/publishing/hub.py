@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-UPLOAD_IGNORE = ["checkpoints/*", ".tmp-*", "**/.tmp-*", ".run.lock"]  # .run.lock: a run's lock (run_record)
+from lm_eval_latenttts.training.run_record import LOCK_FILE
+
+UPLOAD_IGNORE = ["checkpoints/*", ".tmp-*", "**/.tmp-*", LOCK_FILE]  # LOCK_FILE: a run's lock
 
 
 def push_to_hub(folder, repo_id: str, *, private: bool = False, token: str | None = None,

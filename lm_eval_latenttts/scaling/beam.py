@@ -111,7 +111,8 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
     # ghosts: every forward, down to the B rows per question of the last feed and the answers, has >= MIN_ROWS rows
     setup, real = backbone.prepare_rollout(input_ids, attention_mask, config).with_ghosts(B)
     spent = torch.zeros(setup.input_ids.shape[0], dtype=torch.long)
-    with eval_mode(backbone, rm), setup.sampler.attached(backbone), batch_invariant_attention():
+    with eval_mode(backbone, rm), setup.sampler.attached(backbone), \
+            batch_invariant_attention(setup.input_ids.device):
         beams = _prompt(backbone, rm, setup, B * C if setup.steps else B, real)
         for t in backbone.latent_loop(setup.steps, lambda: beams.state.stopped):
             beams = _keep_best(_candidates(backbone, rm, setup, beams, t, C, spent), B, C)

@@ -169,7 +169,7 @@ def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config
     trajectory_keys = sample_keys(setup.question_keys, n)
     continuation_index = torch.arange(m, device=ids.device)
     values, continuations = [], 0  # per step: (N,) float, NaN where a dynamic row is inactive / filled later
-    with eval_mode(model), sampler.attached(model), batch_invariant_attention():
+    with eval_mode(model), sampler.attached(model), batch_invariant_attention(ids.device):
         state = model.start_samples(setup, n, trajectory_keys)
         for t in model.latent_loop(steps, lambda: state.stopped):
             model.latent_step(state, sampler)

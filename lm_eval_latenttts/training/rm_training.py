@@ -9,7 +9,7 @@
   ``batch_size`` questions per process and micro-batch, a global batch of
   K x batch_size x grad_accum questions per optimizer step, the same RM as one
   process at equal global batch (up to rounding); only the main process writes
-  the RM, its card, the summary and checkpoint metadata.
+  the RM, its card, the summary and the checkpoints.
 * A run record ``OUT/checkpoints/run_config.json`` (run id + every setting the
   weights depend on, and the annotation's identity) ties the checkpoints to
   one run: each checkpoint carries the run id, ``resume`` refuses changed

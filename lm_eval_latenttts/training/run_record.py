@@ -73,6 +73,9 @@ def load_resume_state(path: Path, remedy: str):
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path} holds more than tensors and plain data, so it is not read (loading it could run "
                          f"code). {remedy} ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, KeyError) as err:  # truncated, empty or not a torch.save file
+        raise ValueError(f"{path} is damaged or not a saved training state ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'empty'}). {remedy}") from None
 
 
 @contextlib.contextmanager

@@ -365,6 +365,7 @@ class Run:
     def start(self) -> None:
         """Continue the run in ``--out`` (``--resume``, same settings only) or start a new one."""
         if not os.path.exists(self.state_path):
+            self._check_finished_run()
             torch.manual_seed(self.args.seed)
             self.t0 = time.time()
             return
@@ -390,6 +391,21 @@ class Run:
         self.loss_ema = st["loss_ema"]
         print(f"resumed from step {self.step}", file=sys.stderr)
         self.t0 = time.time()
+
+    def _check_finished_run(self) -> None:
+        """A finished run of this recipe in ``--out`` is trained again only with its own settings (the same
+        model): one of other settings is another model, which this run would replace."""
+        path = os.path.join(self.args.out, INFO_FILE)
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+        was = recorded_settings(argparse.Namespace(**info.get("args", {})), info.get("stage_steps", []))
+        changed = changed_settings(was, self.settings)
+        if changed:
+            raise SystemExit(f"error: --out {self.args.out} holds a finished run of this recipe with other settings "
+                             f"({changed}), which this run would replace. Choose another --out, or delete it to "
+                             "train there again.")
 
     def save(self, final: bool = False) -> None:
         """Export the model into ``--out``; keep the resumable state (tensors and plain data) unless finished."""

@@ -112,18 +112,23 @@ def main(argv=None):
     given = {"latent_sampling": args.sampling, "dropout_p": args.dropout_p, "noise_std": args.noise_std}
     generation = {"num_return_sequences": args.num_trajectories, "seed": args.seed,
                   **{k: v for k, v in given.items() if v is not None}}
-    ann = annotate(AnnotateConfig(
-        model=args.backbone, data=train_file, output_dir=str(ann_dir), generation=generation,
-        num_continuations=args.num_continuations, keep_all=args.keep_all, threads=args.threads,
-        progress=not args.no_progress,
-    ))
-    annotated = time.time()
-    summary = train_rm(TrainConfig(
-        annotations=str(ann_dir), output_dir=str(work / "rm"), init=args.backbone, epochs=args.epochs,
-        max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=True,
-        threads=args.threads, progress=not args.no_progress,
-        extra={"recipe": "python -m lm_eval_latenttts.training.recipes.train_rm", "train_questions": args.train_questions},
-    ))
+    try:  # their refusals (another run's settings in the work folder, ...) name the CLI's flags: say the recipe's
+        ann = annotate(AnnotateConfig(
+            model=args.backbone, data=train_file, output_dir=str(ann_dir), generation=generation,
+            num_continuations=args.num_continuations, keep_all=args.keep_all, threads=args.threads,
+            progress=not args.no_progress,
+        ))
+        annotated = time.time()
+        summary = train_rm(TrainConfig(
+            annotations=str(ann_dir), output_dir=str(work / "rm"), init=args.backbone, epochs=args.epochs,
+            max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=True,
+            threads=args.threads, progress=not args.no_progress,
+            extra={"recipe": "python -m lm_eval_latenttts.training.recipes.train_rm",
+                   "train_questions": args.train_questions},
+        ))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}\n(recipe: the folders above are in --work-dir {work}; rerun with its "
+                         "earlier arguments to resume, or choose another --work-dir.)") from None
     install(work / "rm", args.out)
     report = {
         "annotation": ann, "annotation_seconds": annotated - started, "training_seconds": time.time() - annotated,
