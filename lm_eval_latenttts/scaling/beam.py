@@ -110,7 +110,7 @@ def rm_beam_search(backbone, rm, input_ids: torch.Tensor, attention_mask: torch.
     B, C = config.latent_beams, config.latent_candidates
     # ghosts: every forward, down to the B rows per question of the last feed and the answers, has >= MIN_ROWS rows
     setup, real = backbone.prepare_rollout(input_ids, attention_mask, config).with_ghosts(B)
-    spent = torch.zeros(setup.input_ids.shape[0], dtype=torch.long)
+    spent = torch.zeros(setup.input_ids.shape[0], dtype=torch.long, device=setup.input_ids.device)
     with eval_mode(backbone, rm), setup.sampler.attached(backbone), \
             batch_invariant_attention(setup.input_ids.device):
         beams = _prompt(backbone, rm, setup, B * C if setup.steps else B, real)
@@ -204,7 +204,7 @@ def _feed_kept(backbone, sampler, beams: _Beams, B: int, spent: torch.Tensor) ->
 
 def _charge(spent: torch.Tensor, fed: torch.Tensor, width: int) -> None:
     """Add one forward of ``width`` rows to each question of which any row fed a latent in it."""
-    spent += fed.view(-1, width).any(-1).long().cpu() * width
+    spent += (fed.view(-1, width).any(-1).long() * width).to(spent.device)  # on the device: no sync per step
 
 
 def _result(beams: _Beams, state: LatentState, answers: torch.Tensor, B: int, reduction: str,
@@ -226,5 +226,5 @@ def _result(beams: _Beams, state: LatentState, answers: torch.Tensor, B: int, re
         beam_step_scores=beams.step_scores.view(Q, B, taken)[:real],
         beam_step_mask=beams.step_mask.view(Q, B, taken)[:real],
         beam_latents=latents[:real],
-        latent_forwards=spent[:real],
+        latent_forwards=spent[:real].cpu(),
     )
