@@ -1,7 +1,7 @@
 """The evidence report's three plots, drawn from the written ``evidence.json`` only.
 
-``python benchmarks/evidence.py --plots-only`` redraws them without rerunning
-anything; :func:`plot_all` is what both it and a full run call.
+``python benchmarks/evidence_recompute.py`` draws them (into ``docs/evidence/``, beside the report) from
+the JSON it writes; :func:`plot_all` takes that JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def plot_cot(cb, path):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.6, 4.3))
     keys = list(cb["cot"])  # the Ns, as the JSON holds them
+    for k, v in cb.get("truncated", {}).items():
+        ax.scatter([v["positions_per_question"]], [100 * v["accuracy"]], marker="v", s=60, color="tab:orange",
+                   edgecolor="k", zorder=5, label=f"CoT greedy, {'no chain' if int(k) == 0 else f'cut after step {k}'}")
     for name, pts, color in (("token CoT, temperature %g" % cb["temperature"]["chosen"], cb["cot"], "tab:orange"),
                              ("latent (COCONUT), MC dropout p=0.2", cb["latent_dropout_p0.2"], "tab:blue")):
         xs = [pts[k]["positions_per_question"] for k in keys]
@@ -38,7 +41,7 @@ def plot_cot(cb, path):
         ax.scatter([g["positions_per_question"]], [100 * g["accuracy"]], marker="*", s=110, color=color,
                    edgecolor="k", zorder=5, label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("forward token positions per question (prompt + latent steps + generated tokens)")
+    ax.set_xlabel("forward token positions per question (prompt + latent steps or chain + answer tokens)")
     ax.set_ylabel(f"test accuracy, % ({cb['questions']} questions, mean of {cb['seeds']} seeds)")
     ax.set_title("Equal compute: token chain of thought vs latent reasoning (95% bootstrap CI)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
@@ -79,9 +82,10 @@ def plot_readout(sem, path):
     plt.close(fig)
 
 
-def plot_auroc(rm, path):
-    """Section 2: within-question AUROC of the RM step score and of vote share per setting."""
+def plot_auroc(rm, path, rm_sha256=None):
+    """Section 3: within-question AUROC of the RM step score and of vote share per setting."""
     plt = _plt()
+    rm = {"settings": rm}
     names = list(rm["settings"])
     fig, ax = plt.subplots(figsize=(8, 3.8))
     series = [("step1_x1_ones", "rm_step_score", "RM step-1 score / x1 (ones digit) right"),
@@ -100,6 +104,8 @@ def plot_auroc(rm, path):
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))])
     ax.set_xticklabels(names, fontsize=8)
     ax.set_ylabel("within-question AUROC (mean over questions)")
+    if rm_sha256:
+        ax.set_title(f"LatentRM weights sha256 {rm_sha256[:12]}...", fontsize=8)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
@@ -111,7 +117,7 @@ def plot_all(report, out_dir):
     """The three PNGs of a report (the CoT plot only when section 3 ran) into ``out_dir``."""
     out_dir = Path(out_dir)
     plot_readout(report["latent_semantics"], out_dir / "evidence_latent_readout.png")
-    plot_auroc(report["rm_step_auroc"], out_dir / "evidence_rm_auroc.png")
-    if isinstance(report.get("cot_baseline"), dict):
-        plot_cot(report["cot_baseline"], out_dir / "evidence_cot_vs_latent.png")
+    plot_auroc(report["rm"], out_dir / "evidence_rm_auroc.png", report["meta"].get("rm_sha256"))
+    if isinstance(report.get("cot"), dict):
+        plot_cot(report["cot"], out_dir / "evidence_cot_vs_latent.png")
 

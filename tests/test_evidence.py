@@ -1,10 +1,8 @@
 """The referee evidence's pieces on hand-made inputs: read-out, compute accounting, AUROC, bootstrap (no training)."""
 
-import importlib.util
 import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -265,16 +263,6 @@ def test_greedy_rollouts_are_greedy_whatever_the_checkpoint_defaults():
     assert not torch.equal(sampled["latents"][:, 0], sampled["latents"][:, 1])
 
 
-def _bench():
-    """benchmarks/evidence.py as a module; its sibling scripts (evidence_*.py) import as they do when it runs."""
-    if str(REPO / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("evidence_bench", REPO / "benchmarks" / "evidence.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_cot_accounting_equals_what_the_forward_passes_process(tiny_arith_models):
     from lm_eval_latenttts.data import arith
 
@@ -365,13 +353,6 @@ def test_difference_at_equal_compute_by_hand():
     assert ev.difference_at_equal_compute(other, other, resamples=50)[0]["ci95"] == [0.0, 0.0]  # paired: no spread
 
 
-def test_smoke_plots_redraw_from_the_committed_json(tmp_path):
-    shutil.copy(REPO / "benchmarks" / "results" / "evidence.json", tmp_path / "evidence.json")
-    _bench().main(["--plots-only", "--out", str(tmp_path)])
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["evidence_cot_vs_latent.png",
-                                                              "evidence_latent_readout.png", "evidence_rm_auroc.png"]
-
-
 # --------------------------------------------------------------------------- the recipe's CoT-only mode
 def test_recipe_chain_of_thought_only(tmp_path):
     from lm_eval_latenttts.training.recipes import train_backbone as tb
@@ -435,10 +416,11 @@ def test_follow_interval_resamples_questions():
     assert all(math.isnan(x) for x in ev.ratio_ci([(0, 0)], 50))
 
 
-def _setting(unstructured=0.0, changed=100, follows=0.5, keeps=0.2, ci=(0.4, 0.6), seen=0.3):
+def _setting(unstructured=0.0, changed=100, follows=0.5, keeps=0.2, ci=(0.4, 0.6), diff_ci=(0.1, 0.5), seen=0.3):
     return {"step2_x1_ones": {"unstructured": unstructured},
             "follow_step2_x1_ones": {"changed_trajectories": changed, "follows": follows, "keeps": keeps,
-                                     "other": 1 - follows - keeps, "chance": 0.1, "follows_ci": list(ci)},
+                                     "other": 1 - follows - keeps, "chance": 0.1, "follows_ci": list(ci),
+                                     "follows_minus_keeps": follows - keeps, "follows_minus_keeps_ci": list(diff_ci)},
             "answer_changes_seen_by_step2_x1_ones": seen, "answer_changes": 1000}
 
 
@@ -448,11 +430,29 @@ def test_verdict_on_hand_made_settings():
     assert verdict(_setting())["label"] == "distinct"
     v = verdict(_setting(seen=0.036))  # few changes seen, but where seen the answer follows: still distinct
     assert v["label"] == "distinct" and v["answer_changes_seen"] == 0.036 and "3.6%" in v["why"]
-    assert verdict(_setting(ci=(0.09, 0.3)))["label"] == "not distinct"  # not above chance
-    assert verdict(_setting(follows=0.3, keeps=0.4, ci=(0.2, 0.4)))["label"] == "not distinct"  # keeps more
+    # issue 24: above chance, but follows - keeps includes zero -> the data cannot tell
+    assert verdict(_setting(follows=0.371, keeps=0.339, ci=(0.30, 0.45), diff_ci=(-0.03, 0.27)))["label"] == \
+        "undetermined"
+    assert verdict(_setting(follows=0.394, keeps=0.606, ci=(0.21, 0.57), diff_ci=(-0.48, 0.23)))["label"] == \
+        "undetermined"
+    assert verdict(_setting(ci=(0.05, 0.1), diff_ci=(-0.1, 0.2)))["label"] == "not distinct"  # at most chance
+    assert verdict(_setting(follows=0.3, keeps=0.5, ci=(0.2, 0.4), diff_ci=(-0.3, -0.1)))["label"] == "not distinct"
+    assert verdict(_setting(ci=(0.09, 0.3)))["label"] == "undetermined"  # not above chance, not at or below it
     assert verdict(_setting(changed=29))["label"] == "too few changes"
     assert verdict(_setting(unstructured=0.11))["label"] == "unreadable"
     assert verdict(_setting(unstructured=0.10))["label"] == "distinct"  # the limit is inclusive
+
+
+def test_follow_metrics_pair_follows_and_keeps():
+    # question 0: 4 changed, 3 follow 1 keeps; question 1: 2 changed, both keep: follows - keeps = (3 - 3) / 6
+    decoded = torch.tensor([[9, 9, 9, 9], [9, 9, 5, 5]])
+    f = ev.follow_metrics([EX, EX], decoded, torch.tensor([5, 5]), [["27", "27", "27", "65"], ["65"] * 4],
+                          ["65", "65"], ones_digit=True, resamples=200)
+    assert (f["follows"], f["keeps"], f["follows_minus_keeps"]) == (0.5, 0.5, 0.0)
+    assert f["follows_minus_keeps_ci"] == ev.ratio_ci([(2, 4), (-2, 2)], 200)
+    lo, hi = f["follows_minus_keeps_ci"]
+    assert -1.0 <= lo <= 0.0 <= hi <= 1.0
+    assert f["keeps_ci"] == ev.ratio_ci([(1, 4), (2, 2)], 200)
 
 
 def test_rm_labels_by_hand():
@@ -535,3 +535,177 @@ def test_headroom_table_by_hand():
     assert t["by_n"][1]["coverage"]["mean"] == 0.5 and t["by_n"][1]["gap"]["mean"] == 0.0
     assert n4["positions_per_question"] == 4 * 10 + 4 * (2 + 2)  # a prompt pass per sample
     assert n4["positions_per_question_shared_prompt"] == 10 + 4 * (2 + 2)
+
+
+# --------------------------------------------------------------------------- issue 24: stored data, causal, recompute
+def test_answer_codes_keep_what_the_report_compares():
+    from evidence_lib.store import NONE, answer_code, code_answer, exact_float32
+    from hf_modeling.answers import answers_equal
+
+    answers = ["65", "065", "65.0", None, "", "7", "-3", "abc", "abc ", "1/2", "0.5", "12345678901"]
+    codes = [answer_code(a) for a in answers]
+    assert codes[:4] == [65, 65, 65, NONE] and codes[4] == NONE and codes[6] == -3
+    for a, ca in zip(answers, codes):
+        for b, cb in zip(answers, codes):
+            assert answers_equal(a, b) == (ca == cb and ca != NONE), (a, b)
+            # decoded back, the codes compare like the answers did
+            assert answers_equal(code_answer(ca), code_answer(cb)) == answers_equal(a, b), (a, b)
+    assert exact_float32([0.5, -1.25]).dtype.name == "float32"
+    with pytest.raises(ValueError):
+        exact_float32([0.1])  # not a float32 value: stored as is would change it
+
+
+def test_heldout_split_keeps_its_promises():
+    from evidence_lib import heldout
+
+    facts = heldout.heldout_facts()
+    assert len(facts) == 104 and facts == heldout.heldout_facts()  # deterministic
+    split = heldout.heldout_split(facts)
+    sizes = heldout.check_split(split, facts)  # raises if a promise is broken
+    assert sizes == {"train": 55097, "seen": 459, "unseen_step1": 500, "unseen_step2": 500}
+    # every operand/operation/value of a held-out fact still occurs in training, only the fact does not
+    trained = {f for ex in split["train"] for f in heldout.facts_of(ex)}
+    assert not trained & facts
+    assert {(op, c) for _, op, c in facts} <= {(op, c) for _, op, c in trained}
+    assert {x for x, _, _ in facts} <= {x for x, _, _ in trained}
+
+
+def test_causal_rollouts_redraw_the_samples_and_swap_their_parts(tiny_arith_models):
+    from lm_eval_latenttts.data import arith
+    from evidence_lib.causal import Donors, causal_rollouts, implied_ones
+    from evidence_lib.store import answer_codes
+
+    tok, _, model = tiny_arith_models
+    train, qs = arith.make_splits(seed=0)["train"][:400], arith.load_split("test")[:6]
+    z, _ = __import__("evidence_readout").greedy_latents(model, tok, train, max_new_tokens=1)
+    y = torch.tensor([ev.intermediates(e)[0] % 10 for e in train])
+    probe = ev.fit_probe(z[:, 1], y, classes=10)
+    donors = Donors(train, z[:, 1], probe.decode(z[:, 1])[0])
+    for sampling in (ev.sampling_kwargs("dropout", 0.3), ev.sampling_kwargs("noise", 1.0)):
+        r = causal_rollouts(model, tok, qs, 4, sampling, 0, donors, (probe, 0.0), max_new_tokens=3)
+        ref = ev.latent_rollouts(model, tok, None, qs, 4, sampling, 0, max_new_tokens=3)
+        assert (r["full"] == answer_codes(ref["answers"])).all()  # the very samples of the report
+        if sampling["latent_sampling"] == "noise":  # deterministic prompt: (a) is the sample, (b) is greedy
+            greedy = answer_codes(ev.latent_rollouts(model, tok, None, qs, 1, ev.sampling_kwargs(None), 0,
+                                                     max_new_tokens=3)["answers"])
+            assert (r["latents_only"] == r["full"]).all() and (r["replay"] == r["full"]).all()
+            assert (r["prompt_only"] == greedy).all()
+        assert r["target"].shape == (6, 4) and ((r["target"] >= -1) & (r["target"] <= 9)).all()
+        for q, e in enumerate(qs):  # a target never implies the row's own answer's ones digit
+            for j in range(4):
+                t = int(r["target"][q, j])
+                if t >= 0 and r["replay"][q, j] >= 0:
+                    assert implied_ones(e, t) != r["replay"][q, j] % 10
+    g = causal_rollouts(model, tok, qs, 4, None, 0, donors, (probe, 0.0), greedy=True, max_new_tokens=3)
+    assert (g["full"] == g["replay"]).all() and (g["full"] == g["full"][:, :1]).all()  # n copies of greedy
+
+
+def test_difficulty_and_pair_types_by_hand():
+    # question 0 easy (2 of 2 right... plus one wrong: 2/3 right), scores low; question 1 hard (1/3), scores high
+    scores = torch.tensor([[0.0, 0.1, 0.2], [1.0, 1.1, 1.2]])
+    correct = torch.tensor([[True, True, False], [True, False, False]])
+    d = ev.score_by_difficulty(scores, correct, resamples=50)
+    assert d["hard_questions"] == 1 and d["easy_questions"] == 1
+    assert d["easy_minus_hard"] == pytest.approx(0.1 - 1.1)
+    pt = ev.across_pair_types(scores, correct)
+    # pairs: q0 right (0.0, 0.1) x q0 wrong (0.2): within, both lose; q1 right (1.0) x q1 wrong (1.1, 1.2): lose
+    assert pt["within"]["share_of_pairs"] == pytest.approx(4 / 9) and pt["within"]["auroc"] == 0.0
+    # easy right (0.0, 0.1) vs hard wrong (1.1, 1.2): 4 pairs, all lose; hard right 1.0 vs easy wrong 0.2: wins
+    assert pt["right of easy vs wrong of hard"] == {"share_of_pairs": pytest.approx(4 / 9), "auroc": 0.0}
+    assert pt["right of hard vs wrong of easy"] == {"share_of_pairs": pytest.approx(1 / 9), "auroc": 1.0}
+    across = ev.across_question_auroc(scores, correct, 20)["auroc"]
+    assert across == pytest.approx(1 / 9)
+    # centred, the question offset is gone: only the within-question order is left
+    assert ev.across_question_auroc(ev.centred(scores), correct, 20)["auroc"] < 0.5
+    assert ev.spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    p = ev.paired_within_difference(scores, -scores, correct, 20)
+    assert p["questions"] == 2 and p["mean"] == pytest.approx(-1.0)  # AUROC 0 minus AUROC 1 in both questions
+
+
+def test_truncated_chain_forces_the_answer_marker(tiny_arith_models):
+    from evidence_cot import cot_truncated
+    from lm_eval_latenttts.data import arith
+
+    tok, base, _ = tiny_arith_models
+    qs = arith.load_split("test")[:2]
+    fed = []
+    handle = base.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: fed.append((kwargs.get("input_ids") if kwargs.get("input_ids") is not None
+                                            else args[0])[0].tolist()), with_kwargs=True)
+    try:
+        _, positions = cot_truncated(base, tok, qs, 0, max_new_tokens=3)
+    finally:
+        handle.remove()
+    prompt = tok(qs[0]["question"] + ev.COT_SUFFIX, add_special_tokens=False)["input_ids"]
+    forced = tok("### ", add_special_tokens=False)["input_ids"]
+    assert fed[0] == prompt + forced  # no chain: the answer marker follows the prompt
+    own = [f for f in fed if f[:len(prompt)] == prompt]  # the first question's forwards (no KV cache: whole)
+    # every token but the last generated one is fed: the positions a cached decode processes
+    assert positions[0] == len(own[-1]) and len(own) <= 3
+
+
+def test_plots_draw_from_the_committed_json(tmp_path):
+    from evidence_plots import plot_all
+
+    plot_all(json.loads((REPO / "benchmarks" / "results" / "evidence.json").read_text()), tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["evidence_cot_vs_latent.png",
+                                                              "evidence_latent_readout.png", "evidence_rm_auroc.png"]
+
+
+def test_the_committed_report_is_recomputed_from_the_committed_data():
+    """Every number of docs/evidence.md and benchmarks/results/evidence.json comes from the committed .npz files."""
+    import evidence_recompute
+
+    evidence_recompute.main(["--check", "--no-plots"])  # exits 1 if the page or the JSON differ
+
+
+def test_selectors_on_codes_equal_the_scaling_code():
+    """evidence_lib.selection recomputes the scaling report's selectors on answer codes for whole arrays: the
+    same choices as lm_eval_latenttts.scaling's per-question functions, ties and float sums included."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import scaling
+    from evidence_lib import selection
+    from evidence_lib.store import answer_codes, code_answers
+
+    rng = np.random.default_rng(3)
+    q, n = 60, 12
+    pool = ["1", "2", "3", "07", "7", None, "x"]
+    answers = [[pool[i] for i in rng.integers(0, len(pool), n)] for _ in range(q)]
+    answers[0] = [None] * n  # no answer at all
+    scores = rng.normal(size=(q, n)).round(1)  # coarse: ties between trajectories and between totals
+    scores[1] = 0.0
+    scores[2, 3] = np.nan
+    gold = [{"answer": pool[i] or "5"} for i in rng.integers(0, 5, q)]
+    codes = answer_codes(answers)
+    for k in (1, 5, n):
+        ref = scaling.metrics_at([SimpleNamespace(answers=a, scores=list(s)) for a, s in zip(answers, scores)],
+                                 gold, k, True)
+        got = selection.selector_correct(codes, answer_codes([[g["answer"]] for g in gold])[:, 0], scores, k)
+        for m in ("coverage", "single", "majority", "weighted", "best_of_n"):
+            assert got[m].tolist() == pytest.approx(ref[m]), (m, k)
+    # and the decoded codes vote like the answers (same leader, same tie-break)
+    from lm_eval_latenttts.scaling.aggregation import majority_vote
+    from evidence_lib.store import answer_code
+
+    for a, back, c, i in zip(answers, code_answers(codes), codes, selection.majority_index(codes)):
+        want = answer_code(majority_vote(a))
+        assert (c[i] if i >= 0 else answer_code(None)) == want
+        assert (majority_vote(back) is None) == (want == answer_code(None))
+    shares = selection.vote_shares(codes)
+    assert shares[3].tolist() == pytest.approx(ev.vote_shares(answers[3]))
+
+
+def test_vectorised_aurocs_equal_the_pairwise_definition():
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 6, (30, 8), generator=g).double()  # many ties
+    labels = torch.rand(30, 8, generator=g) < 0.5
+    labels[0] = True  # a question without negatives
+    w = ev.within_question_auroc(scores, labels, 50)
+    per_q = [ev.auroc(s, y) for s, y in zip(scores.tolist(), labels.tolist()) if any(y) and not all(y)]
+    assert w["mean"] == pytest.approx(sum(per_q) / len(per_q)) and w["questions"] == len(per_q)
+    a = ev.across_question_auroc(scores, labels, 50)
+    assert a["auroc"] == pytest.approx(ev.auroc(scores.flatten().tolist(), labels.flatten().tolist()))
+    ranks = ev.ranking._ranks(torch.tensor([3.0, 1.0, 3.0, 2.0]))
+    assert ranks.tolist() == [3.5, 1.0, 3.5, 2.0]

@@ -25,10 +25,16 @@ def _draws(n: int, resamples: int, seed: int) -> tuple:
     return tuple(tuple(rng.randrange(n) for _ in range(n)) for _ in range(resamples))
 
 
+@functools.lru_cache(maxsize=32)
+def _indices(n: int, resamples: int, seed: int) -> torch.Tensor:
+    return torch.tensor(_draws(n, resamples, seed), dtype=torch.long).view(resamples, n)
+
+
 def bootstrap_indices(n: int, resamples: int = 1000, seed: int = 0) -> torch.Tensor:
     """(resamples, n) question indices drawn with replacement; the same (n, resamples, seed) gives the same
-    draws, so two methods evaluated on the same questions can be compared pairwise."""
-    return torch.tensor(_draws(n, resamples, seed), dtype=torch.long).view(resamples, n)
+    draws, so two methods evaluated on the same questions can be compared pairwise.  (A shared tensor: read it,
+    do not write into it.)"""
+    return _indices(n, resamples, seed)
 
 
 def percentile_interval(samples: torch.Tensor | Sequence[float], level: float = 0.95) -> List[float]:
@@ -46,6 +52,5 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0,
     values = [float(v) for v in values]
     if not values:
         return [float("nan"), float("nan")]
-    size = len(values)
-    means = [sum(values[i] for i in row) / size for row in _draws(size, resamples, seed)]
+    means = torch.tensor(values, dtype=torch.float64)[bootstrap_indices(len(values), resamples, seed)].mean(-1)
     return percentile_interval(means, level)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
-from hf_modeling.answers import normalize_number
 from lm_eval_latenttts.data.arith import MOD, apply_op
 from evidence_lib.bootstrap import bootstrap_indices, percentile_interval
 from evidence_lib.probe import NO_NUMBER
+from evidence_lib.store import answer_code, answer_codes, is_number
 
 _STEP_RE = re.compile(r"<<(\d+)([+\-*])(\d+)=(\d+)>>")
 
@@ -45,6 +46,17 @@ def answer_from_first(example: Dict, x1: int) -> Optional[int]:
         return None
     _, op, operand, _ = parse_steps(example)[1]
     return apply_op(op, int(x1), operand)
+
+
+def implied_answers(examples: Sequence[Dict]) -> np.ndarray:
+    """(Q, 100): the answer each question's second operation gives from each first intermediate 0..99
+    (:func:`answer_from_first` for every value at once)."""
+    d = np.arange(MOD, dtype=np.int64)
+    rows = []
+    for ex in examples:
+        _, op, c, _ = parse_steps(ex)[1]
+        rows.append({"+": d + c, "-": d - c, "*": d * c}[op] % MOD)
+    return np.stack(rows) if rows else np.zeros((0, MOD), dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- logit lens
@@ -115,52 +127,52 @@ def follow_metrics(examples: Sequence[Dict], decoded_x1: torch.Tensor, greedy_x1
     meaningful latent path shows ``follows`` above ``chance`` (1/100, or 1/10
     for ones digits: the answer a random read-out would imply) and above
     ``keeps``; ``follows_ci`` is a 95% bootstrap interval over questions (the
-    share of the resampled questions' changed trajectories).
+    share of the resampled questions' changed trajectories), ``keeps_ci`` the
+    same for ``keeps`` and ``follows_minus_keeps_ci`` the paired interval of the
+    difference (the same resampled questions for both shares).
 
-    ``ones_digit=True``: the read-out is x1's ones digit (0..9) and answers
-    compare by ones digit: the ones digit of ``x1 + c``, ``x1 - c`` and
+    ``answers`` (per question, N) and ``greedy_answers`` (per question) are
+    answers or their codes (``evidence_lib.store``).  ``ones_digit=True``: the
+    read-out is x1's ones digit (0..9) and answers compare by ones digit: the ones digit of ``x1 + c``, ``x1 - c`` and
     ``x1 * c`` (mod 100) is a function of the ones digit of x1 alone.
     """
     base = 10 if ones_digit else MOD
-    per_q = []  # (follows, keeps, changed) per question
-    ambiguous = 0
-    for q, ex in enumerate(examples):
-        follows = keeps = n = 0
-        g = int(greedy_x1[q])
-        greedy_value = _as_int(greedy_answers[q])
-        for j, a in enumerate(answers[q]):
-            d = int(decoded_x1[q, j])
-            if d == NO_NUMBER or d == g:
-                continue
-            implied = answer_from_first(ex, d) % base
-            if greedy_value is not None and implied == greedy_value % base:
-                ambiguous += 1
-                continue
-            n += 1
-            value = _as_int(a)
-            follows += value is not None and value % base == implied
-            keeps += value is not None and greedy_value is not None and value % base == greedy_value % base
-        per_q.append((follows, keeps, n))
-    total = sum(c for _, _, c in per_q)
+    codes = answers if isinstance(answers, np.ndarray) else answer_codes(answers)
+    gcodes = np.asarray(greedy_answers if isinstance(greedy_answers, np.ndarray)
+                        else [answer_code(a) for a in greedy_answers]).reshape(-1)
+    dec = np.asarray(decoded_x1.cpu() if isinstance(decoded_x1, torch.Tensor) else decoded_x1).astype(np.int64)
+    g = np.asarray(greedy_x1.cpu() if isinstance(greedy_x1, torch.Tensor) else greedy_x1).astype(np.int64).reshape(-1)
+    # the answer each read-out value implies: the question's second operation applied to it
+    table = implied_answers(examples) % base
+    rows = np.arange(len(examples))[:, None]
+    implied = table[rows, np.clip(dec, 0, MOD - 1)]
+    gnum, anum = is_number(gcodes), is_number(codes)
+    changed = (dec != NO_NUMBER) & (dec != g[:, None])
+    ambiguous = changed & gnum[:, None] & (implied == (gcodes % base)[:, None])
+    counted = changed & ~ambiguous
+    follows = counted & anum & (codes % base == implied)
+    keeps = counted & anum & gnum[:, None] & (codes % base == (gcodes % base)[:, None])
+    per_q = list(zip(follows.sum(1).tolist(), keeps.sum(1).tolist(), counted.sum(1).tolist()))
+    total = int(counted.sum())
     share = (lambda k: sum(x[k] for x in per_q) / total) if total else (lambda k: float("nan"))
-    return {"changed_trajectories": total, "ambiguous": ambiguous, "follows": share(0), "keeps": share(1),
+    return {"changed_trajectories": total, "ambiguous": int(ambiguous.sum()), "follows": share(0), "keeps": share(1),
             "other": 1 - share(0) - share(1) if total else float("nan"), "chance": 1 / base,
             "follows_ci": ratio_ci([(f, c) for f, _, c in per_q], resamples, seed),
+            "keeps_ci": ratio_ci([(k, c) for _, k, c in per_q], resamples, seed),
+            "follows_minus_keeps": share(0) - share(1) if total else float("nan"),
+            "follows_minus_keeps_ci": ratio_ci([(f - k, c) for f, k, c in per_q], resamples, seed),
             "per_question": per_q}
 
 
 def ratio_ci(pairs: Sequence[tuple], resamples: int = 1000, seed: int = 0) -> List[float]:
-    """95% bootstrap interval over questions of ``sum(hits) / sum(counts)`` for per-question (hits, counts)."""
+    """95% bootstrap interval over questions of ``sum(hits) / sum(counts)`` for per-question (hits, counts)
+    (``hits`` may be a paired difference, e.g. follows - keeps, and negative)."""
     if not sum(c for _, c in pairs):
         return [float("nan"), float("nan")]
     t = torch.tensor(pairs, dtype=torch.float64)
     idx = bootstrap_indices(len(pairs), resamples, seed)
     hits, counts = t[:, 0][idx].sum(-1), t[:, 1][idx].sum(-1)
-    ok = counts > 0  # a resample without a changed trajectory has no share
+    ok = counts != 0  # a resample without a changed trajectory has no share
+    if not bool(ok.any()):
+        return [float("nan"), float("nan")]
     return percentile_interval(hits[ok] / counts[ok])
-
-
-def _as_int(a) -> Optional[int]:
-    """The answer as an integer (the project's number reading), else None."""
-    value = normalize_number(a)
-    return value if isinstance(value, int) else None
