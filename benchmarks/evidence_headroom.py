@@ -45,6 +45,9 @@ def headroom(rolls, examples, greedy_correct, latent_steps, ns, resamples=1000):
         row["best_selector"] = best
         row["gap"] = {"mean": sum(gap) / len(gap), "ci95": ev.bootstrap_ci(gap, resamples),
                       "what": f"coverage - {best} (the best selector at this N), per question, paired"}
+        for a, b in (("weighted", "majority"), ("best_of_n", "majority")):
+            d = [x - y for x, y in zip(per_q[a], per_q[b])]
+            row[f"{a}_minus_{b}"] = {"mean": sum(d) / len(d), "ci95": ev.bootstrap_ci(d, resamples)}
         row["minus_greedy"] = {}
         for m in ROWS:
             d = [x - g for x, g in zip(per_q[m], greedy)]

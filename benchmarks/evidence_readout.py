@@ -176,6 +176,13 @@ def section1_metrics(examples, roll, greedy, greedy_dec, dec, resamples=1000):
         seen = dec[name] != greedy_dec[name][:, :1]
         res["answer_changes_seen_by_" + name] = float((changed & seen).sum() / changed.sum()) if changed.any() \
             else float("nan")
+    # where the two read-outs disagree: of the latent-2 digits the value probe reads as changed, the share the
+    # ones-digit probe reads as unchanged (then the value probe's "change" is its own reading error or the ones
+    # probe's blind spot; the implants of the causal section tell which one the answer follows)
+    vchg = (dec["step2_x1_value_ones"] != greedy_dec["step2_x1_value_ones"][:, :1]) & (dec["step2_x1_value_ones"] >= 0)
+    same = dec["step2_x1_ones"] == greedy_dec["step2_x1_ones"][:, :1]
+    res["value_probe_changes_unchanged_for_ones_probe"] = float((vchg & same).sum() / vchg.sum()) if vchg.any() \
+        else float("nan")
     res["verdicts"] = {name: verdict(res, name) for name in VERDICT_PROBES}
     labels = {v["label"] for v in res["verdicts"].values()}
     res["probes_agree"] = len(labels) == 1
