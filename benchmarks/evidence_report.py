@@ -18,8 +18,11 @@ def pct(x, digits=1):
 
 
 def spct(x, digits=1):
-    """A signed share in points."""
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.{digits}f}"
+    """A signed share in points (no "-0.0")."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    v = 100 * x
+    return f"{0.0 if round(v, digits) == 0 else v:+.{digits}f}"
 
 
 def ci(c, digits=1, signed=False):
@@ -38,6 +41,14 @@ def nci(c, digits=3, signed=False):
         return "–"
     fmt = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
     return f"[{fmt.format(c[0])}, {fmt.format(c[1])}]"
+
+
+def vci(value, c, digits=3, signed=False):
+    """A value with its interval (plain numbers, e.g. AUROC), or one dash when the value is undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    fmt = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    return f"{fmt.format(value)} {nci(c, digits, signed)}"
 
 
 def sign_of(c, zero=0.0):
@@ -453,14 +464,12 @@ def rm_section(r, plots, doc):
                 f"{pct(x['positive_rate'])}%" + (" (label noise)" if x["label_noise"] else ""))
             lines.append(
                 f"| {name if k == keys[0] else ''} | {RM_LABELS[k]} | {relia} | {x['rm_step_score']['questions']} "
-                f"| {num(x['rm_step_score']['mean'])} {nci(x['rm_step_score']['ci'])} "
-                f"| {num(x['vote_share']['mean'])} {nci(x['vote_share']['ci'])} "
-                f"| {num(x['rm_minus_vote_share']['mean'], 3)} {nci(x['rm_minus_vote_share']['ci'], 3, True)} "
-                + (f"| {num(x['rm_step_score_across_questions']['auroc'])} "
-                   f"{nci(x['rm_step_score_across_questions']['ci'])} "
-                   f"| {num(x['rm_step_score_across_questions_centred']['auroc'])} "
-                   f"{nci(x['rm_step_score_across_questions_centred']['ci'])} "
-                   f"| {num(x['vote_share_across_questions']['auroc'])} {nci(x['vote_share_across_questions']['ci'])} |"
+                f"| {vci(x['rm_step_score']['mean'], x['rm_step_score']['ci'], 3, False)} "
+                f"| {vci(x['vote_share']['mean'], x['vote_share']['ci'], 3, False)} "
+                f"| {vci(x['rm_minus_vote_share']['mean'], x['rm_minus_vote_share']['ci'], 3, True)} "
+                + (f"| {vci(x['rm_step_score_across_questions']['auroc'], x['rm_step_score_across_questions']['ci'])} "
+                   f"| {vci(x['rm_step_score_across_questions_centred']['auroc'], x['rm_step_score_across_questions_centred']['ci'])} "
+                   f"| {vci(x['vote_share_across_questions']['auroc'], x['vote_share_across_questions']['ci'], 3, False)} |"
                    if "rm_step_score_across_questions" in x else "| – | – | – |"))
     lines += ["", f"![RM AUROC]({rel(plots / 'evidence_rm_auroc.png', doc)})", ""]
     # the trajectory score and difficulty
@@ -473,13 +482,13 @@ def rm_section(r, plots, doc):
         t = labels["trajectory_final_answer"]
         d = t["difficulty"]
         lines.append(f"| {name} | {d['hard_questions']} / {d['easy_questions']} | {num(d['hard_mean_score'])} "
-                     f"| {num(d['easy_mean_score'])} | {num(d['easy_minus_hard'])} {nci(d['easy_minus_hard_ci'], 3, True)} "
-                     f"| {num(d['spearman'], 2)} {nci(d['spearman_ci'], 2, True)} "
+                     f"| {num(d['easy_mean_score'])} | {vci(d['easy_minus_hard'], d['easy_minus_hard_ci'], 3, True)} "
+                     f"| {vci(d['spearman'], d['spearman_ci'], 2, True)} "
                      f"| {num(t['rm_trajectory_score_across_questions']['auroc'])} "
                      f"{nci(t['rm_trajectory_score_across_questions']['ci'])} "
                      f"| {num(t['rm_trajectory_score_across_questions_centred']['auroc'])} "
                      f"{nci(t['rm_trajectory_score_across_questions_centred']['ci'])} "
-                     f"| {num(t['rm_minus_vote_share']['mean'])} {nci(t['rm_minus_vote_share']['ci'], 3, True)} |")
+                     f"| {vci(t['rm_minus_vote_share']['mean'], t['rm_minus_vote_share']['ci'], 3, True)} |")
     s02 = rm[m["rm_setting"]]
     t = s02["trajectory_final_answer"]
     pt = t["pair_types"]
@@ -489,7 +498,7 @@ def rm_section(r, plots, doc):
         f"**Why the across-question AUROC is below 0.5** ({m['rm_setting']}): the pooled pairs are a right trajectory "
         "against a wrong one of any question. Right trajectories come mostly from easy questions and wrong ones from "
         f"hard questions, and the RM scores hard questions {'higher' if d['easy_minus_hard'] < 0 else 'lower'} "
-        f"(easy − hard {num(d['easy_minus_hard'])} {nci(d['easy_minus_hard_ci'], 3, True)}): its score tracks question "
+        f"(easy − hard {vci(d['easy_minus_hard'], d['easy_minus_hard_ci'], 3, True)}): its score tracks question "
         "difficulty the wrong way. By pair type:",
         "",
         "| pairs: right trajectory of … vs wrong trajectory of … | share of pooled pairs | AUROC |",
@@ -506,14 +515,22 @@ def rm_section(r, plots, doc):
               + "."]
     o = s02["step1_x1_ones"]["rm_minus_vote_share"]
     lines += ["", f"On the one reliable intermediate label (latent 1's ones digit), RM − vote share within questions is "
-              f"{num(o['mean'])} {nci(o['ci'], 3, True)} at {m['rm_setting']} ("
+              f"{vci(o['mean'], o['ci'], 3, True)} at {m['rm_setting']} ("
               + {"above": "the RM ranks above vote share", "below": "the RM ranks below vote share",
                  "includes": "not different when paired", "undefined": "undefined"}[sign_of(o["ci"])]
               + "); at the other settings: "
-              + "; ".join(f"{n} {num(v['step1_x1_ones']['rm_minus_vote_share']['mean'])} "
-                          f"{nci(v['step1_x1_ones']['rm_minus_vote_share']['ci'], 3, True)}"
-                          for n, v in rm.items() if n != m["rm_setting"]) + ".", ""]
+              + "; ".join(f"{n} {vci(v['step1_x1_ones']['rm_minus_vote_share']['mean'], v['step1_x1_ones']['rm_minus_vote_share']['ci'], 3, True)}"
+                          for n, v in rm.items() if n != m["rm_setting"]
+                          and v["step1_x1_ones"]["rm_minus_vote_share"]["questions"]) + ".", ""]
     return lines
+
+
+MIN_HEADROOM = 0.05  # a recovered share is shown where the headroom it divides by is at least 5 points
+
+
+def room_ok(row, base, h):
+    b = h["greedy"]["mean"] if base == "greedy" else row["single"]["mean"]
+    return row["coverage"]["mean"] - b >= MIN_HEADROOM
 
 
 def headroom_section(r):
@@ -526,7 +543,8 @@ def headroom_section(r):
         f"{m['questions']} test questions, {h['seeds']} seeds, per-question values averaged over seeds. The gap is "
         "coverage minus the best selector at that N (paired); *best − greedy* is paired; *recovered* is the share of "
         "the headroom above greedy, (best − greedy) / (coverage − greedy), summed over questions, and the same above a "
-        "single sample. Positions per question: a prompt pass per sample / one shared prompt pass.",
+        "single sample (shown where that headroom is at least 5 points: below it the ratio's interval is unbounded). "
+        "Positions per question: a prompt pass per sample / one shared prompt pass.",
         "",
         "| N | single sample | majority | RM-weighted | best-of-N (RM) | coverage (pass@N) | gap: coverage − best "
         "| best − greedy, paired | recovered above greedy | recovered above a single sample | positions |",
@@ -539,7 +557,8 @@ def headroom_section(r):
             f"| {n} | {cell('single')} | {cell('majority')} | {cell('weighted')} | {cell('best_of_n')} "
             f"| {cell('coverage')} | {pct(row['gap']['mean'])} {ci(row['gap']['ci95'])} ({b}) "
             f"| {spct(row['minus_greedy'][b]['mean'])} {ci(row['minus_greedy'][b]['ci95'], 1, True)} "
-            f"| {mean_ci(row['recovered_above_greedy'])} | {mean_ci(row['recovered_above_single'])} "
+            f"| {mean_ci(row['recovered_above_greedy']) if room_ok(row, 'greedy', h) else '–'} "
+            f"| {mean_ci(row['recovered_above_single']) if room_ok(row, 'single', h) else '–'} "
             f"| {row['positions_per_question']:,.0f} / {row['positions_per_question_shared_prompt']:,.0f} |")
     lines += ["", "The RM's selectors against majority vote on the same samples (paired, points):", "",
               "| N | " + " | ".join(str(n) for n in h["by_n"]) + " |", "| --- |" + " ---: |" * len(h["by_n"])]
@@ -550,7 +569,10 @@ def headroom_section(r):
     r64 = h["by_n"][64]
     b64 = r64["best_selector"]
     below = [n for n, row in h["by_n"].items() if sign_of(row["minus_greedy"][row["best_selector"]]["ci95"]) == "below"]
-    bon = [h["by_n"][n]["best_of_n"]["mean"] for n in h["by_n"]]
+    ns = list(h["by_n"])
+    bon = [h["by_n"][n]["best_of_n"]["mean"] for n in ns]
+    bon_below = [n for n in ns if sign_of(h["by_n"][n]["best_of_n_minus_majority"]["ci95"]) == "below"]
+    wm = [h["by_n"][n]["weighted_minus_majority"]["mean"] for n in ns]
     lines += [
         "",
         f"Greedy: {pct(g['mean'])}% {ci(g['ci95'])}. Sampling covers up to {pct(r64['coverage']['mean'])}% of the "
@@ -561,7 +583,12 @@ def headroom_section(r):
         "above greedy, most of which is left unused. "
         + (f"At N={names(str(n) for n in below)} the best selector is below greedy (paired interval below zero). "
            if below else "")
-        + f"Best-of-N by the RM goes {pct(bon[0])}% → {pct(bon[-1])}% from N=1 to N=64.",
+        + f"Best-of-N by the RM peaks at {pct(max(bon))}% (N={ns[bon.index(max(bon))]}) and ends at {pct(bon[-1])}% "
+        f"at N=64; it is below majority vote (paired interval below zero) at N={names(str(n) for n in bon_below)}; "
+        "the RM-weighted vote differs from majority by "
+        f"{spct(min(wm), 2)} to {spct(max(wm), 2)} points"
+        + (", every paired interval including zero." if all(sign_of(h['by_n'][n]['weighted_minus_majority']['ci95'])
+                                                          == 'includes' or n == 1 for n in ns) else "."),
         "",
     ]
     lines += literature_section(r)
