@@ -71,7 +71,7 @@ def plot_readout(sem, path):
         ax.scatter([i + 0.4 - w / 2 for i in range(len(names))], ans, marker="_", s=300, color="k", zorder=5,
                    label="final answer differs from greedy")
         ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))])
-        ax.set_xticklabels(names, fontsize=8, rotation=20)
+        ax.set_xticklabels(names, fontsize=7, rotation=25, ha="right")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel(f"% of trajectories (N={sem['n']}, {sem['questions']} test questions)")
@@ -87,7 +87,7 @@ def plot_auroc(rm, path, rm_sha256=None):
     plt = _plt()
     rm = {"settings": rm}
     names = list(rm["settings"])
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
     series = [("step1_x1_ones", "rm_step_score", "RM step-1 score / x1 (ones digit) right"),
               ("step1_x1_ones", "vote_share", "vote share / x1 (ones digit) right"),
               ("step2_final_answer", "rm_step_score", "RM step-2 score / answer right"),
@@ -102,7 +102,7 @@ def plot_auroc(rm, path, rm_sha256=None):
     ax.axhline(0.5, color="k", lw=0.8, ls="--")
     ax.set_ylim(0.3, 1.0)
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(names))])
-    ax.set_xticklabels(names, fontsize=8)
+    ax.set_xticklabels(names, fontsize=7, rotation=20, ha="right")
     ax.set_ylabel("within-question AUROC (mean over questions)")
     if rm_sha256:
         ax.set_title(f"LatentRM weights sha256 {rm_sha256[:12]}...", fontsize=8)

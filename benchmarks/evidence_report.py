@@ -147,18 +147,30 @@ def summary(r):
     c = r["causal"]
     lines = ["## Findings", ""]
     # claim 1: verdicts
-    by = {}
-    for name, s in sem["settings"].items():
-        for probe, v in s["verdicts"].items():
-            by.setdefault(probe, {}).setdefault(v["label"], []).append(name)
-    ones = by.get("step2_x1_ones", {})
-    disagree = [n for n, s in sem["settings"].items() if not s["probes_agree"]]
+    from evidence_readout import VERDICT_PROBES
+
+    parts = []
+    for probe, label in VERDICT_PROBES.items():
+        groups = {}
+        for name, st in sem["settings"].items():
+            groups.setdefault(st["verdicts"][probe]["label"], []).append(name)
+        cells = []
+        for verdict_label in ("distinct", "undetermined", "not distinct", "too few changes", "unreadable"):
+            items = groups.get(verdict_label, [])
+            if not items:
+                continue
+            if verdict_label in ("distinct", "undetermined") and len(items) <= 4:
+                items = [f"{n} (follows − keeps {spct(sem['settings'][n]['verdicts'][probe]['follows_minus_keeps'])} "
+                         f"{ci(sem['settings'][n]['verdicts'][probe]['follows_minus_keeps_ci'], 1, True)})" for n in items]
+            cells.append(f"\"{verdict_label}\" at {names(items)}")
+        parts.append(f"under the {label.split(' (')[0]}: " + "; ".join(cells))
+    n_distinct = sum(st["verdicts"][p]["label"] == "distinct" for st in sem["settings"].values() for p in VERDICT_PROBES)
+    disagree = [n for n, st in sem["settings"].items() if not st["probes_agree"]]
     lines.append(
-        "1. **Correlational (read-outs of sampled latents):** where latent 2's read-out of x1's ones digit changes, "
-        f"the answer follows it above chance and more often than it keeps greedy's answer (\"distinct\") at "
-        f"{names(ones.get('distinct', []))} under the ones-digit probe; \"undetermined\" (the paired interval of "
-        f"follows − keeps includes zero) at {names(ones.get('undetermined', []))}; the two probes disagree at "
-        f"{names(disagree)} (section 1).")
+        "1. **Read-outs of sampled latents (correlational):** "
+        + ("no setting is \"distinct\" under either probe. " if not n_distinct else "")
+        + "Verdicts " + ". Verdicts ".join(parts) + f". The probes disagree at {len(disagree)} of the "
+        f"{len(sem['settings'])} settings (section 1).")
     # causal
     impl = c["greedy"]["implants"]
     sw = impl["swap"]
@@ -402,8 +414,7 @@ def causal_section(r):
         "of the target digit and of the digit it carries now; *null swap*: another question's latent 2 with the same "
         "second operation, operand and ones digit (everything but the digit changes). The target is drawn per row "
         "among the digits whose implied answer ones digit differs from the row's own answer's. \"follows\": the "
-        "answer's ones digit is the one the target implies; the clean null is the same count without an implant "
-        "(the row's own re-decoded answer).",
+        "answer's ones digit is the one the target implies; the null is the same count under the same-digit swap.",
         "",
         "| rows of | implant | rows | probe reads the target | follows [95% CI] | null: same-digit swap "
         "| implant − null, paired | keeps its answer's ones digit |",
