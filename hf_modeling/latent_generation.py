@@ -48,6 +48,12 @@ from .latent_state import (
 )
 
 
+class PromptTooLongError(ValueError):
+    """A prompt with the latent steps and the end marker leaves no room for one answer token in the model's
+    context window (``context_room``): a named failure of one question, which the lm-eval harness scores as
+    failed and counts; any other error stops its run."""
+
+
 def _base_seed(seed: int | None, generator: torch.Generator | None) -> int:
     """The run's seed: a draw from ``generator`` when one is given, else ``seed``, else torch's global generator."""
     if generator is None and seed is not None:
@@ -141,9 +147,10 @@ class LatentGenerationMixin:
 
         Prompt, ``steps`` latent slots and the end marker take their positions,
         and one more is kept free; a prompt that leaves no room for one answer
-        token is an error (``ValueError``; the harness answers that document as
-        failed).  The one place the window is checked, for ``generate``, beam
-        search, annotation and the harness.
+        token is an error (``PromptTooLongError``, a ``ValueError``; the
+        harness answers that document as failed and counts it).  The one place
+        the window is checked, for ``generate``, beam search, annotation and
+        the harness.
         """
         limit = self.max_context_length()
         if limit is None:
@@ -151,7 +158,7 @@ class LatentGenerationMixin:
         room = limit - (prompt_lengths.long() + steps + 1)
         if bool((room < 1).any()):
             longest = int(prompt_lengths.max())
-            raise ValueError(
+            raise PromptTooLongError(
                 f"a prompt of {longest} tokens with {steps} latent steps and the end marker leaves no room for an "
                 f"answer in the model's context window of {limit} positions; shorten the prompt or lower the "
                 "latent length.")

@@ -175,13 +175,17 @@ def _configure_export(p):
                    help="the model's Hub repo (card model_name; default source url https://huggingface.co/REPO)")
     p.add_argument("--source-url", default=None, help="where the evaluation logs are (e.g. the details dataset)")
     p.add_argument("--source-name", default=None, help="display name of that source")
+    p.add_argument("--allow-failed-documents", action="store_true",
+                   help="export tasks with documents that could not run (e.g. too long for the context window; "
+                        "scored wrong), the count in the notes; refused by default")
 
 
 def _run_export(args):
     from lm_eval_latenttts.publishing.eval_results import export_results, parse_benchmarks
 
     written = export_results(args.results, args.model_dir, benchmarks=parse_benchmarks(args.benchmark),
-                             repo_id=args.repo_id, source_url=args.source_url, source_name=args.source_name)
+                             repo_id=args.repo_id, source_url=args.source_url, source_name=args.source_name,
+                             allow_failed_documents=args.allow_failed_documents)
     print(json.dumps([str(p) for p in written], indent=2))
 
 

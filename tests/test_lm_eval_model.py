@@ -148,6 +148,72 @@ def test_long_and_empty_questions_are_scored_wrong(ckpts, caplog):
     assert "scored as wrong" in caplog.text
 
 
+def task_req(context, task, doc_id, **gen):
+    return Instance("generate_until", {}, (context, {"latent_tts_payload": True, **gen}), 0,
+                    metadata=(task, doc_id, 1))
+
+
+@pytest.mark.parametrize("error", [AttributeError("'NoneType' object has no attribute 'shape'"),
+                                   RuntimeError("shape mismatch"), ValueError("bad value")])
+def test_an_unexpected_error_in_a_draw_stops_the_run(ckpts, monkeypatch, error):
+    """Issue 21, item 2: an exception while drawing is a bug or a setting, never a wrong answer (it was retried one
+    question at a time, then every document was scored 0 with exit 0)."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=2, sampling="dropout", batch_size=2)
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(lm.model, "rollout", broken)
+    with pytest.raises(type(error), match=str(error)):
+        lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(3)])
+
+
+@pytest.mark.parametrize("where", ["model_args", "gen_kwargs"])
+def test_a_latent_length_that_no_prompt_fits_is_refused_before_any_compute(ckpts, monkeypatch, where):
+    """Issue 21, item 2: latent_length=1000 on a 256-position model scored every document 0; it is refused."""
+    if where == "model_args":
+        with pytest.raises(LatentTTSArgumentError, match=r"context window of 256 positions.*latent_length <= 2"):
+            LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", latent_length=1000)
+        return
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
+    monkeypatch.setattr(lm.model, "rollout", lambda *a, **k: pytest.fail("no compute before the refusal"))
+    with pytest.raises(LatentTTSArgumentError, match="gen_kwargs: 1000 latent steps"):
+        lm.generate_until([payload_req("What is 1 plus 1?", latent_length=1000)])
+
+
+def test_failed_documents_are_counted_and_a_task_of_only_failures_is_refused(ckpts, monkeypatch):
+    """Issue 21, items 2 and 7: documents too long for the context window are scored wrong and counted per task
+    (``failed_documents`` in the results); a task none of whose documents fits is refused before any compute."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=2, sampling="dropout")
+    long, short = "word " * 400, "What is 2 plus 2?"
+    outs = lm.generate_until([task_req(long, "t1", 0), task_req(short, "t1", 1), task_req(long, "t1", 2),
+                              task_req(short, "t2", 0)])
+    assert ["error" in json.loads(o) for o in outs] == [True, False, True, False]
+    assert lm.get_model_info()["latent_tts"]["failed_documents"] == {"t1": 2, "t2": 0}
+    monkeypatch.setattr(lm.model, "rollout", lambda *a, **k: pytest.fail("no compute before the refusal"))
+    with pytest.raises(LatentTTSArgumentError, match="no document of task t3 can run"):
+        lm.generate_until([task_req(long, "t3", 0), task_req(long, "t3", 1), task_req(short, "t4", 0)])
+
+
+def test_cpu_out_of_memory_halves_the_call(ckpts, monkeypatch):
+    """Issue 21, item 3: the CPU allocator's error ("DefaultCPUAllocator: can't allocate memory") is out of memory:
+    the call is halved (it was scored as 0 for every document)."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", batch_size="auto",
+                        max_batch_size=8)
+    original = lm.model.rollout
+
+    def limited(*args, **kwargs):
+        if args[0].shape[0] * args[3] > 6:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 1099511627776 bytes. Error code 12 (Cannot allocate "
+                               "memory)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "rollout", limited)
+    outs = [json.loads(o) for o in lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(5)])]
+    assert all("error" not in o and len(o["candidates"]) == 3 for o in outs) and lm.batch_sizes == {0: 2}
+
+
 @pytest.mark.parametrize("gen", [
     {"adaptive": True, "adaptive_round": 3},  # pass@k on the first round of 3 only
     {"aggregate": "beam", "beams": 2, "candidates": 2},  # n = B beams, not N

@@ -197,6 +197,31 @@ def test_export_refuses_other_models_and_partial_runs(evaluated, tmp_path, chang
     assert not (folder / ".eval_results").exists() and not (folder / "README.md").exists()
 
 
+def test_export_refuses_a_run_with_failed_documents_or_says_so(evaluated, tmp_path):
+    """Issue 21, item 7: documents that could not run (too long for the context window) are scored wrong; such a
+    run's scores were exported as the benchmark's.  The results count them; the export refuses them, or with
+    --allow-failed-documents writes the count into every entry's notes."""
+    results, _, model, _, _ = evaluated
+    assert results["config"]["latent_tts"]["failed_documents"] == {"latent_arith": 0}
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    for recorded, message in (({"latent_arith": 3}, "3 of 20 documents of task latent_arith could not run"),
+                              (None, "does not record how many documents")):
+        changed = copy.deepcopy(results)
+        changed["config"]["latent_tts"]["failed_documents"] = recorded
+        path = tmp_path / "results_2026-01-01T00-00-00.json"
+        path.write_text(json.dumps(changed))
+        with pytest.raises(ExportError, match=message):
+            export_results(path, folder, benchmarks={"latent_arith": Benchmark("me/arith", "arith")})
+        assert not (folder / ".eval_results").exists()
+    changed["config"]["latent_tts"]["failed_documents"] = {"latent_arith": 3}
+    path.write_text(json.dumps(changed))
+    assert cli.main(["export-results", str(path), "--model-dir", str(folder), "--benchmark", "latent_arith=me/arith",
+                     "--allow-failed-documents"]) == 0
+    entries = [parse_eval_result_entries(yaml.safe_load(p.read_text()))[0] for p in (folder / ".eval_results").glob("*")]
+    assert entries and all("3 of 20 documents could not run" in e.notes for e in entries)
+
+
 def test_export_refuses_a_folder_with_another_model(evaluated, tmp_path):
     _, file, _, _, _ = evaluated
     other = make_checkpoint(tmp_path / "other", "coconut")

@@ -40,13 +40,14 @@ from lm_eval.api.model import LM
 
 from hf_modeling.answers import normalize_number, number_text
 from hf_modeling.generation_config import SettingError
+from hf_modeling.latent_generation import PromptTooLongError
 from lm_eval_latenttts.harness.arguments import (
     LatentTTSArgumentError,
     SHORT_NAMES,
     parse_model_args,
     request_overrides,
 )
-from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job, Setting
+from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job, Setting, failures
 from lm_eval_latenttts.harness.context import bare_question
 from lm_eval_latenttts.harness.setup import (
     load_models,
@@ -85,11 +86,13 @@ class Rollouts:
         self.model, self.tokenizer, self.rm = model, tokenizer, rm
 
     def check(self, job: Job) -> None:
+        """The named failures of a document, found before any compute: an empty question, a prompt too long
+        for the context window (``PromptTooLongError``)."""
         if not job.question.strip():
             raise DocError("the question is empty")
         try:
             self.model.context_room(torch.tensor([len(job.prompt)]), self.model.latent_steps_of(job.config))
-        except ValueError as err:
+        except PromptTooLongError as err:
             raise DocError(str(err)) from None
 
     def candidates(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
@@ -153,6 +156,7 @@ class LatentTTSModel(LM):
         self._task_settings: dict[str, dict] = {}
         self._settings: dict = {}  # a request's gen_kwargs -> its Setting (resolved once)
         self._distinct: dict = {}  # (settings JSON, payload) -> Setting: equal settings share one
+        self._failed: dict[str, int] = {}  # task -> documents answered as failed (all processes), see generate_until
         self.accelerator, self._rank, self._world_size = process_group()
         device = self.accelerator.device if self.accelerator is not None else pick_device(
             self.load_options["device"], harness_default=_harness_device)
@@ -187,11 +191,26 @@ class LatentTTSModel(LM):
         except ValueError as err:
             message = err.named(SHORT_NAMES) if isinstance(err, SettingError) else str(err)
             raise LatentTTSArgumentError(f"latent_tts {source}: {message}") from None
+        self._check_window(config, source)
         for key, message in config.idle_settings(SHORT_NAMES):
             self._warn_once(key, "latent_tts: %s", message)
         if config.latent_sampling is not None and not config.samples:  # as for_backbone leaves sampling=none:
             config.latent_sampling = config.dropout_p = config.noise_std = None  # valid, so not validated again
         return config
+
+    def _check_window(self, config, source: str) -> None:
+        """Refuse a setting under which no question can run: its latent steps, the end marker and one answer token
+        do not fit in the context window even after the shortest prompt (a one-token question)."""
+        limit, steps = self.model.max_context_length(), self.model.latent_steps_of(config)
+        shortest = len(self.model.encode_prompt(self.tokenizer, "0"))
+        try:
+            self.model.context_room(torch.tensor([shortest]), steps)
+        except PromptTooLongError:
+            raise LatentTTSArgumentError(
+                f"latent_tts {source}: {steps} latent steps (latent_length), the end marker and one answer token "
+                f"do not fit in the model's context window of {limit} positions even after the shortest prompt "
+                f"({shortest} tokens), so no question could run. Use latent_length <= {limit - shortest - 2}."
+            ) from None
 
     def _setting(self, gen_kwargs: dict) -> Setting:
         """The resolved ``Setting`` of a request's ``gen_kwargs`` (the run's, then its overrides): resolved
@@ -238,14 +257,53 @@ class LatentTTSModel(LM):
                    sample_offset=repeat * config.num_return_sequences)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
+        # every request is parsed and checked first: bad gen_kwargs, a few-shot context or a task that no
+        # document of can run fail before any compute
         jobs = [self._job(i, request, repeat) for i, (request, repeat) in
                 enumerate(zip(requests, repeat_indices(requests)))]
+        failed = failures(jobs, self.answerer)
+        self._count_failed(requests, failed)
         self._note_task_settings(requests, jobs)
-        results = self.batches.run(jobs, self.answerer, disable_tqdm=disable_tqdm or self.rank != 0)
+        results = self.batches.run(jobs, self.answerer, failed, disable_tqdm=disable_tqdm or self.rank != 0)
         for request, text in zip(requests, results):
             self.cache_hook.add_partial("generate_until", request.args, text)
         return results
+
+    def _count_failed(self, requests, failed: dict[int, str]) -> None:
+        """Count each task's documents that cannot run (over all processes; ``failed_documents`` in the results),
+        and refuse a task none of whose documents can run: that is a setting, not a score of 0."""
+        tally: dict[str, list] = {}  # task -> [documents, failed documents]
+        for index, request in enumerate(requests):
+            task, doc = getattr(request, "task_name", None), getattr(request, "doc_id", None)
+            counts = tally.setdefault(str(task), [set(), set(), None])
+            counts[0].add((doc, index) if doc is None else doc)
+            if index in failed:
+                counts[1].add((doc, index) if doc is None else doc)
+                counts[2] = counts[2] or failed[index]
+        totals: dict[str, list] = {}
+        for part in self._all_processes({task: (len(docs), len(bad), reason) for task, (docs, bad, reason)
+                                         in tally.items()}):
+            for task, (docs, bad, reason) in part.items():
+                total = totals.setdefault(task, [0, 0, None])
+                total[0], total[1], total[2] = total[0] + docs, total[1] + bad, total[2] or reason
+        for task, (docs, bad, reason) in sorted(totals.items()):
+            if docs and bad == docs:
+                raise LatentTTSArgumentError(
+                    f"latent_tts: no document of task {task} can run with these settings ({reason}); all {docs} "
+                    "would be scored wrong. Lower latent_length, or use a model with a longer context window.")
+            if bad:
+                logger.warning("latent_tts: %d of %d documents of task %s cannot run (%s, ...); they are scored "
+                               "wrong and counted in the results (latent_tts.failed_documents).", bad, docs, task,
+                               reason)
+            self._failed[task] = self._failed.get(task, 0) + bad
+
+    def _all_processes(self, obj) -> list:
+        """``obj`` of every process (each process gets all of them)."""
+        if self.world_size <= 1:
+            return [obj]
+        gathered = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
 
     # ------------------------------------------------------------------ lm-eval plumbing
     def set_cache_hook(self, cache_hook) -> None:
@@ -338,6 +396,9 @@ class LatentTTSModel(LM):
             **scaling_settings(self.run_config, self.rm is not None),
             "batch_size": self.load_options["batch_size"],
             "tasks": dict(sorted(self._task_settings.items())),
+            # per task, documents that could not run (a named reason, e.g. a prompt too long for the context
+            # window), scored wrong; export-results refuses a task with any
+            "failed_documents": dict(sorted(self._failed.items())),
             "data_files": data_overrides(),
         }
         top = {f"model_{k}": backbone[k] for k in ("num_parameters", "dtype", "revision", "sha")}

@@ -23,10 +23,13 @@ there do not overwrite each other.
 Refused: results of another model than the folder's (compared by the sha256
 of the weights that the run recorded, see ``publishing.model_info``), results
 not produced by ``latent_tts``, runs with ``--limit`` / ``--samples`` (fewer
-documents than the task has), ``--predict_only`` runs (no scores), a card
-whose ``model-index`` cannot be read (before anything is written), and tasks
-whose questions came from a local file unless ``--benchmark TASK=DATASET``
-says which Hub benchmark they are.
+documents than the task has), ``--predict_only`` runs (no scores), tasks with
+documents that could not run and were scored wrong (the run's
+``failed_documents``, e.g. prompts too long for the context window) unless
+``--allow-failed-documents`` (then the notes give the count), a card whose
+``model-index`` cannot be read (before anything is written), and tasks whose
+questions came from a local file unless ``--benchmark TASK=DATASET`` says which
+Hub benchmark they are.
 """
 
 from __future__ import annotations
@@ -117,6 +120,29 @@ def load_results(path) -> tuple[dict, Path]:
     if not isinstance(results, dict) or "results" not in results or "config" not in results:
         raise ExportError(f"{file} is not an lm-eval results file (no 'results' / 'config').")
     return results, file
+
+
+def failed_documents(results: dict, info: dict, file: Path, tasks: list[str], allow: bool) -> dict[str, str]:
+    """Per task, a sentence for the notes on its documents that could not run (scored wrong), "" for none;
+    an error for a task with any unless ``allow``, or for results that do not record the count."""
+    recorded = info.get("failed_documents")
+    found = {}
+    for task in tasks:
+        count = recorded.get(task) if isinstance(recorded, dict) else None
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ExportError(f"{file} does not record how many documents of task {task} could not run (an older "
+                              "lm-eval-latenttts?); rerun the evaluation with this version.")
+        total = ((results.get("n-samples") or {}).get(task) or {}).get("effective")
+        of = f" of {total}" if total is not None else ""
+        if count and not allow:
+            raise ExportError(f"{file}: {count}{of} documents of task {task} could not run (e.g. a prompt too long "
+                              "for the model's context window) and were scored wrong, so its scores are not the "
+                              "benchmark's. Rerun with settings under which every document runs (a lower "
+                              "latent_length, a model with a longer context window), or pass "
+                              "--allow-failed-documents to export them with the count in the notes.")
+        found[task] = (f" {count}{of} documents could not run (too long for the context window) and are scored "
+                       "wrong.") if count else ""
+    return found
 
 
 def check_results(results: dict, file: Path, model_dir: Path) -> dict:
@@ -301,10 +327,11 @@ def _metrics(task_results: dict):
 # ------------------------------------------------------------------------------------ writing
 def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] | None = None,
                    repo_id: str | None = None, source_url: str | None = None,
-                   source_name: str | None = None) -> list[Path]:
+                   source_name: str | None = None, allow_failed_documents: bool = False) -> list[Path]:
     """Write ``.eval_results/*.yaml`` and the card's ``model-index`` for every task of the results file.
 
     Everything is checked before anything is written; returns the files written (the card last).
+    ``allow_failed_documents``: export tasks with documents that could not run, the count in the notes.
     """
     import yaml
     from huggingface_hub import EvalResult, EvalResultEntry, eval_result_entries_to_yaml
@@ -317,6 +344,7 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     info = check_results(results, file, model_dir)
     groups = set(results.get("group_subtasks") or {})
     tasks = [t for t in sorted(results["results"]) if t not in groups]
+    failed = failed_documents(results, info, file, tasks, allow_failed_documents)
     chosen = {task: task_benchmark(results, info, task, benchmarks or {}) for task in tasks}
     url = source_url or (f"https://huggingface.co/{repo_id}" if repo_id else None)
     name = source_name or ("lm-eval-harness results (lm-eval-latenttts)" if url else None)
@@ -335,7 +363,7 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
             if metric in COST_METRICS:
                 continue
             variant = metric if filt == "none" else f"{metric}-{filt}"
-            text = notes(settings, metric, rm, costs, dtype)
+            text = notes(settings, metric, rm, costs, dtype) + failed[task]
             entry = EvalResultEntry(dataset_id=bench.dataset_id, task_id=bench.task_id, value=value, date=date,
                                     source_url=url, source_name=name, notes=text)
             stem = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{task}_{variant.replace('@', '-at-')}_{slug}")
