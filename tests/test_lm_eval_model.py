@@ -429,3 +429,66 @@ def test_response_is_the_typed_result_and_back(ckpts):
     assert len(answered.candidates) == 4 and answered.has_greedy and answered.error is None
     assert failed.stopped == "failed" and "context window" in failed.error and failed.candidates == []
     assert QuestionResult.from_json(outs[2]).first_round == 2 and QuestionResult.from_json(outs[3]).n == 2
+
+
+# ----------------------------------------------------------------------------- seed=none (issue 21, items 1 and 10)
+@pytest.mark.parametrize("spelling", ["python", "cli"])
+def test_seed_none_draws_one_seed_per_run_recorded_and_reproducible(ckpts, spelling, caplog):
+    """``seed=none`` drew a new seed for every generate call, so a question's samples depended on its batch and the
+    results recorded ``"seed": null``.  Now one seed is drawn for the run, logged and recorded; passing it gives
+    the same responses."""
+    questions = [f"What is {i} plus {i}?" for i in range(4)]
+    args = f"pretrained={ckpts['codi']},device=cpu,n=4,sampling=noise,noise_std=1.0,seed=none"
+    lm = LatentTTSModel.create_from_arg_string(args) if spelling == "cli" else LatentTTSModel(
+        pretrained=str(ckpts["codi"]), device="cpu", n=4, sampling="noise", noise_std=1.0, seed=None)
+    together = lm.generate_until([payload_req(q) for q in questions])
+    alone = [lm.generate_until([payload_req(q)])[0] for q in questions]
+    assert together == alone  # one seed for the run: a question's samples do not depend on its batch
+    info = lm.get_model_info()["latent_tts"]
+    seed = info["seed"]
+    assert isinstance(seed, int) and seed != 0 and info["seed_drawn"] is True
+    assert f"seed={seed}" in caplog.text
+    again = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=4, sampling="noise", noise_std=1.0,
+                           seed=seed)
+    assert again.generate_until([payload_req(q) for q in questions]) == together
+    assert again.get_model_info()["latent_tts"]["seed_drawn"] is False
+    other = json.loads(lm.generate_until([payload_req(questions[0], seed=None)])[0])  # gen_kwargs: the run's seed
+    assert other == json.loads(together[0])
+
+
+def test_seed_none_is_the_first_process_seed_on_every_process(ckpts, monkeypatch):
+    """Under accelerate every process uses the seed drawn by process 0 (gathered from all of them)."""
+    import torch
+
+    from lm_eval_latenttts.harness import model as harness_model
+
+    class Accelerator:
+        device = torch.device("cpu")
+
+    monkeypatch.setattr(harness_model, "process_group", lambda: (Accelerator(), 1, 2))
+    monkeypatch.setattr(torch.distributed, "all_gather_object", lambda out, obj: out.__setitem__(slice(None),
+                                                                                                 [7, obj]))
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=2, sampling="noise", seed=None)
+    assert lm.run_config.seed == 7 and lm.rank == 1
+
+
+def test_seed_none_is_kept_by_the_config_and_generate_draws_it_per_call(ckpts, tmp_path):
+    """``LatentGenerationConfig(seed=None)`` saved and loaded stays None (it loaded as the default 0); ``generate``
+    then draws one seed per call from torch's global generator, as transformers' sampling does."""
+    import torch
+
+    from hf_modeling import AutoLatentModel, LatentGenerationConfig, load_latent_tokenizer
+
+    LatentGenerationConfig(seed=None).save_pretrained(tmp_path)
+    assert LatentGenerationConfig.from_pretrained(tmp_path).seed is None
+    assert LatentGenerationConfig().seed == 0
+    model = AutoLatentModel.from_pretrained(ckpts["codi"])
+    tok = load_latent_tokenizer(ckpts["codi"], model.config)
+    enc = tok([model.format_prompt(q) for q in ("What is 1 plus 1?", "What is 2 plus 2?")], return_tensors="pt",
+              padding=True)
+    kw = dict(latent_sampling="noise", noise_std=1.0, num_return_sequences=3, seed=None, return_dict_in_generate=True)
+    torch.manual_seed(5)
+    first = model.generate(**enc, **kw)
+    torch.manual_seed(5)
+    assert torch.equal(model.generate(**enc, **kw).latents, first.latents)  # reproducible with torch.manual_seed
+    assert not torch.equal(model.generate(**enc, **kw).latents, first.latents)  # another call, another seed

@@ -183,6 +183,8 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
     (lambda r: r["n-samples"]["latent_arith"].update(effective=5), "scored 5 of its 20 documents"),
     (lambda r: r["config"]["latent_tts"].update(weights_sha256="0" * 64), "holds other weights"),
     (lambda r: r["config"].update(model="hf"), "not produced by `lm_eval --model latent_tts`"),
+    # issue 21, item 10: an older seed=none run (a seed per batch) overwrote the seed-0 entries
+    (lambda r: r["config"]["latent_tts"]["tasks"]["latent_arith"].update(seed=None), "seed=none run of an older"),
 ])
 def test_export_refuses_other_models_and_partial_runs(evaluated, tmp_path, change, message):
     results, _, model, _, _ = evaluated
@@ -244,7 +246,9 @@ def test_settings_slug_tells_apart_every_setting_that_changes_scores(tmp_path):
     for change in ({"dropout_scope": "latent"}, {"max_new_tokens": 16}, {"latent_length": 4}, {"dtype": "bfloat16"}):
         slugs.add(settings_slug({**base, **change}, rm))
     slugs.add(settings_slug(base, "9" * 64))  # another LatentRM
-    assert len(slugs) == 6
+    slugs.add(settings_slug({**base, "seed": None}, rm))  # seed=none is not seed 0 (issue 21, item 10)
+    slugs.add(settings_slug({**base, "seed": 123}, rm))  # a seed=none run's drawn seed
+    assert len(slugs) == 8
     assert settings_slug({**base, "dtype": "float32"}, rm) == settings_slug(base, rm)  # the default dtype
     adaptive = {**base, "adaptive_rule": "confidence", "adaptive_round": 3, "adaptive_threshold": 0.9,
                 "adaptive_votes": "count"}

@@ -33,6 +33,7 @@ See :mod:`lm_eval_latenttts.harness.arguments`.
 from __future__ import annotations
 
 import logging
+import secrets
 
 import torch
 from lm_eval.api.instance import Instance
@@ -68,6 +69,7 @@ logger = logging.getLogger("lm_eval.latent_tts")
 
 HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
 HARNESS_DEFAULT_BATCH_SIZE = 1  # ... and when no --batch_size is given (an int; the CLI's own value is a str)
+DRAWN_SEEDS = 2**31 - 1  # seed=none draws a seed in 1 .. 2**31 - 1 (never 0, the default seed; short to type)
 
 
 def canonical_answer(answer) -> str | None:
@@ -161,6 +163,8 @@ class LatentTTSModel(LM):
         device = self.accelerator.device if self.accelerator is not None else pick_device(
             self.load_options["device"], harness_default=_harness_device)
         self._device = device
+        # the run's seed for seed=none (model_args or gen_kwargs): drawn once, the same on every process
+        self._drawn_seed, self.seed_drawn = self._all_processes(secrets.randbelow(DRAWN_SEEDS) + 1)[0], False
         self._create_model(pick_dtype(self.load_options["dtype"], device))
         # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here)
         self.run_config = self._resolve(self.base_config, overrides, "model_args")
@@ -181,7 +185,8 @@ class LatentTTSModel(LM):
         a distinct setting); errors name ``source`` and the keys of ``source``.
 
         Warns (once) about settings that run but do not do what their names promise; sampling of strength 0
-        runs as sampling=none, since its N rollouts are identical.
+        runs as sampling=none, since its N rollouts are identical.  ``seed=none`` becomes the run's drawn seed
+        (logged, recorded in the results): a question's samples never depend on its batch.
         """
         try:
             config = self.model.latent_generation_config(
@@ -192,6 +197,10 @@ class LatentTTSModel(LM):
             message = err.named(SHORT_NAMES) if isinstance(err, SettingError) else str(err)
             raise LatentTTSArgumentError(f"latent_tts {source}: {message}") from None
         self._check_window(config, source)
+        if config.seed is None:
+            config.seed, self.seed_drawn = self._drawn_seed, True
+            self._warn_once("seed", "latent_tts: seed=none: this run draws its samples with seed=%d, drawn at random "
+                            "(recorded in the results); pass seed=%d to reproduce them.", config.seed, config.seed)
         for key, message in config.idle_settings(SHORT_NAMES):
             self._warn_once(key, "latent_tts: %s", message)
         if config.latent_sampling is not None and not config.samples:  # as for_backbone leaves sampling=none:
@@ -394,6 +403,7 @@ class LatentTTSModel(LM):
             "rm": self.load_options["rm"],
             "rm_class": type(self.rm).__name__ if self.rm is not None else None,
             **scaling_settings(self.run_config, self.rm is not None),
+            "seed_drawn": self.seed_drawn,  # seed=none: a seed (the one recorded) was drawn for the run
             "batch_size": self.load_options["batch_size"],
             "tasks": dict(sorted(self._task_settings.items())),
             # per task, documents that could not run (a named reason, e.g. a prompt too long for the context

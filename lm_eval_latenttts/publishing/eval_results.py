@@ -163,6 +163,11 @@ def check_results(results: dict, file: Path, model_dir: Path) -> dict:
         if counts.get("effective") != counts.get("original"):
             raise ExportError(f"{file}: task {task} scored {counts.get('effective')} of its {counts.get('original')} "
                               "documents (--limit or --samples). Rerun on the whole task.")
+    if any(settings.get("seed", 0) is None
+           for settings in [info, *(info.get("tasks") or {}).values()] if isinstance(settings, dict)):
+        raise ExportError(f"{file} comes from a seed=none run of an older lm-eval-latenttts, which drew a new seed "
+                          "for every batch: its scores cannot be reproduced. Rerun with this version (it draws one "
+                          "seed for the run and records it) or with model_args seed=<int>.")
     recorded = info.get("weights_sha256")
     if not recorded:
         raise ExportError(f"{file} does not record the evaluated weights' sha256 (an older lm-eval-latenttts?); "
@@ -259,7 +264,8 @@ def settings_slug(settings: dict, rm_sha256: str | None, defaults: dict | None =
         parts += [f"adaptive-{settings['adaptive_rule']}{settings.get('adaptive_threshold')}"
                   f"-k{settings.get('adaptive_round')}"]
     parts += [f"rm{rm_sha256[:8]}"] if rm_sha256 else []
-    parts += [f"seed{settings['seed']}"] if settings.get("seed") not in (None, 0) else []
+    seed = settings.get("seed", 0)  # every seed but the default 0 is named; a seed=none run's is its drawn seed
+    parts += [f"seed{'none' if seed is None else seed}"] if seed != 0 else []
     defaults = slug_defaults() if defaults is None else defaults
     for key, tag in SLUG_EXTRAS.items():
         value = settings.get(key)
@@ -275,8 +281,9 @@ def _strength(settings: dict) -> str:
 
 
 def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] | None = None,
-          dtype: str | None = None) -> str:
-    """Human-readable test-time-scaling settings, what ``metric`` measures and what the run cost per question."""
+          dtype: str | None = None, drawn: bool = False) -> str:
+    """Human-readable test-time-scaling settings, what ``metric`` measures and what the run cost per question;
+    ``drawn``: the seed was drawn at random for the run (``seed=none``)."""
     aggregate = settings.get("aggregate")
     meaning = METRIC_MEANING.get(metric, metric).format(aggregate=aggregate)
     if metric.startswith("pass@"):
@@ -295,7 +302,8 @@ def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] |
     weights = f", weights {dtype}" if dtype else ""
     return (f"lm-eval-latenttts test-time scaling, zero-shot: {meaning}. Latent sampling {sampling}"
             f"{strength.get(sampling, '')}, {budget}, aggregation {how}, LatentRM "
-            f"{rm or 'none'}, seed {settings.get('seed')}{weights}.{spent}")
+            f"{rm or 'none'}, seed {settings.get('seed')}{' (drawn at random for the run)' if drawn else ''}"
+            f"{weights}.{spent}")
 
 
 def relevant(settings: dict) -> dict:
@@ -363,7 +371,7 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
             if metric in COST_METRICS:
                 continue
             variant = metric if filt == "none" else f"{metric}-{filt}"
-            text = notes(settings, metric, rm, costs, dtype) + failed[task]
+            text = notes(settings, metric, rm, costs, dtype, drawn=bool(info.get("seed_drawn"))) + failed[task]
             entry = EvalResultEntry(dataset_id=bench.dataset_id, task_id=bench.task_id, value=value, date=date,
                                     source_url=url, source_name=name, notes=text)
             stem = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{task}_{variant.replace('@', '-at-')}_{slug}")

@@ -111,6 +111,10 @@ class AnnotateConfig:
             recommended = model.latent_generation_config().latent_sampling
             overrides["latent_sampling"] = given[0] if len(given) == 1 else recommended or "dropout"
         config = model.latent_generation_config(None, **overrides)
+        if config.seed is None:  # a seed per call would differ on resume and between ranks
+            raise ValueError("annotation needs a fixed seed (its questions are seeded from (seed, question id), so "
+                             "that a resumed or multi-process run draws the same trajectories); the checkpoint's "
+                             "generation_config.json says seed=null: pass --seed <int>.")
         if not config.samples:
             raise ValueError("annotation needs stochastic trajectories: pass --sampling dropout or noise with a "
                              "strength > 0 (--dropout-p / --noise-std).")
