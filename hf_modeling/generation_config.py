@@ -345,9 +345,9 @@ def _seed(name, value):
         raise ValueError(f"{name} must be an integer in [-2**127, 2**127 - 1]; got {value!r}.")
 
 
-def _number(low, high, high_open=False, low_open=False):
+def _number(low, high, high_open=False, low_open=False, optional=False):
     def check(name, value):
-        if value is None:
+        if value is None and optional:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
             raise ValueError(f"{name} must be a finite number; got {value!r}.")
@@ -364,8 +364,8 @@ def _boolean(name, value):
 
 FIELD_CHECKS = {
     "latent_sampling": _choice(SAMPLING_MODES),
-    "dropout_p": _number(0.0, 1.0, high_open=True),
-    "noise_std": _number(0.0, math.inf),
+    "dropout_p": _number(0.0, 1.0, high_open=True, optional=True),  # None: the backbone's typical strength
+    "noise_std": _number(0.0, math.inf, optional=True),
     "dropout_scope": _choice(DROPOUT_SCOPES),
     "aggregate": _choice((None, *AGGREGATES)),
     "reduction": _choice(REDUCTIONS),

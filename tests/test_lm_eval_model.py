@@ -492,3 +492,39 @@ def test_seed_none_is_kept_by_the_config_and_generate_draws_it_per_call(ckpts, t
     torch.manual_seed(5)
     assert torch.equal(model.generate(**enc, **kw).latents, first.latents)  # reproducible with torch.manual_seed
     assert not torch.equal(model.generate(**enc, **kw).latents, first.latents)  # another call, another seed
+
+
+# ----------------------------------------------------------------------------- None means the same everywhere
+def test_rm_none_from_python_means_no_rm_as_on_the_cli():
+    """Issue 21, item 5: lm-eval's parser in ``simple_evaluate`` turns ``rm=none`` into ``None``, which was filled
+    with the shipped LatentRM (best-of-N then ran with it).  Only a missing ``rm`` means the shipped one."""
+    from lm_eval_latenttts.checkpoints import shipped_rm
+
+    if shipped_rm() is None:
+        pytest.skip("no shipped LatentRM")
+    with pytest.raises(LatentTTSArgumentError, match="needs a LatentRM"):
+        LatentTTSModel.create_from_arg_string("aggregate=best_of_n,rm=none,device=cpu")
+    for spelling in ({"rm": None}, {"rm": "none"}, {"rm": ""}):
+        assert LatentTTSModel.create_from_arg_obj({**spelling, "device": "cpu"}).rm is None, spelling
+    assert LatentTTSModel.create_from_arg_obj({"device": "cpu"}).rm is not None
+
+
+def test_none_spellings_of_model_args_mean_the_same_from_python_and_the_cli():
+    """Sweep of issue 21's kind "None filled with a default that means something else": every model_args key reads
+    Python's ``None`` as the CLI's ``none``; words that meant None for every key ('off', 'greedy') now only say
+    sampling=none; a switch (greedy, adaptive) is true or false, never None; lm-eval's batch_size auto:N is refused."""
+    for key in ("dtype", "device", "batch_size", "max_batch_size", "rm", "revision"):
+        assert parse_model_args({key: None})[0] == parse_model_args({key: "none"})[0] == \
+            parse_model_args({key: "null"})[0], key
+    assert parse_model_args({"dtype": "none"})[0]["dtype"] == "auto"  # not given: picked (it was an error)
+    assert parse_model_args({"batch_size": "none"})[0]["batch_size"] is None  # (it was an error)
+    for value in (None, "none", ""):
+        with pytest.raises(LatentTTSArgumentError, match="leave pretrained out"):
+            parse_model_args({"pretrained": value})  # None was the shipped model, "none" a Hub id 'none'
+    assert parse_model_args({"sampling": "off"})[1]["latent_sampling"] is None
+    bad = [{"aggregate": "off"}, {"aggregate": "greedy"}, {"seed": "off"}, {"latent_length": "greedy"},
+           {"greedy": None}, {"greedy": "none"}, {"adaptive": "null"}, {"adaptive_threshold": None},
+           {"batch_size": "auto:4"}]
+    for args in bad:  # each was read as something else: auto aggregation, a random seed, ..., no greedy row
+        with pytest.raises(LatentTTSArgumentError):
+            parse_model_args(args)

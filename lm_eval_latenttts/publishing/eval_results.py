@@ -332,6 +332,21 @@ def _metrics(task_results: dict):
             yield metric, filt, float(value)
 
 
+def _date(results: dict, file: Path) -> str:
+    """When the run started (lm-eval's ``date``, a Unix time) in the eval-results format; an error without one
+    (a missing date was written as 1970-01-01)."""
+    stamp = results.get("date")
+    if isinstance(stamp, str):
+        try:
+            stamp = float(stamp)
+        except ValueError:
+            stamp = None
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or stamp <= 0:
+        raise ExportError(f"{file} does not record when the evaluation ran (its 'date' is {results.get('date')!r}); "
+                          "it is not a complete lm-eval results file.")
+    return datetime.fromtimestamp(float(stamp), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # ------------------------------------------------------------------------------------ writing
 def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] | None = None,
                    repo_id: str | None = None, source_url: str | None = None,
@@ -356,7 +371,7 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     chosen = {task: task_benchmark(results, info, task, benchmarks or {}) for task in tasks}
     url = source_url or (f"https://huggingface.co/{repo_id}" if repo_id else None)
     name = source_name or ("lm-eval-harness results (lm-eval-latenttts)" if url else None)
-    date = datetime.fromtimestamp(float(results.get("date") or 0), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    date = _date(results, file)
     rm = rm_label(info)
     rm_sha256 = info.get("rm_weights_sha256") if info.get("rm") else None
     dtype = dtype_name(info.get("dtype"))

@@ -216,16 +216,17 @@ def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config
 
 
 def _dist_state():
+    """(rank, world size, device, barrier): accelerate's; without accelerate installed, one process.  Any other
+    error is raised: a process of a multi-process run that went on alone would annotate every question."""
     try:
         from accelerate import PartialState
         from accelerate.utils import parse_flag_from_env
-
-        # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself: without cpu=True two CPU
-        # processes of `accelerate launch --multi_gpu` each see a world of one and annotate every question
-        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-        return state.process_index, state.num_processes, state.device, state.wait_for_everyone
-    except Exception:  # pragma: no cover - accelerate unusable: single process
+    except ImportError:  # pragma: no cover - accelerate is a dependency
         return 0, 1, torch.device("cpu"), lambda: None
+    # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself: without cpu=True two CPU
+    # processes of `accelerate launch --multi_gpu` each see a world of one and annotate every question
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    return state.process_index, state.num_processes, state.device, state.wait_for_everyone
 
 
 def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_done=None) -> dict:

@@ -53,13 +53,12 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------ the model
 def load_rm(init, dtype=torch.float32):
     """(rm, tokenizer or None, source kind 'rm' | 'backbone'): an existing RM, or a new head on a backbone."""
-    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer, resolve_checkpoint
+    from hf_modeling.auto import has_tokenizer
 
     rm, source = AutoLatentModel.rm_from_pretrained(init, dtype=dtype)
-    try:
-        tokenizer = load_latent_tokenizer(init)
-    except Exception:  # noqa: BLE001 - an RM folder without tokenizer files: the annotation's backbone has one
-        tokenizer = None
+    # an RM folder without tokenizer files: the annotation's backbone has one; damaged files are an error
+    tokenizer = load_latent_tokenizer(init) if has_tokenizer(resolve_checkpoint(init)) else None
     return rm, tokenizer, source
 
 
@@ -248,8 +247,9 @@ def _checked_rm(init, ds, ann_config: dict):
 
         try:
             backbone_config, _ = latent_config(ann_config["model"])
-        except Exception:
-            backbone_config = None
+        except (OSError, ValueError) as err:  # the RM is checked against it: an unreadable backbone is no pass
+            raise ValueError(f"The annotation's backbone {ann_config['model']} cannot be read to check the LatentRM "
+                             f"against it ({type(err).__name__}: {err}); restore it, or annotate again.") from err
         if tokenizer is None:
             from hf_modeling import load_latent_tokenizer
 
