@@ -94,9 +94,12 @@ def test_bad_gen_kwargs(ckpts):
 
 # ----------------------------------------------------------------------------- harness formats
 def test_builtin_gsm8k_zero_shot_and_filters(ckpts):
+    from test_harness_flags import gsm8k_requests
+
     lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", dropout_p=0.1)
-    gen = {"until": ["Question:", "</s>", "<|im_end|>"], "do_sample": False, "temperature": 0.0}
-    harness = lm.generate_until([req("Question: Tom has 3 apples. How many?\nAnswer:", **gen)])[0]
+    (request,) = gsm8k_requests([{"question": "Tom has 3 apples. How many?", "answer": "#### 3"}])
+    assert request.args[0] == "Question: Tom has 3 apples. How many?\nAnswer:"
+    harness = lm.generate_until([request])[0]
     bare = json.loads(lm.generate_until([payload_req("Tom has 3 apples. How many?")])[0])
     assert harness == f"#### {bare['answer']}"  # the harness wrapper is stripped: same question, same answer
     strict = re.findall(r"#### (\-?[0-9\.\,]+)", harness)  # gsm8k's strict-match
@@ -104,11 +107,14 @@ def test_builtin_gsm8k_zero_shot_and_filters(ckpts):
     assert strict and strict[0] == bare["answer"] and flexible[-1] == bare["answer"]
 
 
-def test_few_shot_context_is_a_clear_error(ckpts):
+def test_few_shot_context_is_a_clear_error(ckpts, monkeypatch):
+    from test_harness_flags import gsm8k_requests
+
     lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
-    ctx = "Question: 1+1?\nAnswer: 2\n\nQuestion: 2+2?\nAnswer: 4\n\nQuestion: 3+3?\nAnswer:"
-    with pytest.raises(ValueError, match="zero-shot"):
-        lm.generate_until([req(ctx, until=["Question:"])])
+    monkeypatch.setattr(lm.model, "rollout", lambda *a, **k: pytest.fail("no compute before the refusal"))
+    docs = [{"question": f"What is {i} plus {i}?", "answer": f"#### {2 * i}"} for i in range(3)]
+    with pytest.raises(ValueError, match="2 few-shot example.*zero-shot"):
+        lm.generate_until(gsm8k_requests(docs, num_fewshot=2))
 
 
 def test_loglikelihood_not_supported(ckpts):

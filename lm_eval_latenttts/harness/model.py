@@ -20,9 +20,10 @@ sampling stopped, which their ``process_results`` turns into metric rows; any ot
 generation task (e.g. the built-in ``gsm8k`` with ``--num_fewshot 0``) gets
 ``"#### <answer>"``.
 The model gets the bare question (``harness.context``: the document's
-question, its template's labels such as ``"Question: ...\\nAnswer:"`` dropped);
-a context with more (few-shot examples, ``--system_instruction``, a
-description) is an error: latent reasoning models are evaluated zero-shot.
+question, its template's labels such as ``"Question: ...\\nAnswer:"`` dropped,
+known from what lm-eval says it built the context from); a context with more
+(few-shot examples, ``--system_instruction``, a description, an instruction in
+``doc_to_text``) is an error: latent reasoning models are evaluated zero-shot.
 A task's ``repeats: K`` hands the model K copies of a request: copy r draws
 samples r*N .. r*N+N-1 of the question (N = n), so the K responses are
 disjoint samples, each a function of (seed, question, settings, r); the greedy
@@ -479,10 +480,14 @@ def _is_harness_default_batch_size(value) -> bool:
 
 
 def _register() -> None:
-    """Registering on import covers processes without the .pth hook (e.g. running from a source tree)."""
+    """Registering on import covers processes without the .pth hook (e.g. running from a source tree); the
+    contexts of lm-eval's tasks carry what they were built from from now on (``harness.context.install``): the
+    model is created before any task builds its requests."""
+    from lm_eval_latenttts.harness.context import install
     from lm_eval_latenttts.harness.plugin import register_model
 
     register_model()
+    install()
 
 
 _register()
