@@ -117,6 +117,9 @@ def _configure_train_rm(p):
                    help="fraction of annotated questions held out for recall@1 evaluation")
     p.add_argument("--eval-annotations", default=None,
                    help="a separate annotation folder for evaluation (then nothing is held out)")
+    p.add_argument("--allow-incomplete-annotations", action="store_true",
+                   help="train on an annotation run that did not annotate every question of its data file "
+                        "(interrupted or still running); refused by default")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every K optimizer steps (0: each epoch)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every K optimizer steps (0: each epoch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head init, shuffling and the eval split")

@@ -1,5 +1,6 @@
 """LatentRM losses and training on tiny random checkpoints (no Hub, no network)."""
 
+import hashlib
 import json
 import math
 import os
@@ -102,9 +103,13 @@ def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HI
             "answers": ["1" if c else "2" for c in recorded], "answer_texts": [""] * n, "num_continuations": 4,
         })
     folder.mkdir(parents=True, exist_ok=True)
+    data = folder.parent / f"{folder.name}-questions.json"  # the data file an annotate run records, complete
+    data.write_text(json.dumps([{"question": r["question"], "answer": r["gold"]} for r in rows]))
     (folder / ann.CONFIG_FILE).write_text(json.dumps({"model": str(backbone_dir), "num_trajectories": n,
                                                       "num_continuations": 4, "sampling": "dropout",
-                                                      "dropout_p": 0.1, "data": "synthetic"}))
+                                                      "dropout_p": 0.1, "data": str(data),
+                                                      "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+                                                      "limit": None, "skip_bad_rows": False}))
     ann.write_shard(folder, 0, rows, list(range(questions)), [])
     return folder
 
@@ -307,3 +312,30 @@ def test_bad_inputs(backbone_dir, tmp_path):
         train_rm(TrainConfig(annotations=str(wide), output_dir=str(tmp_path / "o"), progress=False))
     with pytest.raises(ValueError, match="loss"):
         TrainConfig(annotations="x", output_dir="y", loss="mse").validate()
+
+
+def test_an_incomplete_annotation_run_is_refused(backbone_dir, tmp_path, caplog):
+    """Issue 21, item 8: train-rm trained on 1 of 16 shards without a word.  annotation_config.json records the
+    data file and its sha256, so the questions the run must cover are known: fewer is refused unless asked for."""
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=6)
+    data = Path(json.loads((folder / ann.CONFIG_FILE).read_text())["data"])
+    rows = json.loads(data.read_text())
+    settings = dict(output_dir=str(tmp_path / "rm"), max_steps=1, batch_size=2, eval_fraction=0.0, progress=False)
+    data.write_text(json.dumps(rows + [{"question": "q6", "answer": "1"}, {"question": "q7", "answer": "2"}]))
+    config = json.loads((folder / ann.CONFIG_FILE).read_text())
+    (folder / ann.CONFIG_FILE).write_text(json.dumps({**config, "data_sha256": hashlib.sha256(
+        data.read_bytes()).hexdigest()}))  # as a run over 8 questions that wrote the shard of the first 6
+    with pytest.raises(ValueError, match="6 of the 8 questions .* are annotated \\(2 missing, from question id 6\\)"):
+        train_rm(TrainConfig(annotations=str(folder), **settings))
+    assert not (tmp_path / "rm").exists()
+    summary = train_rm(TrainConfig(annotations=str(folder), allow_incomplete_annotations=True, **settings))
+    assert summary["optimizer_steps"] == 1 and "--allow-incomplete-annotations" in caplog.text
+    data.write_text(json.dumps(rows))  # the data file changed since: the count cannot be known
+    with pytest.raises(ValueError, match="changed since"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm2")}))
+    (folder / ann.CONFIG_FILE).write_text(json.dumps({k: v for k, v in config.items() if k != "data_sha256"}))
+    with pytest.raises(ValueError, match="not written by annotate"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm3")}))
+    (folder / ann.CONFIG_FILE).write_text("{")
+    with pytest.raises(ValueError, match="annotation_config.json is damaged"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm4")}))

@@ -138,6 +138,31 @@ class AnnotateConfig:
         }
 
 
+def incomplete(folder, recorded: dict) -> str | None:
+    """Why the annotation run in ``folder`` (its ``annotation_config.json``: ``recorded``) is not known to be
+    complete, or None when its shards cover every question of its data file (kept or dropped).
+
+    The expected questions are those of the recorded data file (checked by its sha256), ``limit`` and
+    ``skip_bad_rows``, as the run read them; a run killed or still running has fewer.
+    """
+    data, digest = recorded.get("data"), recorded.get("data_sha256")
+    if not data or not digest:
+        return (f"{Path(folder) / store.CONFIG_FILE} does not record its data file and the file's sha256 (it was "
+                "not written by annotate), so whether every question was annotated cannot be told")
+    if not Path(data).is_file():
+        return f"its data file {data} is gone, so whether every question was annotated cannot be told"
+    if _file_sha256(data) != digest:
+        return f"its data file {data} changed since (sha256), so whether every question was annotated cannot be told"
+    expected = {q["question_id"] for q in load_questions(data, recorded.get("limit"),
+                                                         skip_bad_rows=bool(recorded.get("skip_bad_rows")))}
+    missing = sorted(expected - store.done_question_ids(folder))
+    if missing:
+        return (f"{len(expected) - len(missing)} of the {len(expected)} questions of {data} are annotated "
+                f"({len(missing)} missing, from question id {missing[0]}): the annotate run was interrupted or is "
+                "still running; rerun the same annotate command to finish it")
+    return None
+
+
 def _file_sha256(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -333,4 +358,4 @@ def _annotate_questions(config: AnnotateConfig, model, tokenizer, generation, mi
     stats["continuations_per_s"] = stats["continuations"] / max(stats["seconds"], 1e-9)
 
 
-__all__ = ["AnnotateConfig", "annotate", "annotate_question", "load_questions", "question_seed"]
+__all__ = ["AnnotateConfig", "annotate", "annotate_question", "incomplete", "load_questions", "question_seed"]

@@ -40,17 +40,25 @@ SUMMARY_FILE = "training_summary.json"  # in OUT, next to the final RM: marks a 
 
 
 def annotation_settings(annotations):
+    """The annotation run's recorded settings (``annotation_config.json``), ``{}`` when the folder has none."""
     path = Path(annotations) / CONFIG_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {}
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); it records the annotation run's settings: "
+                         "restore it, or annotate again into a new folder.") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path} is not a JSON object; restore it, or annotate again into a new folder.")
+    return settings
 
 
 # Not recorded: where the run writes or publishes, how fast it runs, and when it checkpoints (resume continues
 # exactly from any checkpoint, so --save-every changes neither the weights nor the history); ``extra`` is
 # never read by training.
 _UNRECORDED = {"output_dir", "resume", "overwrite", "push_to_hub", "hub_private", "threads", "progress", "extra",
-               "save_every", "base_model", "license"}
+               "save_every", "base_model", "license", "allow_incomplete_annotations"}
 
 
 def _local_path(path):

@@ -107,6 +107,7 @@ class TrainConfig:
     hub_private: bool = False
     base_model: str | None = None  # model card: Hub id of the initial checkpoint (default: derived from init)
     license: str | None = None  # model card license
+    allow_incomplete_annotations: bool = False  # train on an annotation run that did not annotate every question
     threads: int | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)  # informational (e.g. the recipe): recorded in the summary as is
@@ -225,6 +226,8 @@ def _annotation(cfg: TrainConfig):
     """(annotation settings, annotated dataset, N, init checkpoint), checked for this loss."""
     ann_config = annotation_settings(cfg.annotations)
     ds = load_annotations(cfg.annotations)
+    for folder in filter(None, (cfg.annotations, cfg.eval_annotations)):
+        _check_complete(folder, cfg.allow_incomplete_annotations)
     n_max = max(len(c) for c in ds["correct"])
     if cfg.loss == "contrastive" and n_max < 2:
         raise ValueError(
@@ -235,6 +238,20 @@ def _annotation(cfg: TrainConfig):
     if not init:
         raise ValueError("No --init checkpoint given and the annotation folder does not name its backbone.")
     return ann_config, ds, n_max, init
+
+
+def _check_complete(folder, allow: bool) -> None:
+    """Refuse an annotation run that is not known to be complete (``annotate.incomplete``) unless ``allow``."""
+    from lm_eval_latenttts.training.annotate import incomplete
+
+    reason = incomplete(folder, annotation_settings(folder))
+    if reason is None:
+        return
+    if not allow:
+        raise ValueError(f"Annotation folder {folder}: {reason}. Pass --allow-incomplete-annotations to train on "
+                         "the questions it holds anyway.")
+    logger.warning("Annotation folder %s: %s; training on the questions it holds (--allow-incomplete-annotations).",
+                   folder, reason)
 
 
 def _checked_rm(init, ds, ann_config: dict):
