@@ -48,6 +48,11 @@ from .latent_state import (
 )
 
 
+# generate() arguments of the released LatentTTS reference code -> the LatentGenerationConfig field of the same meaning
+REFERENCE_NAMES = {"max_latent_length": "latent_length"}
+REFERENCE_MEANING = {"max_latent_length": "the latent steps of a fixed-length backbone, the cap of CoLaR's dynamic ones"}
+
+
 class PromptTooLongError(ValueError):
     """A prompt with the latent steps and the end marker leaves no room for one answer token in the model's
     context window (``context_room``): a named failure of one question, which the lm-eval harness scores as
@@ -104,6 +109,11 @@ class LatentGenerationMixin:
         if not overrides and isinstance(generation_config, LatentGenerationConfig) and \
                 generation_config.resolved_for(self.latent_kind):
             return generation_config
+        renamed = sorted(set(overrides) & set(REFERENCE_NAMES))
+        if renamed:
+            raise TypeError("; ".join(
+                f"{name} is the released LatentTTS reference's name of {REFERENCE_NAMES[name]}: pass "
+                f"{REFERENCE_NAMES[name]}={overrides[name]!r} ({REFERENCE_MEANING[name]})" for name in renamed) + ".")
         unknown = sorted(set(overrides) - ROLLOUT_FIELDS)
         if unknown:
             raise TypeError(

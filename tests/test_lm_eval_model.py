@@ -256,6 +256,24 @@ def test_rm_that_does_not_match_the_backbone(ckpts):
         LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["coconut"]), device="cpu")
 
 
+def test_a_latent_rm_as_pretrained_says_it_belongs_in_rm(ckpts):
+    """Issue 21, item 12: it failed with "AttributeError: ... no attribute 'generation_config'"."""
+    with pytest.raises(LatentTTSArgumentError, match=r"is a LatentRM .*pass it as rm="):
+        LatentTTSModel(pretrained=str(ckpts["rm"]), device="cpu")
+
+
+def test_the_references_max_latent_length_names_latent_length(ckpts):
+    """Issue 21, item 13: the released reference's ``generate(max_latent_length=K)`` (CoLaR's cap) was refused with
+    a list of fields that did not say that ``latent_length`` is the same thing."""
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+
+    model = AutoLatentModel.from_pretrained(ckpts["colar"])
+    tok = load_latent_tokenizer(ckpts["colar"], model.config)
+    with pytest.raises(TypeError, match=r"max_latent_length is the released LatentTTS reference's name of "
+                                        r"latent_length: pass latent_length=3"):
+        model.generate(**tok([model.format_prompt("What is 1 plus 1?")], return_tensors="pt"), max_latent_length=3)
+
+
 def test_unreachable_hub_id_offline():
     with pytest.raises(OSError, match="offline|download"):
         LatentTTSModel(pretrained="ModalityDance/no-such-latent-model", device="cpu")

@@ -143,6 +143,11 @@ def load_models(pretrained: str, rm_path: str | None, revision: str | None, dtyp
     from hf_modeling.modeling_latent_rm import LatentRMMixin
 
     model = AutoLatentModel.from_pretrained(pretrained, revision=revision, dtype=dtype)
+    if isinstance(model, LatentRMMixin):
+        raise LatentTTSArgumentError(
+            f"latent_tts model_args: pretrained={pretrained!r} is a LatentRM ({type(model).__name__}), which scores "
+            "latent steps but cannot answer: pass it as rm=<it> and a latent backbone (COCONUT, CODI, CoLaR) as "
+            "pretrained=, or leave pretrained out for the shipped model.")
     model.to(device).eval()
     single_thread_for_tiny_cpu_models(model, device)
     tokenizer = load_latent_tokenizer(pretrained, model.config, revision=revision)
