@@ -55,7 +55,7 @@ def _responses(task_manager, lm, data, monkeypatch, questions=QUESTIONS):
 SETTINGS = {
     "dropout+rm": dict(n=4, sampling="dropout", dropout_p=0.3, rm=True),
     "noise+rm, n=5": dict(n=5, sampling="noise", noise_std=1.0, rm=True),
-    "beam": dict(n=4, sampling="dropout", dropout_p=0.3, rm=True, aggregate="beam", beams=2, candidates=2),
+    "beam": dict(sampling="dropout", dropout_p=0.3, rm=True, aggregate="beam", beams=2, candidates=2),
     "greedy": dict(n=1),
 }
 

@@ -256,6 +256,20 @@ def test_rm_that_does_not_match_the_backbone(ckpts):
         LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["coconut"]), device="cpu")
 
 
+def test_settings_that_beam_search_cannot_honour_are_refused(ckpts, caplog):
+    """Minor item of issue 21: aggregate=beam,n=16 ran beam search with its B beams, ignoring n=16 without a word."""
+    kw = dict(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm"]), device="cpu", sampling="dropout")
+    for extra in ({"n": 16}, {"adaptive": True}):
+        with pytest.raises(LatentTTSArgumentError, match=r"cannot apply with aggregate=beam.*beams=2 beams"):
+            LatentTTSModel(aggregate="beam", beams=2, candidates=2, **extra, **kw)
+    lm = LatentTTSModel(n=16, **kw)
+    with pytest.raises(LatentTTSArgumentError, match="gen_kwargs: n=16 cannot apply"):
+        lm.generate_until([payload_req("q", aggregate="beam", n=16)])  # n=16 is the run's n, asked for again
+    out = json.loads(lm.generate_until([payload_req("What is 1 plus 1?", aggregate="beam", beams=2,
+                                                    candidates=2)])[0])
+    assert out["n"] == 2 and "model_args n=16 do not apply" in caplog.text  # a task's beam: said, not refused
+
+
 def test_a_latent_rm_as_pretrained_says_it_belongs_in_rm(ckpts):
     """Issue 21, item 12: it failed with "AttributeError: ... no attribute 'generation_config'"."""
     with pytest.raises(LatentTTSArgumentError, match=r"is a LatentRM .*pass it as rm="):

@@ -169,6 +169,8 @@ class LatentTTSModel(LM):
         self._create_model(pick_dtype(self.load_options["dtype"], device))
         # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here)
         self.run_config = self._resolve(self.base_config, overrides, "model_args")
+        self._given = set(overrides)  # the settings model_args name: a setting that cannot apply is refused
+        self._check_given(self.run_config, self._given, "model_args")
         sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
         self.load_options["batch_size"], self.load_options["max_batch_size"] = sizes
         self.batches = BatchRunner(*sizes, device)
@@ -208,6 +210,27 @@ class LatentTTSModel(LM):
             config.latent_sampling = config.dropout_p = config.noise_std = None  # valid, so not validated again
         return config
 
+    def _check_given(self, config, given: set, source: str, run_given: set = frozenset()) -> None:
+        """Refuse a setting asked for (in ``source``: ``given``) that the chosen aggregation cannot honour: beam
+        search keeps B beams of C candidates (``n`` would be ignored) and draws no rounds (``adaptive``).  One the
+        run's model_args asked for (``run_given``) while a task's gen_kwargs choose beam search is said once."""
+        if config.selection(self.rm is not None) != "beam":
+            return
+
+        def ignored(fields: set) -> list[str]:
+            found = [f"n={config.num_return_sequences}"] if "num_return_sequences" in fields else []
+            return found + (["adaptive=true"] if "adaptive" in fields and config.adaptive else [])
+
+        why = (f"RM-guided beam search keeps beams={config.latent_beams} beams of candidates="
+               f"{config.latent_candidates} candidates each (B*C rollouts per latent step) and returns the B beams")
+        if ignored(given):
+            raise LatentTTSArgumentError(
+                f"latent_tts {source}: {' and '.join(ignored(given))} cannot apply with aggregate=beam: {why}. Leave "
+                "it out, and size the search with beams= and candidates=.")
+        if ignored(run_given - given):
+            self._warn_once("beam_ignores", "latent_tts: a task's gen_kwargs choose aggregate=beam, so model_args %s "
+                            "do not apply to it: %s.", " and ".join(ignored(run_given - given)), why)
+
     def _check_window(self, config, source: str) -> None:
         """Refuse a setting under which no question can run: its latent steps, the end marker and one answer token
         do not fit in the context window even after the shortest prompt (a one-token question)."""
@@ -238,6 +261,7 @@ class LatentTTSModel(LM):
                             "greedily after the latent phase).", name)
         changes = {k: v for k, v in overrides.items() if getattr(self.run_config, k) != v}
         config = self._resolve(self.run_config, overrides, "gen_kwargs") if changes else self.run_config
+        self._check_given(config, set(overrides), "gen_kwargs", run_given=self._given)
         distinct = (config.to_json_string(use_diff=False), payload)
         if distinct not in self._distinct:
             how = AGGREGATIONS[config.selection(self.rm is not None)]
