@@ -8,6 +8,7 @@ by a folder (``fake_hub_lm_eval.py``); then ``export-results`` of its results fi
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -222,6 +223,33 @@ def test_export_refuses_a_run_with_failed_documents_or_says_so(evaluated, tmp_pa
                      "--allow-failed-documents"]) == 0
     entries = [parse_eval_result_entries(yaml.safe_load(p.read_text()))[0] for p in (folder / ".eval_results").glob("*")]
     assert entries and all("3 of 20 documents could not run" in e.notes for e in entries)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--benchmark", "latent_arith=../../etc/x:../../../y"], "is not a Hugging Face Hub repo id"),
+    (["--benchmark", "latent_arith=me/arith:../../y"], "is not a task id"),
+    (["--benchmark", "latent_arith=me/arith", "--benchmark", "latent_gsm8k=me/gsm8k"], "which .* has no scores"),
+    (["--benchmark", "latent_arith=me/arith", "--repo-id", "you/bad name../$(id)"], "--repo-id .* not a Hugging Face"),
+])
+def test_export_refuses_what_the_hub_would_refuse(evaluated, tmp_path, args, message, capsys):
+    """Minor item of issue 21: --benchmark path components and a --repo-id the Hub refuses were written into
+    .eval_results/ unchecked; a --benchmark of a task the results do not have was ignored."""
+    _, file, model, _, _ = evaluated
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    assert cli.main(["export-results", str(file), "--model-dir", str(folder), *args]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (folder / ".eval_results").exists() and not (folder / "README.md").exists()
+
+
+def test_hub_ids_are_checked_before_any_upload_or_training(tmp_path):
+    from lm_eval_latenttts.training.rm_training import TrainConfig
+
+    with pytest.raises(ValueError, match="not a Hugging Face Hub repo id"):
+        push_to_hub(tmp_path, "you/bad name../$(id)")
+    for flag in ("push_to_hub", "base_model"):
+        with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} .* not a Hugging Face Hub repo id"):
+            TrainConfig(annotations="a", output_dir="o", **{flag: "../x/y"}).validate()
 
 
 def test_export_refuses_a_folder_with_another_model(evaluated, tmp_path):

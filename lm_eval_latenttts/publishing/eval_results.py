@@ -81,15 +81,26 @@ def _default_benchmarks() -> dict[str, Benchmark]:
 
 
 def parse_benchmarks(items: list[str]) -> dict[str, Benchmark]:
-    """``["TASK=DATASET[:TASK_ID]", ...]`` (``--benchmark``) -> {task: Benchmark}."""
+    """``["TASK=DATASET[:TASK_ID]", ...]`` (``--benchmark``) -> {task: Benchmark}; the dataset must be a Hub
+    dataset id as the Hub validates it and the task id one name (they are written into the results files)."""
+    from lm_eval_latenttts.publishing.identity import check_repo_id, check_task_id
+
     found = {}
     for item in items:
         task, _, target = item.partition("=")
         dataset, _, task_id = target.partition(":")
+        task, dataset, task_id = task.strip(), dataset.strip(), task_id.strip()
         if not task or "/" not in dataset:
             raise ExportError(f"--benchmark {item!r}: expected TASK=DATASET[:TASK_ID] with a Hub dataset id "
                               "such as openai/gsm8k, e.g. --benchmark latent_gsm8k=openai/gsm8k:gsm8k.")
-        found[task.strip()] = Benchmark(dataset.strip(), (task_id or dataset.split("/")[-1]).strip())
+        if task in found:
+            raise ExportError(f"--benchmark names task {task!r} twice; give each task one benchmark.")
+        try:
+            check_repo_id(dataset, f"--benchmark {item!r}: the dataset", namespace=True)
+            check_task_id(task_id or dataset.split("/")[-1], f"--benchmark {item!r}")
+        except ValueError as err:
+            raise ExportError(str(err)) from None
+        found[task] = Benchmark(dataset, task_id or dataset.split("/")[-1])
     return found
 
 
@@ -362,11 +373,22 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     from hf_modeling.hub import card_metadata, render_card
     from lm_eval_latenttts.publishing.model_card import read_card, update_model_index
 
+    from lm_eval_latenttts.publishing.identity import check_repo_id
+
     model_dir = Path(model_dir)
+    if repo_id is not None:
+        try:
+            check_repo_id(repo_id, "--repo-id")
+        except ValueError as err:
+            raise ExportError(str(err)) from None
     results, file = load_results(results_path)
     info = check_results(results, file, model_dir)
     groups = set(results.get("group_subtasks") or {})
     tasks = [t for t in sorted(results["results"]) if t not in groups]
+    unknown = sorted(set(benchmarks or {}) - set(tasks))
+    if unknown:
+        raise ExportError(f"--benchmark names {', '.join(unknown)}, which {file} has no scores of (its tasks: "
+                          f"{', '.join(tasks)}).")
     failed = failed_documents(results, info, file, tasks, allow_failed_documents)
     chosen = {task: task_benchmark(results, info, task, benchmarks or {}) for task in tasks}
     url = source_url or (f"https://huggingface.co/{repo_id}" if repo_id else None)

@@ -147,6 +147,12 @@ class TrainConfig:
             raise bad("--threads", ">= 1", self.threads)
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one.")
+        from lm_eval_latenttts.publishing.identity import check_repo_id
+
+        if self.push_to_hub is not None:  # refused before training, not after it
+            check_repo_id(self.push_to_hub, "--push-to-hub")
+        if self.base_model is not None:  # the card's base_model names a Hub model
+            check_repo_id(self.base_model, "--base-model")
 
 
 def _lora(model, cfg):
