@@ -566,3 +566,10 @@ def test_none_spellings_of_model_args_mean_the_same_from_python_and_the_cli():
     for args in bad:  # each was read as something else: auto aggregation, a random seed, ..., no greedy row
         with pytest.raises(LatentTTSArgumentError):
             parse_model_args(args)
+
+
+def test_payload_marker_must_be_a_boolean(ckpts):
+    """Sweep of issue 21 (input read more leniently than it says): latent_tts_payload: "false" (quoted) was True."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
+    with pytest.raises(LatentTTSArgumentError, match="latent_tts_payload='false' must be true or false"):
+        lm.generate_until([req("What is 1 plus 1?", latent_tts_payload="false")])

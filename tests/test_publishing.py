@@ -242,6 +242,18 @@ def test_export_refuses_what_the_hub_would_refuse(evaluated, tmp_path, args, mes
     assert not (folder / ".eval_results").exists() and not (folder / "README.md").exists()
 
 
+def test_a_damaged_checkpoint_config_stops_the_export(evaluated, tmp_path):
+    """Sweep of issue 21 (an exception turned into a default): an unreadable generation_config.json of the model
+    folder was read as {}, so the slug was made against the library's defaults, not the checkpoint's."""
+    _, file, model, _, _ = evaluated
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    (folder / "generation_config.json").write_text("{")
+    with pytest.raises(ExportError, match="generation_config.json is damaged"):
+        export_results(file, folder, benchmarks={"latent_arith": Benchmark("me/arith", "arith")})
+    assert not (folder / ".eval_results").exists()
+
+
 def test_hub_ids_are_checked_before_any_upload_or_training(tmp_path):
     from lm_eval_latenttts.training.rm_training import TrainConfig
 

@@ -339,3 +339,20 @@ def test_an_incomplete_annotation_run_is_refused(backbone_dir, tmp_path, caplog)
     (folder / ann.CONFIG_FILE).write_text("{")
     with pytest.raises(ValueError, match="annotation_config.json is damaged"):
         train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm4")}))
+
+
+def test_an_error_in_the_held_out_loss_is_raised_not_dropped(backbone_dir, tmp_path, monkeypatch):
+    """Sweep of issue 21 (an exception turned into a score): evaluate() dropped any ValueError of the held-out loss,
+    so eval_loss silently averaged fewer batches; only a batch without two trajectories to compare has no loss."""
+    from lm_eval_latenttts.training import rm_objective
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=2)
+    ds = ann.load_annotations(folder)
+    rm, _, _ = load_rm(str(backbone_dir))
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id)([question_example(r) for r in ds])
+    assert rm_objective.evaluate(rm, [batch], "contrastive")["eval_loss"] > 0
+    monkeypatch.setattr(rm_objective, "compute_loss", lambda *a, **k: (_ for _ in ()).throw(ValueError("shape bug")))
+    with pytest.raises(ValueError, match="shape bug"):
+        rm_objective.evaluate(rm, [batch], "contrastive")
+    one, two = torch.ones(1, 1, 3, dtype=torch.bool), torch.ones(1, 2, 3, dtype=torch.bool)
+    assert not rm_objective.comparable(one.float(), one) and rm_objective.comparable(two.float(), two)

@@ -198,7 +198,10 @@ def request_overrides(gen_kwargs: dict | None) -> tuple[dict, list[str], bool]:
     ours, ignored, payload = {}, [], False
     for key, value in (gen_kwargs or {}).items():
         if key == PAYLOAD_KEY:
-            payload = bool(value)
+            if not isinstance(value, bool):  # "false" in quotes would have been True
+                raise LatentTTSArgumentError(f"latent_tts gen_kwargs: {PAYLOAD_KEY}={value!r} must be true or false "
+                                             "(a YAML boolean, unquoted).")
+            payload = value
         elif key in GENERATION_KEYS:
             ours[key] = value
         elif key in HARNESS_GEN_KEYS:

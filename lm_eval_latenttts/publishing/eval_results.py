@@ -243,11 +243,18 @@ def slug_defaults(model_dir=None) -> dict:
 
 
 def _json(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when there is no such file); a damaged one is an error (read as {}, it gave
+    the library's defaults, and the slug named settings the run did not use)."""
+    if not path.is_file():
+        return {}
     try:
-        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        found = {}
-    return found if isinstance(found, dict) else {}
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ExportError(f"{path} is damaged ({type(err).__name__}: {err}); the export reads the checkpoint's own "
+                          "settings from it. Restore it from the checkpoint.") from None
+    if not isinstance(found, dict):
+        raise ExportError(f"{path} is not a JSON object; restore it from the checkpoint.")
+    return found
 
 
 def dtype_name(dtype) -> str | None:

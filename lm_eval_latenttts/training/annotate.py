@@ -102,6 +102,10 @@ class AnnotateConfig:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}.")
+        for name in ("limit", "threads"):  # --limit -1 dropped the last question, --threads 0 meant all threads
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 (or left out); got {value!r}.")
 
     def resolve(self, model):
         """The run's ``LatentGenerationConfig``: the backbone's recommended settings, then ``generation``."""

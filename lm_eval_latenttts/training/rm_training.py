@@ -145,6 +145,8 @@ class TrainConfig:
             raise bad("--eval-fraction", "in [0, 1)", self.eval_fraction)
         if self.threads is not None and self.threads < 1:
             raise bad("--threads", ">= 1", self.threads)
+        if self.init is not None and not str(self.init).strip():
+            raise bad("--init", "a checkpoint folder or Hub id (or left out for the annotation's backbone)", self.init)
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one.")
         from lm_eval_latenttts.publishing.identity import check_repo_id
@@ -240,7 +242,7 @@ def _annotation(cfg: TrainConfig):
             "The step-wise contrastive loss needs N >= 2 trajectories per question, but the annotation has "
             f"N = {n_max}. Annotate with --num-trajectories >= 2, or use --loss bce."
         )
-    init = cfg.init or ann_config.get("model")
+    init = cfg.init if cfg.init is not None else ann_config.get("model")
     if not init:
         raise ValueError("No --init checkpoint given and the annotation folder does not name its backbone.")
     return ann_config, ds, n_max, init
