@@ -60,7 +60,8 @@ class PromptTooLongError(ValueError):
 
 
 def _base_seed(seed: int | None, generator: torch.Generator | None) -> int:
-    """The run's seed: a draw from ``generator`` when one is given, else ``seed``, else torch's global generator."""
+    """The call's seed: a draw from ``generator`` when one is given, else ``seed``, else a draw from torch's global
+    generator (``seed=None``: one draw per call, as transformers' sampling; see ``generate``)."""
     if generator is None and seed is not None:
         return seed
     device = generator.device if generator is not None else "cpu"
@@ -398,7 +399,11 @@ class LatentGenerationMixin:
                 question, so ``num_return_sequences=4, sample_offset=4`` draws
                 samples 4..7 of the sequence that ``num_return_sequences=8`` draws.
             generator: draws the seed instead of ``seed`` (reproducible with the
-                generator's state).
+                generator's state).  With ``seed=None`` and no generator the seed
+                is drawn from torch's global generator, as transformers' sampling
+                draws from it: once per call, so two calls (two batches) get
+                different seeds; pass an int ``seed`` for samples that are a
+                function of (seed, question, j) only.
         Returns:
             ``sequences`` (LongTensor), or a ``LatentGenerateOutput`` when
             ``return_dict_in_generate=True``; rows are question-major.
