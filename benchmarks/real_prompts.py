@@ -6,7 +6,7 @@ GSM8K test questions (``--data``, default ``../shared/data/gsm_test.json``, in f
 GPT-2 models (``--sizes``: layers x hidden, 1024 positions; e.g. ``--sizes 12x768 --device cuda``), noise sampling (sigma 0.5; N=1 draws the greedy
 rollout), 6 latents, 8 answer tokens (EOS disabled so every row decodes 8), up to ``--batch`` questions per call:
 
-- ``harness``: ``harness.batching.BatchRunner`` (the ``latent_tts`` policy: groups by canonical padded width,
+- ``harness``: ``scaling.engine.Engine`` (the ``latent_tts`` policy: groups by canonical padded width,
   ``scaling.rollouts.padded_length``, longest first) calling ``scaling.rollouts.sample``.
 - ``floor``: the same ``generate``, questions sorted by length (longest first), ``--batch`` per call, each
   call left-padded to its longest prompt (what a batch-size-dependent policy would do).
@@ -81,30 +81,13 @@ class Counter:
 
 
 def run_harness(model, tok, prompts, n, batch):
-    from lm_eval_latenttts.harness.batching import BatchRunner, Job, Setting
-    from lm_eval_latenttts.scaling import rollouts
-    from lm_eval_latenttts.scaling.aggregation import AGGREGATIONS
+    """The candidates' answers of every prompt as the harness draws them (``scaling.engine``: grouped by padded
+    width, longest first, ``batch`` questions per call), without the checks and the greedy decode."""
+    from lm_eval_latenttts.scaling.engine import Engine, Job
 
-    setting = Setting(0, settings(model, n), AGGREGATIONS["majority"], True)
-    jobs = [Job(i, "", p, setting) for i, p in enumerate(prompts)]
-
-    class Answers:  # the runner's Answerer: the candidates' answers, no checks, no greedy decode
-        def check(self, job):
-            pass
-
-        def candidates(self, setting, ps, offset, count):
-            return rollouts.sample(model, tok, ps, setting.config, None, sample_offset=offset, count=count)
-
-        def greedy(self, setting, ps):
-            raise AssertionError("no greedy decode here")
-
-        def respond(self, job, got, base):
-            return got.answers
-
-        def failed(self, job, reason):
-            return reason
-
-    return BatchRunner(batch, batch, model.device).run(jobs, Answers(), disable_tqdm=True)
+    engine = Engine(model, tok, None, batch, batch)
+    plan = engine.plan(settings(model, n), payload=False)
+    return [draw.answers for draw, _, _ in engine.draws([Job(i, p, plan) for i, p in enumerate(prompts)])]
 
 
 def run_floor(model, tok, prompts, n, batch):

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from lm_eval_latenttts.harness.arguments import GENERATION_KEYS
+from lm_eval_latenttts.keys import GENERATION_KEYS
 
 SUBCOMMANDS = {}
 
@@ -65,7 +65,7 @@ def _configure_annotate(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-# annotate option -> LatentGenerationConfig field, through the harness's table of setting names (only the options
+# annotate option -> LatentGenerationConfig field, through the one table of setting names (keys.KEYS) (only the options
 # given override the checkpoint's settings); N is --num-trajectories here
 ANNOTATE_GENERATION = {
     "num_trajectories": GENERATION_KEYS["n"],

@@ -560,12 +560,14 @@ def test_none_spellings_of_model_args_mean_the_same_from_python_and_the_cli():
         with pytest.raises(LatentTTSArgumentError, match="leave pretrained out"):
             parse_model_args({"pretrained": value})  # None was the shipped model, "none" a Hub id 'none'
     assert parse_model_args({"sampling": "off"})[1]["latent_sampling"] is None
-    bad = [{"aggregate": "off"}, {"aggregate": "greedy"}, {"seed": "off"}, {"latent_length": "greedy"},
-           {"greedy": None}, {"greedy": "none"}, {"adaptive": "null"}, {"adaptive_threshold": None},
-           {"batch_size": "auto:4"}]
-    for args in bad:  # each was read as something else: auto aggregation, a random seed, ..., no greedy row
+    bad = [{"seed": "off"}, {"latent_length": "greedy"}, {"greedy": None}, {"greedy": "none"}, {"adaptive": "null"},
+           {"adaptive_threshold": None}, {"batch_size": "auto:4"}]
+    for args in bad:  # each was read as something else: a random seed, ..., no greedy row
         with pytest.raises(LatentTTSArgumentError):
             parse_model_args(args)
+    for name in ("off", "greedy"):  # auto aggregation: refused when the setting is planned, before any compute
+        with pytest.raises(LatentTTSArgumentError, match=f"aggregate={name} is not a registered selection strategy"):
+            LatentTTSModel(device="cpu", aggregate=name)
 
 
 def test_payload_marker_must_be_a_boolean(ckpts):

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lm_eval_latenttts.harness.arguments import GENERATION_KEYS
+from lm_eval_latenttts.keys import GENERATION_KEYS, SCORE_KEYS
 from lm_eval_latenttts.publishing.identity import weights_sha256
-from lm_eval_latenttts.publishing.model_info import DATA_ENV_PREFIX, SETTING_KEYS
+from lm_eval_latenttts.publishing.model_info import DATA_ENV_PREFIX
 
 RESULTS_DIR = ".eval_results"
 TASK_PREFIX = "latent_"
@@ -73,8 +73,8 @@ class Benchmark:
 
 
 def _default_benchmarks() -> dict[str, Benchmark]:
-    """The Hub datasets the ``latent_*`` tasks read when no local file is given (``tasks/utils.py``)."""
-    from lm_eval_latenttts.tasks.utils import HUB_SOURCES
+    """The Hub datasets the ``latent_*`` tasks read when no local file is given (``data.HUB_SOURCES``)."""
+    from lm_eval_latenttts.data import HUB_SOURCES
 
     return {f"{TASK_PREFIX}{name}": Benchmark(repo, repo.split("/")[-1], split)
             for name, (repo, _config, split) in HUB_SOURCES.items()}
@@ -407,7 +407,7 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     defaults = slug_defaults(model_dir)  # the checkpoint's own settings: what a run without model_args used
     files, index = {}, []
     for task in tasks:
-        settings = relevant((info.get("tasks") or {}).get(task) or {k: info.get(k) for k in SETTING_KEYS})
+        settings = relevant((info.get("tasks") or {}).get(task) or {k: info.get(k) for k in SCORE_KEYS})
         slug, bench = settings_slug({**settings, "dtype": dtype}, rm_sha256, defaults), chosen[task]
         scores = list(_metrics(results["results"][task]))
         costs = {metric: value for metric, filt, value in scores if metric in COST_METRICS and filt == "none"}

@@ -15,7 +15,9 @@ import json
 import os
 from pathlib import Path
 
-LOCK_FILE = ".run.lock"  # in the output folder of a run: held (flock) for the run's lifetime
+from lm_eval_latenttts.publishing.hub import RUN_LOCK_FILE
+
+LOCK_FILE = RUN_LOCK_FILE  # in the output folder of a run: held (flock) for the run's lifetime; never uploaded
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:
