@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,7 +35,6 @@ from lm_eval_latenttts.publishing.hub import push_to_hub
 from lm_eval_latenttts.training.annotation_store import load_annotations
 from lm_eval_latenttts.training.rm_checkpoints import (
     CHECKPOINTS_DIR,
-    SUMMARY_FILE,
     annotation_settings,
     check_output_dir,
     open_run,
@@ -44,37 +42,11 @@ from lm_eval_latenttts.training.rm_checkpoints import (
 )
 from lm_eval_latenttts.training.rm_data import QuestionExamples, RMCollator, split_questions
 from lm_eval_latenttts.training.rm_loop import RMTrainingLoop
+from lm_eval_latenttts.training.rm_model import _lora, _unwrap_rm, check_rm_against_data, load_rm, rm_config, save_rm
 from lm_eval_latenttts.training.rm_objective import LOSSES
 from lm_eval_latenttts.training.run_record import exclusive_run
 
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------ the model
-def load_rm(init, dtype=torch.float32):
-    """(rm, tokenizer or None, source kind 'rm' | 'backbone'): an existing RM, or a new head on a backbone."""
-    from hf_modeling import AutoLatentModel, load_latent_tokenizer, resolve_checkpoint
-    from hf_modeling.auto import has_tokenizer
-
-    rm, source = AutoLatentModel.rm_from_pretrained(init, dtype=dtype)
-    # an RM folder without tokenizer files: the annotation's backbone has one; damaged files are an error
-    tokenizer = load_latent_tokenizer(init) if has_tokenizer(resolve_checkpoint(init)) else None
-    return rm, tokenizer, source
-
-
-def check_rm_against_data(rm, hidden_size, backbone_config=None):
-    """Clear errors when the annotated latents (or the annotating backbone) do not fit the RM."""
-    size = rm.get_input_embeddings().weight.shape[1]
-    if hidden_size != size:
-        raise ValueError(
-            f"The annotation's latent vectors have {hidden_size} dimensions but the LatentRM's hidden size is "
-            f"{size}: the RM must be initialised from the backbone that produced the annotation (or an RM of "
-            "the same size)."
-        )
-    if rm.config.latent_id is None:
-        raise ValueError("The LatentRM config has no latent_id; initialise it from a latent backbone checkpoint.")
-    if backbone_config is not None:
-        rm.check_backbone(backbone_config)
 
 
 # -------------------------------------------------------------------------------- settings
@@ -155,26 +127,6 @@ class TrainConfig:
             check_repo_id(self.push_to_hub, "--push-to-hub")
         if self.base_model is not None:  # the card's base_model names a Hub model
             check_repo_id(self.base_model, "--base-model")
-
-
-def _lora(model, cfg):
-    from peft import LoraConfig, get_peft_model
-
-    if model.config.model_type.endswith("gpt2") or hasattr(model, "transformer"):
-        targets, head, fan = ["c_attn", "c_proj", "c_fc"], ["classifier"], True
-    else:
-        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        head, fan = ["score"], False
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=targets, modules_to_save=head, fan_in_fan_out=fan)
-    return get_peft_model(model, config)
-
-
-def _unwrap_rm(model):
-    """The plain RM (LoRA merged) to save."""
-    if hasattr(model, "merge_and_unload"):
-        return model.merge_and_unload()
-    return model
 
 
 def train_rm(cfg: TrainConfig) -> dict:
@@ -370,27 +322,6 @@ def _summary(cfg: TrainConfig, run_id: str, init, source: str, ann_config: dict,
         "eval_after": {k: v for k, v in final_metrics.items() if k.startswith("eval_")},
         "history": history,
     }
-
-
-def rm_config(model):
-    """The config of a (possibly DDP- or peft-wrapped) RM."""
-    while not hasattr(model, "config") and hasattr(model, "module"):
-        model = model.module
-    return model.config
-
-
-def save_rm(rm, tokenizer, out, summary):
-    """save_pretrained (safetensors, modeling code, auto_map, model card) + tokenizer + summary."""
-    from lm_eval_latenttts.publishing.model_card import rm_model_card
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rm.config.architectures = [type(rm).__name__]
-    rm.save_pretrained(str(out), safe_serialization=True, model_card=rm_model_card(summary, rm))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(out))
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-    return out
 
 
 __all__ = [
