@@ -1,7 +1,8 @@
 """A result is a function of (seed, question, settings) only: not of batch size, neighbours, splits or padding.
 
 The lm-eval runs go through the harness's own ``simple_evaluate`` with
-``log_samples`` (what ``--log_samples`` writes), one task index shared by all.
+``log_samples`` (what ``--log_samples`` writes), on the ``latent_gsm8k`` task
+built from its YAML (``harness_runs``: no task index).
 """
 
 import json
@@ -33,21 +34,12 @@ def models(tmp_path_factory):
             "colar": make_checkpoint(root / "colar", kind="colar"), "data": data}
 
 
-@pytest.fixture(scope="module")
-def task_manager():
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager()
-
-
-def _responses(task_manager, lm, data, monkeypatch, questions=QUESTIONS):
+def _responses(lm, data, monkeypatch, questions=QUESTIONS):
     """The logged responses of a full ``latent_gsm8k`` run on ``data`` (as ``--log_samples`` records them)."""
-    import lm_eval
+    from harness_runs import evaluate, samples_of
 
     monkeypatch.setenv("LATENT_TTS_DATA_GSM8K", str(data))
-    out = lm_eval.simple_evaluate(model=lm, tasks=["latent_gsm8k"], task_manager=task_manager, log_samples=True,
-                                  num_fewshot=0)
-    samples = sorted(out["samples"]["latent_gsm8k"], key=lambda s: s["doc_id"])
+    samples = samples_of(evaluate(lm, ["latent_gsm8k"], log_samples=True, num_fewshot=0), "latent_gsm8k")
     assert len(samples) == len(questions)
     return [s["resps"][0][0] for s in samples]
 
@@ -61,7 +53,7 @@ SETTINGS = {
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
-def test_batch_size_does_not_change_logged_responses(models, task_manager, monkeypatch, name):
+def test_batch_size_does_not_change_logged_responses(models, monkeypatch, name):
     from lm_eval_latenttts.harness.model import LatentTTSModel
 
     settings = dict(SETTINGS[name])
@@ -71,7 +63,7 @@ def test_batch_size_does_not_change_logged_responses(models, task_manager, monke
     for batch_size in (1, 3, 8):
         lm = LatentTTSModel(pretrained=str(models["codi"]), device="cpu", batch_size=batch_size, seed=11,
                             max_new_tokens=6, **settings)
-        runs[batch_size] = _responses(task_manager, lm, models["data"], monkeypatch)
+        runs[batch_size] = _responses(lm, models["data"], monkeypatch)
     assert runs[1] == runs[3] == runs[8]  # byte-identical
     if name != "greedy":  # the runs sample: the questions' rollouts are not all alike
         assert len({tuple(c["text"] for c in json.loads(r)["candidates"]) for r in runs[1]}) > 1
@@ -79,12 +71,12 @@ def test_batch_size_does_not_change_logged_responses(models, task_manager, monke
         assert all(len({c["score"] for c in json.loads(r)["candidates"]}) == 2 for r in runs[1])
 
 
-def test_auto_batch_with_out_of_memory_halving_is_identical(models, task_manager, monkeypatch):
+def test_auto_batch_with_out_of_memory_halving_is_identical(models, monkeypatch):
     from lm_eval_latenttts.harness.model import LatentTTSModel
 
     kw = dict(pretrained=str(models["codi"]), rm=str(models["rm"]), device="cpu", n=4, sampling="dropout",
               dropout_p=0.3, seed=11, max_new_tokens=6)
-    reference = _responses(task_manager, LatentTTSModel(batch_size=1, **kw), models["data"], monkeypatch)
+    reference = _responses(LatentTTSModel(batch_size=1, **kw), models["data"], monkeypatch)
     lm = LatentTTSModel(batch_size="auto", max_batch_size=8, **kw)
     original, calls = lm.model.rollout, []
 
@@ -95,7 +87,7 @@ def test_auto_batch_with_out_of_memory_halving_is_identical(models, task_manager
         return original(*args, **kwargs)
 
     monkeypatch.setattr(lm.model, "rollout", limited)
-    assert _responses(task_manager, lm, models["data"], monkeypatch) == reference
+    assert _responses(lm, models["data"], monkeypatch) == reference
     assert max(calls) <= 3 and lm.batch_sizes[0] <= 3
 
 
@@ -246,7 +238,7 @@ VARIED_SETTINGS = {
 
 @pytest.mark.parametrize("kind", ["coconut", "codi", "colar"])
 @pytest.mark.parametrize("name", list(VARIED_SETTINGS))
-def test_varied_prompt_lengths_share_calls_and_keep_responses_byte_identical(varied, task_manager, monkeypatch,
+def test_varied_prompt_lengths_share_calls_and_keep_responses_byte_identical(varied, monkeypatch,
                                                                              kind, name):
     """Questions of different lengths are padded to their own bucket and share calls: at batch_size 64 the
     24 lengths take a few calls (greedy decodes included), not one per length, and the logged responses at
@@ -269,7 +261,7 @@ def test_varied_prompt_lengths_share_calls_and_keep_responses_byte_identical(var
             return _original(input_ids, *args, **kwargs)
 
         monkeypatch.setattr(lm.model, "rollout", counted)
-        runs[batch_size] = _responses(task_manager, lm, varied["data"], monkeypatch, VARIED)
+        runs[batch_size] = _responses(lm, varied["data"], monkeypatch, VARIED)
         calls[batch_size] = seen
         lengths = {len(lm.model.encode_prompt(lm.tokenizer, q)) for q in VARIED}
     assert runs[1] == runs[8] == runs[64]  # byte-identical

@@ -100,6 +100,20 @@ def evaluated(tmp_path_factory):
     return json.loads(files[0].read_text()), files[0], model, hub, proc
 
 
+def test_the_main_jobs_table(evaluated):
+    """The main job (the shipped model and LatentRM, their own settings, ``latent_arith``) through the real CLI: the
+    printed table holds every metric row of the results file, with its value."""
+    results, _, _, _, proc = evaluated
+    rows = {key.partition(",")[0]: value for key, value in results["results"]["latent_arith"].items()
+            if key.endswith(",none") and "_stderr" not in key}
+    assert {"acc", "single_acc", "majority", "best_of_n", "weighted", "greedy", "coverage", "pass@16", "rollouts",
+            "latent_forwards"} <= set(rows)
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    for name, value in rows.items():
+        assert any(f"|{name}|" in line.replace(" ", "") and f"|{value:.4f}|" in line.replace(" ", "")
+                   for line in table), (name, value)
+
+
 def test_results_carry_the_model_info_leaderboards_read(evaluated):
     from hf_modeling import AutoLatentModel
     from lm_eval_latenttts.publishing.identity import weights_sha256
@@ -307,8 +321,12 @@ def test_settings_slug_tells_apart_every_setting_that_changes_scores(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
-    """Real ``lm_eval --model latent_tts`` runs (N=2) of one model folder on 20 questions that differ in one thing:
-    {"base", "other_rm" (another LatentRM folder), "bf16" (dtype), "predict_only"} -> (results file, model folder)."""
+    """``lm_eval --model latent_tts`` runs (N=2) of one model folder on 20 questions that differ in one thing, in-process
+    as the CLI runs them (``harness_runs.evaluate_into``: simple_evaluate and lm-eval's EvaluationTracker writing the
+    results file): {"base", "other_rm" (another LatentRM folder), "bf16" (dtype), "predict_only"} -> (results file,
+    model folder)."""
+    from harness_runs import evaluate_into
+
     from hf_modeling import AutoLatentModel
 
     root = tmp_path_factory.mktemp("small_runs")
@@ -322,20 +340,20 @@ def small_runs(tmp_path_factory):
     rm.save_pretrained(other_rm)
     data = root / "arith20.json"
     data.write_text(json.dumps(json.loads(ARITH_TEST.read_text())[:QUESTIONS]))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
-               LATENT_TTS_DATA_ARITH=str(data))
     base = f"pretrained={model},n=2,aggregate=weighted"
-    runs = {"base": (f"{base},rm={shipped_rm()}", []), "other_rm": (f"{base},rm={other_rm}", []),
-            "bf16": (f"{base},rm={shipped_rm()},dtype=bfloat16", []),
-            "predict_only": (f"{base},rm={shipped_rm()}", ["--predict_only"])}
-    found = {}
-    for name, (model_args, extra) in runs.items():
-        out = root / name
-        proc = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "latent_tts", "--model_args", model_args,
-                               "--tasks", "latent_arith", "--output_path", str(out), *extra],
-                              capture_output=True, text=True, env=env, cwd=root, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-        (found[name],) = list(out.rglob("results_*.json"))
+    runs = {"base": (f"{base},rm={shipped_rm()}", {}), "other_rm": (f"{base},rm={other_rm}", {}),
+            "bf16": (f"{base},rm={shipped_rm()},dtype=bfloat16", {}),
+            "predict_only": (f"{base},rm={shipped_rm()}", {"predict_only": True})}
+    found, previous = {}, os.environ.get("LATENT_TTS_DATA_ARITH")
+    os.environ["LATENT_TTS_DATA_ARITH"] = str(data)
+    try:
+        for name, (model_args, extra) in runs.items():
+            found[name] = evaluate_into(root / name, "latent_tts", ["latent_arith"], model_args=model_args, **extra)
+    finally:
+        if previous is None:
+            os.environ.pop("LATENT_TTS_DATA_ARITH")
+        else:
+            os.environ["LATENT_TTS_DATA_ARITH"] = previous
     return found, model
 
 

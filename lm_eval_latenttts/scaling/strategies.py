@@ -24,21 +24,24 @@ A ``Strategy`` declares everything the engine needs to know about it:
 up and refuses an unknown name, listing the registered ones.  ``scaling.plan.make_plan`` resolves a
 request's setting into the strategy once; nothing else compares names.
 
-Adding a selector is one class and one registration, e.g. the answer most candidates agree on, or none
-when fewer than half do (reported as ``acc`` with ``aggregate=unanimous``)::
+Adding a selector is one class and one registration, e.g. the answer that more than half of the candidates
+give, or none (reported as ``acc`` with ``aggregate=consensus``)::
 
     from lm_eval_latenttts.scaling.strategies import Choice, Strategy, register_strategy
 
     @register_strategy
-    class Unanimous(Strategy):
-        name = "unanimous"
+    class Consensus(Strategy):
+        name = "consensus"
 
         def choose(self, view):
             share, answer = max(((s, a) for a, s in view.shares.items()), default=(0.0, None))
             return Choice(answer, view.first_giving(answer)) if share > 0.5 else Choice(None, None)
 
-Register it before the model resolves its settings (import the module that defines it first, e.g. in
-the script that calls ``lm_eval.simple_evaluate``).  Pure Python: importing this module loads no torch.
+Register it before the model resolves its settings: import the module that defines it first (e.g. in
+the script that calls ``lm_eval.simple_evaluate``), or, for the ``lm_eval`` command, declare the module in
+the entry-point group ``lm_eval_latenttts.strategies`` of your package (``[project.entry-points.
+"lm_eval_latenttts.strategies"] mine = "my_package.selectors"``): an ``aggregate=`` name the registry does
+not know loads that group once before it is refused.  Pure Python: importing this module loads no torch.
 """
 
 from __future__ import annotations
@@ -174,8 +177,25 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
+ENTRY_POINTS = "lm_eval_latenttts.strategies"  # modules of other packages that register strategies when imported
+_loaded_entry_points: list = []
+
+
+def _load_entry_points() -> None:
+    """Import the modules of the ``ENTRY_POINTS`` group (once): they register their strategies."""
+    from importlib.metadata import entry_points
+
+    if _loaded_entry_points:
+        return
+    _loaded_entry_points.append(True)
+    for point in entry_points(group=ENTRY_POINTS):
+        point.load()
+
+
 def strategy(name: str) -> Strategy:
     """The registered strategy ``name``; an unknown name is a ``SettingError`` listing the registered ones."""
+    if name not in STRATEGIES:
+        _load_entry_points()
     if name not in STRATEGIES:
         from hf_modeling.generation_config import SettingError
 
@@ -260,5 +280,5 @@ class BeamSearch(Strategy):
         return Choice(view.answers[searched] if view.answers and searched is not None else None, searched)
 
 
-__all__ = ["STRATEGIES", "Choice", "DrawMode", "QuestionView", "Schedule", "Strategy", "register_strategy",
+__all__ = ["ENTRY_POINTS", "STRATEGIES", "Choice", "DrawMode", "QuestionView", "Schedule", "Strategy", "register_strategy",
            "row_names", "rows", "strategy"]
