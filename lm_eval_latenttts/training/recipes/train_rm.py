@@ -44,6 +44,8 @@ def build_parser():
     p.add_argument("--train-questions", type=int, default=5000, help="training questions to annotate")
     p.add_argument("--num-trajectories", "-N", type=int, default=8, help="trajectories per question")
     p.add_argument("--num-continuations", "-M", type=int, default=16, help="continuations per latent step")
+    p.add_argument("--labels", choices=["monte_carlo", "decoded"], default="monte_carlo",
+                   help="step labels: Monte Carlo values, or exact labels read back from each latent prefix")
     p.add_argument("--sampling", choices=["dropout", "noise"], default=None,
                    help="how trajectories and continuations are sampled (default: the backbone's recommended)")
     p.add_argument("--dropout-p", type=float, default=None, help="default: the backbone's recommended")
@@ -115,7 +117,8 @@ def main(argv=None):
     try:  # their refusals (another run's settings in the work folder, ...) name the CLI's flags: say the recipe's
         ann = annotate(AnnotateConfig(
             model=args.backbone, data=train_file, output_dir=str(ann_dir), generation=generation,
-            num_continuations=args.num_continuations, keep_all=args.keep_all, threads=args.threads,
+            num_continuations=args.num_continuations, labels=args.labels, keep_all=args.keep_all,
+            threads=args.threads,
             progress=not args.no_progress,
         ))
         annotated = time.time()
