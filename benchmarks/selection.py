@@ -57,6 +57,80 @@ def cmd_rollouts(args):
     print(f"wrote {args.out} ({time.time() - started:.0f} s)")
 
 
+def cmd_score(args):
+    from selection_lib.scoring import load_rm, score_stored
+
+    _threads(args)
+    data = torch.load(args.rollouts, weights_only=True)
+    rm = load_rm(args.rm)
+    started = time.time()
+    data["scores"][args.name] = score_stored(rm, data["prompts"], data["latents"]).half()
+    data.setdefault("rm_paths", {})[args.name] = str(args.rm)
+    tmp = args.rollouts + ".tmp"
+    torch.save(data, tmp)
+    os.replace(tmp, args.rollouts)
+    print(f"scored {args.rollouts} with {args.rm} as {args.name!r} ({time.time() - started:.0f} s)")
+
+
+EXPORT = ("answers", "correct", "x1_read", "readback_answer")
+EXPORT_Q = ("greedy_answer", "greedy_correct", "greedy_x1_read", "greedy_readback_answer", "x1_true")
+
+
+def cmd_export(args):
+    """The committed per-question arrays of a split (small dtypes, compressed)."""
+    import numpy as np
+
+    data = torch.load(args.rollouts, weights_only=True)
+    out = {"gold": np.asarray(data["gold"], dtype=np.int16)}
+    for key in EXPORT:
+        out[key] = data[key].numpy().astype(np.bool_ if key == "correct" else np.int16)
+    for key in EXPORT_Q:
+        out[key] = data[key].numpy().astype(np.bool_ if key == "greedy_correct" else np.int16)
+    for name, scores in data["scores"].items():
+        if not args.rm or name in args.rm:
+            out[f"scores__{name}"] = scores.float().numpy().astype(np.float16)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, **out)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB): {', '.join(sorted(out))}")
+
+
+def cmd_tables(args):
+    """Every table of the study from the committed arrays: choices on valid, numbers on test (< 1 min)."""
+    from selection_lib import analysis as an
+    from selection_lib.tables import fmt, load_npz
+
+    started = time.time()
+    valid, test = load_npz(args.valid), load_npz(args.test)
+    params = an.fit(valid, args.n)
+    report = {"params": params, "n": args.n,
+              "valid": {"selectors": an.selector_table(valid, args.n, params),
+                        "auroc": an.auroc_table(valid, args.n)},
+              "test": {"selectors": an.selector_table(test, args.n, params), "auroc": an.auroc_table(test, args.n)}}
+    test_n = test["answers"].shape[-1]
+    ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= test_n]
+    report["test"]["scaling"] = an.scaling_table(test, ns, args.scaling_rms or [])
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1, default=float))
+    for split in ("valid", "test"):
+        print(f"\n### {split}, N={args.n} (parameters chosen on valid)\n")
+        print("| selector | accuracy | minus greedy | minus majority | headroom recovered |")
+        print("| --- | --- | --- | --- | --- |")
+        for name, row in report[split]["selectors"].items():
+            cells = [fmt(row["accuracy"])] + [fmt(row[k]) if k in row else "" for k in
+                                              ("minus_greedy", "minus_majority")]
+            cells.append(fmt(row["headroom_recovered"], 100, 0) + " %" if "headroom_recovered" in row else "")
+            print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"\nwithin-question AUROC ({split}, N={args.n}):")
+        for name, row in report[split]["auroc"].items():
+            print(f"  {name}: {fmt(row, 1, 3)} ({row['questions']} questions)")
+    if args.scaling_rms:
+        print("\n### test: best-of-N vs majority\n")
+        for n, row in report["test"]["scaling"].items():
+            print(f"N={n}: majority {fmt(row['majority'])}, " + ", ".join(
+                f"{k} {fmt(v)}" for k, v in row.items() if k.startswith("best-of-N")))
+    print(f"\n({time.time() - started:.0f} s)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -71,6 +145,24 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_rollouts)
+    p = sub.add_parser("score", help="add a LatentRM's step scores to stored rollouts")
+    p.add_argument("--rollouts", required=True)
+    p.add_argument("--rm", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(fn=cmd_score)
+    p = sub.add_parser("export", help="write the committed per-question arrays (.npz)")
+    p.add_argument("--rollouts", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--rm", nargs="*", default=None, help="only these RMs' scores (default: all)")
+    p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("tables", help="recompute every table from the committed arrays")
+    p.add_argument("--valid", default="benchmarks/results/selection_valid.npz")
+    p.add_argument("--test", default="benchmarks/results/selection_test.npz")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--scaling-rms", nargs="*", default=None, help="RMs of the best-of-N vs majority rows")
+    p.add_argument("--out", default=None, help="also write the report as JSON")
+    p.set_defaults(fn=cmd_tables)
     args = parser.parse_args(argv)
     args.fn(args)
 

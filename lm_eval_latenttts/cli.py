@@ -116,6 +116,9 @@ def _configure_train_rm(p):
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (0: off)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="training precision")
+    p.add_argument("--no-dropout", dest="dropout", action="store_false",
+                   help="train without dropout (the reference trainer's disable_dropout); by default the RM's "
+                        "dropout sites are active, keyed per question and trajectory")
     p.add_argument("--lora-r", type=int, default=0, help="LoRA rank via peft (0: full fine-tuning); merged on save")
     p.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha")
     p.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout")

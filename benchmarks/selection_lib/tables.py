@@ -35,8 +35,10 @@ def headroom_recovered(sel: np.ndarray, greedy: np.ndarray, coverage: np.ndarray
     num = sel[idx].mean(-1) - greedy[idx].mean(-1)
     den = coverage[idx].mean(-1) - greedy[idx].mean(-1)
     ok = den > 0
-    point = (sel.mean() - greedy.mean()) / (coverage.mean() - greedy.mean())
-    return {"mean": float(point), "ci95": percentile_interval(torch.tensor(num[ok] / den[ok]))}
+    gap = coverage.mean() - greedy.mean()
+    point = (sel.mean() - greedy.mean()) / gap if gap > 0 else float("nan")
+    ci = percentile_interval(torch.tensor(num[ok] / den[ok])) if ok.any() else [float("nan")] * 2
+    return {"mean": float(point), "ci95": ci}
 
 
 def coverage_per_question(correct: np.ndarray) -> np.ndarray:
@@ -66,3 +68,19 @@ def within_auroc(scores: np.ndarray, correct: np.ndarray) -> dict:
 def fmt(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
     lo, hi = entry["ci95"]
     return f"{scale * entry['mean']:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+
+
+def load_npz(path) -> dict:
+    """A split's committed per-question arrays (see ``benchmarks/selection.py export``)."""
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def rm_names(data: dict) -> list:
+    return sorted(k[len("scores__"):] for k in data if k.startswith("scores__"))
+
+
+def trajectory_scores(data: dict, name: str, n: int | None = None) -> np.ndarray:
+    """(S, Q, n) sum of the RM ``name``'s step scores (SPEC: a trajectory's score)."""
+    s = data[f"scores__{name}"].astype(np.float64).sum(-1)
+    return s if n is None else s[..., :n]

@@ -47,6 +47,17 @@ from lm_eval_latenttts.training.rm_dropout import KeyedTrainingDropout, question
 from lm_eval_latenttts.training.rm_objective import compute_loss, evaluate, loss_units, step_scores
 
 
+@contextlib.contextmanager
+def _eval_mode(model):
+    """No dropout at all (``TrainConfig.dropout=False``): the model's own dropout modules off for the pass."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @dataclass
 class Progress:
     """Where a run is: optimizer steps done, epoch, next micro-batch of the epoch, and the history."""
@@ -67,7 +78,7 @@ class RMTrainingLoop:
         self.train_set, self.eval_set = train_set, eval_set
         self.total, self.ckpt_root, self.run_id = total_steps, Path(ckpt_root), run_id
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
-        self.dropout = KeyedTrainingDropout(accelerator.unwrap_model(model))
+        self.dropout = KeyedTrainingDropout(accelerator.unwrap_model(model)) if cfg.dropout else None
         self.progress = Progress()
 
     # ------------------------------------------------------------------------------ pieces
@@ -99,7 +110,9 @@ class RMTrainingLoop:
         keys = row_keys(question_keys(self.cfg.seed, epoch, batch["question_id"]), trajectories)
         no_sync = contextlib.nullcontext() if sync else self.acc.no_sync(self.model)
         with no_sync:
-            with self.dropout.applied(self.model, keys, batch["position_ids"]), self.acc.autocast():
+            dropout = self.dropout.applied(self.model, keys, batch["position_ids"]) if self.dropout is not None \
+                else _eval_mode(self.model)
+            with dropout, self.acc.autocast():
                 scores = step_scores(self.model, batch)
             loss = compute_loss(self.cfg.loss, scores.float(), batch["values"], batch["mask"], reduction="sum")
             self.acc.backward(loss * weight)

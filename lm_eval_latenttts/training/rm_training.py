@@ -94,6 +94,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # fp32 | bf16
+    dropout: bool = True  # keyed dropout at the RM's dropout sites while training (False: off, as the reference)
     lora_r: int = 0
     lora_alpha: int = 16
     lora_dropout: float = 0.05
