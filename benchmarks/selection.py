@@ -131,6 +131,28 @@ def cmd_tables(args):
     print(f"\n({time.time() - started:.0f} s)")
 
 
+def cmd_derive(args):
+    """A training annotation folder from another: its first questions only (``--questions``: question ids below
+    it, i.e. the first K rows of the data file), and optionally outcome labels (every step labelled with the
+    trajectory's final correctness).  One saved dataset + ``annotation_config.json`` (what train-rm reads)."""
+    from lm_eval_latenttts.training.annotation_store import CONFIG_FILE, features, load_annotations
+
+    ds = load_annotations(args.annotations)
+    if args.questions:
+        ds = ds.filter(lambda r: r["question_id"] < args.questions)
+    if args.labels == "outcome":
+        ds = ds.map(lambda r: {"step_values": [[float(c)] * len(v) for c, v in zip(r["correct"], r["step_values"])]},
+                    features=features())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds.save_to_disk(str(out))
+    config = json.loads((Path(args.annotations) / CONFIG_FILE).read_text())
+    config.update({"derived_from": str(args.annotations), "derived_questions": args.questions,
+                   "derived_labels": args.labels})
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    print(f"wrote {out}: {len(ds)} questions, labels {args.labels}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -156,6 +178,12 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--rm", nargs="*", default=None, help="only these RMs' scores (default: all)")
     p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("derive", help="a training annotation folder from another (first questions; outcome labels)")
+    p.add_argument("--annotations", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--questions", type=int, default=0, help="keep question ids below this (0: all)")
+    p.add_argument("--labels", choices=["same", "outcome"], default="same")
+    p.set_defaults(fn=cmd_derive)
     p = sub.add_parser("tables", help="recompute every table from the committed arrays")
     p.add_argument("--valid", default="benchmarks/results/selection_valid.npz")
     p.add_argument("--test", default="benchmarks/results/selection_test.npz")

@@ -307,3 +307,26 @@ def test_bad_inputs(backbone_dir, tmp_path):
         train_rm(TrainConfig(annotations=str(wide), output_dir=str(tmp_path / "o"), progress=False))
     with pytest.raises(ValueError, match="loss"):
         TrainConfig(annotations="x", output_dir="y", loss="mse").validate()
+
+
+def test_no_dropout_training_is_the_eval_mode_gradient(backbone_dir, tmp_path):
+    """--no-dropout (the reference's disable_dropout): the first step's loss is the eval-mode loss of the initial
+    RM (no dropout mask at all), and the recorded setting refuses a resume with dropout."""
+    from lm_eval_latenttts.training.rm_objective import compute_loss
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=4)
+    cfg = dict(annotations=str(folder), output_dir=str(tmp_path / "rm"), init=str(backbone_dir), max_steps=1,
+               batch_size=4, eval_fraction=0.0, progress=False, seed=3)
+    summary = train_rm(TrainConfig(**cfg, dropout=False))
+    ds = ann.load_annotations(folder)
+    torch.manual_seed(3)  # the head's init (set_seed(cfg.seed) in train_rm)
+    rm, _, _ = load_rm(str(backbone_dir))
+    rm.eval()
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id)([question_example(r) for r in ds])
+    with torch.no_grad():
+        expected = compute_loss("contrastive", step_scores(rm, batch), batch["values"], batch["mask"])
+    assert summary["first_loss"] == pytest.approx(float(expected), rel=1e-5)
+    with_dropout = train_rm(TrainConfig(**{**cfg, "output_dir": str(tmp_path / "rm2")}))
+    assert with_dropout["first_loss"] != pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError):
+        train_rm(TrainConfig(**cfg, resume=True))  # the run in rm/ was trained without dropout
