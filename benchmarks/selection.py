@@ -58,13 +58,17 @@ def cmd_rollouts(args):
 
 
 def cmd_score(args):
-    from selection_lib.scoring import load_rm, score_stored
+    from selection_lib.scoring import load_rm, score_stored, score_stored_with_answers
 
     _threads(args)
     data = torch.load(args.rollouts, weights_only=True)
     rm = load_rm(args.rm)
     started = time.time()
-    data["scores"][args.name] = score_stored(rm, data["prompts"], data["latents"]).half()
+    if getattr(rm.config, "rm_input", "latents") == "latents+answer":
+        scores = score_stored_with_answers(rm, data["prompts"], data["latents"], data["answer_tokens"])
+    else:
+        scores = score_stored(rm, data["prompts"], data["latents"])
+    data["scores"][args.name] = scores.half()
     data.setdefault("rm_paths", {})[args.name] = str(args.rm)
     tmp = args.rollouts + ".tmp"
     torch.save(data, tmp)

@@ -116,6 +116,9 @@ def _configure_train_rm(p):
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (0: off)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="training precision")
+    p.add_argument("--rm-input", choices=("latents", "latents+answer"), default="latents",
+                   help="what the RM reads after the prompt: the latent steps (SPEC), or also the end marker and "
+                        "the decoded answer, scored as one more (outcome) step labelled with final correctness")
     p.add_argument("--no-dropout", dest="dropout", action="store_false",
                    help="train without dropout (the reference trainer's disable_dropout); by default the RM's "
                         "dropout sites are active, keyed per question and trajectory")

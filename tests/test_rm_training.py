@@ -330,3 +330,37 @@ def test_no_dropout_training_is_the_eval_mode_gradient(backbone_dir, tmp_path):
     assert with_dropout["first_loss"] != pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError):
         train_rm(TrainConfig(**cfg, resume=True))  # the run in rm/ was trained without dropout
+
+
+def test_rm_reading_the_answer(backbone_dir, tmp_path):
+    """--rm-input latents+answer: each row goes on with the end marker and the answer's tokens; one more step
+    (the outcome) is scored at the answer's last token and labelled with the trajectory's correctness."""
+    from transformers import AutoTokenizer
+
+    from lm_eval_latenttts.training.rm_data import answer_tokenizer
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=3, n=4, steps=2)
+    ds = ann.load_annotations(folder)
+    tok = AutoTokenizer.from_pretrained(str(backbone_dir))
+    encode = answer_tokenizer(tok)
+    rm, _, _ = load_rm(str(backbone_dir))
+    end = rm.config.latent_end_id
+    examples = [question_example(r, lambda text: encode("### 12" if text == "" else text)) for r in ds]
+    plain = RMCollator(rm.config.latent_id, rm.config.pad_token_id)(examples)
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id, end)(examples)
+    q, n, t = plain["values"].shape
+    assert batch["values"].shape == (q, n, t + 1) and batch["slot_index"].shape == (q * n, t + 1)
+    assert torch.equal(batch["values"][..., :t], plain["values"])
+    assert torch.equal(batch["values"][..., t], plain["correct"].float())
+    answer = encode("### 12")
+    for r in range(q * n):
+        p = int(plain["attention_mask"][r].sum())
+        assert batch["input_ids"][r, p:p + 1 + len(answer)].tolist() == [end] + answer
+        assert int(batch["slot_index"][r, t]) == p + len(answer)  # the EOS of the answer
+        assert torch.equal(batch["slot_index"][r, :t], plain["slot_index"][r])
+    cfg = TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm"), init=str(backbone_dir), max_steps=2,
+                      batch_size=2, eval_fraction=0.0, progress=False, rm_input="latents+answer")
+    train_rm(cfg)
+    assert json.loads((tmp_path / "rm" / "config.json").read_text())["rm_input"] == "latents+answer"
+    with pytest.raises(ValueError, match="rm-input"):
+        TrainConfig(annotations="a", output_dir="o", rm_input="answer").validate()
