@@ -57,6 +57,21 @@ def cmd_rollouts(args):
     print(f"wrote {args.out} ({time.time() - started:.0f} s)")
 
 
+def cmd_extend(args):
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+    from selection_lib.rollouts import extend_split
+
+    _threads(args)
+    data = torch.load(args.rollouts, weights_only=True)
+    model = AutoLatentModel.from_pretrained(data["model"]).eval()
+    tok = load_latent_tokenizer(data["model"], model.config)
+    data = extend_split(model, tok, data, args.n)
+    tmp = args.rollouts + ".tmp"
+    torch.save(data, tmp)
+    os.replace(tmp, args.rollouts)
+    print(f"extended {args.rollouts} to N={args.n} (RM scores dropped: score again)")
+
+
 def cmd_score(args):
     from selection_lib.scoring import load_rm, score_stored, score_stored_with_answers
 
@@ -104,7 +119,8 @@ def cmd_tables(args):
     from selection_lib.tables import fmt, load_npz
 
     started = time.time()
-    valid, test = load_npz(args.valid), load_npz(args.test)
+    valid = load_npz(args.valid)
+    test = valid if args.valid_only else load_npz(args.test)
     params = an.fit(valid, args.n)
     report = {"params": params, "n": args.n,
               "valid": {"selectors": an.selector_table(valid, args.n, params),
@@ -115,7 +131,7 @@ def cmd_tables(args):
     report["test"]["scaling"] = an.scaling_table(test, ns, args.scaling_rms or [])
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=float))
-    for split in ("valid", "test"):
+    for split in ("valid",) if args.valid_only else ("valid", "test"):
         print(f"\n### {split}, N={args.n} (parameters chosen on valid)\n")
         print("| selector | accuracy | minus greedy | minus majority | headroom recovered |")
         print("| --- | --- | --- | --- | --- |")
@@ -127,7 +143,7 @@ def cmd_tables(args):
         print(f"\nwithin-question AUROC ({split}, N={args.n}):")
         for name, row in report[split]["auroc"].items():
             print(f"  {name}: {fmt(row, 1, 3)} ({row['questions']} questions)")
-    if args.scaling_rms:
+    if args.scaling_rms and not args.valid_only:
         print("\n### test: best-of-N vs majority\n")
         for n, row in report["test"]["scaling"].items():
             print(f"N={n}: majority {fmt(row['majority'])}, " + ", ".join(
@@ -171,6 +187,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_rollouts)
+    p = sub.add_parser("extend", help="draw more samples per question (same keys: = drawing N from the start)")
+    p.add_argument("--rollouts", required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(fn=cmd_extend)
     p = sub.add_parser("score", help="add a LatentRM's step scores to stored rollouts")
     p.add_argument("--rollouts", required=True)
     p.add_argument("--rm", required=True)
@@ -194,6 +215,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--scaling-rms", nargs="*", default=None, help="RMs of the best-of-N vs majority rows")
     p.add_argument("--out", default=None, help="also write the report as JSON")
+    p.add_argument("--valid-only", action="store_true", help="only the valid split (while choosing)")
     p.set_defaults(fn=cmd_tables)
     args = parser.parse_args(argv)
     args.fn(args)

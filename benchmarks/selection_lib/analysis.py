@@ -20,6 +20,7 @@ from selection_lib.tables import (accuracy_per_question, coverage_per_question, 
 
 TEMPERATURES = (0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 GREEDY_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+EPSILONS = (0.0, 0.001, 0.01, 0.1, 0.3)
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 MAIN_N = 16
 
@@ -60,6 +61,8 @@ def fit(valid: dict, n: int = MAIN_N) -> dict:
     params["greedy_weight"] = max(GREEDY_WEIGHTS, key=lambda w: (_acc(sel.with_greedy(a, g, w), valid), -w))
     params["abstain_threshold"] = max(THRESHOLDS,
                                       key=lambda t: (_acc(sel.abstain_to_greedy(a, g, t), valid), -t))
+    r = valid["readback_answer"].astype(np.int64)[..., :n]
+    params["consistency_epsilon"] = max(EPSILONS, key=lambda e: (_acc(sel.consistency_vote(a, r, e), valid), -e))
     feats, present, _ = candidates(valid, n)
     params["calibrated"] = sel.fit_calibrated_vote(feats, present, gold).tolist()
     feats, present, _ = candidates(valid, n, extra=True)
@@ -81,6 +84,13 @@ def choices(d: dict, n: int, params: dict, rms=None) -> dict:
            f"greedy as a voter (w={params['greedy_weight']})": sel.with_greedy(a, g, params["greedy_weight"]),
            f"abstain to greedy (share<{params['abstain_threshold']})":
                sel.abstain_to_greedy(a, g, params["abstain_threshold"])}
+    r = d["readback_answer"].astype(np.int64)[..., :n]
+    out[f"read-back consistency vote (eps={params['consistency_epsilon']})"] = sel.consistency_vote(
+        a, r, params["consistency_epsilon"])
+    # not selectors among the N latent answers: the backbone's own token continuations from latent 0
+    out["[other decoding] greedy read-back (the first latent read back, step 2 in tokens)"] = _greedy(
+        {"greedy_answer": d["greedy_readback_answer"]}, a.shape[:2])
+    out["[other decoding] majority of the N read-back answers"] = sel.majority(r)
     feats, present, _ = candidates(d, n)
     out["calibrated vote (share, greedy)"] = sel.calibrated_vote(feats, present, np.array(params["calibrated"]), a)
     feats, present, _ = candidates(d, n, extra=True)

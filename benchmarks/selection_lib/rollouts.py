@@ -122,3 +122,32 @@ def draw_split(model, tok, examples, n: int, seeds: list[int], batch_questions: 
     out["x1_true"] = torch.tensor([left_operand(s[1]) if len(s) > 1 else NO_ANSWER for s in out["steps"]])
     log(f"read back latent 0 of {len(seeds) * q * r + q} trajectories in {time.time() - started:.0f} s")
     return out
+
+
+@torch.no_grad()
+def extend_split(model, tok, data: dict, n_new: int, batch_questions: int = 32, answer_width: int = 8, log=print):
+    """Draw samples ``n .. n_new - 1`` of every question and seed of ``data`` (from ``draw_split``) and append
+    them: sample j is keyed by (seed, question, j), so the result equals drawing ``n_new`` from the start.
+    RM scores of the old samples are dropped (score again)."""
+    from lm_eval_latenttts.data import arith  # noqa: F401
+
+    n, q = data["n"], len(data["prompts"])
+    examples = [{"answer": str(g)} for g in data["gold"]]
+    parts = {k: [] for k in ("answers", "correct", "latents", "answer_tokens")}
+    for s, seed in enumerate(data["seeds"]):
+        config = model.latent_generation_config(num_return_sequences=n_new, seed=seed)
+        started = time.time()
+        found = []
+        for b in range(0, q, batch_questions):
+            found += sample(model, tok, data["prompts"][b:b + batch_questions], config, None, sample_offset=n,
+                            keep_latents=True, count=n_new - n)
+        parts["answers"].append(torch.tensor([[answer_code(a) for a in c.answers] for c in found]))
+        parts["correct"].append(torch.tensor([[model.is_correct(t, e["answer"]) for t in c.texts]
+                                              for c, e in zip(found, examples)]))
+        parts["latents"].append(torch.stack([c.latents for c in found]))
+        parts["answer_tokens"].append(torch.stack([_answer_tokens(tok, c.texts, answer_width) for c in found]))
+        log(f"seed {seed}: samples {n}..{n_new - 1} of {q} questions in {time.time() - started:.0f} s")
+    for k, v in parts.items():
+        data[k] = torch.cat([data[k], torch.stack(v)], dim=2)
+    data["n"], data["scores"] = n_new, {}
+    return data

@@ -97,6 +97,16 @@ def abstain_to_greedy(answers, greedy, threshold):
     return np.where(share >= threshold, choice, g)
 
 
+def consistency_vote(answers, readback, epsilon):
+    """Majority vote in which a trajectory whose answer differs from its read-back answer (what the backbone
+    writes when it verbalises the rest from the trajectory's latent 0) votes with weight ``epsilon`` instead of 1
+    (epsilon -> 0: the consistent trajectories decide, the others only break ties or stand in when none is)."""
+    k = readback.shape[-1]
+    weights = np.ones(answers.shape)
+    weights[..., :k] = np.where(answers[..., :k] == readback, 1.0, epsilon)
+    return leader(vote_counts(answers, weights), answers)
+
+
 def candidate_features(answers, greedy, traj=None, extra=None):
     """Per (seed, question, value) features of every candidate answer for a calibrated vote.
 
@@ -155,5 +165,5 @@ def calibrated_vote(features, present, weights, answers):
     return leader(score, answers)
 
 
-__all__ = ["abstain_to_greedy", "best_of_n", "calibrated_vote", "candidate_features", "fit_calibrated_vote",
+__all__ = ["abstain_to_greedy", "consistency_vote", "best_of_n", "calibrated_vote", "candidate_features", "fit_calibrated_vote",
            "leader", "majority", "one_hot", "vote_counts", "weighted", "with_greedy"]

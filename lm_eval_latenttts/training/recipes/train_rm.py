@@ -52,6 +52,10 @@ def build_parser():
     p.add_argument("--noise-std", type=float, default=None, help="default: the backbone's recommended")
     p.add_argument("--keep-all", action="store_true",
                    help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
+    p.add_argument("--loss", choices=["contrastive", "bce"], default="contrastive", help="RM objective")
+    p.add_argument("--rm-input", choices=["latents", "latents+answer"], default="latents",
+                   help="what the RM reads after the prompt (latents+answer: also the decoded answer)")
+    p.add_argument("--no-dropout", dest="dropout", action="store_false", help="train the RM without dropout")
     p.add_argument("--epochs", type=float, default=6.0, help="RM training epochs")
     p.add_argument("--max-steps", type=int, default=None, help="cap on RM optimizer steps (tests use a few)")
     p.add_argument("--batch-size", type=int, default=16, help="questions (each with its N trajectories) per process and micro-batch")
@@ -124,6 +128,7 @@ def main(argv=None):
         annotated = time.time()
         summary = train_rm(TrainConfig(
             annotations=str(ann_dir), output_dir=str(work / "rm"), init=args.backbone, epochs=args.epochs,
+            loss=args.loss, rm_input=args.rm_input, dropout=args.dropout,
             max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=True,
             threads=args.threads, progress=not args.no_progress,
             extra={"recipe": "python -m lm_eval_latenttts.training.recipes.train_rm",
