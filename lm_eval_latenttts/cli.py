@@ -119,6 +119,8 @@ def _configure_train_rm(p):
     p.add_argument("--rm-input", choices=("latents", "latents+answer"), default="latents",
                    help="what the RM reads after the prompt: the latent steps (SPEC), or also the end marker and "
                         "the decoded answer, scored as one more (outcome) step labelled with final correctness")
+    p.add_argument("--reinit", action="store_true",
+                   help="re-initialise every weight of the RM (the backbone's architecture without its training)")
     p.add_argument("--no-dropout", dest="dropout", action="store_false",
                    help="train without dropout (the reference trainer's disable_dropout); by default the RM's "
                         "dropout sites are active, keyed per question and trajectory")

@@ -364,3 +364,20 @@ def test_rm_reading_the_answer(backbone_dir, tmp_path):
     assert json.loads((tmp_path / "rm" / "config.json").read_text())["rm_input"] == "latents+answer"
     with pytest.raises(ValueError, match="rm-input"):
         TrainConfig(annotations="a", output_dir="o", rm_input="answer").validate()
+
+
+def test_reinit_replaces_the_backbone_weights(backbone_dir, tmp_path):
+    from lm_eval_latenttts.training.rm_training import reinitialise
+
+    rm, _, _ = load_rm(str(backbone_dir))
+    before = {k: v.clone() for k, v in rm.state_dict().items()}
+    torch.manual_seed(0)
+    reinitialise(rm)
+    after = rm.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(".mlp.c_fc.weight" in k for k in changed) and any("wte" in k for k in changed)
+    assert float(after["transformer.h.0.mlp.c_fc.weight"].std()) == pytest.approx(0.02, rel=0.2)
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=2)
+    summary = train_rm(TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm"), init=str(backbone_dir),
+                                   max_steps=1, batch_size=2, eval_fraction=0.0, progress=False, reinit=True))
+    assert summary["config"]["reinit"] is True

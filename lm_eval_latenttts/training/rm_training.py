@@ -63,6 +63,24 @@ def load_rm(init, dtype=torch.float32):
     return rm, tokenizer, source
 
 
+def reinitialise(rm, std: float | None = None) -> None:
+    """Fresh weights of the RM's architecture (GPT-2's scheme: N(0, initializer_range) for linear and embedding
+    weights, zero biases, unit LayerNorms): the lever "what does the backbone's training give the RM"."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    std = std if std is not None else getattr(rm.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for module in rm.modules():
+            if isinstance(module, (nn.Linear, Conv1D, nn.Embedding)):
+                module.weight.normal_(0.0, std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+
+
 def check_rm_against_data(rm, hidden_size, backbone_config=None):
     """Clear errors when the annotated latents (or the annotating backbone) do not fit the RM."""
     size = rm.get_input_embeddings().weight.shape[1]
@@ -95,6 +113,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # fp32 | bf16
     rm_input: str = "latents"  # or "latents+answer": the RM also reads the decoded answer (an outcome step)
+    reinit: bool = False  # re-initialise every weight (the backbone's architecture, not its training)
     dropout: bool = True  # keyed dropout at the RM's dropout sites while training (False: off, as the reference)
     lora_r: int = 0
     lora_alpha: int = 16
@@ -205,6 +224,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max
     run_id, latest = open_run(cfg, ckpt_root, settings, accelerator)
     set_seed(cfg.seed)
     rm, tokenizer, source = _checked_rm(init, ds, ann_config)
+    if cfg.reinit:
+        reinitialise(rm)
     answers = None
     if cfg.rm_input == "latents+answer":
         if tokenizer is None:
