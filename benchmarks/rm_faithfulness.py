@@ -167,12 +167,14 @@ def main(argv=None):
     p.add_argument("--epochs", type=float, default=30)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--eval-frequency", type=int, default=1)
+    p.add_argument("--batch-trajectories", type=int, default=2048,
+                   help="trajectories per batch (the reference recipe's 2048 = 256 questions of 8)")
     args = parser.parse_args(argv)
     if args.cmd == "export":
         export(args.annotations, args.out, args.eval_fraction, args.seed)
     else:
         train(args.reference, args.python, args.data, args.init, args.out, args.epochs, args.lr,
-              eval_frequency=args.eval_frequency)
+              batch_trajectories=args.batch_trajectories, eval_frequency=args.eval_frequency)
 
 
 if __name__ == "__main__":
