@@ -123,3 +123,14 @@ def test_annotate_decoded_refuses_questions_without_steps(backbone, tmp_path):
     with pytest.raises(ValueError, match="labels must be one of"):
         _config(backbone, _questions(tmp_path), tmp_path / "o2", ).__class__(
             model="m", data="d", output_dir=str(tmp_path / "o3"), labels="exact").validate()
+
+
+def test_model_card_names_decoded_labels_and_the_answer_input():
+    from lm_eval_latenttts.publishing.model_card import rm_model_card
+
+    summary = {"annotation_config": {"labels": "decoded", "generation": {"latent_sampling": "dropout",
+                                                                         "dropout_p": 0.2, "num_return_sequences": 8}},
+               "config": {"loss": "bce", "rm_input": "latents+answer", "dropout": False}}
+    card = rm_model_card(summary, None)
+    assert "exact step labels, N = 8" in card and "Monte Carlo" not in card
+    assert "the decoded answer" in card and "no dropout" in card and "against the step label" in card

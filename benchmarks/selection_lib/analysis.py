@@ -130,6 +130,9 @@ def auroc_table(d: dict, n: int) -> dict:
     counts = sel.vote_counts(a)
     share = np.take_along_axis(counts, np.clip(a, 0, sel.VALUES - 1), -1) * (a >= 0) / n
     out = {"vote share": within_auroc(share, correct)}
+    k = d["readback_answer"].shape[-1]
+    if k >= n:  # agreement of a trajectory's answer with its read-back answer (a 0/1 score)
+        out["read-back agreement"] = within_auroc(readback_agreement(d, n), correct)
     for rm in rm_names(d):
         out[rm] = within_auroc(trajectory_scores(d, rm, n), correct)
     return out

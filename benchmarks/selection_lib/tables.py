@@ -46,6 +46,30 @@ def coverage_per_question(correct: np.ndarray) -> np.ndarray:
     return np.asarray(correct).any(-1).mean(0)
 
 
+def per_question_auroc(scores: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """(Q,) within-question AUROC averaged over the seeds where the question has both classes (NaN: never)."""
+    s, q, n = scores.shape
+    per_q = np.full((s, q), np.nan)
+    for seed in range(s):
+        for i in range(q):
+            y = correct[seed, i].astype(bool)
+            if y.all() or not y.any():
+                continue
+            d = scores[seed, i][y][:, None] - scores[seed, i][~y][None, :]
+            per_q[seed, i] = float(((d > 0) + 0.5 * (d == 0)).mean())
+    out = np.full(q, np.nan)
+    has = ~np.isnan(per_q).all(0)
+    out[has] = np.nanmean(per_q[:, has], 0)
+    return out
+
+
+def paired_auroc(a: np.ndarray, b: np.ndarray, correct: np.ndarray) -> dict:
+    """Within-question AUROC of scores ``a`` minus that of ``b`` on the same trajectories, paired over questions."""
+    pa, pb = per_question_auroc(a, correct), per_question_auroc(b, correct)
+    ok = ~np.isnan(pa)
+    return paired(pa[ok], pb[ok])
+
+
 def within_auroc(scores: np.ndarray, correct: np.ndarray) -> dict:
     """Within-question AUROC of trajectory ``scores`` (S, Q, N) for ``correct``: per question, the AUROC
     averaged over seeds that have both classes; then the mean over questions with its 95% interval."""
