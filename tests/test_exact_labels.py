@@ -9,8 +9,6 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from tiny_models import make_checkpoint  # noqa: E402
-
 from lm_eval_latenttts.training import exact_labels as ex  # noqa: E402
 from lm_eval_latenttts.training.annotate import AnnotateConfig, annotate  # noqa: E402
 from lm_eval_latenttts.training.annotation_store import load_annotations  # noqa: E402
@@ -18,15 +16,7 @@ from lm_eval_latenttts.training.annotation_store import load_annotations  # noqa
 N = 3
 
 
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    from hf_modeling import AutoLatentModel, load_latent_tokenizer
-
-    folder = make_checkpoint(tmp_path_factory.mktemp("ck") / "coconut", "coconut", seed=1)
-    model = AutoLatentModel.from_pretrained(str(folder))
-    model.config.latent_length = 3
-    tok = load_latent_tokenizer(str(folder), model.config)
-    return folder, model, tok
+from test_annotate import backbone  # noqa: E402,F401  (the tiny backbone fixture: 3 latent steps)
 
 
 def test_step_expression():

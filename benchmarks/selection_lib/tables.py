@@ -73,17 +73,8 @@ def paired_auroc(a: np.ndarray, b: np.ndarray, correct: np.ndarray) -> dict:
 def within_auroc(scores: np.ndarray, correct: np.ndarray) -> dict:
     """Within-question AUROC of trajectory ``scores`` (S, Q, N) for ``correct``: per question, the AUROC
     averaged over seeds that have both classes; then the mean over questions with its 95% interval."""
-    s, q, n = scores.shape
-    per_q = np.full((s, q), np.nan)
-    for seed in range(s):
-        for i in range(q):
-            y = correct[seed, i].astype(bool)
-            if y.all() or not y.any():
-                continue
-            d = scores[seed, i][y][:, None] - scores[seed, i][~y][None, :]
-            per_q[seed, i] = float(((d > 0) + 0.5 * (d == 0)).mean())  # evidence_lib.ranking.auroc, vectorised
-    has = ~np.isnan(per_q).all(0)
-    values = np.nanmean(per_q[:, has], 0)
+    values = per_question_auroc(scores, correct)
+    values = values[~np.isnan(values)]
     out = mean_ci(values) if len(values) else {"mean": float("nan"), "ci95": [float("nan")] * 2}
     out["questions"] = int(len(values))
     return out

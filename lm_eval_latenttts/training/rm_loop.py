@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from hf_modeling.latent_state import eval_mode
 from lm_eval_latenttts.training.rm_checkpoints import (
     STATE_FILE,
     load_training_state,
@@ -45,17 +46,6 @@ from lm_eval_latenttts.training.rm_checkpoints import (
 from lm_eval_latenttts.training.rm_data import epoch_order, global_batches, rank_share
 from lm_eval_latenttts.training.rm_dropout import KeyedTrainingDropout, question_keys, row_keys
 from lm_eval_latenttts.training.rm_objective import compute_loss, evaluate, loss_units, step_scores
-
-
-@contextlib.contextmanager
-def _eval_mode(model):
-    """No dropout at all (``TrainConfig.dropout=False``): the model's own dropout modules off for the pass."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @dataclass
@@ -111,7 +101,7 @@ class RMTrainingLoop:
         no_sync = contextlib.nullcontext() if sync else self.acc.no_sync(self.model)
         with no_sync:
             dropout = self.dropout.applied(self.model, keys, batch["position_ids"]) if self.dropout is not None \
-                else _eval_mode(self.model)
+                else eval_mode(self.model)  # TrainConfig.dropout=False: no dropout at all
             with dropout, self.acc.autocast():
                 scores = step_scores(self.model, batch)
             loss = compute_loss(self.cfg.loss, scores.float(), batch["values"], batch["mask"], reduction="sum")
