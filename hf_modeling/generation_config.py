@@ -61,6 +61,9 @@ ADAPTIVE_DEFAULTS = {
     "greedy_baseline": True,
 }
 BOOLEAN_FIELDS = tuple(k for k, v in ADAPTIVE_DEFAULTS.items() if isinstance(v, bool))
+# fields whose None is a setting of its own, not "unset": ``seed=None`` draws a seed per ``generate`` call (a
+# saved ``"seed": null`` loads as None, never as the default 0)
+NONE_IS_A_VALUE = ("seed",)
 INHERITED_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 32}
 # what a rollout reads; the other GenerationConfig fields concern token sampling and are refused as overrides
 ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *ADAPTIVE_DEFAULTS, *INHERITED_DEFAULTS, "eos_token_id",
@@ -128,7 +131,13 @@ class LatentGenerationConfig(GenerationConfig):
             or the cap of a dynamic one (CoLaR); ``None``: the model config's.
         max_new_tokens (`int`, defaults to 32): answer tokens after the end marker.
         seed (`int`, defaults to 0): sample j of a question is a function of
-            (seed, its prompt tokens, j) only.
+            (seed, its prompt tokens, j) only.  ``None``: as transformers' sampling,
+            which draws from torch's global generator, each ``generate`` call draws
+            its own seed from it (or from ``generator=``): reproducible with
+            ``torch.manual_seed`` before the call, and within a call a question's
+            samples do not depend on the other questions, but two calls (two
+            batches) draw different seeds.  The lm-eval harness draws one seed per
+            run instead, logs and records it (``seed=none``).
         aggregate (`str`, *optional*): how one answer is chosen among the N:
             ``"majority"``, ``"best_of_n"``, ``"weighted"`` (RM-weighted vote) or
             ``"beam"`` (RM-guided beam search); ``None``: ``best_of_n`` with a
@@ -162,8 +171,8 @@ class LatentGenerationConfig(GenerationConfig):
 
     def __init__(self, **kwargs):
         for key, default in {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS}.items():
-            value = kwargs.pop(key, None)
-            setattr(self, key, default if value is None else value)
+            value = kwargs.pop(key, None) if key not in NONE_IS_A_VALUE else kwargs.pop(key, default)
+            setattr(self, key, default if value is None and key not in NONE_IS_A_VALUE else value)
         inherited = {k: getattr(self, k) for k in INHERITED_DEFAULTS}
         super().__init__(**kwargs, **inherited)
 
@@ -336,9 +345,9 @@ def _seed(name, value):
         raise ValueError(f"{name} must be an integer in [-2**127, 2**127 - 1]; got {value!r}.")
 
 
-def _number(low, high, high_open=False, low_open=False):
+def _number(low, high, high_open=False, low_open=False, optional=False):
     def check(name, value):
-        if value is None:
+        if value is None and optional:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
             raise ValueError(f"{name} must be a finite number; got {value!r}.")
@@ -355,8 +364,8 @@ def _boolean(name, value):
 
 FIELD_CHECKS = {
     "latent_sampling": _choice(SAMPLING_MODES),
-    "dropout_p": _number(0.0, 1.0, high_open=True),
-    "noise_std": _number(0.0, math.inf),
+    "dropout_p": _number(0.0, 1.0, high_open=True, optional=True),  # None: the backbone's typical strength
+    "noise_std": _number(0.0, math.inf, optional=True),
     "dropout_scope": _choice(DROPOUT_SCOPES),
     "aggregate": _choice((None, *AGGREGATES)),
     "reduction": _choice(REDUCTIONS),

@@ -48,8 +48,20 @@ from .latent_state import (
 )
 
 
+# generate() arguments of the released LatentTTS reference code -> the LatentGenerationConfig field of the same meaning
+REFERENCE_NAMES = {"max_latent_length": "latent_length"}
+REFERENCE_MEANING = {"max_latent_length": "the latent steps of a fixed-length backbone, the cap of CoLaR's dynamic ones"}
+
+
+class PromptTooLongError(ValueError):
+    """A prompt with the latent steps and the end marker leaves no room for one answer token in the model's
+    context window (``context_room``): a named failure of one question, which the lm-eval harness scores as
+    failed and counts; any other error stops its run."""
+
+
 def _base_seed(seed: int | None, generator: torch.Generator | None) -> int:
-    """The run's seed: a draw from ``generator`` when one is given, else ``seed``, else torch's global generator."""
+    """The call's seed: a draw from ``generator`` when one is given, else ``seed``, else a draw from torch's global
+    generator (``seed=None``: one draw per call, as transformers' sampling; see ``generate``)."""
     if generator is None and seed is not None:
         return seed
     device = generator.device if generator is not None else "cpu"
@@ -98,6 +110,11 @@ class LatentGenerationMixin:
         if not overrides and isinstance(generation_config, LatentGenerationConfig) and \
                 generation_config.resolved_for(self.latent_kind):
             return generation_config
+        renamed = sorted(set(overrides) & set(REFERENCE_NAMES))
+        if renamed:
+            raise TypeError("; ".join(
+                f"{name} is the released LatentTTS reference's name of {REFERENCE_NAMES[name]}: pass "
+                f"{REFERENCE_NAMES[name]}={overrides[name]!r} ({REFERENCE_MEANING[name]})" for name in renamed) + ".")
         unknown = sorted(set(overrides) - ROLLOUT_FIELDS)
         if unknown:
             raise TypeError(
@@ -141,9 +158,10 @@ class LatentGenerationMixin:
 
         Prompt, ``steps`` latent slots and the end marker take their positions,
         and one more is kept free; a prompt that leaves no room for one answer
-        token is an error (``ValueError``; the harness answers that document as
-        failed).  The one place the window is checked, for ``generate``, beam
-        search, annotation and the harness.
+        token is an error (``PromptTooLongError``, a ``ValueError``; the
+        harness answers that document as failed and counts it).  The one place
+        the window is checked, for ``generate``, beam search, annotation and
+        the harness.
         """
         limit = self.max_context_length()
         if limit is None:
@@ -151,7 +169,7 @@ class LatentGenerationMixin:
         room = limit - (prompt_lengths.long() + steps + 1)
         if bool((room < 1).any()):
             longest = int(prompt_lengths.max())
-            raise ValueError(
+            raise PromptTooLongError(
                 f"a prompt of {longest} tokens with {steps} latent steps and the end marker leaves no room for an "
                 f"answer in the model's context window of {limit} positions; shorten the prompt or lower the "
                 "latent length.")
@@ -381,7 +399,11 @@ class LatentGenerationMixin:
                 question, so ``num_return_sequences=4, sample_offset=4`` draws
                 samples 4..7 of the sequence that ``num_return_sequences=8`` draws.
             generator: draws the seed instead of ``seed`` (reproducible with the
-                generator's state).
+                generator's state).  With ``seed=None`` and no generator the seed
+                is drawn from torch's global generator, as transformers' sampling
+                draws from it: once per call, so two calls (two batches) get
+                different seeds; pass an int ``seed`` for samples that are a
+                function of (seed, question, j) only.
         Returns:
             ``sequences`` (LongTensor), or a ``LatentGenerateOutput`` when
             ``return_dict_in_generate=True``; rows are question-major.

@@ -85,7 +85,7 @@ class LatentRMMixin(LatentHubMixin):
 
     # -- hooks -----------------------------------------------------------------------
     def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., hidden) -> (...,) the one-output classifier (no dropout)."""
+        """(..., hidden) -> (...,) the one-output classifier (no dropout), computed by ``one_output``."""
         raise NotImplementedError
 
     @property
@@ -276,6 +276,21 @@ class LatentRMMixin(LatentHubMixin):
         )
 
 
+def one_output(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    """(..., hidden) -> (...,): a one-output ``linear`` as a row-wise product and sum, the same bits for a row
+    whatever else is in the batch.
+
+    As a matrix product with one output column, CPU kernels run a matrix-vector
+    product that handles the rows in blocks and the last rows of a call (its
+    row count modulo 4) on another path, which rounds differently: a question
+    whose rows came last in a call of 17 or 33 questions got an RM score that
+    differed from its batch-1 score in the 6th decimal.  The product and sum
+    reduce each row on its own, in one order.
+    """
+    score = (hidden * linear.weight[0].to(hidden.dtype)).sum(-1)
+    return score if linear.bias is None else score + linear.bias[0].to(hidden.dtype)
+
+
 class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassification):
     """GPT-2 LatentRM (the released ``ModalityDance/latent-tts-rm`` layout: ``transformer.*`` + ``classifier.*``)."""
 
@@ -283,7 +298,7 @@ class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassificatio
     head_prefixes = ("classifier.",)
 
     def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.classifier(hidden)[..., 0]
+        return one_output(self.classifier, hidden)
 
 
 class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaForTokenClassification):
@@ -304,7 +319,7 @@ class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaForTokenClassifica
         self.post_init()
 
     def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.score(hidden)[..., 0]
+        return one_output(self.score, hidden)
 
 
 __all__ = [

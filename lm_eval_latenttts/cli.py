@@ -131,6 +131,9 @@ def _configure_train_rm(p):
                    help="fraction of annotated questions held out for recall@1 evaluation")
     p.add_argument("--eval-annotations", default=None,
                    help="a separate annotation folder for evaluation (then nothing is held out)")
+    p.add_argument("--allow-incomplete-annotations", action="store_true",
+                   help="train on an annotation run that did not annotate every question of its data file "
+                        "(interrupted or still running); refused by default")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every K optimizer steps (0: each epoch)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every K optimizer steps (0: each epoch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head init, shuffling and the eval split")
@@ -189,13 +192,17 @@ def _configure_export(p):
                    help="the model's Hub repo (card model_name; default source url https://huggingface.co/REPO)")
     p.add_argument("--source-url", default=None, help="where the evaluation logs are (e.g. the details dataset)")
     p.add_argument("--source-name", default=None, help="display name of that source")
+    p.add_argument("--allow-failed-documents", action="store_true",
+                   help="export tasks with documents that could not run (e.g. too long for the context window; "
+                        "scored wrong), the count in the notes; refused by default")
 
 
 def _run_export(args):
     from lm_eval_latenttts.publishing.eval_results import export_results, parse_benchmarks
 
     written = export_results(args.results, args.model_dir, benchmarks=parse_benchmarks(args.benchmark),
-                             repo_id=args.repo_id, source_url=args.source_url, source_name=args.source_name)
+                             repo_id=args.repo_id, source_url=args.source_url, source_name=args.source_name,
+                             allow_failed_documents=args.allow_failed_documents)
     print(json.dumps([str(p) for p in written], indent=2))
 
 

@@ -355,3 +355,13 @@ def test_question_seed_is_stable():
                               env=dict(os.environ, PYTHONHASHSEED=hash_seed), timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert json.loads(proc.stdout) == seeds
+
+
+@pytest.mark.parametrize("field, value", [("limit", -1), ("limit", 0), ("threads", 0)])
+def test_annotate_refuses_limits_that_meant_something_else(tmp_path, field, value):
+    """Sweep of issue 21: --limit -1 annotated all questions but the last, --limit 0 none, --threads 0 all threads."""
+    from lm_eval_latenttts.training.annotate import AnnotateConfig
+
+    config = AnnotateConfig(model="m", data="d", output_dir=str(tmp_path), **{field: value})
+    with pytest.raises(ValueError, match=f"{field} must be an integer >= 1"):
+        config.validate()

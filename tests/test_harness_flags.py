@@ -134,9 +134,9 @@ def test_refused_through_cli(tasks, case, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "|latent_arith" not in proc.stdout and "|arith_" not in proc.stdout, out[-3000:]
     expected = {
-        "fewshot": ["holds more than the question", "#### ", "--num_fewshot"],
-        "fewshot_qa": ["holds more than the question", "--num_fewshot"],
-        "system_instruction": ["'You are a careful calculator.' before it", "--system_instruction"],
+        "fewshot": ["holds 1 few-shot example(s)", "--num_fewshot"],
+        "fewshot_qa": ["holds 1 few-shot example(s)", "--num_fewshot"],
+        "system_instruction": ["system instruction 'You are a careful calculator.'", "--system_instruction"],
         "use_cache": ["does not support --use_cache", "seed, n, sampling"],
         "seed": [f"seed={2**127}", "[-2**127, 2**127 - 1]"],
         "chat_template": ["does not use chat templates", "without --apply_chat_template"],
@@ -146,34 +146,107 @@ def test_refused_through_cli(tasks, case, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the rules, without the CLI
-@pytest.mark.parametrize("context, doc, question", [
-    ("Start at 3?", {"question": "Start at 3?"}, "Start at 3?"),
-    ("Question: Start at 3?\nAnswer:", {"question": "Start at 3?"}, "Start at 3?"),
-    ("Q: Start at 3?\nA:", {"question": " Start at 3? "}, "Start at 3?"),
-    ("Problem: Start at 3?", {"input": "Start at 3?"}, "Start at 3?"),
-    ("Question: Start at 3?\nAnswer:", {"text": "other"}, "Start at 3?"),  # no question field: the wrapper
-    ("Q: Start at 3?\nA:", None, "Start at 3?"),
-    ("Start at 3?", None, "Start at 3?"),
-])
-def test_bare_question(context, doc, question):
+DOCS = [{"question": "Start at 3, plus 1?", "answer": "4"}, {"question": " Start at 5, plus 2? ", "answer": "7"}]
+
+
+def task_requests(docs=DOCS, build=None, **config):
+    """The requests lm-eval's own ``ConfigurableTask`` builds for ``docs`` under a task ``config`` (a task YAML's
+    keys) and ``build_all_requests`` options, without the task index."""
+    import datasets
+    from lm_eval.api.task import ConfigurableTask
+
+    import lm_eval_latenttts.harness.model  # noqa: F401  (the model is created before tasks build requests)
+
+    base = dict(task="t", dataset_path="json", test_split="test", output_type="generate_until",
+                doc_to_text="{{question}}", doc_to_target="{{answer}}", generation_kwargs={"until": []},
+                metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+                num_fewshot=0, fewshot_split="test")
+    base.update(config, custom_dataset=lambda **_: datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)}))
+    task = ConfigurableTask(config=base)
+    task.build_all_requests(limit=len(docs), **(build or {}))
+    return task.instances
+
+
+def _question(instance):
     from lm_eval_latenttts.harness.context import bare_question
 
-    assert bare_question(context, doc) == question
+    return bare_question(instance.args[0], instance.doc, f"document {instance.doc_id} of task {instance.task_name}")
 
 
-@pytest.mark.parametrize("context, doc", [
-    ("Start at 1? #### 1\n\nStart at 3?", {"question": "Start at 3?"}),  # a shot before the question
-    ("Q: Start at 1?\nA: 1\n\nQ: Start at 3?\nA:", {"question": "Start at 3?"}),
-    ("You are a careful calculator.Start at 3?", {"question": "Start at 3?"}),  # --system_instruction
-    ("Start at 3?\nThink step by step.", {"question": "Start at 3?"}),
-    ("Question: Start at 1?\nAnswer: 1\n\nQuestion: Start at 3?\nAnswer:", None),  # no doc: the repeated label
+@pytest.mark.parametrize("config, docs", [
+    ({}, DOCS),
+    ({"doc_to_text": "Question: {{question}}\nAnswer:"}, DOCS),
+    ({"doc_to_text": "Q: {{question}}\nA:"}, DOCS),
+    ({"doc_to_text": "{{question}}", "gen_prefix": "Answer:"}, DOCS),
+    ({"doc_to_text": "question"}, DOCS),  # a field name
+    ({"doc_to_text": lambda doc: doc["question"].strip()}, DOCS),  # a function
+    # a field that is not called question: its label was passed to the model
+    ({"doc_to_text": "Problem: {{problem}}"}, [{"problem": d["question"], "answer": d["answer"]} for d in DOCS]),
 ])
-def test_more_than_the_question_is_refused(context, doc):
+def test_bare_question_is_the_documents_field(config, docs):
+    """lm-eval's context is exactly the rendered doc_to_text: one field of the document, wrapped at most in labels."""
+    assert [_question(i) for i in task_requests(docs, **config)] == ["Start at 3, plus 1?", "Start at 5, plus 2?"]
+
+
+def gsm8k_requests(docs=DOCS, num_fewshot=0):
+    """The requests of lm-eval's own gsm8k task ("Question: {{question}}\nAnswer:", its generation_kwargs and
+    filters) on ``docs``, with ``--num_fewshot``."""
+    import importlib.util
+
+    import yaml
+
+    folder = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks" / "gsm8k"
+    config = yaml.safe_load((folder / "gsm8k.yaml").read_text())
+    assert config["doc_to_text"] == "Question: {{question}}\nAnswer:"
+    config = {k: v for k, v in config.items() if k not in ("dataset_path", "dataset_name", "tag", "metadata")}
+    config.update(num_fewshot=num_fewshot, test_split="test", fewshot_split="test")
+    return task_requests(docs, **config)
+
+
+def test_builtin_gsm8k_zero_shot_is_its_question():
+    questions = [_question(i) for i in gsm8k_requests()]
+    assert questions == ["Start at 3, plus 1?", "Start at 5, plus 2?"]
+
+
+@pytest.mark.parametrize("config, build, words", [
+    # each of these reached the model dropped or glued to the question (issue 21, item 4)
+    ({}, {"system_instruction": "Solve:"}, ["system instruction 'Solve:'", "--system_instruction"]),
+    ({"description": "Be brief:"}, {}, ["description 'Be brief:'"]),
+    ({"doc_to_text": "Problem: {{problem}}", "description": "Be brief: "}, {}, ["description"]),
+    ({"doc_to_text": "Answer with a number: {{question}}"}, {}, ["'Answer with a number:' besides", "'question'"]),
+    ({"doc_to_text": "{{question}} Think step by step."}, {}, ["'Think step by step.'"]),
+    ({"doc_to_text": "{{question}} {{answer}}"}, {}, ["besides the document's 'question'"]),
+    ({"num_fewshot": 1, "fewshot_delimiter": " "}, {}, ["1 few-shot example", "--num_fewshot"]),
+    ({"num_fewshot": 1, "doc_to_text": "Q: {{question}}\nA:", "doc_to_target": " {{answer}}"}, {},
+     ["few-shot"]),
+    ({"doc_to_text": "What is it?"}, {}, ["holds no field of its document"]),
+])
+def test_more_than_the_question_is_refused(config, build, words):
+    from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
+
+    docs = DOCS
+    if "problem" in str(config.get("doc_to_text")):
+        docs = [{"problem": d["question"], "answer": d["answer"]} for d in DOCS]
+    for instance in task_requests(docs, build, **config):
+        with pytest.raises(LatentTTSArgumentError, match="zero-shot") as info:
+            _question(instance)
+        for word in words:
+            assert word in str(info.value), (word, str(info.value))
+
+
+def test_a_context_that_does_not_say_what_lm_eval_added_is_refused():
+    """A document's request whose context carries no parts (not built by ConfigurableTask.fewshot_context here) is
+    refused; a request without a document (built by hand) is its own question."""
     from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
     from lm_eval_latenttts.harness.context import bare_question
 
-    with pytest.raises(LatentTTSArgumentError, match="zero-shot"):
-        bare_question(context, doc, "document 0 of task t")
+    with pytest.raises(LatentTTSArgumentError, match="cannot tell what lm-eval added"):
+        bare_question("Question: Start at 3?\nAnswer:", {"question": "Start at 3?"})
+    assert bare_question(" Start at 3? ", {}) == bare_question(" Start at 3? ", None) == "Start at 3?"
+    (instance,) = task_requests(DOCS[:1])
+    import pickle
+
+    assert _question(pickle.loads(pickle.dumps(instance))) == "Start at 3, plus 1?"  # --cache_requests
 
 
 def test_repeat_indices_count_copies_of_one_request():

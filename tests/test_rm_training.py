@@ -1,5 +1,6 @@
 """LatentRM losses and training on tiny random checkpoints (no Hub, no network)."""
 
+import hashlib
 import json
 import math
 import os
@@ -102,9 +103,13 @@ def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HI
             "answers": ["1" if c else "2" for c in recorded], "answer_texts": [""] * n, "num_continuations": 4,
         })
     folder.mkdir(parents=True, exist_ok=True)
+    data = folder.parent / f"{folder.name}-questions.json"  # the data file an annotate run records, complete
+    data.write_text(json.dumps([{"question": r["question"], "answer": r["gold"]} for r in rows]))
     (folder / ann.CONFIG_FILE).write_text(json.dumps({"model": str(backbone_dir), "num_trajectories": n,
                                                       "num_continuations": 4, "sampling": "dropout",
-                                                      "dropout_p": 0.1, "data": "synthetic"}))
+                                                      "dropout_p": 0.1, "data": str(data),
+                                                      "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+                                                      "limit": None, "skip_bad_rows": False}))
     ann.write_shard(folder, 0, rows, list(range(questions)), [])
     return folder
 
@@ -381,3 +386,47 @@ def test_reinit_replaces_the_backbone_weights(backbone_dir, tmp_path):
     summary = train_rm(TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm"), init=str(backbone_dir),
                                    max_steps=1, batch_size=2, eval_fraction=0.0, progress=False, reinit=True))
     assert summary["config"]["reinit"] is True
+
+
+def test_an_incomplete_annotation_run_is_refused(backbone_dir, tmp_path, caplog):
+    """Issue 21, item 8: train-rm trained on 1 of 16 shards without a word.  annotation_config.json records the
+    data file and its sha256, so the questions the run must cover are known: fewer is refused unless asked for."""
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=6)
+    data = Path(json.loads((folder / ann.CONFIG_FILE).read_text())["data"])
+    rows = json.loads(data.read_text())
+    settings = dict(output_dir=str(tmp_path / "rm"), max_steps=1, batch_size=2, eval_fraction=0.0, progress=False)
+    data.write_text(json.dumps(rows + [{"question": "q6", "answer": "1"}, {"question": "q7", "answer": "2"}]))
+    config = json.loads((folder / ann.CONFIG_FILE).read_text())
+    (folder / ann.CONFIG_FILE).write_text(json.dumps({**config, "data_sha256": hashlib.sha256(
+        data.read_bytes()).hexdigest()}))  # as a run over 8 questions that wrote the shard of the first 6
+    with pytest.raises(ValueError, match="6 of the 8 questions .* are annotated \\(2 missing, from question id 6\\)"):
+        train_rm(TrainConfig(annotations=str(folder), **settings))
+    assert not (tmp_path / "rm").exists()
+    summary = train_rm(TrainConfig(annotations=str(folder), allow_incomplete_annotations=True, **settings))
+    assert summary["optimizer_steps"] == 1 and "--allow-incomplete-annotations" in caplog.text
+    data.write_text(json.dumps(rows))  # the data file changed since: the count cannot be known
+    with pytest.raises(ValueError, match="changed since"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm2")}))
+    (folder / ann.CONFIG_FILE).write_text(json.dumps({k: v for k, v in config.items() if k != "data_sha256"}))
+    with pytest.raises(ValueError, match="not written by annotate"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm3")}))
+    (folder / ann.CONFIG_FILE).write_text("{")
+    with pytest.raises(ValueError, match="annotation_config.json is damaged"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm4")}))
+
+
+def test_an_error_in_the_held_out_loss_is_raised_not_dropped(backbone_dir, tmp_path, monkeypatch):
+    """Sweep of issue 21 (an exception turned into a score): evaluate() dropped any ValueError of the held-out loss,
+    so eval_loss silently averaged fewer batches; only a batch without two trajectories to compare has no loss."""
+    from lm_eval_latenttts.training import rm_objective
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=2)
+    ds = ann.load_annotations(folder)
+    rm, _, _ = load_rm(str(backbone_dir))
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id)([question_example(r) for r in ds])
+    assert rm_objective.evaluate(rm, [batch], "contrastive")["eval_loss"] > 0
+    monkeypatch.setattr(rm_objective, "compute_loss", lambda *a, **k: (_ for _ in ()).throw(ValueError("shape bug")))
+    with pytest.raises(ValueError, match="shape bug"):
+        rm_objective.evaluate(rm, [batch], "contrastive")
+    one, two = torch.ones(1, 1, 3, dtype=torch.bool), torch.ones(1, 2, 3, dtype=torch.bool)
+    assert not rm_objective.comparable(one.float(), one) and rm_objective.comparable(two.float(), two)

@@ -81,20 +81,29 @@ HARNESS_GEN_KEYS = (
     "repetition_penalty", "typical_p", "max_length", "stop",
 )
 PAYLOAD_KEY = "latent_tts_payload"  # our tasks' marker: "return the JSON payload of all N candidates"
-_NONE = ("none", "null", "off", "greedy", "")
-_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off", "none", "null", "")
+# the spellings of None: lm-eval's parser of a model_args string (simple_evaluate) turns "none" into None, the CLI
+# passes the text; both mean the same ("not given" for load options, None for a setting)
+_NONE = ("none", "null", "")
+_SAMPLING_OFF = ("off", "greedy")  # sampling only: another name of sampling=none
+_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
 
 
 class LatentTTSArgumentError(ValueError):
     """A bad ``--model_args`` / ``--gen_kwargs`` key or value."""
 
 
-def _coerce(value):
-    """Command-line text to a value: 'none' -> None, '8' -> 8, '0.2' -> 0.2, 'Noise' -> 'noise'."""
+def _is_none(value) -> bool:
+    """``None`` or one of its spellings ('none', 'null', '')."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE)
+
+
+def _coerce(value, key: str | None = None):
+    """Command-line text to a value: 'none' -> None, '8' -> 8, '0.2' -> 0.2, 'Noise' -> 'noise'; for ``sampling``
+    also 'off' / 'greedy' -> None."""
     if not isinstance(value, str):
         return value
     text = value.strip()
-    if text.lower() in _NONE:
+    if _is_none(text) or (key == "sampling" and text.lower() in _SAMPLING_OFF):
         return None
     for convert in (int, float):
         try:
@@ -105,7 +114,8 @@ def _coerce(value):
 
 
 def _boolean(value):
-    """Command-line text or 0/1 to a bool ('true', 'on', '1' -> True; 'false', 'off', '0' -> False); else as is."""
+    """Command-line text or 0/1 to a bool ('true', 'on', '1' -> True; 'false', 'off', '0' -> False); else as is
+    (``None`` / 'none' too: a switch is on or off, and the check names it)."""
     text = str(value).strip().lower()
     if isinstance(value, bool) or text not in (*_TRUE, *_FALSE, "0", "1"):
         return value
@@ -119,7 +129,7 @@ def generation_overrides(args: dict, source: str = "model_args") -> dict:
     overrides = {}
     for key, value in args.items():
         field = GENERATION_KEYS[key]
-        value = _boolean(value) if field in BOOLEAN_FIELDS else _coerce(value)
+        value = _boolean(value) if field in BOOLEAN_FIELDS else _coerce(value, key)
         if isinstance(value, float) and value.is_integer() and field not in FLOAT_FIELDS:
             value = int(value)
         try:
@@ -146,24 +156,30 @@ def parse_model_args(kwargs: dict) -> tuple[dict, dict]:
 
 
 def _load_value(key, value):
+    """A load option's value; ``None`` and its spellings ('none') mean the same from Python and the CLI: no LatentRM
+    (``rm``), the default revision, and for ``dtype``, ``device``, ``batch_size``, ``max_batch_size`` "not given"
+    (picked: ``auto``, see ``setup``).  ``pretrained=none`` is refused: leave it out for the shipped model."""
+    if key == "pretrained" and _is_none(value):
+        _fail(key, value, "a Hub id or a folder path (leave pretrained out for the shipped model)")
+    if _is_none(value):
+        return "auto" if key == "dtype" else None
     if key in ("pretrained", "rm", "revision"):
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE and key != "pretrained"):
-            return None
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str):
             _fail(key, value, "a Hub id or a folder path (a non-empty string)")
         return value.strip()
     if key == "dtype":
-        text = "auto" if value is None else str(value).strip().lower().replace("torch.", "")
+        text = str(value).strip().lower().replace("torch.", "")
         if text not in DTYPES:
             _fail(key, value, f"one of: {', '.join(DTYPES)}")
         return text
     if key == "device":
-        if value is not None and (not isinstance(value, str) or not value.strip()):
+        if not isinstance(value, str):
             _fail(key, value, "a device string such as cpu, cuda, cuda:0")
-        return value.strip() if isinstance(value, str) else None
-    if value is None:  # batch_size, max_batch_size: not given, picked for the device (setup.pick_batch_size)
-        return None
+        return value.strip()
     if key == "batch_size" and isinstance(value, str) and value.strip().lower().startswith("auto"):
+        if value.strip().lower() != "auto":  # lm-eval's auto:N (recompute N times) has no meaning here
+            _fail(key, value, "an integer >= 1 or auto (latent_tts's auto halves a call whenever it runs out of "
+                              "memory, so auto:N has nothing to recompute)")
         return "auto"
     value = _coerce(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -182,7 +198,10 @@ def request_overrides(gen_kwargs: dict | None) -> tuple[dict, list[str], bool]:
     ours, ignored, payload = {}, [], False
     for key, value in (gen_kwargs or {}).items():
         if key == PAYLOAD_KEY:
-            payload = bool(value)
+            if not isinstance(value, bool):  # "false" in quotes would have been True
+                raise LatentTTSArgumentError(f"latent_tts gen_kwargs: {PAYLOAD_KEY}={value!r} must be true or false "
+                                             "(a YAML boolean, unquoted).")
+            payload = value
         elif key in GENERATION_KEYS:
             ours[key] = value
         elif key in HARNESS_GEN_KEYS:

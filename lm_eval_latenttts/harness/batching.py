@@ -13,10 +13,15 @@ every question of the group.  A call is sized by a budget of ``batch_size * N``
 rows: ``batch_size`` questions at N rollouts, ``batch_size * N / k`` at k,
 ``batch_size * N`` greedy decodes, and with beam search ``batch_size``
 questions, each of B*C rows at every latent step.  With ``batch_size=auto`` a
-call that runs out of memory is halved (and the smaller budget, still counted
-in questions at the group's N, kept for what follows); a single question whose
-rollouts do not fit draws them in 2, 4, ... calls (``sample_offset``: the same
-samples).
+call that runs out of memory (CUDA's or the CPU allocator's error) is halved
+(and the smaller budget, still counted in questions at the group's N, kept for
+what follows); a single question whose rollouts do not fit draws them in 2, 4,
+... calls (``sample_offset``: the same samples).
+
+A document fails, scored wrong and counted, only for a named reason found
+before any compute (``failures``: the answerer's ``check`` raises ``DocError``,
+e.g. a prompt too long for the context window); any other error in a draw
+stops the run.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ logger = logging.getLogger("lm_eval.latent_tts")
 
 
 class DocError(Exception):
-    """A problem with one document: it is answered as failed (logged), the run goes on."""
+    """A named, expected failure of one document, found before any compute (the answerer's ``check``): the
+    document is answered as failed (logged, counted), the run goes on.  Nothing else is scored as failed."""
 
 
 @dataclass(eq=False)
@@ -80,7 +86,7 @@ class Answerer(Protocol):
     """What the runner asks of the model (``LatentTTSModel``'s ``answerer``)."""
 
     def check(self, job: Job) -> None:
-        """Raise ``DocError`` for a document that cannot run."""
+        """Raise ``DocError`` for a document that cannot run (a named reason, e.g. its prompt is too long)."""
 
     def candidates(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
         """Samples ``offset .. offset+count-1`` of a batch of questions (beam search: the beams)."""
@@ -95,10 +101,29 @@ class Answerer(Protocol):
         """The response to a request that could not run (scored wrong)."""
 
 
+# what torch's CPU allocator says when an allocation fails (c10/core/impl/alloc_cpu.cpp): "can't allocate memory"
+# (POSIX) or "not enough memory" (Windows); CUDA's error is a torch.OutOfMemoryError
+CPU_ALLOCATOR_ERRORS = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
 def is_out_of_memory(err: BaseException) -> bool:
-    if isinstance(err, torch.OutOfMemoryError):
+    """Whether ``err`` says that memory ran out: CUDA's, the CPU allocator's (a ``RuntimeError``) or Python's."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text.lower()
+                                              or any(words in text for words in CPU_ALLOCATOR_ERRORS))
+
+
+def failures(jobs: list[Job], answerer: Answerer) -> dict[int, str]:
+    """``{job index: reason}`` of the jobs that cannot run (``Answerer.check``), found before any compute."""
+    found = {}
+    for job in jobs:
+        try:
+            answerer.check(job)
+        except DocError as err:
+            found[job.index] = str(err)
+    return found
 
 
 class BatchRunner:
@@ -110,19 +135,21 @@ class BatchRunner:
         self.device = torch.device(device)
         self.batch_sizes: dict = {}
 
-    def run(self, jobs: list[Job], answerer: Answerer, disable_tqdm: bool = False) -> list[str]:
-        """Responses to ``jobs`` in their order."""
+    def run(self, jobs: list[Job], answerer: Answerer, failed: dict[int, str] | None = None,
+            disable_tqdm: bool = False) -> list[str]:
+        """Responses to ``jobs`` in their order; ``failed`` (``failures``: job index -> reason) are answered as
+        failed without running."""
         from lm_eval.models.utils import Collator
         from tqdm import tqdm
 
+        failed = failures(jobs, answerer) if failed is None else failed
         results: list[str | None] = [None] * len(jobs)
         ready = []
         for job in jobs:
-            try:
-                answerer.check(job)
+            if job.index in failed:
+                results[job.index] = answerer.failed(job, failed[job.index])
+            else:
                 ready.append(job)
-            except DocError as err:
-                results[job.index] = answerer.failed(job, str(err))
         collator = Collator(ready, sort_fn=lambda job: (-len(job.prompt), job.index), group_by="gen_kwargs",
                             group_fn=lambda job: {"setting": job.setting.key,
                                                   "width": padded_length(len(job.prompt)),
@@ -152,11 +179,7 @@ class BatchRunner:
             decode = lambda setting, prompts, offset, count: answerer.greedy(setting, prompts)  # noqa: E731
             greedy = draw_in_rounds(len(jobs), setting.greedy, AGGREGATIONS["majority"],
                                     self._drawer(jobs, decode, False), budget)
-        responses = []
-        for job, got, base in zip(jobs, found, greedy):
-            trouble = got if isinstance(got, str) else base if isinstance(base, str) else None
-            responses.append(answerer.failed(job, trouble) if trouble else answerer.respond(job, got, base))
-        return responses
+        return [answerer.respond(job, got, base) for job, got, base in zip(jobs, found, greedy)]
 
     def _drawer(self, jobs: list[Job], method: Callable, splittable: bool):
         """``draw(indices, offset, count)`` for ``draw_in_rounds``: one call of the answerer's ``method``
@@ -171,32 +194,29 @@ class BatchRunner:
         return draw
 
     def _draw(self, chunk: list[Job], offset: int, count: int, fn: Callable, splittable: bool) -> list:
-        """Candidates of one call, per question (a ``str`` for a question that failed).
+        """Candidates of one call, per question.
 
-        Out of memory halves the call (and the budget of later calls); a
-        failing call is retried one question at a time.
+        Out of memory halves the call (and the budget of later calls); any
+        other error stops the run: a failure found while drawing is a bug or a
+        setting, never a document's wrong answer.
         """
         try:
             return fn([job.prompt for job in chunk], offset, count)
-        except Exception as err:  # noqa: BLE001 - out-of-memory and per-document failures are handled below
-            if is_out_of_memory(err):
-                self._free()
-                if len(chunk) == 1:
-                    return [self._in_pieces(chunk[0], offset, count, fn, splittable, err)]
-                half = (len(chunk) + 1) // 2
-                # the budget counts questions at the group's N rollouts (``job.config``), also for the greedy
-                # decodes (drawn at N=1): half of this call's rows, in those units
-                n = chunk[0].config.num_return_sequences
-                self.current = max(1, min(int(self.current), half * count // n))
-                logger.warning("latent_tts: out of memory with %d questions x %d rollouts per call; retrying "
-                               "with %d questions.", len(chunk), count, half)
-                return self._draw(chunk[:half], offset, count, fn, splittable) + \
-                    self._draw(chunk[half:], offset, count, fn, splittable)
-            if _is_setting_error(err):
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is handled; everything else is raised again
+            if not is_out_of_memory(err):
                 raise
-            if len(chunk) > 1:
-                return [got for job in chunk for got in self._draw([job], offset, count, fn, splittable)]
-            return [f"{type(err).__name__}: {err}"]
+            self._free()
+            if len(chunk) == 1:
+                return [self._in_pieces(chunk[0], offset, count, fn, splittable, err)]
+            half = (len(chunk) + 1) // 2
+            # the budget counts questions at the group's N rollouts (``job.config``), also for the greedy
+            # decodes (drawn at N=1): half of this call's rows, in those units
+            n = chunk[0].config.num_return_sequences
+            self.current = max(1, min(int(self.current), half * count // n))
+            logger.warning("latent_tts: out of memory with %d questions x %d rollouts per call; retrying "
+                           "with %d questions.", len(chunk), count, half)
+            return self._draw(chunk[:half], offset, count, fn, splittable) + \
+                self._draw(chunk[half:], offset, count, fn, splittable)
 
     def _in_pieces(self, job: Job, offset: int, count: int, fn: Callable, splittable: bool, err: BaseException):
         """One question's ``count`` rollouts do not fit one call: draw them in 2, 4, 8, ... calls."""
@@ -227,11 +247,4 @@ class BatchRunner:
             torch.cuda.empty_cache()
 
 
-def _is_setting_error(err: BaseException) -> bool:
-    from hf_modeling.generation_config import SettingError
-    from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
-
-    return isinstance(err, (LatentTTSArgumentError, SettingError, NotImplementedError))
-
-
-__all__ = ["Answerer", "BatchRunner", "DocError", "Job", "Setting", "is_out_of_memory"]
+__all__ = ["Answerer", "BatchRunner", "CPU_ALLOCATOR_ERRORS", "DocError", "Job", "Setting", "failures", "is_out_of_memory"]

@@ -20,9 +20,10 @@ sampling stopped, which their ``process_results`` turns into metric rows; any ot
 generation task (e.g. the built-in ``gsm8k`` with ``--num_fewshot 0``) gets
 ``"#### <answer>"``.
 The model gets the bare question (``harness.context``: the document's
-question, its template's labels such as ``"Question: ...\\nAnswer:"`` dropped);
-a context with more (few-shot examples, ``--system_instruction``, a
-description) is an error: latent reasoning models are evaluated zero-shot.
+question, its template's labels such as ``"Question: ...\\nAnswer:"`` dropped,
+known from what lm-eval says it built the context from); a context with more
+(few-shot examples, ``--system_instruction``, a description, an instruction in
+``doc_to_text``) is an error: latent reasoning models are evaluated zero-shot.
 A task's ``repeats: K`` hands the model K copies of a request: copy r draws
 samples r*N .. r*N+N-1 of the question (N = n), so the K responses are
 disjoint samples, each a function of (seed, question, settings, r); the greedy
@@ -33,6 +34,7 @@ See :mod:`lm_eval_latenttts.harness.arguments`.
 from __future__ import annotations
 
 import logging
+import secrets
 
 import torch
 from lm_eval.api.instance import Instance
@@ -40,13 +42,14 @@ from lm_eval.api.model import LM
 
 from hf_modeling.answers import normalize_number, number_text
 from hf_modeling.generation_config import SettingError
+from hf_modeling.latent_generation import PromptTooLongError
 from lm_eval_latenttts.harness.arguments import (
     LatentTTSArgumentError,
     SHORT_NAMES,
     parse_model_args,
     request_overrides,
 )
-from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job, Setting
+from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job, Setting, failures
 from lm_eval_latenttts.harness.context import bare_question
 from lm_eval_latenttts.harness.setup import (
     load_models,
@@ -67,6 +70,7 @@ logger = logging.getLogger("lm_eval.latent_tts")
 
 HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
 HARNESS_DEFAULT_BATCH_SIZE = 1  # ... and when no --batch_size is given (an int; the CLI's own value is a str)
+DRAWN_SEEDS = 2**31 - 1  # seed=none draws a seed in 1 .. 2**31 - 1 (never 0, the default seed; short to type)
 
 
 def canonical_answer(answer) -> str | None:
@@ -85,11 +89,13 @@ class Rollouts:
         self.model, self.tokenizer, self.rm = model, tokenizer, rm
 
     def check(self, job: Job) -> None:
+        """The named failures of a document, found before any compute: an empty question, a prompt too long
+        for the context window (``PromptTooLongError``)."""
         if not job.question.strip():
             raise DocError("the question is empty")
         try:
             self.model.context_room(torch.tensor([len(job.prompt)]), self.model.latent_steps_of(job.config))
-        except ValueError as err:
+        except PromptTooLongError as err:
             raise DocError(str(err)) from None
 
     def candidates(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
@@ -153,13 +159,18 @@ class LatentTTSModel(LM):
         self._task_settings: dict[str, dict] = {}
         self._settings: dict = {}  # a request's gen_kwargs -> its Setting (resolved once)
         self._distinct: dict = {}  # (settings JSON, payload) -> Setting: equal settings share one
+        self._failed: dict[str, int] = {}  # task -> documents answered as failed (all processes), see generate_until
         self.accelerator, self._rank, self._world_size = process_group()
         device = self.accelerator.device if self.accelerator is not None else pick_device(
             self.load_options["device"], harness_default=_harness_device)
         self._device = device
+        # the run's seed for seed=none (model_args or gen_kwargs): drawn once, the same on every process
+        self._drawn_seed, self.seed_drawn = self._all_processes(secrets.randbelow(DRAWN_SEEDS) + 1)[0], False
         self._create_model(pick_dtype(self.load_options["dtype"], device))
         # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here)
         self.run_config = self._resolve(self.base_config, overrides, "model_args")
+        self._given = set(overrides)  # the settings model_args name: a setting that cannot apply is refused
+        self._check_given(self.run_config, self._given, "model_args")
         sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
         self.load_options["batch_size"], self.load_options["max_batch_size"] = sizes
         self.batches = BatchRunner(*sizes, device)
@@ -177,7 +188,8 @@ class LatentTTSModel(LM):
         a distinct setting); errors name ``source`` and the keys of ``source``.
 
         Warns (once) about settings that run but do not do what their names promise; sampling of strength 0
-        runs as sampling=none, since its N rollouts are identical.
+        runs as sampling=none, since its N rollouts are identical.  ``seed=none`` becomes the run's drawn seed
+        (logged, recorded in the results): a question's samples never depend on its batch.
         """
         try:
             config = self.model.latent_generation_config(
@@ -187,11 +199,51 @@ class LatentTTSModel(LM):
         except ValueError as err:
             message = err.named(SHORT_NAMES) if isinstance(err, SettingError) else str(err)
             raise LatentTTSArgumentError(f"latent_tts {source}: {message}") from None
+        self._check_window(config, source)
+        if config.seed is None:
+            config.seed, self.seed_drawn = self._drawn_seed, True
+            self._warn_once("seed", "latent_tts: seed=none: this run draws its samples with seed=%d, drawn at random "
+                            "(recorded in the results); pass seed=%d to reproduce them.", config.seed, config.seed)
         for key, message in config.idle_settings(SHORT_NAMES):
             self._warn_once(key, "latent_tts: %s", message)
         if config.latent_sampling is not None and not config.samples:  # as for_backbone leaves sampling=none:
             config.latent_sampling = config.dropout_p = config.noise_std = None  # valid, so not validated again
         return config
+
+    def _check_given(self, config, given: set, source: str, run_given: set = frozenset()) -> None:
+        """Refuse a setting asked for (in ``source``: ``given``) that the chosen aggregation cannot honour: beam
+        search keeps B beams of C candidates (``n`` would be ignored) and draws no rounds (``adaptive``).  One the
+        run's model_args asked for (``run_given``) while a task's gen_kwargs choose beam search is said once."""
+        if config.selection(self.rm is not None) != "beam":
+            return
+
+        def ignored(fields: set) -> list[str]:
+            found = [f"n={config.num_return_sequences}"] if "num_return_sequences" in fields else []
+            return found + (["adaptive=true"] if "adaptive" in fields and config.adaptive else [])
+
+        why = (f"RM-guided beam search keeps beams={config.latent_beams} beams of candidates="
+               f"{config.latent_candidates} candidates each (B*C rollouts per latent step) and returns the B beams")
+        if ignored(given):
+            raise LatentTTSArgumentError(
+                f"latent_tts {source}: {' and '.join(ignored(given))} cannot apply with aggregate=beam: {why}. Leave "
+                "it out, and size the search with beams= and candidates=.")
+        if ignored(run_given - given):
+            self._warn_once("beam_ignores", "latent_tts: a task's gen_kwargs choose aggregate=beam, so model_args %s "
+                            "do not apply to it: %s.", " and ".join(ignored(run_given - given)), why)
+
+    def _check_window(self, config, source: str) -> None:
+        """Refuse a setting under which no question can run: its latent steps, the end marker and one answer token
+        do not fit in the context window even after the shortest prompt (a one-token question)."""
+        limit, steps = self.model.max_context_length(), self.model.latent_steps_of(config)
+        shortest = len(self.model.encode_prompt(self.tokenizer, "0"))
+        try:
+            self.model.context_room(torch.tensor([shortest]), steps)
+        except PromptTooLongError:
+            raise LatentTTSArgumentError(
+                f"latent_tts {source}: {steps} latent steps (latent_length), the end marker and one answer token "
+                f"do not fit in the model's context window of {limit} positions even after the shortest prompt "
+                f"({shortest} tokens), so no question could run. Use latent_length <= {limit - shortest - 2}."
+            ) from None
 
     def _setting(self, gen_kwargs: dict) -> Setting:
         """The resolved ``Setting`` of a request's ``gen_kwargs`` (the run's, then its overrides): resolved
@@ -209,6 +261,7 @@ class LatentTTSModel(LM):
                             "greedily after the latent phase).", name)
         changes = {k: v for k, v in overrides.items() if getattr(self.run_config, k) != v}
         config = self._resolve(self.run_config, overrides, "gen_kwargs") if changes else self.run_config
+        self._check_given(config, set(overrides), "gen_kwargs", run_given=self._given)
         distinct = (config.to_json_string(use_diff=False), payload)
         if distinct not in self._distinct:
             how = AGGREGATIONS[config.selection(self.rm is not None)]
@@ -238,14 +291,53 @@ class LatentTTSModel(LM):
                    sample_offset=repeat * config.num_return_sequences)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
+        # every request is parsed and checked first: bad gen_kwargs, a few-shot context or a task that no
+        # document of can run fail before any compute
         jobs = [self._job(i, request, repeat) for i, (request, repeat) in
                 enumerate(zip(requests, repeat_indices(requests)))]
+        failed = failures(jobs, self.answerer)
+        self._count_failed(requests, failed)
         self._note_task_settings(requests, jobs)
-        results = self.batches.run(jobs, self.answerer, disable_tqdm=disable_tqdm or self.rank != 0)
+        results = self.batches.run(jobs, self.answerer, failed, disable_tqdm=disable_tqdm or self.rank != 0)
         for request, text in zip(requests, results):
             self.cache_hook.add_partial("generate_until", request.args, text)
         return results
+
+    def _count_failed(self, requests, failed: dict[int, str]) -> None:
+        """Count each task's documents that cannot run (over all processes; ``failed_documents`` in the results),
+        and refuse a task none of whose documents can run: that is a setting, not a score of 0."""
+        tally: dict[str, list] = {}  # task -> [documents, failed documents]
+        for index, request in enumerate(requests):
+            task, doc = getattr(request, "task_name", None), getattr(request, "doc_id", None)
+            counts = tally.setdefault(str(task), [set(), set(), None])
+            counts[0].add((doc, index) if doc is None else doc)
+            if index in failed:
+                counts[1].add((doc, index) if doc is None else doc)
+                counts[2] = counts[2] or failed[index]
+        totals: dict[str, list] = {}
+        for part in self._all_processes({task: (len(docs), len(bad), reason) for task, (docs, bad, reason)
+                                         in tally.items()}):
+            for task, (docs, bad, reason) in part.items():
+                total = totals.setdefault(task, [0, 0, None])
+                total[0], total[1], total[2] = total[0] + docs, total[1] + bad, total[2] or reason
+        for task, (docs, bad, reason) in sorted(totals.items()):
+            if docs and bad == docs:
+                raise LatentTTSArgumentError(
+                    f"latent_tts: no document of task {task} can run with these settings ({reason}); all {docs} "
+                    "would be scored wrong. Lower latent_length, or use a model with a longer context window.")
+            if bad:
+                logger.warning("latent_tts: %d of %d documents of task %s cannot run (%s, ...); they are scored "
+                               "wrong and counted in the results (latent_tts.failed_documents).", bad, docs, task,
+                               reason)
+            self._failed[task] = self._failed.get(task, 0) + bad
+
+    def _all_processes(self, obj) -> list:
+        """``obj`` of every process (each process gets all of them)."""
+        if self.world_size <= 1:
+            return [obj]
+        gathered = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
 
     # ------------------------------------------------------------------ lm-eval plumbing
     def set_cache_hook(self, cache_hook) -> None:
@@ -336,8 +428,12 @@ class LatentTTSModel(LM):
             "rm": self.load_options["rm"],
             "rm_class": type(self.rm).__name__ if self.rm is not None else None,
             **scaling_settings(self.run_config, self.rm is not None),
+            "seed_drawn": self.seed_drawn,  # seed=none: a seed (the one recorded) was drawn for the run
             "batch_size": self.load_options["batch_size"],
             "tasks": dict(sorted(self._task_settings.items())),
+            # per task, documents that could not run (a named reason, e.g. a prompt too long for the context
+            # window), scored wrong; export-results refuses a task with any
+            "failed_documents": dict(sorted(self._failed.items())),
             "data_files": data_overrides(),
         }
         top = {f"model_{k}": backbone[k] for k in ("num_parameters", "dtype", "revision", "sha")}
@@ -408,10 +504,14 @@ def _is_harness_default_batch_size(value) -> bool:
 
 
 def _register() -> None:
-    """Registering on import covers processes without the .pth hook (e.g. running from a source tree)."""
+    """Registering on import covers processes without the .pth hook (e.g. running from a source tree); the
+    contexts of lm-eval's tasks carry what they were built from from now on (``harness.context.install``): the
+    model is created before any task builds its requests."""
+    from lm_eval_latenttts.harness.context import install
     from lm_eval_latenttts.harness.plugin import register_model
 
     register_model()
+    install()
 
 
 _register()

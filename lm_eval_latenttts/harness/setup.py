@@ -19,15 +19,18 @@ TINY_MODEL_PARAMETERS = 20_000_000
 
 
 def shipped_defaults(arg_dict: dict) -> dict:
-    """No ``pretrained``: the shipped model, and the shipped LatentRM unless ``rm`` is given.
+    """No ``pretrained`` key: the shipped model, and the shipped LatentRM unless an ``rm`` key is given.
 
-    The paths are written into ``arg_dict`` (the dict lm-eval logs and names its
-    output folder after).  Their recommended settings come from the
-    checkpoints' own ``generation_config.json``.
+    ``rm=none`` (the CLI's text, or the ``None`` that lm-eval's parser makes of it
+    in ``simple_evaluate``) is given: no LatentRM, as its value says; only a
+    missing key means the shipped one.  ``pretrained=none`` is refused when the
+    options are parsed.  The paths are written into ``arg_dict`` (the dict lm-eval
+    logs and names its output folder after).  Their recommended settings come
+    from the checkpoints' own ``generation_config.json``.
     """
     from lm_eval_latenttts.checkpoints import shipped_model, shipped_rm
 
-    if arg_dict.get("pretrained") not in (None, ""):
+    if "pretrained" in arg_dict:
         return arg_dict
     try:
         arg_dict["pretrained"] = str(shipped_model())
@@ -35,7 +38,7 @@ def shipped_defaults(arg_dict: dict) -> dict:
         raise FileNotFoundError(
             f"{err} Or pass model_args pretrained=<Hub id or folder>, e.g. pretrained=ModalityDance/latent-tts-coconut."
         ) from None
-    if arg_dict.get("rm") in (None, "") and shipped_rm() is not None:
+    if "rm" not in arg_dict and shipped_rm() is not None:
         arg_dict["rm"] = str(shipped_rm())
     return arg_dict
 
@@ -140,6 +143,11 @@ def load_models(pretrained: str, rm_path: str | None, revision: str | None, dtyp
     from hf_modeling.modeling_latent_rm import LatentRMMixin
 
     model = AutoLatentModel.from_pretrained(pretrained, revision=revision, dtype=dtype)
+    if isinstance(model, LatentRMMixin):
+        raise LatentTTSArgumentError(
+            f"latent_tts model_args: pretrained={pretrained!r} is a LatentRM ({type(model).__name__}), which scores "
+            "latent steps but cannot answer: pass it as rm=<it> and a latent backbone (COCONUT, CODI, CoLaR) as "
+            "pretrained=, or leave pretrained out for the shipped model.")
     model.to(device).eval()
     single_thread_for_tiny_cpu_models(model, device)
     tokenizer = load_latent_tokenizer(pretrained, model.config, revision=revision)

@@ -23,10 +23,13 @@ there do not overwrite each other.
 Refused: results of another model than the folder's (compared by the sha256
 of the weights that the run recorded, see ``publishing.model_info``), results
 not produced by ``latent_tts``, runs with ``--limit`` / ``--samples`` (fewer
-documents than the task has), ``--predict_only`` runs (no scores), a card
-whose ``model-index`` cannot be read (before anything is written), and tasks
-whose questions came from a local file unless ``--benchmark TASK=DATASET``
-says which Hub benchmark they are.
+documents than the task has), ``--predict_only`` runs (no scores), tasks with
+documents that could not run and were scored wrong (the run's
+``failed_documents``, e.g. prompts too long for the context window) unless
+``--allow-failed-documents`` (then the notes give the count), a card whose
+``model-index`` cannot be read (before anything is written), and tasks whose
+questions came from a local file unless ``--benchmark TASK=DATASET`` says which
+Hub benchmark they are.
 """
 
 from __future__ import annotations
@@ -78,15 +81,26 @@ def _default_benchmarks() -> dict[str, Benchmark]:
 
 
 def parse_benchmarks(items: list[str]) -> dict[str, Benchmark]:
-    """``["TASK=DATASET[:TASK_ID]", ...]`` (``--benchmark``) -> {task: Benchmark}."""
+    """``["TASK=DATASET[:TASK_ID]", ...]`` (``--benchmark``) -> {task: Benchmark}; the dataset must be a Hub
+    dataset id as the Hub validates it and the task id one name (they are written into the results files)."""
+    from lm_eval_latenttts.publishing.identity import check_repo_id, check_task_id
+
     found = {}
     for item in items:
         task, _, target = item.partition("=")
         dataset, _, task_id = target.partition(":")
+        task, dataset, task_id = task.strip(), dataset.strip(), task_id.strip()
         if not task or "/" not in dataset:
             raise ExportError(f"--benchmark {item!r}: expected TASK=DATASET[:TASK_ID] with a Hub dataset id "
                               "such as openai/gsm8k, e.g. --benchmark latent_gsm8k=openai/gsm8k:gsm8k.")
-        found[task.strip()] = Benchmark(dataset.strip(), (task_id or dataset.split("/")[-1]).strip())
+        if task in found:
+            raise ExportError(f"--benchmark names task {task!r} twice; give each task one benchmark.")
+        try:
+            check_repo_id(dataset, f"--benchmark {item!r}: the dataset", namespace=True)
+            check_task_id(task_id or dataset.split("/")[-1], f"--benchmark {item!r}")
+        except ValueError as err:
+            raise ExportError(str(err)) from None
+        found[task] = Benchmark(dataset, task_id or dataset.split("/")[-1])
     return found
 
 
@@ -119,6 +133,29 @@ def load_results(path) -> tuple[dict, Path]:
     return results, file
 
 
+def failed_documents(results: dict, info: dict, file: Path, tasks: list[str], allow: bool) -> dict[str, str]:
+    """Per task, a sentence for the notes on its documents that could not run (scored wrong), "" for none;
+    an error for a task with any unless ``allow``, or for results that do not record the count."""
+    recorded = info.get("failed_documents")
+    found = {}
+    for task in tasks:
+        count = recorded.get(task) if isinstance(recorded, dict) else None
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ExportError(f"{file} does not record how many documents of task {task} could not run (an older "
+                              "lm-eval-latenttts?); rerun the evaluation with this version.")
+        total = ((results.get("n-samples") or {}).get(task) or {}).get("effective")
+        of = f" of {total}" if total is not None else ""
+        if count and not allow:
+            raise ExportError(f"{file}: {count}{of} documents of task {task} could not run (e.g. a prompt too long "
+                              "for the model's context window) and were scored wrong, so its scores are not the "
+                              "benchmark's. Rerun with settings under which every document runs (a lower "
+                              "latent_length, a model with a longer context window), or pass "
+                              "--allow-failed-documents to export them with the count in the notes.")
+        found[task] = (f" {count}{of} documents could not run (too long for the context window) and are scored "
+                       "wrong.") if count else ""
+    return found
+
+
 def check_results(results: dict, file: Path, model_dir: Path) -> dict:
     """Refuse results that are not a complete ``latent_tts`` run of the model in ``model_dir``; its info block."""
     config = results["config"]
@@ -137,6 +174,11 @@ def check_results(results: dict, file: Path, model_dir: Path) -> dict:
         if counts.get("effective") != counts.get("original"):
             raise ExportError(f"{file}: task {task} scored {counts.get('effective')} of its {counts.get('original')} "
                               "documents (--limit or --samples). Rerun on the whole task.")
+    if any(settings.get("seed", 0) is None
+           for settings in [info, *(info.get("tasks") or {}).values()] if isinstance(settings, dict)):
+        raise ExportError(f"{file} comes from a seed=none run of an older lm-eval-latenttts, which drew a new seed "
+                          "for every batch: its scores cannot be reproduced. Rerun with this version (it draws one "
+                          "seed for the run and records it) or with model_args seed=<int>.")
     recorded = info.get("weights_sha256")
     if not recorded:
         raise ExportError(f"{file} does not record the evaluated weights' sha256 (an older lm-eval-latenttts?); "
@@ -201,11 +243,18 @@ def slug_defaults(model_dir=None) -> dict:
 
 
 def _json(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when there is no such file); a damaged one is an error (read as {}, it gave
+    the library's defaults, and the slug named settings the run did not use)."""
+    if not path.is_file():
+        return {}
     try:
-        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        found = {}
-    return found if isinstance(found, dict) else {}
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ExportError(f"{path} is damaged ({type(err).__name__}: {err}); the export reads the checkpoint's own "
+                          "settings from it. Restore it from the checkpoint.") from None
+    if not isinstance(found, dict):
+        raise ExportError(f"{path} is not a JSON object; restore it from the checkpoint.")
+    return found
 
 
 def dtype_name(dtype) -> str | None:
@@ -233,7 +282,8 @@ def settings_slug(settings: dict, rm_sha256: str | None, defaults: dict | None =
         parts += [f"adaptive-{settings['adaptive_rule']}{settings.get('adaptive_threshold')}"
                   f"-k{settings.get('adaptive_round')}"]
     parts += [f"rm{rm_sha256[:8]}"] if rm_sha256 else []
-    parts += [f"seed{settings['seed']}"] if settings.get("seed") not in (None, 0) else []
+    seed = settings.get("seed", 0)  # every seed but the default 0 is named; a seed=none run's is its drawn seed
+    parts += [f"seed{'none' if seed is None else seed}"] if seed != 0 else []
     defaults = slug_defaults() if defaults is None else defaults
     for key, tag in SLUG_EXTRAS.items():
         value = settings.get(key)
@@ -249,8 +299,9 @@ def _strength(settings: dict) -> str:
 
 
 def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] | None = None,
-          dtype: str | None = None) -> str:
-    """Human-readable test-time-scaling settings, what ``metric`` measures and what the run cost per question."""
+          dtype: str | None = None, drawn: bool = False) -> str:
+    """Human-readable test-time-scaling settings, what ``metric`` measures and what the run cost per question;
+    ``drawn``: the seed was drawn at random for the run (``seed=none``)."""
     aggregate = settings.get("aggregate")
     meaning = METRIC_MEANING.get(metric, metric).format(aggregate=aggregate)
     if metric.startswith("pass@"):
@@ -269,7 +320,8 @@ def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] |
     weights = f", weights {dtype}" if dtype else ""
     return (f"lm-eval-latenttts test-time scaling, zero-shot: {meaning}. Latent sampling {sampling}"
             f"{strength.get(sampling, '')}, {budget}, aggregation {how}, LatentRM "
-            f"{rm or 'none'}, seed {settings.get('seed')}{weights}.{spent}")
+            f"{rm or 'none'}, seed {settings.get('seed')}{' (drawn at random for the run)' if drawn else ''}"
+            f"{weights}.{spent}")
 
 
 def relevant(settings: dict) -> dict:
@@ -298,13 +350,29 @@ def _metrics(task_results: dict):
             yield metric, filt, float(value)
 
 
+def _date(results: dict, file: Path) -> str:
+    """When the run started (lm-eval's ``date``, a Unix time) in the eval-results format; an error without one
+    (a missing date was written as 1970-01-01)."""
+    stamp = results.get("date")
+    if isinstance(stamp, str):
+        try:
+            stamp = float(stamp)
+        except ValueError:
+            stamp = None
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or stamp <= 0:
+        raise ExportError(f"{file} does not record when the evaluation ran (its 'date' is {results.get('date')!r}); "
+                          "it is not a complete lm-eval results file.")
+    return datetime.fromtimestamp(float(stamp), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # ------------------------------------------------------------------------------------ writing
 def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] | None = None,
                    repo_id: str | None = None, source_url: str | None = None,
-                   source_name: str | None = None) -> list[Path]:
+                   source_name: str | None = None, allow_failed_documents: bool = False) -> list[Path]:
     """Write ``.eval_results/*.yaml`` and the card's ``model-index`` for every task of the results file.
 
     Everything is checked before anything is written; returns the files written (the card last).
+    ``allow_failed_documents``: export tasks with documents that could not run, the count in the notes.
     """
     import yaml
     from huggingface_hub import EvalResult, EvalResultEntry, eval_result_entries_to_yaml
@@ -312,15 +380,27 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
     from hf_modeling.hub import card_metadata, render_card
     from lm_eval_latenttts.publishing.model_card import read_card, update_model_index
 
+    from lm_eval_latenttts.publishing.identity import check_repo_id
+
     model_dir = Path(model_dir)
+    if repo_id is not None:
+        try:
+            check_repo_id(repo_id, "--repo-id")
+        except ValueError as err:
+            raise ExportError(str(err)) from None
     results, file = load_results(results_path)
     info = check_results(results, file, model_dir)
     groups = set(results.get("group_subtasks") or {})
     tasks = [t for t in sorted(results["results"]) if t not in groups]
+    unknown = sorted(set(benchmarks or {}) - set(tasks))
+    if unknown:
+        raise ExportError(f"--benchmark names {', '.join(unknown)}, which {file} has no scores of (its tasks: "
+                          f"{', '.join(tasks)}).")
+    failed = failed_documents(results, info, file, tasks, allow_failed_documents)
     chosen = {task: task_benchmark(results, info, task, benchmarks or {}) for task in tasks}
     url = source_url or (f"https://huggingface.co/{repo_id}" if repo_id else None)
     name = source_name or ("lm-eval-harness results (lm-eval-latenttts)" if url else None)
-    date = datetime.fromtimestamp(float(results.get("date") or 0), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    date = _date(results, file)
     rm = rm_label(info)
     rm_sha256 = info.get("rm_weights_sha256") if info.get("rm") else None
     dtype = dtype_name(info.get("dtype"))
@@ -335,7 +415,7 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
             if metric in COST_METRICS:
                 continue
             variant = metric if filt == "none" else f"{metric}-{filt}"
-            text = notes(settings, metric, rm, costs, dtype)
+            text = notes(settings, metric, rm, costs, dtype, drawn=bool(info.get("seed_drawn"))) + failed[task]
             entry = EvalResultEntry(dataset_id=bench.dataset_id, task_id=bench.task_id, value=value, date=date,
                                     source_url=url, source_name=name, notes=text)
             stem = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{task}_{variant.replace('@', '-at-')}_{slug}")

@@ -22,6 +22,9 @@ def push_to_hub(folder, repo_id: str, *, private: bool = False, token: str | Non
     """Create ``repo_id`` (if needed) and upload ``folder``; returns the commit URL."""
     import huggingface_hub
 
+    from lm_eval_latenttts.publishing.identity import check_repo_id
+
+    check_repo_id(repo_id, "the repo id")
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} has no config.json: it is not a saved checkpoint folder to upload.")

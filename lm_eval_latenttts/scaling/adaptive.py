@@ -155,10 +155,10 @@ def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw,
 
     ``draw(indices, offset, count)`` draws samples ``offset .. offset+count-1``
     of the questions ``indices`` in one call and returns, per question, its
-    ``Candidates`` or a failure reason (``str``: the question stops, failed).
+    ``Candidates`` (an error in a draw is raised, never a question's result).
     ``rows_per_call()`` is the current row budget of a call (it may shrink
     after an out-of-memory error).  Returns, per question, its ``Candidates``
-    (``stopped`` says why it stopped) or its failure reason.
+    (``stopped`` says why it stopped).
     """
     n, k = config.num_return_sequences, round_size(config, how)
     found: list = [None] * questions
@@ -169,7 +169,7 @@ def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw,
         while start < len(undecided):
             part = undecided[start:start + max(1, rows_per_call() // count)]
             for q, got in zip(part, draw(part, offset, count)):
-                if found[q] is None or isinstance(got, str):
+                if found[q] is None:
                     found[q] = got
                 else:
                     found[q].extend(got)
@@ -177,8 +177,6 @@ def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw,
         offset += count
         still = []
         for q in undecided:
-            if isinstance(found[q], str):
-                continue
             found[q].stopped = stop_reason(found[q], config, how)
             if found[q].stopped is None:
                 still.append(q)

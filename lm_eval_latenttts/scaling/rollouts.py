@@ -123,6 +123,14 @@ def _candidates(model, tokenizer, answer_ids, rows_per_question, scores, steps, 
     return out
 
 
+def _check_seed(config) -> None:
+    """Refuse ``seed=None`` here: it draws a seed per call (``generate``'s semantics), so a question's samples would
+    depend on the batch it is drawn in; the caller fixes the seed first (the harness draws one per run)."""
+    if config.seed is None:
+        raise ValueError("scaling.rollouts draws questions a batch at a time, and seed=None would draw a new seed "
+                         "for every batch: pass an int seed (the lm-eval harness draws one per run for seed=none).")
+
+
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[list[int]], config: LatentGenerationConfig, rm=None,
            sample_offset: int = 0, keep_latents: bool = False, count: int | None = None) -> list[Candidates]:
@@ -133,6 +141,7 @@ def sample(model, tokenizer, prompts: list[list[int]], config: LatentGenerationC
     With sampling off one rollout is drawn and stands for all ``count`` (they
     would be identical).  With ``rm`` every candidate gets its trajectory score.
     """
+    _check_seed(config)
     count = config.num_return_sequences if count is None else count
     draws = count if config.samples else 1
     if not (config.resolved_for(model.latent_kind) and config.eos_token_id == tokenizer.eos_token_id
@@ -168,6 +177,7 @@ def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationCon
     ``drawn`` counts the B*C candidates of a latent step, ``latent_forwards`` the forwards the search ran."""
     from lm_eval_latenttts.scaling.beam import rm_beam_search
 
+    _check_seed(config)
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
     tokens = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     same = config.resolved_for(model.latent_kind) and all(getattr(config, k) == v for k, v in tokens.items())

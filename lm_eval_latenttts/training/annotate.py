@@ -111,6 +111,10 @@ class AnnotateConfig:
             raise ValueError(f"latents_per_step must be an integer >= 1; got {self.latents_per_step!r}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}.")
+        for name in ("limit", "threads"):  # --limit -1 dropped the last question, --threads 0 meant all threads
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 (or left out); got {value!r}.")
 
     def resolve(self, model):
         """The run's ``LatentGenerationConfig``: the backbone's recommended settings, then ``generation``."""
@@ -120,6 +124,10 @@ class AnnotateConfig:
             recommended = model.latent_generation_config().latent_sampling
             overrides["latent_sampling"] = given[0] if len(given) == 1 else recommended or "dropout"
         config = model.latent_generation_config(None, **overrides)
+        if config.seed is None:  # a seed per call would differ on resume and between ranks
+            raise ValueError("annotation needs a fixed seed (its questions are seeded from (seed, question id), so "
+                             "that a resumed or multi-process run draws the same trajectories); the checkpoint's "
+                             "generation_config.json says seed=null: pass --seed <int>.")
         if not config.samples:
             raise ValueError("annotation needs stochastic trajectories: pass --sampling dropout or noise with a "
                              "strength > 0 (--dropout-p / --noise-std).")
@@ -143,6 +151,31 @@ class AnnotateConfig:
             "keep_all": self.keep_all, "skip_bad_rows": self.skip_bad_rows, "max_batch_rows": self.max_batch_rows,
             "dtype": self.dtype, "format_version": store.FORMAT_VERSION,
         }
+
+
+def incomplete(folder, recorded: dict) -> str | None:
+    """Why the annotation run in ``folder`` (its ``annotation_config.json``: ``recorded``) is not known to be
+    complete, or None when its shards cover every question of its data file (kept or dropped).
+
+    The expected questions are those of the recorded data file (checked by its sha256), ``limit`` and
+    ``skip_bad_rows``, as the run read them; a run killed or still running has fewer.
+    """
+    data, digest = recorded.get("data"), recorded.get("data_sha256")
+    if not data or not digest:
+        return (f"{Path(folder) / store.CONFIG_FILE} does not record its data file and the file's sha256 (it was "
+                "not written by annotate), so whether every question was annotated cannot be told")
+    if not Path(data).is_file():
+        return f"its data file {data} is gone, so whether every question was annotated cannot be told"
+    if _file_sha256(data) != digest:
+        return f"its data file {data} changed since (sha256), so whether every question was annotated cannot be told"
+    expected = {q["question_id"] for q in load_questions(data, recorded.get("limit"),
+                                                         skip_bad_rows=bool(recorded.get("skip_bad_rows")))}
+    missing = sorted(expected - store.done_question_ids(folder))
+    if missing:
+        return (f"{len(expected) - len(missing)} of the {len(expected)} questions of {data} are annotated "
+                f"({len(missing)} missing, from question id {missing[0]}): the annotate run was interrupted or is "
+                "still running; rerun the same annotate command to finish it")
+    return None
 
 
 def _file_sha256(path) -> str:
@@ -232,16 +265,17 @@ def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config
 
 
 def _dist_state():
+    """(rank, world size, device, barrier): accelerate's; without accelerate installed, one process.  Any other
+    error is raised: a process of a multi-process run that went on alone would annotate every question."""
     try:
         from accelerate import PartialState
         from accelerate.utils import parse_flag_from_env
-
-        # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself: without cpu=True two CPU
-        # processes of `accelerate launch --multi_gpu` each see a world of one and annotate every question
-        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-        return state.process_index, state.num_processes, state.device, state.wait_for_everyone
-    except Exception:  # pragma: no cover - accelerate unusable: single process
+    except ImportError:  # pragma: no cover - accelerate is a dependency
         return 0, 1, torch.device("cpu"), lambda: None
+    # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself: without cpu=True two CPU
+    # processes of `accelerate launch --multi_gpu` each see a world of one and annotate every question
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    return state.process_index, state.num_processes, state.device, state.wait_for_everyone
 
 
 def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_done=None) -> dict:
@@ -364,4 +398,4 @@ def _annotate_questions(config: AnnotateConfig, model, tokenizer, generation, mi
     stats["continuations_per_s"] = stats["continuations"] / max(stats["seconds"], 1e-9)
 
 
-__all__ = ["AnnotateConfig", "annotate", "annotate_question", "load_questions", "question_seed"]
+__all__ = ["AnnotateConfig", "annotate", "annotate_question", "incomplete", "load_questions", "question_seed"]

@@ -39,6 +39,7 @@ import torch
 from hf_modeling.latent_state import eval_mode
 from lm_eval_latenttts.training.rm_checkpoints import (
     STATE_FILE,
+    checkpoint_progress,
     load_training_state,
     run_checkpoints,
     save_training_state,
@@ -125,8 +126,8 @@ class RMTrainingLoop:
     # ------------------------------------------------------------------------------ checkpoints
     def resume(self, latest: Path) -> None:
         """Continue from checkpoint ``latest``: weights, optimizer and schedule (tensors and plain data only)."""
+        state = checkpoint_progress(latest)
         load_training_state(latest, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
-        state = json.loads((Path(latest) / STATE_FILE).read_text())
         self.progress = Progress(state["step"], state["epoch"], state["batch"], state["history"])
 
     def save_checkpoint(self) -> None:

@@ -53,13 +53,12 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------ the model
 def load_rm(init, dtype=torch.float32):
     """(rm, tokenizer or None, source kind 'rm' | 'backbone'): an existing RM, or a new head on a backbone."""
-    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer, resolve_checkpoint
+    from hf_modeling.auto import has_tokenizer
 
     rm, source = AutoLatentModel.rm_from_pretrained(init, dtype=dtype)
-    try:
-        tokenizer = load_latent_tokenizer(init)
-    except Exception:  # noqa: BLE001 - an RM folder without tokenizer files: the annotation's backbone has one
-        tokenizer = None
+    # an RM folder without tokenizer files: the annotation's backbone has one; damaged files are an error
+    tokenizer = load_latent_tokenizer(init) if has_tokenizer(resolve_checkpoint(init)) else None
     return rm, tokenizer, source
 
 
@@ -129,6 +128,7 @@ class TrainConfig:
     hub_private: bool = False
     base_model: str | None = None  # model card: Hub id of the initial checkpoint (default: derived from init)
     license: str | None = None  # model card license
+    allow_incomplete_annotations: bool = False  # train on an annotation run that did not annotate every question
     threads: int | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)  # informational (e.g. the recipe): recorded in the summary as is
@@ -168,8 +168,16 @@ class TrainConfig:
             raise bad("--eval-fraction", "in [0, 1)", self.eval_fraction)
         if self.threads is not None and self.threads < 1:
             raise bad("--threads", ">= 1", self.threads)
+        if self.init is not None and not str(self.init).strip():
+            raise bad("--init", "a checkpoint folder or Hub id (or left out for the annotation's backbone)", self.init)
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one.")
+        from lm_eval_latenttts.publishing.identity import check_repo_id
+
+        if self.push_to_hub is not None:  # refused before training, not after it
+            check_repo_id(self.push_to_hub, "--push-to-hub")
+        if self.base_model is not None:  # the card's base_model names a Hub model
+            check_repo_id(self.base_model, "--base-model")
 
 
 def _lora(model, cfg):
@@ -259,16 +267,32 @@ def _annotation(cfg: TrainConfig):
     """(annotation settings, annotated dataset, N, init checkpoint), checked for this loss."""
     ann_config = annotation_settings(cfg.annotations)
     ds = load_annotations(cfg.annotations)
+    for folder in filter(None, (cfg.annotations, cfg.eval_annotations)):
+        _check_complete(folder, cfg.allow_incomplete_annotations)
     n_max = max(len(c) for c in ds["correct"])
     if cfg.loss == "contrastive" and n_max < 2:
         raise ValueError(
             "The step-wise contrastive loss needs N >= 2 trajectories per question, but the annotation has "
             f"N = {n_max}. Annotate with --num-trajectories >= 2, or use --loss bce."
         )
-    init = cfg.init or ann_config.get("model")
+    init = cfg.init if cfg.init is not None else ann_config.get("model")
     if not init:
         raise ValueError("No --init checkpoint given and the annotation folder does not name its backbone.")
     return ann_config, ds, n_max, init
+
+
+def _check_complete(folder, allow: bool) -> None:
+    """Refuse an annotation run that is not known to be complete (``annotate.incomplete``) unless ``allow``."""
+    from lm_eval_latenttts.training.annotate import incomplete
+
+    reason = incomplete(folder, annotation_settings(folder))
+    if reason is None:
+        return
+    if not allow:
+        raise ValueError(f"Annotation folder {folder}: {reason}. Pass --allow-incomplete-annotations to train on "
+                         "the questions it holds anyway.")
+    logger.warning("Annotation folder %s: %s; training on the questions it holds (--allow-incomplete-annotations).",
+                   folder, reason)
 
 
 def _checked_rm(init, ds, ann_config: dict):
@@ -281,8 +305,9 @@ def _checked_rm(init, ds, ann_config: dict):
 
         try:
             backbone_config, _ = latent_config(ann_config["model"])
-        except Exception:
-            backbone_config = None
+        except (OSError, ValueError) as err:  # the RM is checked against it: an unreadable backbone is no pass
+            raise ValueError(f"The annotation's backbone {ann_config['model']} cannot be read to check the LatentRM "
+                             f"against it ({type(err).__name__}: {err}); restore it, or annotate again.") from err
         if tokenizer is None:
             from hf_modeling import load_latent_tokenizer
 

@@ -61,6 +61,8 @@ from lm_eval_latenttts.data import arith
 from lm_eval_latenttts.training.run_record import (
     changed_settings,
     load_resume_state,
+    read_json_record,
+    restore_state,
     require_output_folder,
 )
 
@@ -384,11 +386,16 @@ class Run:
         if changed:
             raise SystemExit(f"error: {self.args.out} holds a training run with different settings ({changed}). "
                              f"Resume with the same arguments, or choose another --out.")
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["opt"])
-        torch.set_rng_state(st["torch_rng"])
-        self.step, self.history, self.elapsed_prev = st["step"], st["history"], st.get("elapsed", 0.0)
-        self.loss_ema = st["loss_ema"]
+        try:
+            restore_state(self.state_path, remedy, lambda: (
+                self.model.load_state_dict(st["model"]), self.opt.load_state_dict(st["opt"]),
+                torch.set_rng_state(st["torch_rng"])))
+            self.step, self.history, self.elapsed_prev = st["step"], st["history"], st.get("elapsed", 0.0)
+            self.loss_ema = st["loss_ema"]
+        except KeyError as err:
+            raise SystemExit(f"error: {self.state_path} lacks {err}. {remedy}") from None
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
         print(f"resumed from step {self.step}", file=sys.stderr)
         self.t0 = time.time()
 
@@ -398,8 +405,11 @@ class Run:
         path = os.path.join(self.args.out, INFO_FILE)
         if not os.path.isfile(path):
             return
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
+        try:
+            info = read_json_record(path, "the record of a finished run", "Delete it (or choose another --out) to "
+                                    "train there again.")
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
         was = recorded_settings(argparse.Namespace(**info.get("args", {})), info.get("stage_steps", []))
         changed = changed_settings(was, self.settings)
         if changed:
