@@ -124,3 +124,12 @@ def test_model_card_names_decoded_labels_and_the_answer_input():
     card = rm_model_card(summary, None)
     assert "exact step labels, N = 8" in card and "Monte Carlo" not in card
     assert "the decoded answer" in card and "no dropout" in card and "against the step label" in card
+
+
+def test_question_rows_keep_their_gold_steps(tmp_path):
+    from lm_eval_latenttts.data.questions import read_questions
+
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps([{"question": "a", "answer": "3", "steps": ["<<1+2=3>>"]},
+                                {"question": "b", "answer": "4", "steps": "not a list"}, {"question": "c", "answer": 5}]))
+    assert [q.steps for q in read_questions(path)] == [("<<1+2=3>>",), (), ()]

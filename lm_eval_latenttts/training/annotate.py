@@ -57,14 +57,15 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def load_questions(path, limit: int | None = None, skip_bad_rows: bool = False) -> list[dict]:
-    """``{question_id, question, gold}`` per question of a file read by :mod:`lm_eval_latenttts.data.questions`.
+    """``{question_id, question, gold[, steps]}`` per question of a file read by
+    :mod:`lm_eval_latenttts.data.questions` (``steps``: the row's gold steps, when it has them).
 
     ``question_id`` is the row's index in the file (stable when bad rows are
     skipped); ``limit`` keeps the first ``limit`` questions.
     """
     questions = read_questions(path, skip_bad_rows=skip_bad_rows, skip_option=SKIP_OPTION)
-    out = [{"question_id": q.index, "question": q.question, "gold": q.answer, "steps": list(q.steps)}
-           for q in questions]
+    out = [{"question_id": q.index, "question": q.question, "gold": q.answer,
+            **({"steps": list(q.steps)} if q.steps else {})} for q in questions]
     return out if limit is None else out[: int(limit)]
 
 
