@@ -38,7 +38,12 @@ def _configure_annotate(p):
     p.add_argument("-N", "--num-trajectories", type=int, default=None,
                    help="stochastic trajectories per question (default 8)")
     p.add_argument("-M", "--num-continuations", type=int, default=16,
-                   help="Monte Carlo continuations from each latent step's prefix")
+                   help="Monte Carlo continuations from each latent step's prefix (--labels monte_carlo)")
+    p.add_argument("--labels", choices=("monte_carlo", "decoded"), default="monte_carlo",
+                   help="step labels: Monte Carlo values (M continuations per step), or exact labels read back "
+                        "from each latent prefix against the rows' gold 'steps' (no continuations)")
+    p.add_argument("--latents-per-step", type=int, default=1,
+                   help="--labels decoded: latents per gold reasoning step in the backbone's curriculum")
     p.add_argument("--sampling", choices=("dropout", "noise"), default=None,
                    help="source of randomness: Monte Carlo dropout or Gaussian noise on the fed-back latents "
                         "(default: the checkpoint's recommended one, else dropout)")
@@ -81,7 +86,8 @@ def _run_annotate(args):
                   if getattr(args, option) is not None}
     config = AnnotateConfig(
         model=args.model, data=args.data, output_dir=args.output_dir, generation=generation,
-        num_continuations=args.num_continuations, limit=args.limit, keep_all=args.keep_all,
+        num_continuations=args.num_continuations, labels=args.labels, latents_per_step=args.latents_per_step,
+        limit=args.limit, keep_all=args.keep_all,
         skip_bad_rows=args.skip_bad_rows, max_batch_rows=args.max_batch_rows, dtype=args.dtype,
         shard_size=args.shard_size, threads=args.threads, progress=not args.no_progress,
     )
@@ -110,6 +116,14 @@ def _configure_train_rm(p):
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (0: off)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="training precision")
+    p.add_argument("--rm-input", choices=("latents", "latents+answer"), default="latents",
+                   help="what the RM reads after the prompt: the latent steps (SPEC), or also the end marker and "
+                        "the decoded answer, scored as one more (outcome) step labelled with final correctness")
+    p.add_argument("--reinit", action="store_true",
+                   help="re-initialise every weight of the RM (the backbone's architecture without its training)")
+    p.add_argument("--no-dropout", dest="dropout", action="store_false",
+                   help="train without dropout (the reference trainer's disable_dropout); by default the RM's "
+                        "dropout sites are active, keyed per question and trajectory")
     p.add_argument("--lora-r", type=int, default=0, help="LoRA rank via peft (0: full fine-tuning); merged on save")
     p.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha")
     p.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout")

@@ -22,6 +22,24 @@ def load_rm(init, dtype=torch.float32):
     return rm, tokenizer, source
 
 
+def reinitialise(rm, std: float | None = None) -> None:
+    """Fresh weights of the RM's architecture (GPT-2's scheme: N(0, initializer_range) for linear and embedding
+    weights, zero biases, unit LayerNorms): the lever "what does the backbone's training give the RM"."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    std = std if std is not None else getattr(rm.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for module in rm.modules():
+            if isinstance(module, (nn.Linear, Conv1D, nn.Embedding)):
+                module.weight.normal_(0.0, std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+
+
 def check_rm_against_data(rm, hidden_size, backbone_config=None):
     """Clear errors when the annotated latents (or the annotating backbone) do not fit the RM."""
     size = rm.get_input_embeddings().weight.shape[1]
@@ -78,4 +96,4 @@ def save_rm(rm, tokenizer, out, summary):
     return out
 
 
-__all__ = ["check_rm_against_data", "load_rm", "rm_config", "save_rm"]
+__all__ = ["check_rm_against_data", "load_rm", "reinitialise", "rm_config", "save_rm"]

@@ -40,9 +40,17 @@ from lm_eval_latenttts.training.rm_checkpoints import (
     open_run,
     run_settings,
 )
-from lm_eval_latenttts.training.rm_data import QuestionExamples, RMCollator, split_questions
+from lm_eval_latenttts.training.rm_data import RM_INPUTS, QuestionExamples, RMCollator, answer_tokenizer, split_questions
 from lm_eval_latenttts.training.rm_loop import RMTrainingLoop
-from lm_eval_latenttts.training.rm_model import _lora, _unwrap_rm, check_rm_against_data, load_rm, rm_config, save_rm
+from lm_eval_latenttts.training.rm_model import (
+    _lora,
+    _unwrap_rm,
+    check_rm_against_data,
+    load_rm,
+    reinitialise,
+    rm_config,
+    save_rm,
+)
 from lm_eval_latenttts.training.rm_objective import LOSSES
 from lm_eval_latenttts.training.run_record import exclusive_run
 
@@ -65,6 +73,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # fp32 | bf16
+    rm_input: str = "latents"  # or "latents+answer": the RM also reads the decoded answer (an outcome step)
+    reinit: bool = False  # re-initialise every weight (the backbone's architecture, not its training)
+    dropout: bool = True  # keyed dropout at the RM's dropout sites while training (False: off, as the reference)
     lora_r: int = 0
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -91,6 +102,8 @@ class TrainConfig:
 
         if self.loss not in LOSSES:
             raise bad("--loss", f"one of {', '.join(LOSSES)}", self.loss)
+        if self.rm_input not in RM_INPUTS:
+            raise bad("--rm-input", f"one of {', '.join(RM_INPUTS)}", self.rm_input)
         if self.precision not in ("fp32", "bf16"):
             raise bad("--precision", "fp32 or bf16", self.precision)
         if not (math.isfinite(self.epochs) and self.epochs > 0):
@@ -161,7 +174,15 @@ def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max
     run_id, latest = open_run(cfg, ckpt_root, settings, accelerator)
     set_seed(cfg.seed)
     rm, tokenizer, source = _checked_rm(init, ds, ann_config)
-    train_set, eval_set = _datasets(cfg, ds)
+    if cfg.reinit:
+        reinitialise(rm)
+    answers = None
+    if cfg.rm_input == "latents+answer":
+        if tokenizer is None:
+            raise ValueError("--rm-input latents+answer tokenizes the decoded answers: the RM's init folder or the "
+                             "annotation's backbone needs its tokenizer.")
+        answers = answer_tokenizer(tokenizer)
+    train_set, eval_set = _datasets(cfg, ds, answers)
     loop = _training_loop(cfg, accelerator, rm, train_set, eval_set, ckpt_root, run_id)
     if cfg.resume and latest is None:
         logger.warning("--resume: no checkpoint under %s; starting from scratch.", ckpt_root)
@@ -174,6 +195,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max
                        progress, seconds)
     if accelerator.is_main_process:
         final = _unwrap_rm(accelerator.unwrap_model(loop.model))
+        if cfg.rm_input != "latents":  # what the RM reads, for whoever scores with it
+            final.config.rm_input = cfg.rm_input
         save_rm(final, tokenizer, out, summary)
         if cfg.push_to_hub:
             summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private,
@@ -238,7 +261,7 @@ def _checked_rm(init, ds, ann_config: dict):
     return rm, tokenizer, source
 
 
-def _datasets(cfg: TrainConfig, ds):
+def _datasets(cfg: TrainConfig, ds, answer_ids=None):
     """(training questions, held-out questions or None): every process walks the same global batches."""
     if cfg.eval_annotations:
         eval_ds = load_annotations(cfg.eval_annotations)
@@ -251,7 +274,8 @@ def _datasets(cfg: TrainConfig, ds):
         train_idx, eval_idx = [pos[i] for i in train_ids], [pos[i] for i in held_ids]
     if not train_idx:
         raise ValueError(f"{cfg.annotations}: no training questions are left after holding out {len(eval_idx)}.")
-    return QuestionExamples(ds, train_idx), QuestionExamples(eval_ds, eval_idx) if eval_idx else None
+    return (QuestionExamples(ds, train_idx, answer_ids),
+            QuestionExamples(eval_ds, eval_idx, answer_ids) if eval_idx else None)
 
 
 def _training_loop(cfg: TrainConfig, accelerator, rm, train_set, eval_set, ckpt_root: Path,
@@ -272,7 +296,9 @@ def _training_loop(cfg: TrainConfig, accelerator, rm, train_set, eval_set, ckpt_
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total)), total)
     rm, optimizer = accelerator.prepare(rm, optimizer)
     return RMTrainingLoop(accelerator, rm, optimizer, scheduler, params, cfg, train_set, eval_set,
-                          RMCollator(rm_config(rm).latent_id, pad), total, ckpt_root, run_id)
+                          RMCollator(rm_config(rm).latent_id, pad,
+                                     rm_config(rm).latent_end_id if cfg.rm_input == "latents+answer" else None),
+                          total, ckpt_root, run_id)
 
 
 def _run(loop: RMTrainingLoop, cfg: TrainConfig, accelerator):
