@@ -77,20 +77,22 @@ def element_bits(position_keys: torch.Tensor, site: int, features: int) -> torch
     return mix64(base[..., None] + offsets)
 
 
-def _element_uniform24(position_keys: torch.Tensor, site: int, features: int) -> torch.Tensor:
-    """``element_bits``' top 24 bits (bits 40..63) as int64, computed in place in one buffer: the same numbers
-    as ``(_shr(element_bits(...), 40) & 0xFFFFFF)`` with two temporaries instead of about twenty."""
+def _element_top24_biased(position_keys: torch.Tensor, site: int, features: int) -> torch.Tensor:
+    """``element_bits``' top 24 bits (bits 40..63), in place in one buffer, as int64 values ``(u << 40) - 2**63``
+    (plus lower bits that do not change the order): ``u >= t`` is ``value >= (t << 40) - 2**63``.
+
+    mix64's last step (``x ^ (x >>> 31)``) leaves bits 40..63 as they are, so it is skipped; the same bits as
+    ``_shr(element_bits(...), 40)`` with two temporaries instead of about twenty.
+    """
     x = fold(position_keys, site)[..., None] + torch.arange(features, dtype=torch.int64,
                                                             device=position_keys.device) * _GOLDEN
     shifted = torch.empty_like(x)
-    for bits, multiplier in ((30, _M1), (27, _M2), (31, None)):  # mix64, in place
-        torch.bitwise_right_shift(x, bits, out=shifted)
+    for bits, multiplier in ((30, _M1), (27, _M2)):
+        torch.bitwise_right_shift(x, bits, out=shifted)  # logical shift: arithmetic, then the sign bits cleared
         shifted &= (1 << (64 - bits)) - 1
         x ^= shifted
-        if multiplier is not None:
-            x *= multiplier
-    x >>= 40
-    x &= 0xFFFFFF
+        x *= multiplier
+    x ^= -(1 << 63)  # unsigned order as signed order
     return x
 
 
@@ -103,11 +105,13 @@ def keyed_dropout_scale(position_keys: torch.Tensor, site: int, features: int, p
                         dtype: torch.dtype) -> torch.Tensor:
     """``dropout_scale(keyed_uniform(position_keys, site, features) >= p, p, dtype)``, bit for bit, without
     the uniform floats: ``u = i / 2**24 >= p`` (``p`` rounded to float32, as the comparison does) is
-    ``i >= ceil(float32(p) * 2**24)``, and ``1 / (1 - p)`` is one float32 multiplier."""
+    ``i >= ceil(float32(p) * 2**24)``."""
     threshold = math.ceil(torch.tensor(p, dtype=torch.float32).item() * (1 << 24))
-    scale = dropout_scale(torch.ones((), dtype=torch.bool), p, dtype).item()
-    out = (_element_uniform24(position_keys, site, features) >= threshold).to(dtype)
-    return out.mul_(scale)
+    if threshold >= 1 << 24:  # every element dropped
+        kept = torch.zeros(*position_keys.shape, features, dtype=torch.bool, device=position_keys.device)
+    else:
+        kept = _element_top24_biased(position_keys, site, features) >= (threshold << 40) - (1 << 63)
+    return dropout_scale(kept, p, dtype)
 
 
 def keyed_uniform(position_keys: torch.Tensor, site: int, features: int) -> torch.Tensor:

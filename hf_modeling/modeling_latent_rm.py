@@ -34,7 +34,7 @@ from torch import nn
 from transformers import GPT2ForTokenClassification, LlamaForTokenClassification, LlamaModel, LlamaPreTrainedModel
 
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
-from .fast_gpt2 import use_inplace_gelu
+from .fast_gpt2 import use_fused_gelu
 from .generation_config import REDUCTIONS
 from .hub import LatentHubMixin
 from .latent_state import batch_invariant_attention, eval_mode, ghost_questions, prompt_pass
@@ -53,7 +53,7 @@ class LatentRMMixin(LatentHubMixin):
 
     def post_init(self):
         super().post_init()
-        use_inplace_gelu(self)
+        use_fused_gelu(self)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, new_head: bool = False,
