@@ -65,3 +65,9 @@ def test_smoke_real_prompts_benchmark(tmp_path):
     assert [(r["n"], r["questions"]) for r in rows] == [(1, 10), (2, 10)]
     assert all(r["harness"]["calls"] >= 1 and r["padded"]["calls"] == 3 and r["arithmetic"]["seconds"] > 0
                for r in rows)
+
+
+def test_smoke_memory_model_benchmark():
+    out = _run("memory_model.py", "--questions", "2", "--n", "2")
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 1 and rows[0][:2] == ["2", "2"] and float(rows[0][3]) > 0
