@@ -4,8 +4,9 @@ For each number of questions Q, a fresh subprocess loads the shipped model and L
 COCONUT of ``--size`` LAYERSxHIDDEN with the tests' tokenizer, prompts of ``--width`` tokens), runs one
 warm-up call of one question, then one call of Q questions (``scaling.rollouts.sample``: N rollouts with
 dropout p=0.2 on prompt and latents, then the RM's scores), and reports the growth of its peak resident set
-(``ru_maxrss``) over that call beside the model's prediction for CPU (flash prompt attention, math one-token
-steps).  Peak RSS is an upper bound of the call's peak allocation (the allocator's caching and
+(``ru_maxrss``) over that call beside the model's prediction of the same growth for CPU (flash prompt
+attention, math one-token steps): ``call_bytes`` of Q questions minus that of the warm-up's one, whose peak
+the process had already reached; the whole call's prediction is printed too.  Peak RSS is an upper bound of the call's peak allocation (the allocator's caching and
 fragmentation count too) and includes nothing torch frees before the peak; torch has no CPU allocator
 statistics to read instead.  Usage: ``python benchmarks/memory_model.py [--questions 8 32 128] [--n 16]``.
 """
@@ -61,8 +62,10 @@ def child(questions: int, n: int, size: str | None, width: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     rollouts.sample(model, tok, [prompt] * questions, config, rm)
     measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    predicted = call_bytes(model, rm, config, questions, len(rollouts.left_pad([prompt], 0, "cpu")[0][0]))
-    return {"questions": questions, "n": n, "width": len(prompt), "predicted": predicted, "measured": measured}
+    width = rollouts.left_pad([prompt], 0, "cpu")[0].shape[1]
+    predicted = call_bytes(model, rm, config, questions, width) - call_bytes(model, rm, config, 1, width)
+    return {"questions": questions, "n": n, "width": len(prompt), "predicted": predicted, "measured": measured,
+            "predicted_call": call_bytes(model, rm, config, questions, width)}
 
 
 def main() -> None:
@@ -76,7 +79,8 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(args.child, args.n, args.size, args.width)))
         return
-    print(f"{'questions':>9} {'N':>4} {'width':>5} {'predicted MB':>13} {'peak RSS growth MB':>19} {'ratio':>6}")
+    print(f"{'questions':>9} {'N':>4} {'width':>5} {'call MB':>8} {'predicted growth MB':>20} "
+          f"{'peak RSS growth MB':>19} {'ratio':>6}")
     for q in args.questions:
         cmd = [sys.executable, __file__, "--child", str(q), "--n", str(args.n), "--width", str(args.width)]
         if args.size:
@@ -86,8 +90,10 @@ def main() -> None:
         if res.returncode != 0:
             sys.exit(res.stderr[-3000:])
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{r['questions']:9d} {r['n']:4d} {r['width']:5d} {r['predicted'] / 2**20:13.1f} "
-              f"{r['measured'] / 2**20:19.1f} {r['measured'] / max(r['predicted'], 1):6.2f}", flush=True)
+        print(f"{r['questions']:9d} {r['n']:4d} {r['width']:5d} {r['predicted_call'] / 2**20:8.1f} "
+              f"{r['predicted'] / 2**20:20.1f} "
+              f"{r['measured'] / 2**20:19.1f} {r['measured'] / r['predicted'] if r['predicted'] else float('nan'):6.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":

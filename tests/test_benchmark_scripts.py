@@ -68,6 +68,6 @@ def test_smoke_real_prompts_benchmark(tmp_path):
 
 
 def test_smoke_memory_model_benchmark():
-    out = _run("memory_model.py", "--questions", "2", "--n", "2")
+    out = _run("memory_model.py", "--questions", "4", "--n", "8")
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert len(rows) == 1 and rows[0][:2] == ["2", "2"] and float(rows[0][3]) > 0
+    assert len(rows) == 1 and rows[0][:2] == ["4", "8"] and float(rows[0][3]) > float(rows[0][4]) > 0
