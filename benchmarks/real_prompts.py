@@ -21,7 +21,8 @@ up to ``--batch`` questions per call:
   harness's (``same answer tokens``). Without ``--reference`` that column says ``absent``.
 - ``--lm-eval``: the rollout phase (``generate_until``: start-up and task indexing left out) of
   ``lm_eval --model latent_tts --model_args pretrained=<the model>,n=N,... --tasks latent_gsm8k --limit Q
-  --batch_size <--batch>`` on the same questions, against the reference's run of them.
+  --batch_size <--batch>`` on the same questions, against the reference's run of them (the ``reference``
+  column, run once per repeat between them).
 
 Each cell is the minimum over ``--repeats`` timed runs (after a warm-up), interleaved per (size, N) so that
 load on the machine hits every column alike; calls and questions per call beside it.  Example (the README
@@ -281,6 +282,14 @@ def timed_in_process(fn, model, tok, prompts, n, batch, counter, device):
         return time.perf_counter() - start, got
 
 
+def same_answers(tok, texts, reference_tokens) -> int:
+    """How many questions' greedy answers (the harness's texts, one per question) are the reference's tokens,
+    cut at EOS as the harness cuts them."""
+    texts = [t[0] for t in texts] if texts else [None] * len(reference_tokens)
+    cut = [a[: a.index(tok.eos_token_id)] if tok.eos_token_id in a else a for a in reference_tokens]
+    return sum(t == tok.decode(a, skip_special_tokens=True) for t, a in zip(texts, cut))
+
+
 def keep_min(row, impl, seconds, **extra):
     if impl not in row or seconds < row[impl]["seconds"]:
         row[impl] = {"seconds": seconds, **extra}
@@ -368,11 +377,7 @@ def main() -> None:
                                 keep_min(row, "reference", got["seconds"], calls=got["calls"],
                                          per_call=len(prompts) / got["calls"])
                                 if n == 1:
-                                    row["parity"] = sum(
-                                        t == tok.decode(a[: a.index(tok.eos_token_id)] if tok.eos_token_id in a
-                                                        else a, skip_special_tokens=True)
-                                        for t, a in zip([x[0] for x in texts or [[None]] * len(prompts)],
-                                                        got["answers"]))
+                                    row["parity"] = same_answers(tok, texts, got["answers"])
                             continue
                         fn = run_harness if impl == "harness" else run_padded
                         seconds, got = timed_in_process(fn, model, tok, prompts, n, args.batch, counter, args.device)
@@ -387,9 +392,12 @@ def main() -> None:
                         data.write_text(json.dumps([{"question": r["question"], "answer": str(r.get("answer", 0))}
                                                     for r in rows[:count]]))
                         keep_min(row, "lm_eval", run_lm_eval(args, workdir / "model", data, n, count, workdir))
-                        if reference:
+                        if reference and "reference" not in args.impls:
                             got = run_reference(args, model, prompts, n, tok.pad_token_id, workdir)
-                            keep_min(row, "lm_eval_reference", got["seconds"])
+                            keep_min(row, "reference", got["seconds"], calls=got["calls"],
+                                     per_call=len(prompts) / got["calls"])
+                            if n == 1:
+                                row["parity"] = same_answers(tok, texts, got["answers"])
                 results.append(row)
                 line = f"{size:>6} N={n:<3d} q={len(prompts):<4d} harness {cell(row.get('harness'))}"
                 if "arithmetic" in row:
@@ -402,9 +410,9 @@ def main() -> None:
                     line += f" | same answer tokens {row['parity']}/{len(prompts)}"
                 if "lm_eval" in row:
                     line += f" | lm_eval {row['lm_eval']['seconds']:.2f} s"
-                    if "lm_eval_reference" in row:
-                        line += (f" vs reference {row['lm_eval_reference']['seconds']:.2f} s: "
-                                 f"{row['lm_eval_reference']['seconds'] / row['lm_eval']['seconds']:.2f}x")
+                    if "reference" in row:
+                        line += (f" vs reference {row['reference']['seconds']:.2f} s: "
+                                 f"{row['reference']['seconds'] / row['lm_eval']['seconds']:.2f}x")
                 print(line, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"batch": args.batch, "threads": torch.get_num_threads(),
