@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 from transformers.activations import NewGELUActivation
 
 
@@ -45,11 +46,16 @@ def use_fused_gelu(model: torch.nn.Module) -> None:
 
 
 def one_token_ready(body: torch.nn.Module) -> bool:
-    """Whether ``gpt2_one_token`` computes what ``body`` (a ``GPT2Model``) would: inference, SDPA attention,
-    no cross-attention, no gradients."""
+    """Whether ``gpt2_one_token`` computes what ``body`` (a ``GPT2Model``) would and nothing can tell the
+    difference: inference, SDPA attention, no cross-attention, no gradients, and no forward hook on the body
+    or on a module it runs as a plain function (hooks on its dropout and position-embedding modules run, as
+    the lean step calls those modules; the samplers' dropout hooks are such hooks)."""
     config = body.config
-    return (not body.training and not torch.is_grad_enabled() and config._attn_implementation == "sdpa"
-            and not config.add_cross_attention)
+    if (body.training or torch.is_grad_enabled() or config._attn_implementation != "sdpa"
+            or config.add_cross_attention or _global_forward_hooks or _global_forward_pre_hooks):
+        return False
+    return not any(module._forward_hooks or module._forward_pre_hooks for module in body.modules()
+                   if not isinstance(module, (torch.nn.Dropout, torch.nn.Embedding)))
 
 
 def _layer_norm(module, x):

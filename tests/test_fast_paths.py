@@ -106,6 +106,22 @@ def test_lean_gpt2_step_equals_transformers_forward_bit_for_bit(shipped, padded)
     assert all(torch.equal(a, b) for a, b in zip(*got))
 
 
+def test_a_hook_on_the_body_or_a_layer_gets_transformers_forward(shipped):
+    """A forward hook the lean step would skip (on the body, a block, a linear layer) sends one-token steps
+    through ``GPT2Model.forward``; hooks on dropout modules (the sampler's) keep the lean step."""
+    model, _, _ = shipped
+    body = model.transformer
+    with torch.no_grad():
+        assert one_token_ready(body)
+        for module in (body, body.h[1], body.h[0].mlp.c_fc):
+            handle = module.register_forward_pre_hook(lambda *a: None)
+            assert not one_token_ready(body)
+            handle.remove()
+        handle = body.h[0].attn.resid_dropout.register_forward_hook(lambda *a: None)
+        assert one_token_ready(body)
+        handle.remove()
+
+
 def test_fused_tanh_gelu_at_inference_and_gelu_new_with_gradients():
     """Inference runs the fused kernel (equal to gelu_new to float32 rounding); with gradients the module is
     transformers' gelu_new, bit for bit, and differentiable.  Loaded GPT-2 models use it."""
