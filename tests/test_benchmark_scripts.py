@@ -71,3 +71,8 @@ def test_smoke_memory_model_benchmark():
     out = _run("memory_model.py", "--questions", "4", "--n", "8")
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 1 and rows[0][:2] == ["4", "8"] and float(rows[0][3]) > float(rows[0][4]) > 0
+
+
+def test_smoke_main_job_benchmark():
+    out = _run("main_job.py", "--repeats", "1", "--limit", "2")
+    assert out.count("rollouts ") == 2 and "min " in out
