@@ -110,11 +110,11 @@ def call_bytes(model, rm, config, questions: int, width: int, search: bool = Fal
     positions = width + steps + 1 + config.max_new_tokens
     dropout = config.latent_sampling == "dropout" and bool(config.dropout_p)
     shared = not dropout or config.dropout_scope == "latent" or search
-    prompt_rows = rows // n if shared else rows
+    prompt_rows = questions * (1 if shared else n)  # ghost questions copy the last one's prompt state
     cache = shape.cache_bytes(rows, positions, element)
     prompt_cache = shape.cache_bytes(prompt_rows, positions, element)
     prompt_pass = shape.prompt_bytes(prompt_rows, width, element, fused_prompt, dropout and not shared)
-    copied = cache if prompt_rows != rows else 0  # the shared prompt's cache copied to the N samples' rows
+    copied = cache if prompt_rows != rows else 0  # the prompt's cache copied to the samples' and ghosts' rows
     backbone = max(prompt_cache + max(prompt_pass, copied),
                    cache + shape.step_bytes(rows, positions, element, fused_steps))
     if rm is None:
