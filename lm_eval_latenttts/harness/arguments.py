@@ -35,8 +35,10 @@ dtype                                       auto | float32 | bfloat16 | float16
 device                                      cpu | cuda | cuda:N | mps (default: picked)
 batch_size                                  questions per generate call at N rollouts, or
                                             ``auto`` (halves on out-of-memory); results do not
-                                            depend on it.  Not given: 1 on CPU, ``auto`` up to
-                                            512 on CUDA (``setup.pick_batch_size``)
+                                            depend on it.  Not given: about 128 rollouts per
+                                            call on CPU (128 // n questions), ``auto`` up to
+                                            512 on CUDA, sized by the memory model
+                                            (``setup.pick_batch_size``, ``memory``)
 max_batch_size                              cap for ``batch_size=auto`` (default: 512 on CUDA,
                                             64 elsewhere)
 revision                                    Hub revision of ``pretrained`` and ``rm``

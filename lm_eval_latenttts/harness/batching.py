@@ -129,11 +129,14 @@ def failures(jobs: list[Job], answerer: Answerer) -> dict[int, str]:
 class BatchRunner:
     """Runs jobs in calls of ``batch_size`` questions at N rollouts (an int, or ``"auto"`` up to ``max_batch_size``)."""
 
-    def __init__(self, batch_size, max_batch_size: int, device) -> None:
+    def __init__(self, batch_size, max_batch_size: int, device, sizer: Callable | None = None) -> None:
         self.auto = batch_size == "auto"
         self.current = max_batch_size if self.auto else batch_size
         self.device = torch.device(device)
         self.batch_sizes: dict = {}
+        # with ``auto``: sizer(setting, width, most) -> the questions per call that fit the device's memory
+        # (``harness.memory``), scaled down by what out-of-memory halving taught (``fit_scale``)
+        self.sizer, self.most, self.fit_scale, self.predicted = sizer, max_batch_size, 1.0, None
 
     def run(self, jobs: list[Job], answerer: Answerer, failed: dict[int, str] | None = None,
             disable_tqdm: bool = False) -> list[str]:
@@ -168,6 +171,9 @@ class BatchRunner:
         """Responses of a group of questions with the same setting and padded prompt width."""
         setting = jobs[0].setting
         n = setting.config.num_return_sequences
+        if self.auto and self.sizer is not None:
+            self.predicted = self.sizer(setting, padded_length(len(jobs[0].prompt)), self.most)
+            self.current = max(1, min(self.most, int(self.predicted * self.fit_scale)))
 
         def budget() -> int:
             return max(1, int(self.current)) * n
@@ -213,6 +219,8 @@ class BatchRunner:
             # decodes (drawn at N=1): half of this call's rows, in those units
             n = chunk[0].config.num_return_sequences
             self.current = max(1, min(int(self.current), half * count // n))
+            if self.predicted:  # the memory model overestimated this device: scale its later sizes
+                self.fit_scale = min(self.fit_scale, self.current / self.predicted)
             logger.warning("latent_tts: out of memory with %d questions x %d rollouts per call; retrying "
                            "with %d questions.", len(chunk), count, half)
             return self._draw(chunk[:half], offset, count, fn, splittable) + \

@@ -171,10 +171,19 @@ class LatentTTSModel(LM):
         self.run_config = self._resolve(self.base_config, overrides, "model_args")
         self._given = set(overrides)  # the settings model_args name: a setting that cannot apply is refused
         self._check_given(self.run_config, self._given, "model_args")
-        sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
+        sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device,
+                                self.run_config.num_return_sequences)
         self.load_options["batch_size"], self.load_options["max_batch_size"] = sizes
-        self.batches = BatchRunner(*sizes, device)
+        self.batches = BatchRunner(*sizes, device, sizer=self._fit if device.type == "cuda" else None)
         self.answerer = Rollouts(self.model, self.tokenizer, self.rm)
+
+    def _fit(self, setting: Setting, width: int, most: int) -> int:
+        """Questions per call of ``setting`` at prompt width ``width`` that the free device memory holds
+        (``harness.memory``; ``batch_size=auto`` on CUDA)."""
+        from lm_eval_latenttts.harness.memory import fit_questions, free_bytes
+
+        return fit_questions(free_bytes(self._device), self.model, self.rm, setting.config, width, most,
+                             search=setting.aggregation.search)
 
     # ------------------------------------------------------------------ hooks
     def _create_model(self, dtype) -> None:
