@@ -197,29 +197,34 @@ class LatentGenerationMixin:
         limit = self.max_context_length()
         if limit is not None:  # a masked slot of a row at the end of the window must still index the table
             positions = torch.where(active, positions, positions.clamp(max=limit - 1))
-        out = self.base_model(
-            inputs_embeds=inputs_embeds[:, None, :],
-            attention_mask=mask,
-            position_ids=positions[:, None],
-            cache=state.cache,
-            use_cache=True,
-        )
-        hidden = out.last_hidden_state[:, -1]
+        hidden = self.one_token_forward(inputs_embeds, mask, positions, state.cache)
         state.attention_mask = mask
         state.hidden = torch.where(active[:, None], hidden, state.hidden)
         state.positions = state.positions + active.to(state.positions.dtype)
         return hidden
+
+    def one_token_forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                          cache) -> torch.Tensor:
+        """The last hidden state (rows, hidden) of one input per row (``inputs_embeds`` (rows, hidden)) after the
+        cached positions; ``attention_mask`` covers the cache and the new input.  Backbones with a leaner
+        path of the same bits override it (GPT-2: ``fast_gpt2.gpt2_one_token``)."""
+        out = self.base_model(inputs_embeds=inputs_embeds[:, None, :], attention_mask=attention_mask,
+                              position_ids=position_ids[:, None], cache=cache, use_cache=True)
+        return out.last_hidden_state[:, -1]
 
     def _embed_tokens(self, token_ids):
         return self.get_input_embeddings()(token_ids)
 
     # -- the three phases ------------------------------------------------------------------
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampler: LatentSampler,
-                row_keys: torch.Tensor) -> LatentState:
-        """Run the prompt (left padded, ending with the start marker) once; ``row_keys`` key its dropout."""
+                row_keys: torch.Tensor, capacity: int | None = None) -> LatentState:
+        """Run the prompt (left padded, ending with the start marker) once; ``row_keys`` key its dropout.
+        ``capacity``: the positions the KV cache is allocated for (``rollout_width``; default: the prompt's,
+        growing as needed)."""
         sampler.at(row_keys, (attention_mask.long().cumsum(-1) - 1).clamp(min=0))
         with sampler.phase("prompt"), batch_invariant_attention(input_ids.device, "prompt"):
-            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
+            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask,
+                                         capacity or input_ids.shape[1])
         rows = input_ids.shape[0]
         return LatentState(
             cache=out.cache,
@@ -252,12 +257,13 @@ class LatentGenerationMixin:
         per_question = 1 if sampler.prompt_is_deterministic else n
         run = max(real, -(-MIN_ROWS // (per_question * ids.shape[1])))  # questions in the prompt pass
         source = torch.arange(run, device=ids.device).clamp(max=real - 1)  # the real ones, then copies of the last
+        width = setup.width
         if sampler.prompt_is_deterministic:
-            state = self.prefill(ids[source], mask[source], sampler, setup.question_keys[source])
+            state = self.prefill(ids[source], mask[source], sampler, setup.question_keys[source], width)
         else:
             sample_rows = (source[:, None] * n + torch.arange(n, device=ids.device)).flatten()
             state = self.prefill(ids[source].repeat_interleave(n, dim=0), mask[source].repeat_interleave(n, dim=0),
-                                 sampler, keys[sample_rows])
+                                 sampler, keys[sample_rows], width)
         if not (run == real == total and per_question == n):  # else the state's rows are already the result's
             question = torch.arange(total, device=ids.device).clamp(max=real - 1)  # ghosts: the last real question
             index = (question[:, None] * per_question + torch.arange(per_question, device=ids.device)).flatten()

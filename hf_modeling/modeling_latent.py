@@ -16,6 +16,7 @@ from torch import nn
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
 from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
+from .fast_gpt2 import gpt2_one_token, one_token_ready, use_fused_gelu
 from .hub import LatentHubMixin
 from .latent_forward import LatentForwardMixin
 from .latent_generation import LatentGenerationMixin
@@ -45,6 +46,15 @@ class _BackboneHubMixin(LatentHubMixin):
 
 
 class _GPT2LatentMixin(_BackboneHubMixin, LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin):
+    def post_init(self):
+        super().post_init()
+        use_fused_gelu(self)
+
+    def one_token_forward(self, inputs_embeds, attention_mask, position_ids, cache):
+        if one_token_ready(self.transformer):
+            return gpt2_one_token(self.transformer, inputs_embeds, attention_mask, position_ids, cache)
+        return super().one_token_forward(inputs_embeds, attention_mask, position_ids, cache)
+
     def dropout_sites(self) -> list[nn.Module]:
         # SPEC: residual dropout only (attention and embedding dropout stay off)
         sites = []

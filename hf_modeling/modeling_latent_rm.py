@@ -34,6 +34,7 @@ from torch import nn
 from transformers import GPT2ForTokenClassification, LlamaForTokenClassification, LlamaModel, LlamaPreTrainedModel
 
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
+from .fast_gpt2 import use_fused_gelu
 from .generation_config import REDUCTIONS
 from .hub import LatentHubMixin
 from .latent_state import batch_invariant_attention, eval_mode, ghost_questions, prompt_pass
@@ -49,6 +50,10 @@ class LatentRMMixin(LatentHubMixin):
     card_pipeline_tag = "token-classification"
 
     head_prefixes: tuple = ()  # parameter names of the one-output head (new when initialised from a backbone)
+
+    def post_init(self):
+        super().post_init()
+        use_fused_gelu(self)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, new_head: bool = False,
@@ -160,15 +165,18 @@ class LatentRMMixin(LatentHubMixin):
 
     # -- incremental scoring ---------------------------------------------------------------
     @torch.no_grad()
-    def rm_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> RMState:
-        """Run the (left-padded) prompt once; returns the RM state to feed latents into."""
+    def rm_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   steps: int = 0) -> RMState:
+        """Run the (left-padded) prompt once; returns the RM state to feed latents into (its KV cache allocated
+        for ``steps`` latent steps after the prompt, growing if more are fed)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         self._check_tokens(input_ids)
         device = self.get_input_embeddings().weight.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         with batch_invariant_attention(device, "prompt"):
-            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
+            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask,
+                                         input_ids.shape[1] + steps)
         return RMState(cache=out.cache, attention_mask=attention_mask, positions=positions[:, -1] + 1)
 
     @torch.no_grad()
@@ -261,9 +269,9 @@ class LatentRMMixin(LatentHubMixin):
         grow = (lambda t: t[index]) if extra else (lambda t: t)
         with eval_mode(self):
             if shared:
-                state = self.rm_prefill(grow(prompt_ids)[::n], grow(prompt_mask)[::n]).repeat_interleave(n)
+                state = self.rm_prefill(grow(prompt_ids)[::n], grow(prompt_mask)[::n], steps).repeat_interleave(n)
             else:
-                state = self.rm_prefill(grow(prompt_ids), grow(prompt_mask))
+                state = self.rm_prefill(grow(prompt_ids), grow(prompt_mask), steps)
             if steps:
                 step_scores = self.rm_step(state, grow(latents.to(device)), grow(step_mask))[:rows]
             else:

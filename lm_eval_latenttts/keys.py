@@ -73,7 +73,8 @@ KEYS = (
     Key("dtype", None, "auto | float32 | bfloat16 | float16", "the weights' dtype", "auto"),
     Key("device", None, "cpu | cuda | cuda:N | mps", "where the models run", "picked: cuda if available"),
     Key("batch_size", None, "int >= 1 | auto", "questions per generate call at N rollouts; auto halves on "
-        "out-of-memory; results do not depend on it", "1 on CPU, auto on CUDA (harness.setup.pick_batch_size)"),
+        "out-of-memory; results do not depend on it", "about 128 rollouts per call on CPU (128 // n questions), "
+        "auto on CUDA, sized by the memory model (harness.setup.pick_batch_size, scaling.memory)"),
     Key("max_batch_size", None, "int >= 1", "the cap of batch_size=auto", "512 on CUDA, 64 elsewhere"),
     Key("revision", None, "Hub revision", "the revision of pretrained and rm", "main"),
 )

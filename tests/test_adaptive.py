@@ -218,10 +218,12 @@ def test_adaptive_arguments():
 
 # ----------------------------------------------------------------------------- batch size on a GPU
 def test_batch_size_policy():
-    """Not measured here (no GPU): on CUDA with no batch_size, auto up to 512 questions per call; on CPU, 1."""
+    """Not measured here (no GPU): on CUDA with no batch_size, auto up to 512 questions per call (sized by the
+    memory model); on CPU, about 128 rollouts per call."""
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert pick_batch_size(None, None, cuda) == ("auto", 512)
-    assert pick_batch_size(None, None, cpu) == (1, 64)
+    assert pick_batch_size(None, None, cuda) == ("auto", 512) == pick_batch_size(None, None, cuda, 16)
+    assert pick_batch_size(None, None, cpu) == (64, 64) and pick_batch_size(None, None, cpu, 16) == (8, 64)
+    assert pick_batch_size(None, None, cpu, 256) == (1, 64) and pick_batch_size(None, 4, cpu, 16) == (4, 4)
     assert pick_batch_size(8, None, cuda) == (8, 512) and pick_batch_size("auto", 32, cuda) == ("auto", 32)
     assert pick_batch_size("auto", None, cpu) == ("auto", 64)
     # lm-eval passes the int 1 when no --batch_size was given; a given --batch_size 1 is the str "1"

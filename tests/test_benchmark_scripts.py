@@ -2,7 +2,8 @@
 
 They print the README's speed numbers and no other test calls them, so an API change would otherwise
 break them silently.  Each runs as ``python benchmarks/<script> ...`` would, in this process (``runpy``, the
-script's folder on ``sys.path``; ``rollouts.py`` then starts a process per measurement itself).
+script's folder on ``sys.path``; ``rollouts.py``, ``memory_model.py`` and ``main_job.py`` then start a process per
+measurement themselves).
 """
 
 import runpy
@@ -73,7 +74,19 @@ def test_smoke_real_prompts_benchmark(tmp_path, run):
     data.write_text(json.dumps([{"question": "What is " + "one plus " * (i % 7) + f"{i}?"} for i in range(10)]))
     out = run("real_prompts.py", "--data", str(data), "--sizes", "2x64", "--n", "1", "2", "--questions", "10",
                "--batch", "4", "--threads", "1", "--json", str(tmp_path / "out.json"))
-    assert "reference: absent" in out
+    assert "reference: absent" in out and "achieved" in out
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert [(r["n"], r["questions"]) for r in rows] == [(1, 10), (2, 10)]
-    assert all(r["harness"]["calls"] >= 1 and r["floor"]["calls"] == 3 for r in rows)
+    assert all(r["harness"]["calls"] >= 1 and r["padded"]["calls"] == 3 and r["arithmetic"]["seconds"] > 0
+               for r in rows)
+
+
+def test_smoke_memory_model_benchmark(run):
+    out = run("memory_model.py", "--questions", "4", "--n", "8")
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 1 and rows[0][:2] == ["4", "8"] and float(rows[0][3]) > float(rows[0][4]) > 0
+
+
+def test_smoke_main_job_benchmark(run):
+    out = run("main_job.py", "--repeats", "1", "--limit", "2")
+    assert out.count("rollouts ") == 2 and "min " in out

@@ -50,6 +50,7 @@ from lm_eval_latenttts.harness.setup import (
 )
 from lm_eval_latenttts.publishing.model_info import checkpoint_info, data_overrides
 from lm_eval_latenttts.scaling.engine import Engine, Job
+from lm_eval_latenttts.scaling.memory import memory_sizer
 from lm_eval_latenttts.scaling.strategies import DrawMode
 
 # under lm-eval's logger, so that INFO lines show at the harness's default verbosity
@@ -92,9 +93,12 @@ class LatentTTSModel(LM):
         drawn = self._all_processes(secrets.randbelow(DRAWN_SEEDS) + 1)[0]
         self.settings = Settings(self.model, self.tokenizer, self.rm is not None, self.base_config, overrides, drawn,
                                  self._warn_once)
-        sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
+        sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device,
+                                self.run_config.num_return_sequences)
         self.load_options["batch_size"], self.load_options["max_batch_size"] = sizes
-        self.engine = Engine(self.model, self.tokenizer, self.rm, *sizes)
+        # on CUDA, batch_size=auto is sized per group by the memory model of a call (scaling.memory)
+        sizer = memory_sizer(self.model, self.rm, device) if device.type == "cuda" else None
+        self.engine = Engine(self.model, self.tokenizer, self.rm, *sizes, sizer=sizer)
 
     @property
     def run_config(self):

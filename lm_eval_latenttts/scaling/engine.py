@@ -20,9 +20,11 @@
 4. **Calls and out-of-memory back-off**: a call is sized by a budget of
    ``batch_size * N`` rows (``batch_size`` questions at N rollouts,
    ``batch_size * N / k`` at k, ``batch_size * N`` greedy decodes, with beam
-   search ``batch_size`` questions).  With ``batch_size="auto"`` a call that
-   runs out of memory (CUDA's or the CPU allocator's error) is halved and the
-   smaller budget kept for what follows; a single question whose samples do not
+   search ``batch_size`` questions).  With ``batch_size="auto"`` on CUDA each
+   group's calls are sized by the memory model (``scaling.memory``, the
+   ``sizer``); a call that runs out of memory (CUDA's or the CPU allocator's
+   error) is halved and the smaller budget kept for what follows (and the
+   memory model's later sizes scaled down); a single question whose samples do not
    fit draws them in 2, 4, ... calls (``sample_offset``: the same samples).
 5. **The typed result** of every question (``result.QuestionResult``): its
    strategy's choice, every rule's row, what it cost.
@@ -88,11 +90,15 @@ class Engine:
     """Draws and answers questions with a backbone (and an optional LatentRM) in calls of ``batch_size``
     questions at N rollouts (an int, or ``"auto"`` up to ``max_batch_size``, halving on out-of-memory)."""
 
-    def __init__(self, model, tokenizer, rm=None, batch_size=1, max_batch_size: int | None = None) -> None:
+    def __init__(self, model, tokenizer, rm=None, batch_size=1, max_batch_size: int | None = None,
+                 sizer=None) -> None:
         self.model, self.tokenizer, self.rm = model, tokenizer, rm
         self.auto = batch_size == "auto"
         self.current = (max_batch_size or 1) if self.auto else batch_size
         self.batch_sizes: dict = {}
+        # with ``auto``: sizer(plan, width, most) -> the questions per call that fit the device's memory
+        # (``scaling.memory``), scaled down by what out-of-memory halving taught (``fit_scale``)
+        self.sizer, self.most, self.fit_scale, self.predicted = sizer, max_batch_size, 1.0, None
 
     # ------------------------------------------------------------------ before any compute
     def plan(self, config, payload: bool = True) -> Plan:
@@ -161,6 +167,9 @@ class Engine:
         """(draw, greedy draw, step scores) of each question of a group (one plan, width and first sample)."""
         plan = jobs[0].plan
         n = plan.config.num_return_sequences
+        if self.auto and self.sizer is not None:
+            self.predicted = self.sizer(plan, padded_length(len(jobs[0].prompt)), self.most)
+            self.current = max(1, min(self.most, int(self.predicted * self.fit_scale)))
 
         def budget() -> int:
             return max(1, int(self.current)) * n
@@ -219,6 +228,8 @@ class Engine:
             # half of this call's rows, in those units
             n = chunk[0].plan.config.num_return_sequences
             self.current = max(1, min(int(self.current), half * count // n))
+            if self.predicted:  # the memory model overestimated this device: scale its later sizes
+                self.fit_scale = min(self.fit_scale, self.current / self.predicted)
             logger.warning("latent_tts: out of memory with %d questions x %d rollouts per call; retrying "
                            "with %d questions.", len(chunk), count, half)
             return self._draw(chunk[:half], offset, count, fn, splittable) + \
