@@ -228,33 +228,9 @@ class LatentRMMixin(LatentHubMixin):
         """
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
-        if not all(getattr(output, name, None) is not None for name in ("sequences", "latents", "prompt_length")):
-            got = f"a {type(output).__name__}" + (f" of shape {tuple(output.shape)}" if hasattr(output, "shape") else "")
-            raise TypeError(
-                f"score_rollouts expects the LatentGenerateOutput of model.generate(..., "
-                f"return_dict_in_generate=True); got {got}. Call generate with return_dict_in_generate=True."
-            )
-        latents = output.latents
-        self._check_latents(latents)
+        latents, prompt_ids, prompt_mask, step_mask = self._scored_parts(output)
         rows, steps = latents.shape[:2]
-        device = self.get_input_embeddings().weight.device
-        p = output.prompt_length
-        prompt_ids = output.sequences[:, :p].to(device)
-        prompt_mask = output.attention_mask[:, :p].to(device)
-        lengths = output.latent_lengths
-        if lengths is None:
-            lengths = torch.full((rows,), steps, dtype=torch.long)
-        step_mask = torch.arange(steps, device=device)[None, :] < lengths.to(device)[:, None]
-        latent_id = self.config.latent_id
-        if latent_id is not None and steps:
-            slot_ids = output.sequences[:, p : p + steps].to(device)
-            wrong = step_mask & (slot_ids != latent_id)
-            if bool(wrong.any()):
-                found = int(slot_ids[wrong][0])
-                raise ValueError(
-                    f"The rollout's latent slots hold token id {found} but the LatentRM's latent_id is {latent_id}; "
-                    "the RM and the backbone must share the latent special tokens."
-                )
+        device, p = prompt_ids.device, prompt_ids.shape[1]
         n = num_return_sequences or getattr(output, "num_return_sequences", None) or 1
         shared = n > 1 and rows % n == 0
         if shared:
@@ -282,6 +258,38 @@ class LatentRMMixin(LatentHubMixin):
             trajectory_scores=reduce_step_scores(step_scores, step_mask, reduction),
             reduction=reduction,
         )
+
+    def _scored_parts(self, output) -> tuple:
+        """(latents, prompt ids, prompt mask, step mask) of a ``LatentGenerateOutput`` to score, on the RM's device;
+        refuses anything else, and latent slots that are not the RM's ``latent_id``."""
+        if not all(getattr(output, name, None) is not None for name in ("sequences", "latents", "prompt_length")):
+            got = f"a {type(output).__name__}" + (f" of shape {tuple(output.shape)}" if hasattr(output, "shape") else "")
+            raise TypeError(
+                f"score_rollouts expects the LatentGenerateOutput of model.generate(..., "
+                f"return_dict_in_generate=True); got {got}. Call generate with return_dict_in_generate=True."
+            )
+        latents = output.latents
+        self._check_latents(latents)
+        rows, steps = latents.shape[:2]
+        device = self.get_input_embeddings().weight.device
+        p = output.prompt_length
+        prompt_ids = output.sequences[:, :p].to(device)
+        prompt_mask = output.attention_mask[:, :p].to(device)
+        lengths = output.latent_lengths
+        if lengths is None:
+            lengths = torch.full((rows,), steps, dtype=torch.long)
+        step_mask = torch.arange(steps, device=device)[None, :] < lengths.to(device)[:, None]
+        latent_id = self.config.latent_id
+        if latent_id is not None and steps:
+            slot_ids = output.sequences[:, p : p + steps].to(device)
+            wrong = step_mask & (slot_ids != latent_id)
+            if bool(wrong.any()):
+                found = int(slot_ids[wrong][0])
+                raise ValueError(
+                    f"The rollout's latent slots hold token id {found} but the LatentRM's latent_id is {latent_id}; "
+                    "the RM and the backbone must share the latent special tokens."
+                )
+        return latents, prompt_ids, prompt_mask, step_mask
 
 
 def one_output(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,24 @@ def long_functions(root: Path = ROOT, limit: int = MAX_FUNCTION_LINES) -> list[t
     return sorted(found, key=lambda x: -x[1])
 
 
+def _classes(root: Path) -> dict[str, list[str]]:
+    """Every class of hf_modeling: name -> its direct bases as written."""
+    return {node.name: [ast.unparse(base) for base in node.bases]
+            for path in sorted((root / "hf_modeling").glob("*.py"))
+            for node in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(node, ast.ClassDef)}
+
+
+def project_ancestors(name: str, root: Path = ROOT) -> list[str]:
+    """The hf_modeling classes a class inherits from (its mixin stack), in MRO-like order, without repeats."""
+    classes, found, todo = _classes(root), [], list(_classes(root).get(name, []))
+    while todo:
+        base = todo.pop(0)
+        if base in classes and base not in found:
+            found.append(base)
+            todo += classes[base]
+    return found
+
+
 def class_bases(root: Path = ROOT) -> dict[str, list[str]]:
     """The direct bases of every class in hf_modeling whose name says it is a model (backbones and RMs)."""
     found = {}
@@ -172,8 +190,9 @@ def report(root: Path = ROOT) -> str:
         lines.append(f"  {' <-> '.join(component)}: {'; '.join(edges_in(shown, component))}")
     lines.append("package imports:")
     lines += [f"  {a} -> {', '.join(sorted(b))}" for a, b in sorted(graph.items())]
-    lines.append("model classes and their direct bases:")
-    lines += [f"  {name}({', '.join(bases)})" for name, bases in class_bases(root).items()]
+    lines.append("model classes, their direct bases and the hf_modeling classes they stack:")
+    lines += [f"  {name}({', '.join(bases)}): {len(project_ancestors(name.split(':')[1], root))} "
+              f"[{', '.join(project_ancestors(name.split(':')[1], root))}]" for name, bases in class_bases(root).items()]
     return "\n".join(lines)
 
 
