@@ -2,8 +2,8 @@
 
 They print the README's speed numbers and no other test calls them, so an API change would otherwise
 break them silently.  Each runs as ``python benchmarks/<script> ...`` would, in this process (``runpy``, the
-script's folder on ``sys.path``; ``rollouts.py``, ``memory_model.py`` and ``main_job.py`` then start a process per
-measurement themselves).
+script's folder on ``sys.path``; ``memory_model.py`` and ``main_job.py`` then start a process per measurement
+themselves, ``rollouts.py`` measures in this process with ``--in-process``).
 """
 
 import runpy
@@ -36,7 +36,7 @@ def run(monkeypatch, capsys):
 
 def test_smoke_rollouts_benchmark(run):
     out = run("rollouts.py", "--n", "2", "--repeats", "1", "--layers", "2", "--hidden", "64",
-               "--sampling", "dropout", "--threads", "1")
+              "--sampling", "dropout", "--threads", "1", "--in-process")
     table = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and "s/call" not in line]
     assert [row[0] for row in table] == ["2"] and len(table[0]) == 8
 

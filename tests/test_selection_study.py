@@ -2,8 +2,6 @@
 package's aggregation rules, and the pipeline runs end to end on a few questions."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -56,16 +54,27 @@ def test_consistency_vote_and_greedy_voter():
     assert sel.abstain_to_greedy(answers, greedy, 0.7)[0, 0] == 5 and sel.abstain_to_greedy(answers, greedy, 0.6)[0, 0] == 3
 
 
-def test_pipeline_end_to_end(tmp_path):
-    """rollouts -> score -> export -> tables on 4 valid questions of the shipped model (a smoke run)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+def test_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
+    """rollouts -> score -> export -> tables on 4 valid questions of the shipped model (a smoke run), each step as
+    ``python benchmarks/selection.py <step> ...`` runs it, in this process (``runpy``)."""
+    import runpy
+
+    import torch
+
     script = str(ROOT / "benchmarks" / "selection.py")
     pt, npz = str(tmp_path / "v.pt"), str(tmp_path / "v.npz")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    threads = torch.get_num_threads()
 
     def run(*args):
-        res = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, cwd=ROOT)
-        assert res.returncode == 0, res.stderr[-3000:]
-        return res.stdout
+        monkeypatch.setattr(sys, "argv", [script, *args])
+        capsys.readouterr()
+        try:
+            runpy.run_path(script, run_name="__main__")
+        finally:
+            torch.set_num_threads(threads)
+        return capsys.readouterr().out
 
     run("rollouts", "--split", "valid", "--limit", "4", "--n", "4", "--seeds", "2", "--threads", "1", "--out", pt)
     run("score", "--rollouts", pt, "--rm", str(ROOT / "lm_eval_latenttts" / "checkpoints" / "arith-rm"),
