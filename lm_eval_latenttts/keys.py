@@ -56,8 +56,8 @@ KEYS = (
     Key("dropout_scope", "dropout_scope", "all | latent", "dropout on the prompt and the latent steps, or on the "
         "latent steps only"),
     Key("n", "num_return_sequences", "int >= 1", "rollouts per question (N)"),
-    Key("aggregate", "aggregate", "a registered strategy: majority | best_of_n | weighted | beam",
-        "how one answer is chosen (none: best_of_n with a LatentRM, else majority; see scaling.strategies)"),
+    Key("aggregate", "aggregate", "the name of a registered strategy (scaling.strategies.STRATEGIES)",
+        "how one answer is chosen (none: best_of_n with a LatentRM, else majority)"),
     Key("beams", "latent_beams", "int >= 1", "RM-guided beam search: B beams"),
     Key("candidates", "latent_candidates", "int >= 1", "RM-guided beam search: C candidates per beam and step"),
     Key("latent_length", "latent_length", "int >= 0 | none", "latent steps (fixed backbones) or their cap (CoLaR)"),
