@@ -2,8 +2,8 @@
 
 For each seed, draws the test questions' rollouts with the shipped model and
 LatentRM (its recommended settings: dropout p=0.2, budget N=16) as the
-``latent_tts`` harness draws them (``scaling.adaptive.draw_in_rounds``, calls
-of ``--rows-per-call`` rows: the harness's default ``batch_size=1`` at N=16):
+``latent_tts`` harness draws them (``scaling.engine``, calls of
+``--rows-per-call`` rows, i.e. ``batch_size`` = rows / N questions at N):
 
 - ``fixed``: all N per question; the fixed-N curve (majority and RM-weighted
   vote at N = 1, 2, 4, ...) is read off its first N rollouts;
@@ -35,11 +35,12 @@ import torch
 
 from hf_modeling import AutoLatentModel, load_latent_tokenizer
 from lm_eval_latenttts.data.questions import read_questions
-from lm_eval_latenttts.scaling import rollouts
-from lm_eval_latenttts.scaling.adaptive import draw_in_rounds
-from lm_eval_latenttts.scaling.aggregation import select
+from lm_eval_latenttts.scaling.aggregation import majority_vote
+from lm_eval_latenttts.scaling.engine import Engine, Job
 from evidence_lib.bootstrap import bootstrap_ci  # the reports' one bootstrap (benchmarks/evidence_lib)
 from lm_eval_latenttts.scaling.metrics import pass_ks, question_metrics
+from lm_eval_latenttts.scaling.plan import make_plan
+from lm_eval_latenttts.scaling.result import QuestionResult
 from scaling import shown_path  # benchmarks/scaling.py: the report's path form
 
 ROWS = ("majority", "weighted", "rollouts", "latent_forwards")
@@ -63,24 +64,21 @@ def settings(rounds, thresholds, rm_thresholds, default_round):
 
 
 def draw_all(model, tok, rm, prompts, config, rows_per_call):
-    """Every question's candidates under ``config``, as the harness draws them; (candidates, wall s, CPU s)."""
-    how = config.selection(has_rm=rm is not None)
-
-    def draw(indices, offset, count):
-        part = model.latent_generation_config(config, num_return_sequences=count)
-        return rollouts.sample(model, tok, [prompts[i] for i in indices], part, rm, sample_offset=offset)
-
+    """Every question's draw under ``config``, as the harness draws them (``scaling.engine``, calls of
+    ``rows_per_call`` rows); (plan, draws, wall s, CPU s)."""
+    engine = Engine(model, tok, rm, batch_size=max(1, rows_per_call // config.num_return_sequences))
+    plan = engine.plan(config, payload=False)
+    jobs = [Job(i, prompt, plan) for i, prompt in enumerate(prompts)]
     wall, cpu = time.perf_counter(), time.process_time()
-    found = draw_in_rounds(len(prompts), config, how, draw, lambda: rows_per_call)
-    return found, time.perf_counter() - wall, time.process_time() - cpu
+    found = [draw for draw, _, _ in engine.draws(jobs)]
+    return plan, found, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def per_question(found, questions, n):
+def per_question(plan, found, questions):
     """Per row, the per-question values (the rows lm-eval reports, without the greedy decode)."""
     rows = {row: [] for row in ROWS}
     for c, q in zip(found, questions):
-        values = question_metrics(q["answer"], c.answers, select(c.answers, c.scores, "majority"), True, n,
-                                  run={"rollouts": c.drawn, "latent_forwards": c.latent_forwards})
+        values = question_metrics(q["answer"], QuestionResult.answered(plan, c))
         for row in ROWS:
             rows[row].append(values[row])
     return rows
@@ -138,7 +136,7 @@ def main():
     prompts = [model.encode_prompt(tok, q["question"]) for q in questions]
     base = model.latent_generation_config()  # the checkpoint's recommended settings
     n = base.num_return_sequences
-    greedy, _, _ = draw_all(model, tok, None, prompts, model.latent_generation_config(
+    _, greedy, _, _ = draw_all(model, tok, None, prompts, model.latent_generation_config(
         base, latent_sampling=None, num_return_sequences=1), args.rows_per_call)
     greedy_acc = [float(model.is_correct(c.texts[0], q["answer"])) for c, q in zip(greedy, questions)]
     grid = settings(args.rounds, args.thresholds, args.rm_thresholds, base.adaptive_round)
@@ -146,20 +144,21 @@ def main():
     curve = {k: [] for k in pass_ks(n)}
     for seed in range(args.seeds):
         fixed_config = model.latent_generation_config(base, seed=seed, adaptive=False)
-        fixed, wall, cpu = draw_all(model, tok, rm, prompts, fixed_config, args.rows_per_call)
-        reference = per_question(fixed, questions, n)
+        plan, fixed, wall, cpu = draw_all(model, tok, rm, prompts, fixed_config, args.rows_per_call)
+        reference = per_question(plan, fixed, questions)
         runs["fixed"].append({**reference, **paired(reference, reference), "wall_s": wall, "cpu_s": cpu})
         for k in curve:
-            curve[k].append(per_question([_first(c, k) for c in fixed], questions, k))
+            at_k = make_plan(model.latent_generation_config(fixed_config, num_return_sequences=k), True, False)
+            curve[k].append(per_question(at_k, [c.first(k) for c in fixed], questions))
         print(f"seed {seed} fixed N={n}: {wall:.1f} s", flush=True)
         for name, overrides in grid:
             config = model.latent_generation_config(base, seed=seed, adaptive=True, **overrides)
-            found, wall, cpu = draw_all(model, tok, rm, prompts, config, args.rows_per_call)
+            plan, found, wall, cpu = draw_all(model, tok, rm, prompts, config, args.rows_per_call)
             for a, f in zip(found, fixed):
                 assert a.answers == f.answers[: a.drawn], f"{name}: rollouts differ from the fixed run's first ones"
                 if overrides["adaptive_rule"] == "exact":
-                    assert select(a.answers, None, "majority").majority == select(f.answers, None, "majority").majority
-            rows = per_question(found, questions, n)
+                    assert majority_vote(a.answers) == majority_vote(f.answers)
+            rows = per_question(plan, found, questions)
             runs[name].append({**rows, **paired(rows, reference), "wall_s": wall, "cpu_s": cpu})
             print(f"seed {seed} {name}: {wall:.1f} s", flush=True)
 
@@ -185,8 +184,8 @@ def interleaved_timing(model, tok, rm, prompts, base, repeats, rows_per_call) ->
     times = {name: {"wall_s": [], "cpu_s": []} for name in configs}
     for _ in range(repeats):
         for name, overrides in configs.items():
-            _, wall, cpu = draw_all(model, tok, rm, prompts, model.latent_generation_config(base, **overrides),
-                                    rows_per_call)
+            _, _, wall, cpu = draw_all(model, tok, rm, prompts, model.latent_generation_config(base, **overrides),
+                                       rows_per_call)
             times[name]["wall_s"].append(wall)
             times[name]["cpu_s"].append(cpu)
             print(f"timing {name}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
@@ -196,13 +195,6 @@ def interleaved_timing(model, tok, rm, prompts, base, repeats, rows_per_call) ->
         for key in ("wall_s", "cpu_s"):
             out[name][key]["speedup"] = statistics.median(times["fixed"][key]) / statistics.median(t[key])
     return out
-
-
-def _first(c, k):
-    """The first k of a question's fixed-N candidates (what N = k would have drawn)."""
-    steps = c.latent_steps[:k]
-    return rollouts.Candidates(texts=c.texts[:k], answers=c.answers[:k], scores=c.scores[:k], latent_steps=steps,
-                               drawn=k, latent_forwards=sum(steps))
 
 
 def table(report) -> str:

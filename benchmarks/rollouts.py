@@ -117,6 +117,18 @@ def measure(impl, n, repeats, device, sampling, layers=12, hidden=768):
     return {"impl": impl, "n": n, "seconds": statistics.median(times), "peak_mb": peak_mb}
 
 
+def _child(args, impl, n):
+    """``measure`` in a fresh process (its peak RSS its own)."""
+    cmd = [sys.executable, __file__, "--child", impl, str(n), "--repeats", str(args.repeats), "--device", args.device,
+           "--sampling", args.sampling, "--layers", str(args.layers), "--hidden", str(args.hidden)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
+    if res.returncode != 0:
+        sys.exit(res.stderr[-3000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[1, 4, 16, 64], help="samples per question")
@@ -128,6 +140,8 @@ def main():
     parser.add_argument("--layers", type=int, default=12, help="model depth (smoke runs: 2)")
     parser.add_argument("--hidden", type=int, default=768, help="model width (smoke runs: 64)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure in this process, no fresh process per point (smoke runs: peak RSS not its own)")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -140,14 +154,10 @@ def main():
     rows = []
     for n in args.n:
         for impl in IMPLEMENTATIONS:
-            cmd = [sys.executable, __file__, "--child", impl, str(n), "--repeats", str(args.repeats), "--device", args.device,
-                   "--sampling", args.sampling, "--layers", str(args.layers), "--hidden", str(args.hidden)]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
-            if res.returncode != 0:
-                sys.exit(res.stderr[-3000:])
-            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            if args.in_process:
+                rows.append(measure(impl, n, args.repeats, args.device, args.sampling, args.layers, args.hidden))
+            else:
+                rows.append(_child(args, impl, n))
             r = rows[-1]
             print(f"N={n:3d} {impl:11s} {r['seconds']:8.3f} s/call  peak +{r['peak_mb']:8.1f} MB", flush=True)
     print()

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import torch
 
-from hf_modeling import AutoLatentModel, load_latent_tokenizer
+from hf_modeling import AutoLatentModel, LatentGenerationConfig, load_latent_tokenizer
 from lm_eval_latenttts.data.questions import read_questions
-from lm_eval_latenttts.scaling import rollouts
-from lm_eval_latenttts.scaling.aggregation import select
+from lm_eval_latenttts.scaling.engine import Engine, Job
 from evidence_lib.bootstrap import bootstrap_ci  # the reports' one bootstrap (benchmarks/evidence_lib)
 from lm_eval_latenttts.scaling.metrics import question_metrics
+from lm_eval_latenttts.scaling.plan import make_plan
+from lm_eval_latenttts.scaling.result import QuestionResult
+from lm_eval_latenttts.scaling.rollouts import Candidate, QuestionDraw, Recorder
 
 METRICS = ("coverage", "single", "majority", "best_of_n", "weighted", "beam")
 # the report's names for the rows of scaling.metrics.question_metrics (the rows lm-eval reports)
@@ -64,40 +66,42 @@ def pairwise_cosine_distance(latents):
     return (1 - sim[:, off]).mean(-1)
 
 
-def draw(model, rm, tok, questions, config, batch_questions, keep_latents=False):
-    """Every question's candidates under ``config`` (``scaling.rollouts.sample``, as lm-eval draws them)."""
-    found = []
-    for start in range(0, len(questions), batch_questions):
-        prompts = [model.encode_prompt(tok, q["question"]) for q in questions[start: start + batch_questions]]
-        found += rollouts.sample(model, tok, prompts, config, rm, keep_latents=keep_latents)
-    return found
+def draw(engine, questions, config, keep_latents=False):
+    """Every question's draw under ``config`` (``scaling.engine``, as lm-eval draws them) and, with
+    ``keep_latents``, the recorder of their latents (``rollouts.Recorder``, keyed by question index)."""
+    plan = engine.plan(config, payload=False)
+    jobs = [Job(i, engine.model.encode_prompt(engine.tokenizer, q["question"]), plan) for i, q in enumerate(questions)]
+    recorder = Recorder() if keep_latents else None
+    return [found for found, _, _ in engine.draws(jobs, recorder)], recorder
 
 
-def metrics_at(candidates, questions, n, has_rm):
-    """Per metric, the per-question values on the first n candidates (sample j is the same for every n)."""
+def metrics_at(draws, questions, n, has_rm):
+    """Per metric, the per-question values on the first n samples (sample j is the same for every n), as lm-eval
+    reports them for N = n (``QuestionResult`` and ``question_metrics``; ``acc`` is the majority vote).
+    ``draws``: per question its ``QuestionDraw``, or anything with its ``answers`` and ``scores``."""
+    plan = make_plan(LatentGenerationConfig(num_return_sequences=n, aggregate="majority"), has_rm, payload=False)
     rows = {m: [] for m in ROWS if has_rm or m not in ("best_of_n", "weighted")}
-    for c, q in zip(candidates, questions):
-        answers, scores = c.answers[:n], None if c.scores is None else c.scores[:n]
-        values = question_metrics(q["answer"], answers, select(answers, scores, "majority"), has_rm, n)
+    for found, q in zip(draws, questions):
+        scores = found.scores[:n] if has_rm else [None] * n
+        first = QuestionDraw([Candidate(a, s, None, 0) for a, s in zip(found.answers[:n], scores)])
+        values = question_metrics(q["answer"], QuestionResult.answered(plan, first))
         for metric in rows:
             rows[metric].append(values[ROWS[metric]])
     return rows
 
 
-def beam_accuracy(model, rm, tok, questions, config, n, batch_questions):
+def beam_accuracy(engine, questions, config, n):
     """Beam search with B*C = n (C = min(4, n)): per question right or wrong, latent forwards spent and
     the number of distinct latent paths among the B final beams of each question."""
-    c = min(4, n)
+    model, c = engine.model, min(4, n)
     config = model.latent_generation_config(config, latent_beams=n // c, latent_candidates=c, aggregate="beam")
+    found, recorder = draw(engine, questions, config, keep_latents=True)
     correct, spent, paths = [], 0, []
-    for start in range(0, len(questions), batch_questions):
-        chunk = questions[start: start + batch_questions]
-        found = rollouts.beam(model, tok, [model.encode_prompt(tok, q["question"]) for q in chunk], config, rm,
-                              keep_latents=True)
-        for cand, q in zip(found, chunk):
-            correct.append(float(model.is_correct(cand.texts[cand.chosen], q["answer"])))
-            spent += cand.latent_forwards  # what the search reports it spent
-            paths.append(len(torch.unique(cand.latents.reshape(len(cand.texts), -1), dim=0)))
+    for i, (searched, q) in enumerate(zip(found, questions)):
+        correct.append(float(model.is_correct(searched.texts[searched.searched], q["answer"])))
+        spent += searched.latent_forwards  # what the search reports it spent
+        latents = recorder[i].latents
+        paths.append(len(torch.unique(latents.reshape(len(searched.texts), -1), dim=0)))
     steps = model.config.latent_length
     return correct, {"beams": n // c, "candidates": c, "latent_forward_passes": spent,
                      "best_of_n_latent_forward_passes": n * steps * len(questions),
@@ -149,11 +153,11 @@ def main():
 
     report = {"model": shown_path(model_path), "rm": shown_path(rm_path), "data": shown_path(data_path), "questions": len(questions),
               "seeds": args.seeds, "n": args.n, "methods": {}}
+    engine = Engine(model, tok, rm, batch_size=args.batch_questions)  # questions per generate call
     if args.beam_only:
-        return update_beam_rows(args, model, rm, tok, questions, base, n_max, report, out_dir)
-    greedy = draw(model, None, tok, questions, model.latent_generation_config(base, latent_sampling=None,
-                                                                              num_return_sequences=1),
-                  args.batch_questions)
+        return update_beam_rows(args, engine, questions, base, n_max, report, out_dir)
+    greedy, _ = draw(Engine(model, tok, None, batch_size=args.batch_questions), questions,
+                     model.latent_generation_config(base, latent_sampling=None, num_return_sequences=1))
     report["greedy_accuracy"] = sum(model.is_correct(c.texts[0], q["answer"]) for c, q in zip(greedy, questions)) \
         / len(questions)
     print(f"greedy accuracy {report['greedy_accuracy']:.3f} on {len(questions)} questions", flush=True)
@@ -169,15 +173,15 @@ def main():
         started = time.time()
         for seed in range(args.seeds):
             seeded = model.latent_generation_config(config, seed=seed)
-            found = draw(model, rm, tok, questions, seeded, args.batch_questions, keep_latents=True)
+            found, recorder = draw(engine, questions, seeded, keep_latents=True)
             by_n = {n: metrics_at(found, questions, n, rm is not None) for n in args.n}
             if rm is not None and not args.no_beam:
                 for n in args.n:
-                    by_n[n]["beam"], spent = beam_accuracy(model, rm, tok, questions, seeded, n, args.batch_questions)
+                    by_n[n]["beam"], spent = beam_accuracy(engine, questions, seeded, n)
                     beam_passes.setdefault(n, []).append(spent)
             per_seed_metrics.append(by_n)
-            diversity.append({n: torch.stack([pairwise_cosine_distance(c.latents[:n]) for c in found]).mean(0).tolist()
-                              for n in args.n})
+            diversity.append({n: torch.stack([pairwise_cosine_distance(recorder[i].latents[:n])
+                                              for i in range(len(found))]).mean(0).tolist() for n in args.n})
             print(f"{method} seed {seed} done ({time.time() - started:.0f} s)", flush=True)
 
         points = {}
@@ -211,10 +215,10 @@ def seeds_mean(per_seed):
     return entry
 
 
-def update_beam_rows(args, model, rm, tok, questions, base, n_max, report, out_dir):
+def update_beam_rows(args, engine, questions, base, n_max, report, out_dir):
     """``--beam-only``: recompute the beam rows and put them into the existing report of the same run settings."""
-    path = out_dir / "scaling.json"
-    if rm is None:
+    path, model = out_dir / "scaling.json", engine.model
+    if engine.rm is None:
         raise SystemExit("--beam-only needs a LatentRM (--rm).")
     if not path.is_file():
         raise SystemExit(f"--beam-only updates {path}, which does not exist; run the whole report first.")
@@ -237,7 +241,7 @@ def update_beam_rows(args, model, rm, tok, questions, base, n_max, report, out_d
         for seed in range(args.seeds):
             seeded = model.latent_generation_config(config, seed=seed)
             for n in args.n:
-                values, spent = beam_accuracy(model, rm, tok, questions, seeded, n, args.batch_questions)
+                values, spent = beam_accuracy(engine, questions, seeded, n)
                 correct[n].append(values)
                 compute[n].append(spent)
             print(f"{method} seed {seed} beam done ({time.time() - started:.0f} s)", flush=True)

@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 from .auto import AutoLatentModel, load_latent_tokenizer, register_architecture, resolve_checkpoint
 from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
 from .generation_config import LatentGenerationConfig
+from .latent_generation import PromptTooLongError
 from .latent_sampling import LatentSampler
 from .latent_state import LatentGenerateOutput, LatentState
 from .loading import CheckpointLoadError
@@ -56,6 +57,7 @@ __all__ = [
     "LatentGenerationConfig",
     "LatentSampler",
     "LatentState",
+    "PromptTooLongError",
     "LatentRMGPT2Config",
     "LatentRMLlamaConfig",
     "COCONUTGPT2ForTokenClassification",

@@ -13,6 +13,10 @@ votes, annotation, the recipes and the benchmarks all call it.  Conventions:
 * A comma is a thousands separator and nothing else: ``"1,234,567.5"`` is a
   number, ``"1,2,3"`` and ``"12,34"`` are not (so they never equal ``123`` or
   ``1234``).  The Unicode minus sign (U+2212) reads as ``-``.
+* Whitespace never joins numbers: ``"3 4"`` and ``"1 2 3"`` are not numbers
+  (they were read as 34 and 123).  One space-separated form is a number: a
+  mixed number, a whole number and a proper fraction, ``"2 1/2"`` = 5/2 and
+  ``"-2 1/2"`` = -5/2 (it was read as 21/2).
 * NaN and infinities (floats or strings such as ``"nan"``, ``"-Inf"``) are
   never equal to anything, not even themselves: a model that prints ``nan``
   must not match a gold ``nan`` by accident.
@@ -33,6 +37,8 @@ UNICODE_MINUS = "\u2212"
 _NUMBER_RE = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|[-\u2212]?\.\d+")
 # a whole answer that is a number: optional sign, digits (thousands groups allowed), decimals, exponent, /denominator
 _NUMERIC_ANSWER_RE = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:/\d+)?")
+# a mixed number: sign, whole part (thousands groups allowed), whitespace, a proper fraction
+_MIXED_RE = re.compile(r"([+-]?)((?:\d{1,3}(?:,\d{3})+|\d+))\s+(\d+)/(\d+)")
 _NON_FINITE = {"nan", "inf", "infinity"}
 def last_number(text: str | None) -> str | None:
     """The last number in ``text`` (thousands commas removed: ``"1,234"`` -> ``"1234"``; ``"1,2,3"``
@@ -69,8 +75,9 @@ def normalize_number(answer) -> int | Fraction | None:
     """The answer as an exact number (``int`` if integral, else ``Fraction``), or ``None`` if it is not one.
 
     Accepts ``"1,234"``, ``"1,234,567.5"``, ``"1234.0"``, ``"-3"``, ``"\u22123"``, ``"$12"``, ``"12."``,
-    ``"3/4"``, ``"1e3"``, ints and floats.  Rejects commas that are not thousands separators (``"1,2,3"``,
-    ``"12,34"``), NaN and infinities.
+    ``"3/4"``, ``"1e3"``, the mixed number ``"2 1/2"`` (5/2), ints and floats.  Rejects commas that are not
+    thousands separators (``"1,2,3"``, ``"12,34"``), numbers separated by whitespace (``"3 4"``, ``"2 3/2"``),
+    NaN and infinities.
     """
     if answer is None or isinstance(answer, bool):
         return None
@@ -82,14 +89,22 @@ def normalize_number(answer) -> int | Fraction | None:
         except (TypeError, ValueError, OverflowError):
             return None
     else:
-        s = str(answer).strip().replace(" ", "").replace(UNICODE_MINUS, "-")
-        s = s.lstrip("$").rstrip(".").rstrip("%")
-        if not s or not _NUMERIC_ANSWER_RE.fullmatch(s):
+        s = str(answer).strip().replace(UNICODE_MINUS, "-")
+        s = s.removeprefix("$").rstrip(".").rstrip("%").strip()  # "$ 12", "12 %": one number and its sign
+        mixed = _MIXED_RE.fullmatch(s)
+        if mixed is not None:
+            sign, whole, numerator, denominator = mixed.groups()
+            if not 0 < int(numerator) < int(denominator):
+                return None  # "2 3/2", "2 0/4": not a mixed number
+            value = int(whole.replace(",", "")) + Fraction(int(numerator), int(denominator))
+            value = -value if sign == "-" else value
+        elif not s or not _NUMERIC_ANSWER_RE.fullmatch(s):
             return None
-        try:
-            value = Fraction(s.replace(",", ""))
-        except (ValueError, ZeroDivisionError):
-            return None
+        else:
+            try:
+                value = Fraction(s.replace(",", ""))
+            except (ValueError, ZeroDivisionError):
+                return None
     return int(value) if value.denominator == 1 else value
 
 

@@ -71,7 +71,8 @@ def _read_config(folder):
     return raw
 
 
-def _has_tokenizer(folder):
+def has_tokenizer(folder) -> bool:
+    """Whether ``folder`` holds tokenizer files."""
     return any((Path(folder) / f).is_file() for f in TOKENIZER_FILES)
 
 
@@ -79,7 +80,7 @@ def _load_tokenizer(folder):
     """The folder's tokenizer, or an error that names the folder and says what is missing."""
     from transformers import AutoTokenizer
 
-    if not _has_tokenizer(folder):
+    if not has_tokenizer(folder):
         raise CheckpointLoadError(
             f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}). A latent checkpoint needs its "
             "tokenizer (with the added tokens <|start-latent|>, <|latent|>, <|end-latent|>): copy the tokenizer "
@@ -131,7 +132,7 @@ def latent_config(folder: str | os.PathLike) -> tuple:
     missing = {f: t for f, t in wanted.items() if fields.get(f) is None}
     required = ["end_marker_id", "latent_id"] if issubclass(config_class, ColarConfig) else list(LATENT_TOKENS)
     required = getattr(config_class, "required_latent_ids", required)  # the LatentRM needs none
-    if missing and (_has_tokenizer(folder) or any(f in required for f in missing)):
+    if missing and (has_tokenizer(folder) or any(f in required for f in missing)):
         found = _tokenizer_ids(folder, missing)
         fields.update(found)
         still = sorted(set(missing) - set(found))

@@ -24,9 +24,7 @@ from transformers import GenerationConfig
 
 SAMPLING_MODES = (None, "dropout", "noise")
 DROPOUT_SCOPES = ("all", "latent")
-AGGREGATES = ("majority", "best_of_n", "weighted", "beam")
 REDUCTIONS = ("sum", "min", "last", "mean")
-RM_AGGREGATES = ("best_of_n", "weighted", "beam")
 ADAPTIVE_RULES = ("exact", "confidence", "esc")
 ADAPTIVE_VOTES = ("count", "rm")
 
@@ -61,6 +59,9 @@ ADAPTIVE_DEFAULTS = {
     "greedy_baseline": True,
 }
 BOOLEAN_FIELDS = tuple(k for k, v in ADAPTIVE_DEFAULTS.items() if isinstance(v, bool))
+# fields whose None is a setting of its own, not "unset": ``seed=None`` draws a seed per ``generate`` call (a
+# saved ``"seed": null`` loads as None, never as the default 0)
+NONE_IS_A_VALUE = ("seed",)
 INHERITED_DEFAULTS = {"num_return_sequences": 1, "max_new_tokens": 32}
 # what a rollout reads; the other GenerationConfig fields concern token sampling and are refused as overrides
 ROLLOUT_FIELDS = frozenset({*LATENT_DEFAULTS, *ADAPTIVE_DEFAULTS, *INHERITED_DEFAULTS, "eos_token_id",
@@ -128,11 +129,18 @@ class LatentGenerationConfig(GenerationConfig):
             or the cap of a dynamic one (CoLaR); ``None``: the model config's.
         max_new_tokens (`int`, defaults to 32): answer tokens after the end marker.
         seed (`int`, defaults to 0): sample j of a question is a function of
-            (seed, its prompt tokens, j) only.
-        aggregate (`str`, *optional*): how one answer is chosen among the N:
-            ``"majority"``, ``"best_of_n"``, ``"weighted"`` (RM-weighted vote) or
-            ``"beam"`` (RM-guided beam search); ``None``: ``best_of_n`` with a
-            LatentRM, else ``majority``.
+            (seed, its prompt tokens, j) only.  ``None``: as transformers' sampling,
+            which draws from torch's global generator, each ``generate`` call draws
+            its own seed from it (or from ``generator=``): reproducible with
+            ``torch.manual_seed`` before the call, and within a call a question's
+            samples do not depend on the other questions, but two calls (two
+            batches) draw different seeds.  The lm-eval harness draws one seed per
+            run instead, logs and records it (``seed=none``).
+        aggregate (`str`, *optional*): the name of the selection strategy that chooses one
+            answer among the N (the lm-eval harness's registry,
+            ``lm_eval_latenttts.scaling.strategies``: ``"majority"``, ``"best_of_n"``,
+            ``"weighted"``, ``"beam"`` and any registered one; checked there); ``None``:
+            ``best_of_n`` with a LatentRM, else ``majority``.
         latent_beams (`int`, defaults to 4), latent_candidates (`int`, defaults to 4):
             B beams and C candidates per beam and latent step of RM-guided beam
             search over latent steps (transformers' ``num_beams``, token beam
@@ -162,8 +170,8 @@ class LatentGenerationConfig(GenerationConfig):
 
     def __init__(self, **kwargs):
         for key, default in {**LATENT_DEFAULTS, **ADAPTIVE_DEFAULTS, **INHERITED_DEFAULTS}.items():
-            value = kwargs.pop(key, None)
-            setattr(self, key, default if value is None else value)
+            value = kwargs.pop(key, None) if key not in NONE_IS_A_VALUE else kwargs.pop(key, default)
+            setattr(self, key, default if value is None and key not in NONE_IS_A_VALUE else value)
         inherited = {k: getattr(self, k) for k in INHERITED_DEFAULTS}
         super().__init__(**kwargs, **inherited)
 
@@ -255,28 +263,13 @@ class LatentGenerationConfig(GenerationConfig):
         """True when the N rollouts of a question differ (a sampling mode of non-zero strength)."""
         return bool(self.latent_sampling) and bool(self.dropout_p or self.noise_std)
 
-    def selection(self, has_rm: bool) -> str:
-        """The aggregation actually used: ``aggregate``, else best-of-N with an RM, else majority."""
-        if self.aggregate is None:
-            return "best_of_n" if has_rm else "majority"
-        if self.aggregate in RM_AGGREGATES and not has_rm:
-            raise SettingError("{aggregate} needs a LatentRM; pass {rm!} or use {aggregate=majority}.",
-                               aggregate=self.aggregate)
-        return self.aggregate
-
-    def check_rm(self, has_rm: bool) -> None:
-        """Raise ``ValueError`` when a setting needs a LatentRM that is not there."""
-        self.selection(has_rm)
-        if self.adaptive and self.adaptive_votes == "rm" and not has_rm:
-            raise SettingError("{adaptive_votes} weighs votes by a LatentRM; pass {rm!} or use "
-                               "{adaptive_votes=count}.", adaptive_votes=self.adaptive_votes)
-
-    def idle_settings(self, names: dict | None = None) -> list[tuple[str, str]]:
+    def idle_settings(self, names: dict | None = None, ignored=()) -> list[tuple[str, str]]:
         """``(key, message)`` for each setting that runs but does not do what its name promises.
 
         The one place these warnings are worded: ``generate`` raises them as
         ``UserWarning``, the lm-eval harness logs each once per run.  ``names``
-        maps fields to the names the caller's user typed (the harness's short keys).
+        maps fields to the names the caller's user typed (the harness's short keys);
+        ``ignored``: fields the caller does not read (a search's ``num_return_sequences``).
         """
         name = (names or {}).get
         found = []
@@ -286,7 +279,7 @@ class LatentGenerationConfig(GenerationConfig):
             found.append((f"zero:{mode}", f"{name('latent_sampling', 'latent_sampling')}={mode} with "
                           f"{name(strength, strength)}=0 samples nothing: the {name('num_return_sequences', 'n')}"
                           f"={n} rollouts of a prompt are identical. Raise the strength or turn sampling off."))
-        if n > 1 and mode is None and self.aggregate != "beam":
+        if n > 1 and mode is None and "num_return_sequences" not in ignored:
             found.append(("n_without_sampling", f"{name('num_return_sequences', 'num_return_sequences')}={n} "
                           f"without sampling gives {n} identical rollouts per prompt; pass "
                           f"{name('latent_sampling', 'latent_sampling')}=dropout or noise."))
@@ -336,15 +329,24 @@ def _seed(name, value):
         raise ValueError(f"{name} must be an integer in [-2**127, 2**127 - 1]; got {value!r}.")
 
 
-def _number(low, high, high_open=False, low_open=False):
+def _number(low, high, high_open=False, low_open=False, optional=False):
     def check(name, value):
-        if value is None:
+        if value is None and optional:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
             raise ValueError(f"{name} must be a finite number; got {value!r}.")
         if value < low or value > high or (high_open and value >= high) or (low_open and value <= low):
             bracket = ")" if high_open else "]"
             raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}{bracket}; got {value!r}.")
+    return check
+
+
+def _name(optional=False):
+    def check(name, value):
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+            raise ValueError(f"{name} must be a name (lowercase letters, digits, _); got {value!r}.")
     return check
 
 
@@ -355,10 +357,10 @@ def _boolean(name, value):
 
 FIELD_CHECKS = {
     "latent_sampling": _choice(SAMPLING_MODES),
-    "dropout_p": _number(0.0, 1.0, high_open=True),
-    "noise_std": _number(0.0, math.inf),
+    "dropout_p": _number(0.0, 1.0, high_open=True, optional=True),  # None: the backbone's typical strength
+    "noise_std": _number(0.0, math.inf, optional=True),
     "dropout_scope": _choice(DROPOUT_SCOPES),
-    "aggregate": _choice((None, *AGGREGATES)),
+    "aggregate": _name(optional=True),  # a strategy's name; the registry of the harness knows which exist
     "reduction": _choice(REDUCTIONS),
     "num_return_sequences": _integer(1),
     "max_new_tokens": _integer(1),
@@ -378,7 +380,6 @@ FIELD_CHECKS = {
 __all__ = [
     "ADAPTIVE_RULES",
     "ADAPTIVE_VOTES",
-    "AGGREGATES",
     "BOOLEAN_FIELDS",
     "ROLLOUT_FIELDS",
     "check_field",
@@ -387,6 +388,5 @@ __all__ = [
     "LatentGenerationConfig",
     "SettingError",
     "REDUCTIONS",
-    "RM_AGGREGATES",
     "SAMPLING_MODES",
 ]

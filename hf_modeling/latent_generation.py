@@ -34,6 +34,7 @@ import torch
 from transformers import GenerationConfig
 
 from .generation_config import ROLLOUT_FIELDS, LatentGenerationConfig
+from .latent_rollout import answer_room, as_list, assemble, base_seed, check_prompts
 from .latent_sampling import LatentSampler
 from .latent_state import (
     MIN_ROWS,
@@ -48,20 +49,15 @@ from .latent_state import (
 )
 
 
-def _base_seed(seed: int | None, generator: torch.Generator | None) -> int:
-    """The run's seed: a draw from ``generator`` when one is given, else ``seed``, else torch's global generator."""
-    if generator is None and seed is not None:
-        return seed
-    device = generator.device if generator is not None else "cpu"
-    return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
+# generate() arguments of the released LatentTTS reference code -> the LatentGenerationConfig field of the same meaning
+REFERENCE_NAMES = {"max_latent_length": "latent_length"}
+REFERENCE_MEANING = {"max_latent_length": "the latent steps of a fixed-length backbone, the cap of CoLaR's dynamic ones"}
 
 
-def _as_list(token_ids):
-    if token_ids is None:
-        return []
-    if isinstance(token_ids, int):
-        return [token_ids]
-    return list(token_ids)
+class PromptTooLongError(ValueError):
+    """A prompt with the latent steps and the end marker leaves no room for one answer token in the model's
+    context window (``context_room``): a named failure of one question, which the lm-eval harness scores as
+    failed and counts; any other error stops its run."""
 
 
 class LatentGenerationMixin:
@@ -98,6 +94,11 @@ class LatentGenerationMixin:
         if not overrides and isinstance(generation_config, LatentGenerationConfig) and \
                 generation_config.resolved_for(self.latent_kind):
             return generation_config
+        renamed = sorted(set(overrides) & set(REFERENCE_NAMES))
+        if renamed:
+            raise TypeError("; ".join(
+                f"{name} is the released LatentTTS reference's name of {REFERENCE_NAMES[name]}: pass "
+                f"{REFERENCE_NAMES[name]}={overrides[name]!r} ({REFERENCE_MEANING[name]})" for name in renamed) + ".")
         unknown = sorted(set(overrides) - ROLLOUT_FIELDS)
         if unknown:
             raise TypeError(
@@ -141,9 +142,10 @@ class LatentGenerationMixin:
 
         Prompt, ``steps`` latent slots and the end marker take their positions,
         and one more is kept free; a prompt that leaves no room for one answer
-        token is an error (``ValueError``; the harness answers that document as
-        failed).  The one place the window is checked, for ``generate``, beam
-        search, annotation and the harness.
+        token is an error (``PromptTooLongError``, a ``ValueError``; the
+        harness answers that document as failed and counts it).  The one place
+        the window is checked, for ``generate``, beam search, annotation and
+        the harness.
         """
         limit = self.max_context_length()
         if limit is None:
@@ -151,7 +153,7 @@ class LatentGenerationMixin:
         room = limit - (prompt_lengths.long() + steps + 1)
         if bool((room < 1).any()):
             longest = int(prompt_lengths.max())
-            raise ValueError(
+            raise PromptTooLongError(
                 f"a prompt of {longest} tokens with {steps} latent steps and the end marker leaves no room for an "
                 f"answer in the model's context window of {limit} positions; shorten the prompt or lower the "
                 "latent length.")
@@ -179,29 +181,34 @@ class LatentGenerationMixin:
         limit = self.max_context_length()
         if limit is not None:  # a masked slot of a row at the end of the window must still index the table
             positions = torch.where(active, positions, positions.clamp(max=limit - 1))
-        out = self.base_model(
-            inputs_embeds=inputs_embeds[:, None, :],
-            attention_mask=mask,
-            position_ids=positions[:, None],
-            cache=state.cache,
-            use_cache=True,
-        )
-        hidden = out.last_hidden_state[:, -1]
+        hidden = self.one_token_forward(inputs_embeds, mask, positions, state.cache)
         state.attention_mask = mask
         state.hidden = torch.where(active[:, None], hidden, state.hidden)
         state.positions = state.positions + active.to(state.positions.dtype)
         return hidden
+
+    def one_token_forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                          cache) -> torch.Tensor:
+        """The last hidden state (rows, hidden) of one input per row (``inputs_embeds`` (rows, hidden)) after the
+        cached positions; ``attention_mask`` covers the cache and the new input.  Backbones with a leaner
+        path of the same bits override it (GPT-2: ``fast_gpt2.gpt2_one_token``)."""
+        out = self.base_model(inputs_embeds=inputs_embeds[:, None, :], attention_mask=attention_mask,
+                              position_ids=position_ids[:, None], cache=cache, use_cache=True)
+        return out.last_hidden_state[:, -1]
 
     def _embed_tokens(self, token_ids):
         return self.get_input_embeddings()(token_ids)
 
     # -- the three phases ------------------------------------------------------------------
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampler: LatentSampler,
-                row_keys: torch.Tensor) -> LatentState:
-        """Run the prompt (left padded, ending with the start marker) once; ``row_keys`` key its dropout."""
+                row_keys: torch.Tensor, capacity: int | None = None) -> LatentState:
+        """Run the prompt (left padded, ending with the start marker) once; ``row_keys`` key its dropout.
+        ``capacity``: the positions the KV cache is allocated for (``rollout_width``; default: the prompt's,
+        growing as needed)."""
         sampler.at(row_keys, (attention_mask.long().cumsum(-1) - 1).clamp(min=0))
         with sampler.phase("prompt"), batch_invariant_attention(input_ids.device, "prompt"):
-            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
+            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask,
+                                         capacity or input_ids.shape[1])
         rows = input_ids.shape[0]
         return LatentState(
             cache=out.cache,
@@ -234,12 +241,13 @@ class LatentGenerationMixin:
         per_question = 1 if sampler.prompt_is_deterministic else n
         run = max(real, -(-MIN_ROWS // (per_question * ids.shape[1])))  # questions in the prompt pass
         source = torch.arange(run, device=ids.device).clamp(max=real - 1)  # the real ones, then copies of the last
+        width = setup.width
         if sampler.prompt_is_deterministic:
-            state = self.prefill(ids[source], mask[source], sampler, setup.question_keys[source])
+            state = self.prefill(ids[source], mask[source], sampler, setup.question_keys[source], width)
         else:
             sample_rows = (source[:, None] * n + torch.arange(n, device=ids.device)).flatten()
             state = self.prefill(ids[source].repeat_interleave(n, dim=0), mask[source].repeat_interleave(n, dim=0),
-                                 sampler, keys[sample_rows])
+                                 sampler, keys[sample_rows], width)
         if not (run == real == total and per_question == n):  # else the state's rows are already the result's
             question = torch.arange(total, device=ids.device).clamp(max=real - 1)  # ghosts: the last real question
             index = (question[:, None] * per_question + torch.arange(per_question, device=ids.device)).flatten()
@@ -277,7 +285,7 @@ class LatentGenerationMixin:
     def decode_answer(self, state: LatentState, max_new_tokens: int, eos_token_id: int | list[int] | None = None,
                       pad_token_id: int | None = None, room: torch.Tensor | None = None) -> torch.Tensor:
         """Feed the end marker, then decode greedily until EOS, ``max_new_tokens`` or the row's ``room``."""
-        eos = torch.tensor(_as_list(eos_token_id), device=state.hidden.device, dtype=torch.long)
+        eos = torch.tensor(as_list(eos_token_id), device=state.hidden.device, dtype=torch.long)
         rows = state.rows
         device = state.hidden.device
         token = torch.full((rows,), self.end_marker_id(), dtype=torch.long, device=device)
@@ -300,49 +308,13 @@ class LatentGenerationMixin:
         return torch.stack(generated, dim=1)
 
     # -- validation ------------------------------------------------------------------------
-    def _check_prompts(self, input_ids, attention_mask):
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
-            what = type(input_ids).__name__ if not isinstance(input_ids, torch.Tensor) else f"a {input_ids.dtype} tensor"
-            raise TypeError(
-                f"input_ids must be an integer tensor of token ids (torch.long); got {what}. "
-                "Pass the tokenizer's input_ids (return_tensors='pt')."
-            )
-        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be a non-empty (batch, length) tensor; got shape {tuple(input_ids.shape)}.")
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}."
-            )
-        if not bool(attention_mask[:, -1].all()):
-            raise ValueError(
-                "Prompts must be left padded (the last column is padding for some rows): "
-                "set tokenizer.padding_side = 'left'."
-            )
-        for name in ("latent_id", "latent_start_id", "latent_end_id"):
-            if getattr(self.config, name, None) is None and not (self.dynamic_latent_length and name != "latent_id"):
-                raise ValueError(
-                    f"The model config has no {name}: the latent special tokens are unknown. Load the model with "
-                    "hf_modeling.AutoLatentModel.from_pretrained(path), which reads them from the checkpoint's "
-                    "tokenizer, or set config.latent_id / latent_start_id / latent_end_id."
-                )
-        start = self.start_marker_id()
-        if start is None:
-            raise ValueError("The model config does not say which token starts the latent phase.")
-        bad = (input_ids[:, -1] != start).nonzero().flatten().tolist()
-        if bad:
-            raise ValueError(
-                f"Prompt rows {bad} do not end with the start marker (token id {start}). Build prompts with "
-                "model.encode_prompt(tokenizer, question) (the backbone's prompt format, e.g. COCONUT: "
-                "question + '\\n<|start-latent|>')."
-            )
-
     def prepare_rollout(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                         config: LatentGenerationConfig, generator: torch.Generator | None = None) -> RolloutSetup:
         """Check the prompts of a rollout and resolve ``config`` (from ``latent_generation_config``) into a
         setup; shared by ``generate``, beam search and annotation."""
         if attention_mask is None and isinstance(input_ids, torch.Tensor):
             attention_mask = torch.ones_like(input_ids)
-        self._check_prompts(input_ids, attention_mask)
+        check_prompts(self, input_ids, attention_mask)
         device = self.get_input_embeddings().weight.device
         input_ids = input_ids.to(device=device, dtype=torch.long)
         attention_mask = attention_mask.to(device)
@@ -355,9 +327,9 @@ class LatentGenerationMixin:
         eos_token_id = config.eos_token_id if config.eos_token_id is not None else self.config.eos_token_id
         pad_token_id = config.pad_token_id if config.pad_token_id is not None else self.config.pad_token_id
         if pad_token_id is None:
-            pad_token_id = _as_list(eos_token_id)[0] if _as_list(eos_token_id) else 0
-        room = self._answer_room(attention_mask, steps, config.max_new_tokens)
-        keys = question_keys(input_ids, attention_mask, _base_seed(config.seed, generator))
+            pad_token_id = as_list(eos_token_id)[0] if as_list(eos_token_id) else 0
+        room = answer_room(self, attention_mask, steps, config.max_new_tokens)
+        keys = question_keys(input_ids, attention_mask, base_seed(config.seed, generator))
         return RolloutSetup(input_ids, attention_mask, steps, config.max_new_tokens, LatentSampler(config),
                             eos_token_id, pad_token_id, keys, room)
 
@@ -381,7 +353,11 @@ class LatentGenerationMixin:
                 question, so ``num_return_sequences=4, sample_offset=4`` draws
                 samples 4..7 of the sequence that ``num_return_sequences=8`` draws.
             generator: draws the seed instead of ``seed`` (reproducible with the
-                generator's state).
+                generator's state).  With ``seed=None`` and no generator the seed
+                is drawn from torch's global generator, as transformers' sampling
+                draws from it: once per call, so two calls (two batches) get
+                different seeds; pass an int ``seed`` for samples that are a
+                function of (seed, question, j) only.
         Returns:
             ``sequences`` (LongTensor), or a ``LatentGenerateOutput`` when
             ``return_dict_in_generate=True``; rows are question-major.
@@ -417,60 +393,5 @@ class LatentGenerationMixin:
                 self.latent_step(state, sampler)
             answer = self.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
                                         setup.room(n))
-        return self._assemble(input_ids.repeat_interleave(n, dim=0), state, answer, setup.pad_token_id, n,
+        return assemble(self, input_ids.repeat_interleave(n, dim=0), state, answer, setup.pad_token_id, n,
                               setup.eos_token_id, setup.room(n)).first_rows(questions * n)
-
-    def _answer_room(self, attention_mask, steps, max_new_tokens):
-        """Per row, how many answer tokens fit in the context window after its own prompt (None: no limit).
-
-        Each row is limited by its own prompt length, never by a longer
-        neighbour in the batch, so batching does not change a row's answer.
-        """
-        room = self.context_room(attention_mask.long().sum(-1), steps)
-        if room is None:
-            return None
-        limit = self.max_context_length()
-        if bool((room < max_new_tokens).any()):
-            warnings.warn(
-                f"max_new_tokens={max_new_tokens} does not fit in the context window of {limit} positions after "
-                f"the longest prompt; such answers are cut at {int(room.min())} tokens.", UserWarning, stacklevel=7,
-            )
-        return room
-
-    def _assemble(self, prompt_ids, state, answer, pad_token_id, n, eos_token_id, room=None):
-        rows = prompt_ids.shape[0]
-        device = prompt_ids.device
-        steps = len(state.latents)
-        hidden_size = state.hidden.shape[-1]
-        if steps:
-            latents = torch.stack(state.latents, dim=1)
-            active = torch.stack(state.latent_active, dim=1)
-        else:
-            latents = state.hidden.new_zeros(rows, 0, hidden_size)
-            active = torch.zeros(rows, 0, dtype=torch.bool, device=device)
-        slot_ids = torch.where(
-            active,
-            torch.full_like(active, self.config.latent_id, dtype=torch.long),
-            torch.full_like(active, pad_token_id, dtype=torch.long),
-        )
-        end = torch.full((rows, 1), self.end_marker_id(), dtype=torch.long, device=device)
-        sequences = torch.cat([prompt_ids, slot_ids, end, answer], dim=1)
-        # answer positions: real up to and including the first EOS
-        eos = torch.tensor(_as_list(eos_token_id), device=device, dtype=torch.long)
-        is_eos = torch.isin(answer, eos).long()
-        after_eos = (is_eos.cumsum(-1) - is_eos) > 0
-        if room is not None:  # positions past a row's context window were never decoded
-            after_eos = after_eos | (torch.arange(answer.shape[1], device=device)[None, :] >= room.to(device)[:, None])
-        prompt_mask = state.attention_mask[:, : prompt_ids.shape[1]]
-        mask = torch.cat(
-            [prompt_mask, active.long(), torch.ones_like(end), (~after_eos).long()], dim=1
-        )
-        return LatentGenerateOutput(
-            sequences=sequences,
-            attention_mask=mask,
-            latents=latents,
-            latent_lengths=active.sum(-1),
-            prompt_length=prompt_ids.shape[1],
-            num_return_sequences=n,
-        )
-

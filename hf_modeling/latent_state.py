@@ -20,6 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
+from .latent_cache import LatentCache, map_cache
 from .latent_sampling import LatentSampler, fold, token_key
 
 
@@ -64,7 +65,7 @@ class LatentState:
 
     def _map(self, fn) -> "LatentState":
         return LatentState(
-            cache=_map_cache(self.cache, fn),
+            cache=map_cache(self.cache, fn),
             attention_mask=fn(self.attention_mask),
             positions=fn(self.positions),
             hidden=fn(self.hidden),
@@ -79,17 +80,6 @@ def sample_keys(question_keys: torch.Tensor, n: int, offset: int = 0) -> torch.T
     """Row keys of samples ``offset .. offset+n-1`` of each question, question-major: (questions * n,)."""
     index = torch.arange(offset, offset + n, device=question_keys.device).repeat(question_keys.shape[0])
     return fold(question_keys.repeat_interleave(n), index)
-
-
-def _map_cache(cache, fn):
-    """A new cache whose key/value tensors are ``fn`` of the old ones (batch dimension first)."""
-    new = copy.copy(cache)
-    new.layers = [copy.copy(layer) for layer in cache.layers]
-    for layer in new.layers:
-        if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
-            layer.keys = fn(layer.keys)
-            layer.values = fn(layer.values)
-    return new
 
 
 @dataclass
@@ -146,6 +136,12 @@ class RolloutSetup:
     pad_token_id: int
     question_keys: torch.Tensor  # (questions,) int64: fold(seed, prompt tokens) per prompt row
     answer_room: torch.Tensor | None = None  # (questions,) answer tokens that fit after each prompt; None: no limit
+
+    @property
+    def width(self) -> int:
+        """Positions a rollout of this setup fills: prompt, latent steps, end marker, answer tokens (the KV
+        cache's capacity)."""
+        return self.input_ids.shape[1] + self.steps + 1 + self.max_new_tokens
 
     def room(self, n: int = 1) -> torch.Tensor | None:
         """``answer_room`` repeated for the n rows of each question."""
@@ -212,15 +208,20 @@ def ghost_questions(questions: int, rows_per_question: int) -> int:
 
 
 def prompt_pass(base_model: torch.nn.Module, config, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> tuple:
+                attention_mask: torch.Tensor, capacity: int | None = None) -> tuple:
     """(output, position ids) of one pass over left-padded prompts into a fresh KV cache.
 
     Position ids count real tokens only, so a prompt gets the same positions
     whatever it is padded to; backbones and LatentRMs both start this way.
+    ``capacity``: the cache's final width (prompt + every position the caller
+    will feed), allocated once (``latent_cache.LatentCache``); None, or with
+    gradients on (training), a ``DynamicCache``.
     """
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=config) if capacity is None or torch.is_grad_enabled() else \
+        LatentCache(config, capacity)
     out = base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                     cache=DynamicCache(config=config), use_cache=True)
+                     cache=cache, use_cache=True)
     return out, positions
 
 
@@ -236,11 +237,13 @@ def eval_mode(*models: torch.nn.Module):
     """Put ``models`` in eval mode for the block and give each back the mode it had: the one place for it
     (``generate``, beam search, annotation, RM scoring).  Monte Carlo dropout is switched on by the sampler
     alone, never by train mode."""
-    was_training = [model.training for model in models]
-    for model in models:
+    # a model already in eval mode throughout is left alone: switching walks every module (about 2 ms a call
+    # for the shipped model, more than one of its rollout steps)
+    switched = [(model, model.training) for model in models if any(m.training for m in model.modules())]
+    for model, _ in switched:
         model.eval()
     try:
         yield
     finally:
-        for model, mode in zip(models, was_training):
+        for model, mode in switched:
             model.train(mode)

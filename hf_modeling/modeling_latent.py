@@ -2,8 +2,10 @@
 
 Each class is the base causal LM (GPT-2 or Llama, unchanged weights and key
 names, so released checkpoints load as they are) plus what it feeds back at a
-latent step.  ``generate`` comes from ``LatentGenerationMixin``.  The class
-names are those of the released checkpoints' ``architectures`` field.
+latent step.  Everything else a backbone adds (``generate``, the prompt and
+answer formats, ``forward`` with latent slots, ``save_pretrained`` with its
+card) is one base, ``latent_backbone.LatentBackboneMixin``.  The class names
+are those of the released checkpoints' ``architectures`` field.
 
 Only torch, transformers and the sibling files are imported: this file is
 copied next to saved checkpoints for ``trust_remote_code`` loading.
@@ -16,35 +18,22 @@ from torch import nn
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
 from .configuration_latent import CodiConfig, CoconutConfig, ColarConfig
-from .hub import LatentHubMixin
-from .latent_forward import LatentForwardMixin
-from .latent_generation import LatentGenerationMixin
-from .prompting import LatentPromptMixin
+from .fast_gpt2 import gpt2_one_token, one_token_ready, use_fused_gelu
+from .latent_backbone import LatentBackboneMixin
 
 
-class _BackboneHubMixin(LatentHubMixin):
-    """Saved backbones load through ``AutoModelForCausalLM`` and ``AutoModel``; their card names the formats."""
+class _GPT2LatentMixin(LatentBackboneMixin):
+    """What COCONUT and CODI share: GPT-2's dropout sites, context window and lean one-token step."""
 
-    auto_classes = ("AutoModelForCausalLM", "AutoModel")
-    card_pipeline_tag = "text-generation"
+    def post_init(self):
+        super().post_init()
+        use_fused_gelu(self)
 
-    def card_description(self) -> str:
-        config = self.latent_generation_config()
-        steps = (f"up to {self.config.max_latent_length} latent steps (stops at its end marker)"
-                 if self.dynamic_latent_length else f"{self.config.latent_length} latent steps")
-        sampling = config.latent_sampling or "none"
-        strength = {"dropout": f", dropout_p={config.dropout_p}", "noise": f", noise_std={config.noise_std}"}
-        return "\n".join([
-            f"A {self.latent_kind.upper()} latent reasoning model (Parallel Test-Time Scaling for Latent Reasoning "
-            "Models, arXiv 2510.07745): it reasons in continuous latent vectors before decoding its answer.",
-            "",
-            f"- Prompt format: `{self.prompt_template!r}`; {steps}.",
-            f"- Recommended test-time scaling (generation_config.json): sampling={sampling}"
-            f"{strength.get(sampling, '')}, N={config.num_return_sequences}, seed={config.seed}.",
-        ])
+    def one_token_forward(self, inputs_embeds, attention_mask, position_ids, cache):
+        if one_token_ready(self.transformer):
+            return gpt2_one_token(self.transformer, inputs_embeds, attention_mask, position_ids, cache)
+        return super().one_token_forward(inputs_embeds, attention_mask, position_ids, cache)
 
-
-class _GPT2LatentMixin(_BackboneHubMixin, LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin):
     def dropout_sites(self) -> list[nn.Module]:
         # SPEC: residual dropout only (attention and embedding dropout stay off)
         sites = []
@@ -106,7 +95,7 @@ class LatentHead(nn.Module):
         return self.mean(self.fc(hidden))
 
 
-class ColarLlama(_BackboneHubMixin, LatentForwardMixin, LatentPromptMixin, LatentGenerationMixin, LlamaForCausalLM):
+class ColarLlama(LatentBackboneMixin, LlamaForCausalLM):
     """CoLaR: Llama feeding back ``lt_head(h) * latent_embedding_std``.
 
     The number of latent steps is dynamic: a row stops when the language model

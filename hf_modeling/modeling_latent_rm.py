@@ -34,6 +34,7 @@ from torch import nn
 from transformers import GPT2ForTokenClassification, LlamaForTokenClassification, LlamaModel, LlamaPreTrainedModel
 
 from .configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
+from .fast_gpt2 import use_fused_gelu
 from .generation_config import REDUCTIONS
 from .hub import LatentHubMixin
 from .latent_state import batch_invariant_attention, eval_mode, ghost_questions, prompt_pass
@@ -49,6 +50,10 @@ class LatentRMMixin(LatentHubMixin):
     card_pipeline_tag = "token-classification"
 
     head_prefixes: tuple = ()  # parameter names of the one-output head (new when initialised from a backbone)
+
+    def post_init(self):
+        super().post_init()
+        use_fused_gelu(self)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, new_head: bool = False,
@@ -85,7 +90,7 @@ class LatentRMMixin(LatentHubMixin):
 
     # -- hooks -----------------------------------------------------------------------
     def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., hidden) -> (...,) the one-output classifier (no dropout)."""
+        """(..., hidden) -> (...,) the one-output classifier (no dropout), computed by ``one_output``."""
         raise NotImplementedError
 
     @property
@@ -160,15 +165,18 @@ class LatentRMMixin(LatentHubMixin):
 
     # -- incremental scoring ---------------------------------------------------------------
     @torch.no_grad()
-    def rm_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> RMState:
-        """Run the (left-padded) prompt once; returns the RM state to feed latents into."""
+    def rm_prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   steps: int = 0) -> RMState:
+        """Run the (left-padded) prompt once; returns the RM state to feed latents into (its KV cache allocated
+        for ``steps`` latent steps after the prompt, growing if more are fed)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         self._check_tokens(input_ids)
         device = self.get_input_embeddings().weight.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         with batch_invariant_attention(device, "prompt"):
-            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask)
+            out, positions = prompt_pass(self.base_model, self.config, input_ids, attention_mask,
+                                         input_ids.shape[1] + steps)
         return RMState(cache=out.cache, attention_mask=attention_mask, positions=positions[:, -1] + 1)
 
     @torch.no_grad()
@@ -220,6 +228,40 @@ class LatentRMMixin(LatentHubMixin):
         """
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+        latents, prompt_ids, prompt_mask, step_mask = self._scored_parts(output)
+        rows, steps = latents.shape[:2]
+        device, p = prompt_ids.device, prompt_ids.shape[1]
+        n = num_return_sequences or getattr(output, "num_return_sequences", None) or 1
+        shared = n > 1 and rows % n == 0
+        if shared:
+            q_ids = prompt_ids.view(rows // n, n, p)
+            q_mask = prompt_mask.view(rows // n, n, p)
+            shared = bool((q_ids == q_ids[:, :1]).all()) and bool((q_mask == q_mask[:, :1]).all())
+        group = n if shared else 1
+        # ghost copies of the last question keep every forward at >= MIN_ROWS rows (see RolloutSetup.with_ghosts)
+        extra = ghost_questions(rows // group, group) * group
+        index = torch.cat([torch.arange(rows, device=device), torch.arange(rows - group, rows, device=device).repeat(
+            extra // group)]) if extra else None
+        grow = (lambda t: t[index]) if extra else (lambda t: t)
+        with eval_mode(self):
+            if shared:
+                state = self.rm_prefill(grow(prompt_ids)[::n], grow(prompt_mask)[::n], steps).repeat_interleave(n)
+            else:
+                state = self.rm_prefill(grow(prompt_ids), grow(prompt_mask), steps)
+            if steps:
+                step_scores = self.rm_step(state, grow(latents.to(device)), grow(step_mask))[:rows]
+            else:
+                step_scores = torch.zeros(rows, 0, device=device)
+        return RMScores(
+            step_scores=step_scores,
+            step_mask=step_mask,
+            trajectory_scores=reduce_step_scores(step_scores, step_mask, reduction),
+            reduction=reduction,
+        )
+
+    def _scored_parts(self, output) -> tuple:
+        """(latents, prompt ids, prompt mask, step mask) of a ``LatentGenerateOutput`` to score, on the RM's device;
+        refuses anything else, and latent slots that are not the RM's ``latent_id``."""
         if not all(getattr(output, name, None) is not None for name in ("sequences", "latents", "prompt_length")):
             got = f"a {type(output).__name__}" + (f" of shape {tuple(output.shape)}" if hasattr(output, "shape") else "")
             raise TypeError(
@@ -247,33 +289,22 @@ class LatentRMMixin(LatentHubMixin):
                     f"The rollout's latent slots hold token id {found} but the LatentRM's latent_id is {latent_id}; "
                     "the RM and the backbone must share the latent special tokens."
                 )
-        n = num_return_sequences or getattr(output, "num_return_sequences", None) or 1
-        shared = n > 1 and rows % n == 0
-        if shared:
-            q_ids = prompt_ids.view(rows // n, n, p)
-            q_mask = prompt_mask.view(rows // n, n, p)
-            shared = bool((q_ids == q_ids[:, :1]).all()) and bool((q_mask == q_mask[:, :1]).all())
-        group = n if shared else 1
-        # ghost copies of the last question keep every forward at >= MIN_ROWS rows (see RolloutSetup.with_ghosts)
-        extra = ghost_questions(rows // group, group) * group
-        index = torch.cat([torch.arange(rows, device=device), torch.arange(rows - group, rows, device=device).repeat(
-            extra // group)]) if extra else None
-        grow = (lambda t: t[index]) if extra else (lambda t: t)
-        with eval_mode(self):
-            if shared:
-                state = self.rm_prefill(grow(prompt_ids)[::n], grow(prompt_mask)[::n]).repeat_interleave(n)
-            else:
-                state = self.rm_prefill(grow(prompt_ids), grow(prompt_mask))
-            if steps:
-                step_scores = self.rm_step(state, grow(latents.to(device)), grow(step_mask))[:rows]
-            else:
-                step_scores = torch.zeros(rows, 0, device=device)
-        return RMScores(
-            step_scores=step_scores,
-            step_mask=step_mask,
-            trajectory_scores=reduce_step_scores(step_scores, step_mask, reduction),
-            reduction=reduction,
-        )
+        return latents, prompt_ids, prompt_mask, step_mask
+
+
+def one_output(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    """(..., hidden) -> (...,): a one-output ``linear`` as a row-wise product and sum, the same bits for a row
+    whatever else is in the batch.
+
+    As a matrix product with one output column, CPU kernels run a matrix-vector
+    product that handles the rows in blocks and the last rows of a call (its
+    row count modulo 4) on another path, which rounds differently: a question
+    whose rows came last in a call of 17 or 33 questions got an RM score that
+    differed from its batch-1 score in the 6th decimal.  The product and sum
+    reduce each row on its own, in one order.
+    """
+    score = (hidden * linear.weight[0].to(hidden.dtype)).sum(-1)
+    return score if linear.bias is None else score + linear.bias[0].to(hidden.dtype)
 
 
 class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassification):
@@ -283,7 +314,7 @@ class COCONUTGPT2ForTokenClassification(LatentRMMixin, GPT2ForTokenClassificatio
     head_prefixes = ("classifier.",)
 
     def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.classifier(hidden)[..., 0]
+        return one_output(self.classifier, hidden)
 
 
 class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaForTokenClassification):
@@ -304,7 +335,7 @@ class LatentRMLlamaForTokenClassification(LatentRMMixin, LlamaForTokenClassifica
         self.post_init()
 
     def rm_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.score(hidden)[..., 0]
+        return one_output(self.score, hidden)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
 from .generation_config import REDUCTIONS
-from .latent_state import _map_cache
+from .latent_cache import map_cache
 
 
 @dataclass
@@ -56,7 +56,7 @@ class RMState:
         return self._map(lambda t: t.repeat_interleave(n, dim=0))
 
     def _map(self, fn):
-        return RMState(cache=_map_cache(self.cache, fn), attention_mask=fn(self.attention_mask), positions=fn(self.positions))
+        return RMState(cache=map_cache(self.cache, fn), attention_mask=fn(self.attention_mask), positions=fn(self.positions))
 
 
 def reduce_step_scores(step_scores: torch.Tensor, step_mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from lm_eval_latenttts.harness.arguments import GENERATION_KEYS
+from lm_eval_latenttts.keys import GENERATION_KEYS
 
 SUBCOMMANDS = {}
 
@@ -38,7 +38,12 @@ def _configure_annotate(p):
     p.add_argument("-N", "--num-trajectories", type=int, default=None,
                    help="stochastic trajectories per question (default 8)")
     p.add_argument("-M", "--num-continuations", type=int, default=16,
-                   help="Monte Carlo continuations from each latent step's prefix")
+                   help="Monte Carlo continuations from each latent step's prefix (--labels monte_carlo)")
+    p.add_argument("--labels", choices=("monte_carlo", "decoded"), default="monte_carlo",
+                   help="step labels: Monte Carlo values (M continuations per step), or exact labels read back "
+                        "from each latent prefix against the rows' gold 'steps' (no continuations)")
+    p.add_argument("--latents-per-step", type=int, default=1,
+                   help="--labels decoded: latents per gold reasoning step in the backbone's curriculum")
     p.add_argument("--sampling", choices=("dropout", "noise"), default=None,
                    help="source of randomness: Monte Carlo dropout or Gaussian noise on the fed-back latents "
                         "(default: the checkpoint's recommended one, else dropout)")
@@ -65,7 +70,7 @@ def _configure_annotate(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-# annotate option -> LatentGenerationConfig field, through the harness's table of setting names (only the options
+# annotate option -> LatentGenerationConfig field, through the one table of setting names (keys.KEYS) (only the options
 # given override the checkpoint's settings); N is --num-trajectories here
 ANNOTATE_GENERATION = {
     "num_trajectories": GENERATION_KEYS["n"],
@@ -81,7 +86,8 @@ def _run_annotate(args):
                   if getattr(args, option) is not None}
     config = AnnotateConfig(
         model=args.model, data=args.data, output_dir=args.output_dir, generation=generation,
-        num_continuations=args.num_continuations, limit=args.limit, keep_all=args.keep_all,
+        num_continuations=args.num_continuations, labels=args.labels, latents_per_step=args.latents_per_step,
+        limit=args.limit, keep_all=args.keep_all,
         skip_bad_rows=args.skip_bad_rows, max_batch_rows=args.max_batch_rows, dtype=args.dtype,
         shard_size=args.shard_size, threads=args.threads, progress=not args.no_progress,
     )
@@ -110,6 +116,14 @@ def _configure_train_rm(p):
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (0: off)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="training precision")
+    p.add_argument("--rm-input", choices=("latents", "latents+answer"), default="latents",
+                   help="what the RM reads after the prompt: the latent steps (SPEC), or also the end marker and "
+                        "the decoded answer, scored as one more (outcome) step labelled with final correctness")
+    p.add_argument("--reinit", action="store_true",
+                   help="re-initialise every weight of the RM (the backbone's architecture without its training)")
+    p.add_argument("--no-dropout", dest="dropout", action="store_false",
+                   help="train without dropout (the reference trainer's disable_dropout); by default the RM's "
+                        "dropout sites are active, keyed per question and trajectory")
     p.add_argument("--lora-r", type=int, default=0, help="LoRA rank via peft (0: full fine-tuning); merged on save")
     p.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha")
     p.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout")
@@ -117,6 +131,9 @@ def _configure_train_rm(p):
                    help="fraction of annotated questions held out for recall@1 evaluation")
     p.add_argument("--eval-annotations", default=None,
                    help="a separate annotation folder for evaluation (then nothing is held out)")
+    p.add_argument("--allow-incomplete-annotations", action="store_true",
+                   help="train on an annotation run that did not annotate every question of its data file "
+                        "(interrupted or still running); refused by default")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every K optimizer steps (0: each epoch)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every K optimizer steps (0: each epoch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head init, shuffling and the eval split")
@@ -175,13 +192,17 @@ def _configure_export(p):
                    help="the model's Hub repo (card model_name; default source url https://huggingface.co/REPO)")
     p.add_argument("--source-url", default=None, help="where the evaluation logs are (e.g. the details dataset)")
     p.add_argument("--source-name", default=None, help="display name of that source")
+    p.add_argument("--allow-failed-documents", action="store_true",
+                   help="export tasks with documents that could not run (e.g. too long for the context window; "
+                        "scored wrong), the count in the notes; refused by default")
 
 
 def _run_export(args):
     from lm_eval_latenttts.publishing.eval_results import export_results, parse_benchmarks
 
     written = export_results(args.results, args.model_dir, benchmarks=parse_benchmarks(args.benchmark),
-                             repo_id=args.repo_id, source_url=args.source_url, source_name=args.source_name)
+                             repo_id=args.repo_id, source_url=args.source_url, source_name=args.source_name,
+                             allow_failed_documents=args.allow_failed_documents)
     print(json.dumps([str(p) for p in written], indent=2))
 
 

@@ -46,19 +46,13 @@ With adaptive sampling ``single_acc`` and ``pass@k`` use the first round only
 import logging
 import os
 
-from lm_eval_latenttts.data import ARITH_TEST
+from lm_eval_latenttts.data import ARITH_TEST, HUB_SOURCES
 from lm_eval_latenttts.data.questions import Question, read_questions, resolve_path, validate_rows
 
 # under "lm_eval": the only logger hierarchy lm-eval's CLI prints at INFO
 logger = logging.getLogger("lm_eval.latent_tts.tasks")
 
 SHIPPED_ARITH = ARITH_TEST
-
-HUB_SOURCES = {
-    "gsm8k": ("openai/gsm8k", "main", "test"),
-    "gsm_hard": ("reasoning-machines/gsm-hard", None, "train"),
-    "multiarith": ("ChilleD/MultiArith", None, "test"),
-}
 
 SKIP_KEY = "latent_skip_bad_rows"
 SKIP_ENV = "LATENT_TTS_SKIP_BAD_ROWS"
@@ -147,11 +141,9 @@ def load_arith(**metadata):
 
 # --------------------------------------------------------------------------- metrics
 def process_results(doc, results):
-    """The metric rows of one document (``scaling.metrics.question_metrics``, as the scaling report) from
-    the model's response (``scaling.result.QuestionResult.from_json``)."""
+    """The metric rows of one document (``scaling.metrics.question_metrics``, as the scaling report) from the
+    typed result in the model's response (``scaling.result.QuestionResult.from_json``)."""
     from lm_eval_latenttts.scaling.metrics import question_metrics
     from lm_eval_latenttts.scaling.result import QuestionResult
 
-    result = QuestionResult.from_json(results[0] if results else "")
-    return question_metrics(doc.get("answer"), result.answers, result.selection, result.has_rm, result.n,
-                            run=result.run)
+    return question_metrics(doc.get("answer"), QuestionResult.from_json(results[0] if results else ""))

@@ -27,7 +27,8 @@ from lm_eval_latenttts.scaling.adaptive import (  # noqa: E402
     tally,
 )
 from lm_eval_latenttts.scaling.aggregation import majority_vote  # noqa: E402
-from lm_eval_latenttts.scaling.rollouts import Candidates  # noqa: E402
+from lm_eval_latenttts.scaling.plan import make_plan  # noqa: E402
+from lm_eval_latenttts.scaling.rollouts import Candidate, QuestionDraw  # noqa: E402
 from lm_eval_latenttts.tasks import utils as task_utils  # noqa: E402
 
 # the shipped model's test questions: all of one token length (so they share batches) and answered diversely
@@ -35,8 +36,13 @@ QUESTIONS = [q.question for q in read_questions(ARITH_TEST)][:24]
 
 
 def _candidates(answers, scores=None):
-    return Candidates(texts=[str(a) for a in answers], answers=list(answers), scores=scores,
-                      latent_steps=[2] * len(answers), drawn=len(answers), latent_forwards=2 * len(answers))
+    return QuestionDraw([Candidate(a, None if scores is None else scores[i], str(a), 2) for i, a in enumerate(answers)],
+                        drawn=len(answers), latent_forwards=2 * len(answers))
+
+
+def _stop(draw, config):
+    """The stopping rule of ``config``'s plan (majority vote) after ``draw``."""
+    return stop_reason(draw, make_plan(config, has_rm=False).schedule, config)
 
 
 # ----------------------------------------------------------------------------- the rules, pure
@@ -82,14 +88,14 @@ def _copy(config, **changes):
 def test_stop_reasons():
     conf = LatentGenerationConfig(latent_sampling="dropout", dropout_p=0.2, num_return_sequences=16, adaptive=True,
                                   adaptive_rule="confidence", adaptive_threshold=0.9)
-    assert stop_reason(_candidates(["5", "5"]), conf, "majority") is None  # P = 0.875
-    assert stop_reason(_candidates(["5"] * 3), conf, "majority").startswith("confidence: P(leader '5'")
-    assert stop_reason(_candidates(["5", "6"] * 8), conf, "majority") == "budget: all 16 rollouts drawn"
+    assert _stop(_candidates(["5", "5"]), conf) is None  # P = 0.875
+    assert _stop(_candidates(["5"] * 3), conf).startswith("confidence: P(leader '5'")
+    assert _stop(_candidates(["5", "6"] * 8), conf) == "budget: all 16 rollouts drawn"
     esc = _copy(conf, adaptive_rule="esc", adaptive_round=2)
-    assert stop_reason(_candidates(["4", "5", "5"]), esc, "majority").startswith("esc:")
-    assert stop_reason(_candidates(["5", "4", "5"]), esc, "majority") is None
+    assert _stop(_candidates(["4", "5", "5"]), esc).startswith("esc:")
+    assert _stop(_candidates(["5", "4", "5"]), esc) is None
     fixed = _copy(conf, adaptive=False)
-    assert stop_reason(_candidates(["5"]), fixed, "majority") == "fixed: all 16 rollouts"
+    assert _stop(_candidates(["5"]), fixed) == "fixed: all 16 rollouts"
     with pytest.raises(ValueError, match="adaptive_round >= 2"):
         _copy(esc, adaptive_round=1).validate()
 
@@ -104,7 +110,7 @@ def test_rounds_are_level_synchronous_and_fill_calls_up_to_the_row_budget():
         calls.append((tuple(indices), offset, count))
         return [_candidates([str(q) if q or (offset + j) % 2 else "x" for j in range(count)]) for q in indices]
 
-    found = draw_in_rounds(5, config, "majority", draw, lambda: 6)
+    found = draw_in_rounds(5, make_plan(config, has_rm=False).schedule, config, draw, lambda: 6)
     assert [c.drawn for c in found] == [8, 4, 4, 4, 4]  # 4 unanimous votes of 8: no 4 others can overtake them
     assert calls == [((0, 1, 2), 0, 2), ((3, 4), 0, 2), ((0, 1, 2), 2, 2), ((3, 4), 2, 2), ((0,), 4, 2),
                      ((0,), 6, 2)]
@@ -212,10 +218,12 @@ def test_adaptive_arguments():
 
 # ----------------------------------------------------------------------------- batch size on a GPU
 def test_batch_size_policy():
-    """Not measured here (no GPU): on CUDA with no batch_size, auto up to 512 questions per call; on CPU, 1."""
+    """Not measured here (no GPU): on CUDA with no batch_size, auto up to 512 questions per call (sized by the
+    memory model); on CPU, about 128 rollouts per call."""
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert pick_batch_size(None, None, cuda) == ("auto", 512)
-    assert pick_batch_size(None, None, cpu) == (1, 64)
+    assert pick_batch_size(None, None, cuda) == ("auto", 512) == pick_batch_size(None, None, cuda, 16)
+    assert pick_batch_size(None, None, cpu) == (64, 64) and pick_batch_size(None, None, cpu, 16) == (8, 64)
+    assert pick_batch_size(None, None, cpu, 256) == (1, 64) and pick_batch_size(None, 4, cpu, 16) == (4, 4)
     assert pick_batch_size(8, None, cuda) == (8, 512) and pick_batch_size("auto", 32, cuda) == ("auto", 32)
     assert pick_batch_size("auto", None, cpu) == ("auto", 64)
     # lm-eval passes the int 1 when no --batch_size was given; a given --batch_size 1 is the str "1"

@@ -4,8 +4,13 @@ from math import comb
 import pytest
 
 from hf_modeling.answers import answers_equal, extract_answer, normalize_number
-from lm_eval_latenttts.scaling.aggregation import answer_weights, majority_vote, select, weighted_vote
+from lm_eval_latenttts.scaling.aggregation import answer_weights, majority_vote, weighted_vote
 from lm_eval_latenttts.scaling.metrics import coverage, pass_at_k
+from lm_eval_latenttts.scaling.strategies import QuestionView, rows, strategy
+
+
+def view(answers, scores=None, searched=None):
+    return QuestionView(tuple(answers), None if scores is None else tuple(scores), searched=searched)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +65,7 @@ def test_majority_vote_tie_break_and_none():
 
 def test_best_of_n_row_is_the_top_scored_trajectorys_answer():
     def best(answers, scores):
-        return select(answers, scores, "majority").best_of_n
+        return rows(view(answers, scores))["best_of_n"]
 
     assert best(["1", "2", "3"], [0.1, 0.9, 0.5]) == "2"
     assert best(["1", "2"], [0.5, 0.5]) == "1"
@@ -92,18 +97,19 @@ def test_coverage():
     assert coverage([False, False]) == 0.0
 
 
-def test_select_applies_the_run_rule_and_names_a_candidate():
+def test_strategies_choose_and_name_a_candidate():
     answers, scores = ["7", "3", "3", None], [0.1, -2.0, -1.0, 5.0]
-    majority = select(answers, scores, "majority")
-    assert (majority.answer, majority.chosen, majority.majority) == ("3", 1, "3")
-    best = select(answers, scores, "best_of_n")  # the top score's answer could not be extracted: wrong
-    assert (best.answer, best.chosen, best.best_of_n) == (None, 3, None)
-    weighted = select(answers, scores, "weighted")  # softmax mass: "7" e^0.1 > "3" e^-2 + e^-1
-    assert (weighted.answer, weighted.chosen) == ("7", 0)
-    assert select(answers, scores, "beam", chosen=2).answer == "3"
-    assert select(answers, None, "majority").best_of_n is None
-    with pytest.raises(ValueError, match="aggregate"):
-        select(answers, scores, "median")
+    majority = strategy("majority").choose(view(answers, scores))
+    assert (majority.answer, majority.index, rows(view(answers, scores))["majority"]) == ("3", 1, "3")
+    best = strategy("best_of_n").choose(view(answers, scores))  # the top score's answer could not be extracted
+    assert (best.answer, best.index, rows(view(answers, scores))["best_of_n"]) == (None, 3, None)
+    weighted = strategy("weighted").choose(view(answers, scores))  # softmax mass: "7" e^0.1 > "3" e^-2 + e^-1
+    assert (weighted.answer, weighted.index) == ("7", 0)
+    assert strategy("beam").choose(view(answers, scores, searched=2)).answer == "3"
+    assert rows(view(answers)) == {"majority": "3", "best_of_n": None, "weighted": None}  # no RM: no RM rows
+    with pytest.raises(ValueError, match="aggregate='median' is not a registered selection strategy; registered: "
+                                         "majority, best_of_n, weighted, beam"):
+        strategy("median")
 
 
 @pytest.mark.parametrize("n,c,k", [(10, 3, 1), (10, 3, 5), (64, 5, 8), (8, 0, 3), (8, 8, 8), (20, 15, 10), (5, 1, 5)])

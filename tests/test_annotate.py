@@ -153,39 +153,16 @@ def test_sharding_over_ranks_matches_single_process(backbone, questions, tmp_pat
         assert rows[qid]["step_values"] == reference[qid]["step_values"]
 
 
-def test_accelerate_launch_two_cpu_processes_matches_single_process(backbone, questions, tmp_path):
-    """``accelerate launch`` of the annotate command: 2 real CPU processes (gloo) split the questions."""
-    launch, launch_env = accelerate_cpu_launch(2)
-    if launch is None:
-        pytest.skip("accelerate CLI not installed")
-    args = ["-m", "lm_eval_latenttts", "annotate", "--model", str(backbone[0]), "--data", str(questions),
-            "-N", str(N), "-M", str(M), "--dropout-p", "0.3", "--max-new-tokens", "4", "--latent-length", "3",
-            "--keep-all", "--shard-size", "2", "--threads", "1", "--no-progress"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    single = subprocess.run([sys.executable] + args + ["--output-dir", str(tmp_path / "single")],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    par = subprocess.run(launch + args + ["--output-dir", str(tmp_path / "par")], capture_output=True, text=True,
-                         env=dict(env, **launch_env), timeout=300)
-    assert par.returncode == 0, par.stdout[-2000:] + par.stderr[-4000:]
-    # both ranks wrote shards (rank r takes questions r, r + 2, ...): 0, 2, 4 on rank 0 and 1, 3 on rank 1
-    shards = sorted(p.name for p in (tmp_path / "par").glob("shard-*"))
-    assert [name for name in shards if name.startswith("shard-r000-")] == ["shard-r000-00000", "shard-r000-00001"]
-    assert [name for name in shards if name.startswith("shard-r001-")] == ["shard-r001-00000"], shards
-    assert sorted(p.name for p in (tmp_path / "single").glob("shard-*"))[0] == "shard-r000-00000"
-    # the combined dataset equals the single-process one
-    reference = _rows(load_annotations(tmp_path / "single"))
-    rows = _rows(load_annotations(tmp_path / "par"))
-    assert sorted(rows) == sorted(reference) == list(range(5))
-    for qid, row in rows.items():
-        for key in ("latents", "step_values", "answers", "correct", "prompt_ids"):
-            assert row[key] == reference[qid][key], (qid, key)
+def _manifest_ids(shard) -> list:
+    manifest = json.loads((shard / "manifest.json").read_text())
+    return manifest["kept"] + manifest["dropped"]
 
 
-def test_rank_killed_mid_shard_then_rerun_completes_the_single_process_dataset(backbone, questions, tmp_path):
-    """2 real CPU processes; rank 1 is SIGKILLed while writing its second shard.  The launch fails, a half-written
-    shard is left under a temporary name, and rerunning the same 2-process command completes the dataset,
-    equal to one process's, with nothing half-written left."""
+def test_two_processes_split_the_questions_and_a_killed_rank_resumes(backbone, questions, tmp_path):
+    """``accelerate launch`` of the annotate command: 2 real CPU processes (gloo) split the questions (rank r takes
+    questions r, r + 2, ..., each rank writes its own shards).  Rank 1 is SIGKILLed while writing its second shard:
+    the launch fails, a half-written shard is left under a temporary name, and rerunning the same 2-process command
+    completes the dataset, equal to one process's, with nothing half-written left."""
     launch, launch_env = accelerate_cpu_launch(2)
     if launch is None:
         pytest.skip("accelerate CLI not installed")
@@ -206,7 +183,13 @@ def test_rank_killed_mid_shard_then_rerun_completes_the_single_process_dataset(b
                            env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
     assert not list(out.glob(".tmp-*"))
-    reference = _rows(load_annotations(_run_and_path(backbone, questions, tmp_path / "single", shard_size=1)))
+    # both ranks wrote shards: questions 0, 2, 4 on rank 0 and 1, 3 on rank 1, one a shard
+    by_rank = {rank: sorted(q for shard in out.glob(f"shard-r00{rank}-*") for q in _manifest_ids(shard))
+               for rank in (0, 1)}
+    assert by_rank == {0: [0, 2, 4], 1: [1, 3]}, sorted(p.name for p in out.iterdir())
+    single = _run_and_path(backbone, questions, tmp_path / "single", shard_size=1)
+    assert sorted(p.name for p in single.glob("shard-*"))[0] == "shard-r000-00000"
+    reference = _rows(load_annotations(single))
     rows = _rows(load_annotations(out))
     assert sorted(rows) == sorted(reference) == list(range(5))
     for qid, row in rows.items():
@@ -225,17 +208,18 @@ def _wait_for(path, proc, seconds=240):
 
 
 def test_second_concurrent_run_into_the_folder_is_refused_and_a_killed_runs_lock_is_not(backbone, questions,
-                                                                                        tmp_path):
-    """Two real processes: while one annotate run works in a folder, a second into the same folder is refused
-    (before, both annotated every question and the folder held each twice); once the first is SIGKILLed, its
-    lock is gone and a rerun resumes and completes the dataset."""
+                                                                                        tmp_path, capsys):
+    """Two processes: while one annotate run (a child process) works in a folder, a second into the same folder (this
+    process) is refused (before, both annotated every question and the folder held each twice); once the first is
+    SIGKILLed, its lock is gone and a rerun resumes and completes the dataset."""
+    from lm_eval_latenttts import cli
+
     args = ["--model", str(backbone[0]), "--data", str(questions), "-N", str(N), "-M", str(M), "--dropout-p", "0.3",
             "--max-new-tokens", "4", "--latent-length", "3", "--keep-all", "--shard-size", "2", "--threads", "1",
             "--no-progress"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
                HOLD_STARTED=str(tmp_path / "started"), HOLD_GO=str(tmp_path / "go"))
     holder = [sys.executable, str(Path(__file__).with_name("hold_annotate.py"))]
-    command = [sys.executable, "-m", "lm_eval_latenttts", "annotate"]
     reference = _rows(load_annotations(_run_and_path(backbone, questions, tmp_path / "single")))
 
     out = tmp_path / "out"
@@ -243,11 +227,10 @@ def test_second_concurrent_run_into_the_folder_is_refused_and_a_killed_runs_lock
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(tmp_path / "started", first)  # the first run is mid-way: annotating, no shard written yet
-        second = subprocess.run(command + args + ["--output-dir", str(out)], capture_output=True, text=True,
-                                env=env, timeout=300)
-        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-3000:]
+        capsys.readouterr()
+        assert cli.main(["annotate", *args, "--output-dir", str(out)]) == 2
         assert f"error: {out} is being written by another annotate run (process {first.pid} holds " \
-               f"{out / '.run.lock'})" in second.stderr
+               f"{out / '.run.lock'})" in capsys.readouterr().err
         (tmp_path / "go").touch()
         _, err = first.communicate(timeout=300)
         assert first.returncode == 0, err[-3000:]
@@ -267,9 +250,7 @@ def test_second_concurrent_run_into_the_folder_is_refused_and_a_killed_runs_lock
     _wait_for(tmp_path / "started", killed)
     killed.kill()
     killed.communicate(timeout=60)
-    rerun = subprocess.run(command + args + ["--output-dir", str(out)], capture_output=True, text=True, env=env,
-                           timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert cli.main(["annotate", *args, "--output-dir", str(out)]) == 0, capsys.readouterr().err[-3000:]
     assert sorted(_rows(load_annotations(out))) == list(range(5))
 
 
@@ -350,8 +331,18 @@ def test_question_seed_is_stable():
     # the same in another process with another hash seed (ranks of a data-parallel run must agree)
     code = ("import json, sys; from lm_eval_latenttts.training.annotate import question_seed; "
             "print(json.dumps([question_seed(s, q) for s, q in json.loads(sys.argv[1])]))")
-    for hash_seed in ("1", "2"):
-        proc = subprocess.run([sys.executable, "-c", code, json.dumps(grid)], capture_output=True, text=True,
-                              env=dict(os.environ, PYTHONHASHSEED=hash_seed), timeout=120)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert json.loads(proc.stdout) == seeds
+    other = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # this process's is another (random or set)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(grid)], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONHASHSEED=other), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == seeds
+
+
+@pytest.mark.parametrize("field, value", [("limit", -1), ("limit", 0), ("threads", 0)])
+def test_annotate_refuses_limits_that_meant_something_else(tmp_path, field, value):
+    """Sweep of issue 21: --limit -1 annotated all questions but the last, --limit 0 none, --threads 0 all threads."""
+    from lm_eval_latenttts.training.annotate import AnnotateConfig
+
+    config = AnnotateConfig(model="m", data="d", output_dir=str(tmp_path), **{field: value})
+    with pytest.raises(ValueError, match=f"{field} must be an integer >= 1"):
+        config.validate()

@@ -34,6 +34,36 @@ def test_codi_extraction_reads_thousands_groups_only():
     assert extract_answer("so 12,34", "codi") == "34"
 
 
+# ----------------------------------------------------------------------------- spaces (issue 21, item 6)
+@pytest.mark.parametrize("text", ["3 4", "1 2 3", "12 000", "2 3/2", "2 0/4", "- 3", "3\t4", "1/2 3"])
+def test_separate_numbers_are_never_joined(text):
+    """Spaces were deleted before parsing: "3 4" read as 34, "1 2 3" as 123, "2 3/2" as 23/2."""
+    assert normalize_number(text) is None
+    assert not answers_equal(text, text.replace(" ", "").replace("\t", ""))
+
+
+def test_a_mixed_number_is_its_value():
+    """A gold "2 1/2" read as 21/2 = 10.5, so the right answer 2.5 scored wrong."""
+    assert normalize_number("2 1/2") == Fraction(5, 2) and normalize_number("-2 1/2") == Fraction(-5, 2)
+    assert normalize_number("1,234 3/4") == Fraction(4939, 4)
+    assert answers_equal("2.5", "2 1/2") and answers_equal("5/2", " 2  1/2 ") and not answers_equal("10.5", "2 1/2")
+    assert normalize_number("$ 12") == 12 and normalize_number("12 %") == 12  # a sign beside one number
+
+
+def test_model_outputs_and_gold_keys_with_spaces():
+    from hf_modeling.answers import answer_key
+    from lm_eval_latenttts.data.questions import QuestionFileError, gold_answer, validate_rows
+
+    assert extract_answer("### 3 4", "coconut") == "3 4" and not answers_equal(extract_answer("### 3 4", "coconut"), 34)
+    assert answer_key("1 2 3") != answer_key("123") and answer_key("1 2 3") == ("str", "1 2 3")
+    assert majority_vote(["3 4", "34", "3 4"]) == "3 4"  # the two "3 4" agree, and are not 34
+    assert gold_answer("#### 2 1/2") == "2 1/2"
+    rows = [{"question": "How much?", "answer": "2 1/2"}]
+    assert task_utils.process_results(validate_rows(rows, "t")[0].as_doc(), ["2.5"])["acc"] == 1.0
+    with pytest.raises(QuestionFileError, match="'3 4' is not a number"):
+        validate_rows([{"question": "q", "answer": "3 4"}], "t")  # a gold "3 4" was the number 34
+
+
 # ----------------------------------------------------------------------------- NaN and infinities
 NON_FINITE = ["nan", "NaN", "NAN", " nan ", "-nan", "inf", "-Inf", "+INF", "infinity", "-Infinity",
               MINUS + "inf", float("nan"), float("inf"), float("-inf")]

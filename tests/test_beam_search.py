@@ -5,7 +5,7 @@ from hf_modeling import AutoLatentModel, load_latent_tokenizer
 from hf_modeling.configuration_latent_rm import LatentRMGPT2Config, LatentRMLlamaConfig
 from hf_modeling.modeling_latent_rm import COCONUTGPT2ForTokenClassification, LatentRMLlamaForTokenClassification
 from lm_eval_latenttts.scaling import rollouts
-from lm_eval_latenttts.scaling.aggregation import select
+from lm_eval_latenttts.scaling.strategies import QuestionView, strategy
 from lm_eval_latenttts.scaling.beam import rm_beam_search
 from tiny_models import make_checkpoint, make_tokenizer
 
@@ -162,7 +162,7 @@ def test_best_of_n_picks_highest_scoring(setup):
     texts = tok.batch_decode(out.answer_ids, skip_special_tokens=True)
     for q, candidates in enumerate(found):
         assert candidates.scores == pytest.approx(scores[q].tolist(), abs=1e-6)
-        chosen = select(candidates.answers, candidates.scores, "best_of_n").chosen
+        chosen = strategy("best_of_n").choose(QuestionView(tuple(candidates.answers), tuple(candidates.scores))).index
         assert chosen == int(scores[q].argmax())
         assert candidates.texts[chosen] == texts[q * n + chosen].split(tok.eos_token)[0]
 

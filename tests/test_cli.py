@@ -57,25 +57,34 @@ def test_errors_are_reported_cleanly(tmp_path, capsys):
     assert "no annotation shards" in capsys.readouterr().err
 
 
-def test_smoke_annotate_then_train_rm_end_to_end(tmp_path):
+def test_smoke_annotate_then_train_rm_end_to_end(tmp_path, capsys):
+    """``latent-tts annotate`` then ``latent-tts train-rm`` (in-process: ``cli.main``, what the console scripts and
+    ``python -m lm_eval_latenttts`` call, as ``test_python_m_runs_the_cli`` checks)."""
     sys.path.insert(0, os.path.dirname(__file__))
     from tiny_models import make_checkpoint
 
     ck = make_checkpoint(tmp_path / "ck", "coconut", seed=3)
     data = tmp_path / "q.jsonl"
     data.write_text("".join(json.dumps({"question": f"{i}?", "answer": str(i)}) + "\n" for i in range(3)))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    run = [sys.executable, "-m", "lm_eval_latenttts"]
-    out = subprocess.run(run + ["annotate", "--model", str(ck), "--data", str(data), "--output-dir",
-                                str(tmp_path / "ann"), "-N", "2", "-M", "2", "--latent-length", "2",
-                                "--max-new-tokens", "3", "--keep-all", "--threads", "1", "--no-progress"],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["kept"] == 3
-    out = subprocess.run(run + ["train-rm", "--annotations", str(tmp_path / "ann"), "--output-dir",
-                                str(tmp_path / "rm"), "--max-steps", "2", "--batch-size", "1",
-                                "--eval-fraction", "0.34", "--threads", "1", "--no-progress"],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["optimizer_steps"] == 2
+    capsys.readouterr()
+    code = cli.main(["annotate", "--model", str(ck), "--data", str(data), "--output-dir", str(tmp_path / "ann"),
+                     "-N", "2", "-M", "2", "--latent-length", "2", "--max-new-tokens", "3", "--keep-all", "--threads",
+                     "1", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["kept"] == 3
+    code = cli.main(["train-rm", "--annotations", str(tmp_path / "ann"), "--output-dir", str(tmp_path / "rm"),
+                     "--max-steps", "2", "--batch-size", "1", "--eval-fraction", "0.34", "--threads", "1",
+                     "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["optimizer_steps"] == 2
     assert (tmp_path / "rm" / "README.md").is_file() and (tmp_path / "rm" / "model.safetensors").is_file()
+
+
+def test_python_m_runs_the_cli():
+    """``python -m lm_eval_latenttts`` is the CLI (its ``--help`` loads no torch)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-m", "lm_eval_latenttts", "--help"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0 and "annotate" in out.stdout and "train-rm" in out.stdout, out.stderr

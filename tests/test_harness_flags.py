@@ -1,21 +1,20 @@
-"""lm-eval's own features with ``--model latent_tts``, through the real ``lm_eval`` CLI on the shipped model.
+"""lm-eval's own features with ``--model latent_tts`` on the shipped model, through ``simple_evaluate`` (what the
+``lm_eval`` CLI calls, in-process and without the task index: ``harness_runs``).
 
 ``repeats`` (each copy of a request its own samples), task templates that wrap
 the question, float gold answers, and the flags that are refused with a clear
-message: few-shot contexts, ``--system_instruction``, ``--use_cache`` and a seed
-out of range.  Local task YAMLs include the shipped ``latent_arith``.
+message: few-shot contexts, ``--system_instruction``, ``--use_cache``, a chat
+template and a seed out of range.  Local task YAMLs include the shipped ``latent_arith``.
 """
 
-import glob
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_lm_eval_plugin import _env, _lm_eval_cmd  # noqa: E402
+from harness_runs import evaluate, load_task, samples_of  # noqa: E402
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 LIMIT = 3
@@ -57,27 +56,26 @@ metric_list:
     return {"root": root, "tasks": folder, "floats": floats}
 
 
-def _lm_eval(tasks, *args, timeout=600, **env):
-    return subprocess.run(_lm_eval_cmd() + ["--model", "latent_tts", "--include_path", str(tasks["tasks"]),
-                                            "--limit", str(LIMIT), *args],
-                          cwd=tasks["root"], capture_output=True, text=True, env=_env(**env), timeout=timeout)
-
-
-def _samples(out: Path, task: str) -> list[dict]:
-    files = glob.glob(str(out / "*" / f"samples_{task}_2*.jsonl"))
-    assert len(files) == 1, files
-    rows = [json.loads(line) for line in Path(files[0]).read_text().splitlines() if line.strip()]
-    return sorted(rows, key=lambda r: r["doc_id"])
+def _run(tasks, names, monkeypatch=None, model_args="device=cpu", **kwargs):
+    """``lm_eval --model latent_tts --include_path <tasks> --limit 3 --tasks <names>`` in-process."""
+    prepared = [load_task(tasks["tasks"] / f"{name}.yaml" if (tasks["tasks"] / f"{name}.yaml").is_file() else name)
+                for name in names]
+    return evaluate("latent_tts", prepared, model_args=model_args, limit=LIMIT, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def noise_run(tasks):
-    out = tasks["root"] / "out"
-    proc = _lm_eval(tasks, "--model_args", "sampling=noise,noise_std=1.0,n=1,device=cpu",
-                    "--tasks", "latent_arith,arith_rep,arith_n4,arith_rep_n2,arith_qa,latent_gsm8k",
-                    "--log_samples", "--output_path", str(out), LATENT_TTS_DATA_GSM8K=tasks["floats"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return out
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LATENT_TTS_DATA_GSM8K", str(tasks["floats"]))
+    try:
+        return _run(tasks, ["latent_arith", "arith_rep", "arith_n4", "arith_rep_n2", "arith_qa", "latent_gsm8k"],
+                    model_args="sampling=noise,noise_std=1.0,n=1,device=cpu", log_samples=True)
+    finally:
+        patch.undo()
+
+
+def _samples(results: dict, task: str) -> list[dict]:
+    return samples_of(results, task)
 
 
 def _answers(response: str) -> list:
@@ -118,62 +116,135 @@ def test_float_gold_answers_are_exact(noise_run):
 
 
 @pytest.mark.parametrize("case", ["fewshot", "fewshot_qa", "system_instruction", "use_cache", "seed", "chat_template"])
-def test_refused_through_cli(tasks, case, tmp_path):
-    """Each is refused before any document is scored: a clear message and no results table."""
-    args = {
-        "fewshot": ["--tasks", "arith_shot"],
-        "fewshot_qa": ["--tasks", "arith_qa_shot"],
-        "system_instruction": ["--tasks", "latent_arith", "--system_instruction", "You are a careful calculator."],
-        "use_cache": ["--tasks", "latent_arith", "--use_cache", str(tmp_path / "cache")],
-        "seed": ["--tasks", "latent_arith", "--model_args", f"device=cpu,seed={2**127}"],
-        "chat_template": ["--tasks", "latent_arith", "--apply_chat_template"],
+def test_refused_before_any_score(tasks, case, tmp_path):
+    """Each is refused before any document is scored (the CLI then exits with the message and no table)."""
+    from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
+
+    names, kwargs, error = {
+        "fewshot": (["arith_shot"], {}, LatentTTSArgumentError),
+        "fewshot_qa": (["arith_qa_shot"], {}, LatentTTSArgumentError),
+        "system_instruction": (["latent_arith"], {"system_instruction": "You are a careful calculator."},
+                               LatentTTSArgumentError),
+        "use_cache": (["latent_arith"], {"use_cache": str(tmp_path / "cache")}, LatentTTSArgumentError),
+        "seed": (["latent_arith"], {"model_args": f"device=cpu,seed={2**127}"}, LatentTTSArgumentError),
+        "chat_template": (["latent_arith"], {"apply_chat_template": True}, NotImplementedError),
     }[case]
-    if "--model_args" not in args:
-        args += ["--model_args", "device=cpu"]
-    proc = _lm_eval(tasks, *args)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "|latent_arith" not in proc.stdout and "|arith_" not in proc.stdout, out[-3000:]
     expected = {
-        "fewshot": ["holds more than the question", "#### ", "--num_fewshot"],
-        "fewshot_qa": ["holds more than the question", "--num_fewshot"],
-        "system_instruction": ["'You are a careful calculator.' before it", "--system_instruction"],
+        "fewshot": ["holds 1 few-shot example(s)", "--num_fewshot"],
+        "fewshot_qa": ["holds 1 few-shot example(s)", "--num_fewshot"],
+        "system_instruction": ["system instruction 'You are a careful calculator.'", "--system_instruction"],
         "use_cache": ["does not support --use_cache", "seed, n, sampling"],
         "seed": [f"seed={2**127}", "[-2**127, 2**127 - 1]"],
         "chat_template": ["does not use chat templates", "without --apply_chat_template"],
     }[case]
+    with pytest.raises(error) as info:
+        _run(tasks, names, **kwargs)
     for text in expected:
-        assert text in out, out[-3000:]
+        assert text in str(info.value), str(info.value)
 
 
 # ----------------------------------------------------------------------------- the rules, without the CLI
-@pytest.mark.parametrize("context, doc, question", [
-    ("Start at 3?", {"question": "Start at 3?"}, "Start at 3?"),
-    ("Question: Start at 3?\nAnswer:", {"question": "Start at 3?"}, "Start at 3?"),
-    ("Q: Start at 3?\nA:", {"question": " Start at 3? "}, "Start at 3?"),
-    ("Problem: Start at 3?", {"input": "Start at 3?"}, "Start at 3?"),
-    ("Question: Start at 3?\nAnswer:", {"text": "other"}, "Start at 3?"),  # no question field: the wrapper
-    ("Q: Start at 3?\nA:", None, "Start at 3?"),
-    ("Start at 3?", None, "Start at 3?"),
-])
-def test_bare_question(context, doc, question):
+DOCS = [{"question": "Start at 3, plus 1?", "answer": "4"}, {"question": " Start at 5, plus 2? ", "answer": "7"}]
+
+
+def task_requests(docs=DOCS, build=None, **config):
+    """The requests lm-eval's own ``ConfigurableTask`` builds for ``docs`` under a task ``config`` (a task YAML's
+    keys) and ``build_all_requests`` options, without the task index."""
+    import datasets
+    from lm_eval.api.task import ConfigurableTask
+
+    import lm_eval_latenttts.harness.model  # noqa: F401  (the model is created before tasks build requests)
+
+    base = dict(task="t", dataset_path="json", test_split="test", output_type="generate_until",
+                doc_to_text="{{question}}", doc_to_target="{{answer}}", generation_kwargs={"until": []},
+                metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+                num_fewshot=0, fewshot_split="test")
+    base.update(config, custom_dataset=lambda **_: datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)}))
+    task = ConfigurableTask(config=base)
+    task.build_all_requests(limit=len(docs), **(build or {}))
+    return task.instances
+
+
+def _question(instance):
     from lm_eval_latenttts.harness.context import bare_question
 
-    assert bare_question(context, doc) == question
+    return bare_question(instance.args[0], instance.doc, f"document {instance.doc_id} of task {instance.task_name}")
 
 
-@pytest.mark.parametrize("context, doc", [
-    ("Start at 1? #### 1\n\nStart at 3?", {"question": "Start at 3?"}),  # a shot before the question
-    ("Q: Start at 1?\nA: 1\n\nQ: Start at 3?\nA:", {"question": "Start at 3?"}),
-    ("You are a careful calculator.Start at 3?", {"question": "Start at 3?"}),  # --system_instruction
-    ("Start at 3?\nThink step by step.", {"question": "Start at 3?"}),
-    ("Question: Start at 1?\nAnswer: 1\n\nQuestion: Start at 3?\nAnswer:", None),  # no doc: the repeated label
+@pytest.mark.parametrize("config, docs", [
+    ({}, DOCS),
+    ({"doc_to_text": "Question: {{question}}\nAnswer:"}, DOCS),
+    ({"doc_to_text": "Q: {{question}}\nA:"}, DOCS),
+    ({"doc_to_text": "{{question}}", "gen_prefix": "Answer:"}, DOCS),
+    ({"doc_to_text": "question"}, DOCS),  # a field name
+    ({"doc_to_text": lambda doc: doc["question"].strip()}, DOCS),  # a function
+    # a field that is not called question: its label was passed to the model
+    ({"doc_to_text": "Problem: {{problem}}"}, [{"problem": d["question"], "answer": d["answer"]} for d in DOCS]),
 ])
-def test_more_than_the_question_is_refused(context, doc):
+def test_bare_question_is_the_documents_field(config, docs):
+    """lm-eval's context is exactly the rendered doc_to_text: one field of the document, wrapped at most in labels."""
+    assert [_question(i) for i in task_requests(docs, **config)] == ["Start at 3, plus 1?", "Start at 5, plus 2?"]
+
+
+def gsm8k_requests(docs=DOCS, num_fewshot=0):
+    """The requests of lm-eval's own gsm8k task ("Question: {{question}}\nAnswer:", its generation_kwargs and
+    filters) on ``docs``, with ``--num_fewshot``."""
+    import importlib.util
+
+    import yaml
+
+    folder = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks" / "gsm8k"
+    config = yaml.safe_load((folder / "gsm8k.yaml").read_text())
+    assert config["doc_to_text"] == "Question: {{question}}\nAnswer:"
+    config = {k: v for k, v in config.items() if k not in ("dataset_path", "dataset_name", "tag", "metadata")}
+    config.update(num_fewshot=num_fewshot, test_split="test", fewshot_split="test")
+    return task_requests(docs, **config)
+
+
+def test_builtin_gsm8k_zero_shot_is_its_question():
+    questions = [_question(i) for i in gsm8k_requests()]
+    assert questions == ["Start at 3, plus 1?", "Start at 5, plus 2?"]
+
+
+@pytest.mark.parametrize("config, build, words", [
+    # each of these reached the model dropped or glued to the question (issue 21, item 4)
+    ({}, {"system_instruction": "Solve:"}, ["system instruction 'Solve:'", "--system_instruction"]),
+    ({"description": "Be brief:"}, {}, ["description 'Be brief:'"]),
+    ({"doc_to_text": "Problem: {{problem}}", "description": "Be brief: "}, {}, ["description"]),
+    ({"doc_to_text": "Answer with a number: {{question}}"}, {}, ["'Answer with a number:' besides", "'question'"]),
+    ({"doc_to_text": "{{question}} Think step by step."}, {}, ["'Think step by step.'"]),
+    ({"doc_to_text": "{{question}} {{answer}}"}, {}, ["besides the document's 'question'"]),
+    ({"num_fewshot": 1, "fewshot_delimiter": " "}, {}, ["1 few-shot example", "--num_fewshot"]),
+    ({"num_fewshot": 1, "doc_to_text": "Q: {{question}}\nA:", "doc_to_target": " {{answer}}"}, {},
+     ["few-shot"]),
+    ({"doc_to_text": "What is it?"}, {}, ["holds no field of its document"]),
+])
+def test_more_than_the_question_is_refused(config, build, words):
+    from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
+
+    docs = DOCS
+    if "problem" in str(config.get("doc_to_text")):
+        docs = [{"problem": d["question"], "answer": d["answer"]} for d in DOCS]
+    for instance in task_requests(docs, build, **config):
+        with pytest.raises(LatentTTSArgumentError, match="zero-shot") as info:
+            _question(instance)
+        for word in words:
+            assert word in str(info.value), (word, str(info.value))
+
+
+def test_a_context_that_does_not_say_what_lm_eval_added_is_refused():
+    """A document's request whose context carries no parts (not built by ConfigurableTask.fewshot_context here) is
+    refused; a request without a document (built by hand) is its own question."""
     from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
     from lm_eval_latenttts.harness.context import bare_question
 
-    with pytest.raises(LatentTTSArgumentError, match="zero-shot"):
-        bare_question(context, doc, "document 0 of task t")
+    with pytest.raises(LatentTTSArgumentError, match="cannot tell what lm-eval added"):
+        bare_question("Question: Start at 3?\nAnswer:", {"question": "Start at 3?"})
+    assert bare_question(" Start at 3? ", {}) == bare_question(" Start at 3? ", None) == "Start at 3?"
+    (instance,) = task_requests(DOCS[:1])
+    import pickle
+
+    assert _question(pickle.loads(pickle.dumps(instance))) == "Start at 3, plus 1?"  # --cache_requests
 
 
 def test_repeat_indices_count_copies_of_one_request():
@@ -183,13 +254,14 @@ def test_repeat_indices_count_copies_of_one_request():
     assert repeat_indices([a, a, a, b, b, a]) == [0, 1, 2, 0, 1, 3]
 
 
-def test_seed_flag_and_sampling_gen_kwargs_are_said_to_change_nothing(tasks):
+def test_seed_flag_and_sampling_gen_kwargs_are_said_to_change_nothing(tasks, monkeypatch, caplog):
     """``--seed 5`` does not change latent_tts's samples (model_args seed does), ``do_sample=True`` is ignored:
-    both said in a warning (do_sample=True passed silently, as True == 1.0)."""
-    proc = _lm_eval(tasks, "--tasks", "latent_arith", "--model_args", "device=cpu", "--seed", "5",
-                    "--gen_kwargs", "do_sample=True,temperature=0.7")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    both said in a warning (do_sample=True passed silently, as True == 1.0).  The CLI's ``--seed 5`` is
+    simple_evaluate's torch seed 5, with ``--seed`` on the command line."""
+    monkeypatch.setattr(sys, "argv", ["lm_eval", "--model", "latent_tts", "--seed", "5"])
+    _run(tasks, ["latent_arith"], random_seed=5, numpy_random_seed=5, torch_random_seed=5,
+         fewshot_random_seed=5, gen_kwargs={"do_sample": True, "temperature": 0.7})
+    out = caplog.text
     assert "--seed set torch's seed to 5" in out and "Pass --model_args seed=5" in out
     for key in ("do_sample", "temperature"):
         assert f"latent_tts ignores the generation setting '{key}'" in out

@@ -356,19 +356,17 @@ def test_context_window_check_is_one_rule_for_generate_and_the_harness(tiny_chec
     """A prompt that leaves no room for one answer token is refused by ``generate`` and by the harness alike
     (``context_room``).  Before, the harness refused it (``+2``) while ``generate`` (``+1``) returned an empty
     answer for it; one token shorter, both answer."""
-    from lm_eval_latenttts.harness.batching import DocError, Job, Setting
-    from lm_eval_latenttts.harness.model import Rollouts
-    from lm_eval_latenttts.scaling.aggregation import AGGREGATIONS
+    from lm_eval_latenttts.scaling.engine import DocError, Engine, Job
 
     model, tok = load(tiny_checkpoints["coconut"])
     config = model.latent_generation_config()
     steps, limit = model.latent_steps_of(config), model.max_context_length()
-    harness = Rollouts(model, tok, None)
-    setting = Setting(0, config, AGGREGATIONS["majority"], True)
+    harness = Engine(model, tok)
+    setting = harness.plan(config)
     for length, fits in ((limit - steps - 1, False), (limit - steps - 2, True)):
         ids = torch.full((1, length), tok.convert_tokens_to_ids("x"), dtype=torch.long)
         ids[0, -1] = model.start_marker_id()
-        job = Job(0, "x", ids[0].tolist(), setting)
+        job = Job(0, ids[0].tolist(), setting, question="x")
         if fits:
             out = model.generate(ids, max_new_tokens=3, return_dict_in_generate=True)
             assert out.answer_ids.shape[1] >= 1

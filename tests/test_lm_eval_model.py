@@ -94,9 +94,12 @@ def test_bad_gen_kwargs(ckpts):
 
 # ----------------------------------------------------------------------------- harness formats
 def test_builtin_gsm8k_zero_shot_and_filters(ckpts):
+    from test_harness_flags import gsm8k_requests
+
     lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", dropout_p=0.1)
-    gen = {"until": ["Question:", "</s>", "<|im_end|>"], "do_sample": False, "temperature": 0.0}
-    harness = lm.generate_until([req("Question: Tom has 3 apples. How many?\nAnswer:", **gen)])[0]
+    (request,) = gsm8k_requests([{"question": "Tom has 3 apples. How many?", "answer": "#### 3"}])
+    assert request.args[0] == "Question: Tom has 3 apples. How many?\nAnswer:"
+    harness = lm.generate_until([request])[0]
     bare = json.loads(lm.generate_until([payload_req("Tom has 3 apples. How many?")])[0])
     assert harness == f"#### {bare['answer']}"  # the harness wrapper is stripped: same question, same answer
     strict = re.findall(r"#### (\-?[0-9\.\,]+)", harness)  # gsm8k's strict-match
@@ -104,11 +107,14 @@ def test_builtin_gsm8k_zero_shot_and_filters(ckpts):
     assert strict and strict[0] == bare["answer"] and flexible[-1] == bare["answer"]
 
 
-def test_few_shot_context_is_a_clear_error(ckpts):
+def test_few_shot_context_is_a_clear_error(ckpts, monkeypatch):
+    from test_harness_flags import gsm8k_requests
+
     lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
-    ctx = "Question: 1+1?\nAnswer: 2\n\nQuestion: 2+2?\nAnswer: 4\n\nQuestion: 3+3?\nAnswer:"
-    with pytest.raises(ValueError, match="zero-shot"):
-        lm.generate_until([req(ctx, until=["Question:"])])
+    monkeypatch.setattr(lm.model, "rollout", lambda *a, **k: pytest.fail("no compute before the refusal"))
+    docs = [{"question": f"What is {i} plus {i}?", "answer": f"#### {2 * i}"} for i in range(3)]
+    with pytest.raises(ValueError, match="2 few-shot example.*zero-shot"):
+        lm.generate_until(gsm8k_requests(docs, num_fewshot=2))
 
 
 def test_loglikelihood_not_supported(ckpts):
@@ -148,6 +154,72 @@ def test_long_and_empty_questions_are_scored_wrong(ckpts, caplog):
     assert "scored as wrong" in caplog.text
 
 
+def task_req(context, task, doc_id, **gen):
+    return Instance("generate_until", {}, (context, {"latent_tts_payload": True, **gen}), 0,
+                    metadata=(task, doc_id, 1))
+
+
+@pytest.mark.parametrize("error", [AttributeError("'NoneType' object has no attribute 'shape'"),
+                                   RuntimeError("shape mismatch"), ValueError("bad value")])
+def test_an_unexpected_error_in_a_draw_stops_the_run(ckpts, monkeypatch, error):
+    """Issue 21, item 2: an exception while drawing is a bug or a setting, never a wrong answer (it was retried one
+    question at a time, then every document was scored 0 with exit 0)."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=2, sampling="dropout", batch_size=2)
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(lm.model, "rollout", broken)
+    with pytest.raises(type(error), match=str(error)):
+        lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(3)])
+
+
+@pytest.mark.parametrize("where", ["model_args", "gen_kwargs"])
+def test_a_latent_length_that_no_prompt_fits_is_refused_before_any_compute(ckpts, monkeypatch, where):
+    """Issue 21, item 2: latent_length=1000 on a 256-position model scored every document 0; it is refused."""
+    if where == "model_args":
+        with pytest.raises(LatentTTSArgumentError, match=r"context window of 256 positions.*latent_length <= 2"):
+            LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", latent_length=1000)
+        return
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
+    monkeypatch.setattr(lm.model, "rollout", lambda *a, **k: pytest.fail("no compute before the refusal"))
+    with pytest.raises(LatentTTSArgumentError, match="gen_kwargs: 1000 latent steps"):
+        lm.generate_until([payload_req("What is 1 plus 1?", latent_length=1000)])
+
+
+def test_failed_documents_are_counted_and_a_task_of_only_failures_is_refused(ckpts, monkeypatch):
+    """Issue 21, items 2 and 7: documents too long for the context window are scored wrong and counted per task
+    (``failed_documents`` in the results); a task none of whose documents fits is refused before any compute."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=2, sampling="dropout")
+    long, short = "word " * 400, "What is 2 plus 2?"
+    outs = lm.generate_until([task_req(long, "t1", 0), task_req(short, "t1", 1), task_req(long, "t1", 2),
+                              task_req(short, "t2", 0)])
+    assert ["error" in json.loads(o) for o in outs] == [True, False, True, False]
+    assert lm.get_model_info()["latent_tts"]["failed_documents"] == {"t1": 2, "t2": 0}
+    monkeypatch.setattr(lm.model, "rollout", lambda *a, **k: pytest.fail("no compute before the refusal"))
+    with pytest.raises(LatentTTSArgumentError, match="no document of task t3 can run"):
+        lm.generate_until([task_req(long, "t3", 0), task_req(long, "t3", 1), task_req(short, "t4", 0)])
+
+
+def test_cpu_out_of_memory_halves_the_call(ckpts, monkeypatch):
+    """Issue 21, item 3: the CPU allocator's error ("DefaultCPUAllocator: can't allocate memory") is out of memory:
+    the call is halved (it was scored as 0 for every document)."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=3, sampling="dropout", batch_size="auto",
+                        max_batch_size=8)
+    original = lm.model.rollout
+
+    def limited(*args, **kwargs):
+        if args[0].shape[0] * args[3] > 6:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 1099511627776 bytes. Error code 12 (Cannot allocate "
+                               "memory)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "rollout", limited)
+    outs = [json.loads(o) for o in lm.generate_until([payload_req(f"What is {i} plus 1?") for i in range(5)])]
+    assert all("error" not in o and len(o["candidates"]) == 3 for o in outs) and lm.batch_sizes == {0: 2}
+
+
 @pytest.mark.parametrize("gen", [
     {"adaptive": True, "adaptive_round": 3},  # pass@k on the first round of 3 only
     {"aggregate": "beam", "beams": 2, "candidates": 2},  # n = B beams, not N
@@ -182,6 +254,38 @@ def test_rm_that_does_not_match_the_backbone(ckpts):
         LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm_big"]), device="cpu")
     with pytest.raises(LatentTTSArgumentError, match="not a LatentRM"):
         LatentTTSModel(pretrained=str(ckpts["codi"]), rm=str(ckpts["coconut"]), device="cpu")
+
+
+def test_settings_that_beam_search_cannot_honour_are_refused(ckpts, caplog):
+    """Minor item of issue 21: aggregate=beam,n=16 ran beam search with its B beams, ignoring n=16 without a word."""
+    kw = dict(pretrained=str(ckpts["codi"]), rm=str(ckpts["rm"]), device="cpu", sampling="dropout")
+    for extra in ({"n": 16}, {"adaptive": True}):
+        with pytest.raises(LatentTTSArgumentError, match=r"cannot apply with aggregate=beam.*beams=2 beams"):
+            LatentTTSModel(aggregate="beam", beams=2, candidates=2, **extra, **kw)
+    lm = LatentTTSModel(n=16, **kw)
+    with pytest.raises(LatentTTSArgumentError, match="gen_kwargs: n=16 cannot apply"):
+        lm.generate_until([payload_req("q", aggregate="beam", n=16)])  # n=16 is the run's n, asked for again
+    out = json.loads(lm.generate_until([payload_req("What is 1 plus 1?", aggregate="beam", beams=2,
+                                                    candidates=2)])[0])
+    assert out["n"] == 2 and "model_args n=16 do not apply" in caplog.text  # a task's beam: said, not refused
+
+
+def test_a_latent_rm_as_pretrained_says_it_belongs_in_rm(ckpts):
+    """Issue 21, item 12: it failed with "AttributeError: ... no attribute 'generation_config'"."""
+    with pytest.raises(LatentTTSArgumentError, match=r"is a LatentRM .*pass it as rm="):
+        LatentTTSModel(pretrained=str(ckpts["rm"]), device="cpu")
+
+
+def test_the_references_max_latent_length_names_latent_length(ckpts):
+    """Issue 21, item 13: the released reference's ``generate(max_latent_length=K)`` (CoLaR's cap) was refused with
+    a list of fields that did not say that ``latent_length`` is the same thing."""
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+
+    model = AutoLatentModel.from_pretrained(ckpts["colar"])
+    tok = load_latent_tokenizer(ckpts["colar"], model.config)
+    with pytest.raises(TypeError, match=r"max_latent_length is the released LatentTTS reference's name of "
+                                        r"latent_length: pass latent_length=3"):
+        model.generate(**tok([model.format_prompt("What is 1 plus 1?")], return_tensors="pt"), max_latent_length=3)
 
 
 def test_unreachable_hub_id_offline():
@@ -363,3 +467,111 @@ def test_response_is_the_typed_result_and_back(ckpts):
     assert len(answered.candidates) == 4 and answered.has_greedy and answered.error is None
     assert failed.stopped == "failed" and "context window" in failed.error and failed.candidates == []
     assert QuestionResult.from_json(outs[2]).first_round == 2 and QuestionResult.from_json(outs[3]).n == 2
+
+
+# ----------------------------------------------------------------------------- seed=none (issue 21, items 1 and 10)
+@pytest.mark.parametrize("spelling", ["python", "cli"])
+def test_seed_none_draws_one_seed_per_run_recorded_and_reproducible(ckpts, spelling, caplog):
+    """``seed=none`` drew a new seed for every generate call, so a question's samples depended on its batch and the
+    results recorded ``"seed": null``.  Now one seed is drawn for the run, logged and recorded; passing it gives
+    the same responses."""
+    questions = [f"What is {i} plus {i}?" for i in range(4)]
+    args = f"pretrained={ckpts['codi']},device=cpu,n=4,sampling=noise,noise_std=1.0,seed=none"
+    lm = LatentTTSModel.create_from_arg_string(args) if spelling == "cli" else LatentTTSModel(
+        pretrained=str(ckpts["codi"]), device="cpu", n=4, sampling="noise", noise_std=1.0, seed=None)
+    together = lm.generate_until([payload_req(q) for q in questions])
+    alone = [lm.generate_until([payload_req(q)])[0] for q in questions]
+    assert together == alone  # one seed for the run: a question's samples do not depend on its batch
+    info = lm.get_model_info()["latent_tts"]
+    seed = info["seed"]
+    assert isinstance(seed, int) and seed != 0 and info["seed_drawn"] is True
+    assert f"seed={seed}" in caplog.text
+    again = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=4, sampling="noise", noise_std=1.0,
+                           seed=seed)
+    assert again.generate_until([payload_req(q) for q in questions]) == together
+    assert again.get_model_info()["latent_tts"]["seed_drawn"] is False
+    other = json.loads(lm.generate_until([payload_req(questions[0], seed=None)])[0])  # gen_kwargs: the run's seed
+    assert other == json.loads(together[0])
+
+
+def test_seed_none_is_the_first_process_seed_on_every_process(ckpts, monkeypatch):
+    """Under accelerate every process uses the seed drawn by process 0 (gathered from all of them)."""
+    import torch
+
+    from lm_eval_latenttts.harness import model as harness_model
+
+    class Accelerator:
+        device = torch.device("cpu")
+
+    monkeypatch.setattr(harness_model, "process_group", lambda: (Accelerator(), 1, 2))
+    monkeypatch.setattr(torch.distributed, "all_gather_object", lambda out, obj: out.__setitem__(slice(None),
+                                                                                                 [7, obj]))
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu", n=2, sampling="noise", seed=None)
+    assert lm.run_config.seed == 7 and lm.rank == 1
+
+
+def test_seed_none_is_kept_by_the_config_and_generate_draws_it_per_call(ckpts, tmp_path):
+    """``LatentGenerationConfig(seed=None)`` saved and loaded stays None (it loaded as the default 0); ``generate``
+    then draws one seed per call from torch's global generator, as transformers' sampling does."""
+    import torch
+
+    from hf_modeling import AutoLatentModel, LatentGenerationConfig, load_latent_tokenizer
+
+    LatentGenerationConfig(seed=None).save_pretrained(tmp_path)
+    assert LatentGenerationConfig.from_pretrained(tmp_path).seed is None
+    assert LatentGenerationConfig().seed == 0
+    model = AutoLatentModel.from_pretrained(ckpts["codi"])
+    tok = load_latent_tokenizer(ckpts["codi"], model.config)
+    enc = tok([model.format_prompt(q) for q in ("What is 1 plus 1?", "What is 2 plus 2?")], return_tensors="pt",
+              padding=True)
+    kw = dict(latent_sampling="noise", noise_std=1.0, num_return_sequences=3, seed=None, return_dict_in_generate=True)
+    torch.manual_seed(5)
+    first = model.generate(**enc, **kw)
+    torch.manual_seed(5)
+    assert torch.equal(model.generate(**enc, **kw).latents, first.latents)  # reproducible with torch.manual_seed
+    assert not torch.equal(model.generate(**enc, **kw).latents, first.latents)  # another call, another seed
+
+
+# ----------------------------------------------------------------------------- None means the same everywhere
+def test_rm_none_from_python_means_no_rm_as_on_the_cli():
+    """Issue 21, item 5: lm-eval's parser in ``simple_evaluate`` turns ``rm=none`` into ``None``, which was filled
+    with the shipped LatentRM (best-of-N then ran with it).  Only a missing ``rm`` means the shipped one."""
+    from lm_eval_latenttts.checkpoints import shipped_rm
+
+    if shipped_rm() is None:
+        pytest.skip("no shipped LatentRM")
+    with pytest.raises(LatentTTSArgumentError, match="needs a LatentRM"):
+        LatentTTSModel.create_from_arg_string("aggregate=best_of_n,rm=none,device=cpu")
+    for spelling in ({"rm": None}, {"rm": "none"}, {"rm": ""}):
+        assert LatentTTSModel.create_from_arg_obj({**spelling, "device": "cpu"}).rm is None, spelling
+    assert LatentTTSModel.create_from_arg_obj({"device": "cpu"}).rm is not None
+
+
+def test_none_spellings_of_model_args_mean_the_same_from_python_and_the_cli():
+    """Sweep of issue 21's kind "None filled with a default that means something else": every model_args key reads
+    Python's ``None`` as the CLI's ``none``; words that meant None for every key ('off', 'greedy') now only say
+    sampling=none; a switch (greedy, adaptive) is true or false, never None; lm-eval's batch_size auto:N is refused."""
+    for key in ("dtype", "device", "batch_size", "max_batch_size", "rm", "revision"):
+        assert parse_model_args({key: None})[0] == parse_model_args({key: "none"})[0] == \
+            parse_model_args({key: "null"})[0], key
+    assert parse_model_args({"dtype": "none"})[0]["dtype"] == "auto"  # not given: picked (it was an error)
+    assert parse_model_args({"batch_size": "none"})[0]["batch_size"] is None  # (it was an error)
+    for value in (None, "none", ""):
+        with pytest.raises(LatentTTSArgumentError, match="leave pretrained out"):
+            parse_model_args({"pretrained": value})  # None was the shipped model, "none" a Hub id 'none'
+    assert parse_model_args({"sampling": "off"})[1]["latent_sampling"] is None
+    bad = [{"seed": "off"}, {"latent_length": "greedy"}, {"greedy": None}, {"greedy": "none"}, {"adaptive": "null"},
+           {"adaptive_threshold": None}, {"batch_size": "auto:4"}]
+    for args in bad:  # each was read as something else: a random seed, ..., no greedy row
+        with pytest.raises(LatentTTSArgumentError):
+            parse_model_args(args)
+    for name in ("off", "greedy"):  # auto aggregation: refused when the setting is planned, before any compute
+        with pytest.raises(LatentTTSArgumentError, match=f"aggregate={name} is not a registered selection strategy"):
+            LatentTTSModel(device="cpu", aggregate=name)
+
+
+def test_payload_marker_must_be_a_boolean(ckpts):
+    """Sweep of issue 21 (input read more leniently than it says): latent_tts_payload: "false" (quoted) was True."""
+    lm = LatentTTSModel(pretrained=str(ckpts["codi"]), device="cpu")
+    with pytest.raises(LatentTTSArgumentError, match="latent_tts_payload='false' must be true or false"):
+        lm.generate_until([req("What is 1 plus 1?", latent_tts_payload="false")])

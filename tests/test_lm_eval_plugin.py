@@ -1,10 +1,11 @@
 """``lm_eval --model latent_tts``: the real CLI on tiny local models and a small local task file.
 
 The CLI runs are the slow part (lm-eval indexes its ~10k task YAMLs at start-up),
-so a few runs are shared by many assertions: a single-process run with an RM,
-dropout sampling, ``--gen_kwargs`` overrides, ``--limit`` and ``--log_samples``; the
-same run data-parallel under ``accelerate launch`` (2 CPU processes, gloo); and
-one run with bad ``model_args``.
+so two runs are shared by many assertions: a single-process run with an RM,
+dropout sampling, ``--gen_kwargs`` overrides, ``--limit`` and ``--log_samples``
+(the plugin hook: ``latent_tts`` and the ``latent_*`` tasks found by plain
+``lm_eval``); the same run data-parallel under ``accelerate launch`` (2 CPU
+processes, gloo).  What a refused run says is checked in-process.
 """
 
 import glob
@@ -150,6 +151,8 @@ def parallel_run(setup):
 
 # ----------------------------------------------------------------------------- plugin discovery
 def test_hook_is_cheap_and_keeps_builtin_models():
+    """In a fresh interpreter: the .pth hook is installed, registers ``latent_tts`` lazily (no torch) beside the
+    built-in models, and the task manager is patched once lm-eval's is imported."""
     code = (
         "import sys\n"
         "assert any(type(f).__name__ == '_Finder' for f in sys.meta_path), 'plugin hook not installed'\n"
@@ -159,15 +162,37 @@ def test_hook_is_cheap_and_keeps_builtin_models():
         "assert 'latent_tts' in model_registry and 'hf' in model_registry and 'vllm' in model_registry\n"
         "assert 'torch' not in sys.modules, 'registration must stay lazy'\n"
         "from lm_eval.tasks import TaskManager\n"
-        "tm = TaskManager(include_path=[])\n"
-        "names = set(tm.all_tasks)\n"
-        "assert {'latent_gsm8k', 'latent_gsm_hard', 'latent_multiarith', 'latent_arith', 'latent_math'} <= names\n"
-        "assert 'gsm8k' in names\n"
-        "assert not any(t.startswith('latent_') for t in TaskManager(include_defaults=False).all_tasks)\n"
+        "assert getattr(TaskManager.__init__, '_latent_tts_patched', False)\n"
         "print('ok')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_task_manager_indexes_the_latent_tasks_with_the_builtin_ones(single_run):
+    """Every ``TaskManager`` that includes lm-eval's tasks also indexes the package's (the plain CLI run found
+    ``latent_gsm8k`` without ``--include_path`` for it); one without the defaults has none of them."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_latenttts.harness.plugin import _with_tasks_dir, patch_task_manager, tasks_dir
+
+    patch_task_manager()
+    proc, (results, _, _) = single_run
+    assert "latent_gsm8k" in results["results"] and "gsm8k_local" in results["results"]
+    assert _with_tasks_dir(None) == [tasks_dir()] and _with_tasks_dir(["x"]) == [tasks_dir(), "x"]
+    assert _with_tasks_dir([tasks_dir()]) == [tasks_dir()]  # not twice
+
+    class Manager:  # lm-eval's TaskManager signature: (verbosity, include_path, include_defaults, ...)
+        def __init__(self, verbosity=None, include_path=None, include_defaults=True, **kwargs):
+            self.seen = (include_path, include_defaults)
+
+    patch_task_manager(type("module", (), {"TaskManager": Manager}))
+    assert Manager(include_path=[]).seen == ([tasks_dir()], True)  # the built-in tasks stay included
+    assert Manager(None, "mine").seen == ([tasks_dir(), "mine"], True)
+    assert Manager(include_defaults=False).seen == (None, False)
+    names = {p.stem for p in Path(tasks_dir()).glob("*.yaml")}
+    assert {"latent_gsm8k", "latent_gsm_hard", "latent_multiarith", "latent_arith", "latent_math"} <= names
+    assert not any(t.startswith("latent_") for t in TaskManager(include_defaults=False).all_tasks)
 
 
 def test_package_import_is_light():
@@ -290,14 +315,16 @@ def test_data_parallel_matches_single_process(single_run, parallel_run):
 
 
 # ----------------------------------------------------------------------------- errors
-def test_bad_model_args_through_cli(setup):
-    proc = subprocess.run(
-        _lm_eval_cmd() + ["--model", "latent_tts", "--model_args", f"pretrained={setup['codi']},n=many,samplng=x",
-                          "--tasks", "latent_gsm8k", "--limit", "1"],
-        cwd=setup["root"], capture_output=True, text=True, env=_env(LATENT_TTS_DATA_GSM8K=setup["data"]), timeout=600,
-    )
-    assert proc.returncode != 0
-    err = proc.stderr + proc.stdout
+def test_bad_model_args_are_refused_naming_the_keys(setup):
+    """What ``lm_eval --model_args pretrained=...,n=many,samplng=x`` stops with (lm-eval creates the model from the
+    string with ``create_from_arg_string``)."""
+    from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError
+    from lm_eval_latenttts.harness.model import LatentTTSModel
+
+    with pytest.raises(LatentTTSArgumentError) as info:
+        LatentTTSModel.create_from_arg_string(f"pretrained={setup['codi']},n=many,samplng=x",
+                                              {"batch_size": 1, "device": "cuda:0"})
+    err = str(info.value)
     assert "samplng" in err and "Valid keys" in err and "dropout_p" in err
 
 
@@ -313,19 +340,26 @@ def test_builtin_gsm8k_zero_shot_through_cli(single_run):
         assert row["arguments"]["gen_args_0"]["arg_0"].startswith("Question: ")
 
 
-def test_bad_gold_answer_fails_the_run_naming_file_and_row(setup, tmp_path):
-    """A gold answer that is no number is refused (exit code != 0), never scored as a wrong answer."""
+def test_bad_gold_answer_fails_the_run_naming_file_and_row(setup, tmp_path, monkeypatch, caplog):
+    """A gold answer that is no number is refused (the run stops), never scored as a wrong answer; which file was
+    read is said at INFO; with no --device (lm-eval's default cuda:0) on a machine without CUDA, no warning about a
+    device nobody asked for, one line saying which was picked."""
+    import logging
+
+    from harness_runs import evaluate, load_task
+
+    from lm_eval_latenttts.harness.model import LatentTTSModel
+
     data = tmp_path / "bad.json"
     data.write_text(json.dumps([{"question": "What is 2 plus 2?", "answer": "4"},
                                 {"question": "How many legs has a spider?", "answer": "thirty-two"}]))
-    proc = subprocess.run(
-        _lm_eval_cmd() + ["--model", "latent_tts", "--model_args", f"pretrained={setup['codi']}",
-                          "--tasks", "latent_gsm8k"],
-        cwd=tmp_path, capture_output=True, text=True, env=_env(LATENT_TTS_DATA_GSM8K=data), timeout=600,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "|latent_gsm8k" not in proc.stdout  # no results table
-    assert str(data) in out and "row 1 (0-based)" in out and "'thirty-two' is not a number" in out
-    assert f"latent_gsm8k: reading questions from {data} (LATENT_TTS_DATA_GSM8K)" in out  # which file, at INFO
-    # no --device given: no warning about a device nobody asked for, one line saying which was picked
-    assert "CUDA is not available" not in out and "latent_tts: running on cpu" in out
+    monkeypatch.setenv("LATENT_TTS_DATA_GSM8K", str(data))
+    caplog.set_level(logging.INFO, logger="lm_eval")
+    with pytest.raises(ValueError) as info:
+        evaluate(LatentTTSModel.create_from_arg_obj({"pretrained": str(setup["codi"])}, {"device": "cuda:0"}),
+                 [load_task("latent_gsm8k")])
+    err = str(info.value)
+    assert str(data) in err and "row 1 (0-based)" in err and "'thirty-two' is not a number" in err
+    assert f"latent_gsm8k: reading questions from {data} (LATENT_TTS_DATA_GSM8K)" in caplog.text
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" not in caplog.text and "latent_tts: running on cpu" in caplog.text

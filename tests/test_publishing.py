@@ -8,6 +8,7 @@ by a folder (``fake_hub_lm_eval.py``); then ``export-results`` of its results fi
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,20 @@ def evaluated(tmp_path_factory):
     return json.loads(files[0].read_text()), files[0], model, hub, proc
 
 
+def test_the_main_jobs_table(evaluated):
+    """The main job (the shipped model and LatentRM, their own settings, ``latent_arith``) through the real CLI: the
+    printed table holds every metric row of the results file, with its value."""
+    results, _, _, _, proc = evaluated
+    rows = {key.partition(",")[0]: value for key, value in results["results"]["latent_arith"].items()
+            if key.endswith(",none") and "_stderr" not in key}
+    assert {"acc", "single_acc", "majority", "best_of_n", "weighted", "greedy", "coverage", "pass@16", "rollouts",
+            "latent_forwards"} <= set(rows)
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    for name, value in rows.items():
+        assert any(f"|{name}|" in line.replace(" ", "") and f"|{value:.4f}|" in line.replace(" ", "")
+                   for line in table), (name, value)
+
+
 def test_results_carry_the_model_info_leaderboards_read(evaluated):
     from hf_modeling import AutoLatentModel
     from lm_eval_latenttts.publishing.identity import weights_sha256
@@ -183,6 +198,8 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
     (lambda r: r["n-samples"]["latent_arith"].update(effective=5), "scored 5 of its 20 documents"),
     (lambda r: r["config"]["latent_tts"].update(weights_sha256="0" * 64), "holds other weights"),
     (lambda r: r["config"].update(model="hf"), "not produced by `lm_eval --model latent_tts`"),
+    # issue 21, item 10: an older seed=none run (a seed per batch) overwrote the seed-0 entries
+    (lambda r: r["config"]["latent_tts"]["tasks"]["latent_arith"].update(seed=None), "seed=none run of an older"),
 ])
 def test_export_refuses_other_models_and_partial_runs(evaluated, tmp_path, change, message):
     results, _, model, _, _ = evaluated
@@ -195,6 +212,70 @@ def test_export_refuses_other_models_and_partial_runs(evaluated, tmp_path, chang
     with pytest.raises(ExportError, match=message):
         export_results(path, folder, benchmarks={})
     assert not (folder / ".eval_results").exists() and not (folder / "README.md").exists()
+
+
+def test_export_refuses_a_run_with_failed_documents_or_says_so(evaluated, tmp_path):
+    """Issue 21, item 7: documents that could not run (too long for the context window) are scored wrong; such a
+    run's scores were exported as the benchmark's.  The results count them; the export refuses them, or with
+    --allow-failed-documents writes the count into every entry's notes."""
+    results, _, model, _, _ = evaluated
+    assert results["config"]["latent_tts"]["failed_documents"] == {"latent_arith": 0}
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    for recorded, message in (({"latent_arith": 3}, "3 of 20 documents of task latent_arith could not run"),
+                              (None, "does not record how many documents")):
+        changed = copy.deepcopy(results)
+        changed["config"]["latent_tts"]["failed_documents"] = recorded
+        path = tmp_path / "results_2026-01-01T00-00-00.json"
+        path.write_text(json.dumps(changed))
+        with pytest.raises(ExportError, match=message):
+            export_results(path, folder, benchmarks={"latent_arith": Benchmark("me/arith", "arith")})
+        assert not (folder / ".eval_results").exists()
+    changed["config"]["latent_tts"]["failed_documents"] = {"latent_arith": 3}
+    path.write_text(json.dumps(changed))
+    assert cli.main(["export-results", str(path), "--model-dir", str(folder), "--benchmark", "latent_arith=me/arith",
+                     "--allow-failed-documents"]) == 0
+    entries = [parse_eval_result_entries(yaml.safe_load(p.read_text()))[0] for p in (folder / ".eval_results").glob("*")]
+    assert entries and all("3 of 20 documents could not run" in e.notes for e in entries)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--benchmark", "latent_arith=../../etc/x:../../../y"], "is not a Hugging Face Hub repo id"),
+    (["--benchmark", "latent_arith=me/arith:../../y"], "is not a task id"),
+    (["--benchmark", "latent_arith=me/arith", "--benchmark", "latent_gsm8k=me/gsm8k"], "which .* has no scores"),
+    (["--benchmark", "latent_arith=me/arith", "--repo-id", "you/bad name../$(id)"], "--repo-id .* not a Hugging Face"),
+])
+def test_export_refuses_what_the_hub_would_refuse(evaluated, tmp_path, args, message, capsys):
+    """Minor item of issue 21: --benchmark path components and a --repo-id the Hub refuses were written into
+    .eval_results/ unchecked; a --benchmark of a task the results do not have was ignored."""
+    _, file, model, _, _ = evaluated
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    assert cli.main(["export-results", str(file), "--model-dir", str(folder), *args]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (folder / ".eval_results").exists() and not (folder / "README.md").exists()
+
+
+def test_a_damaged_checkpoint_config_stops_the_export(evaluated, tmp_path):
+    """Sweep of issue 21 (an exception turned into a default): an unreadable generation_config.json of the model
+    folder was read as {}, so the slug was made against the library's defaults, not the checkpoint's."""
+    _, file, model, _, _ = evaluated
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    (folder / "generation_config.json").write_text("{")
+    with pytest.raises(ExportError, match="generation_config.json is damaged"):
+        export_results(file, folder, benchmarks={"latent_arith": Benchmark("me/arith", "arith")})
+    assert not (folder / ".eval_results").exists()
+
+
+def test_hub_ids_are_checked_before_any_upload_or_training(tmp_path):
+    from lm_eval_latenttts.training.rm_training import TrainConfig
+
+    with pytest.raises(ValueError, match="not a Hugging Face Hub repo id"):
+        push_to_hub(tmp_path, "you/bad name../$(id)")
+    for flag in ("push_to_hub", "base_model"):
+        with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} .* not a Hugging Face Hub repo id"):
+            TrainConfig(annotations="a", output_dir="o", **{flag: "../x/y"}).validate()
 
 
 def test_export_refuses_a_folder_with_another_model(evaluated, tmp_path):
@@ -219,7 +300,9 @@ def test_settings_slug_tells_apart_every_setting_that_changes_scores(tmp_path):
     for change in ({"dropout_scope": "latent"}, {"max_new_tokens": 16}, {"latent_length": 4}, {"dtype": "bfloat16"}):
         slugs.add(settings_slug({**base, **change}, rm))
     slugs.add(settings_slug(base, "9" * 64))  # another LatentRM
-    assert len(slugs) == 6
+    slugs.add(settings_slug({**base, "seed": None}, rm))  # seed=none is not seed 0 (issue 21, item 10)
+    slugs.add(settings_slug({**base, "seed": 123}, rm))  # a seed=none run's drawn seed
+    assert len(slugs) == 8
     assert settings_slug({**base, "dtype": "float32"}, rm) == settings_slug(base, rm)  # the default dtype
     adaptive = {**base, "adaptive_rule": "confidence", "adaptive_round": 3, "adaptive_threshold": 0.9,
                 "adaptive_votes": "count"}
@@ -238,8 +321,12 @@ def test_settings_slug_tells_apart_every_setting_that_changes_scores(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
-    """Real ``lm_eval --model latent_tts`` runs (N=2) of one model folder on 20 questions that differ in one thing:
-    {"base", "other_rm" (another LatentRM folder), "bf16" (dtype), "predict_only"} -> (results file, model folder)."""
+    """``lm_eval --model latent_tts`` runs (N=2) of one model folder on 20 questions that differ in one thing, in-process
+    as the CLI runs them (``harness_runs.evaluate_into``: simple_evaluate and lm-eval's EvaluationTracker writing the
+    results file): {"base", "other_rm" (another LatentRM folder), "bf16" (dtype), "predict_only"} -> (results file,
+    model folder)."""
+    from harness_runs import evaluate_into
+
     from hf_modeling import AutoLatentModel
 
     root = tmp_path_factory.mktemp("small_runs")
@@ -253,20 +340,20 @@ def small_runs(tmp_path_factory):
     rm.save_pretrained(other_rm)
     data = root / "arith20.json"
     data.write_text(json.dumps(json.loads(ARITH_TEST.read_text())[:QUESTIONS]))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
-               LATENT_TTS_DATA_ARITH=str(data))
     base = f"pretrained={model},n=2,aggregate=weighted"
-    runs = {"base": (f"{base},rm={shipped_rm()}", []), "other_rm": (f"{base},rm={other_rm}", []),
-            "bf16": (f"{base},rm={shipped_rm()},dtype=bfloat16", []),
-            "predict_only": (f"{base},rm={shipped_rm()}", ["--predict_only"])}
-    found = {}
-    for name, (model_args, extra) in runs.items():
-        out = root / name
-        proc = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "latent_tts", "--model_args", model_args,
-                               "--tasks", "latent_arith", "--output_path", str(out), *extra],
-                              capture_output=True, text=True, env=env, cwd=root, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-        (found[name],) = list(out.rglob("results_*.json"))
+    runs = {"base": (f"{base},rm={shipped_rm()}", {}), "other_rm": (f"{base},rm={other_rm}", {}),
+            "bf16": (f"{base},rm={shipped_rm()},dtype=bfloat16", {}),
+            "predict_only": (f"{base},rm={shipped_rm()}", {"predict_only": True})}
+    found, previous = {}, os.environ.get("LATENT_TTS_DATA_ARITH")
+    os.environ["LATENT_TTS_DATA_ARITH"] = str(data)
+    try:
+        for name, (model_args, extra) in runs.items():
+            found[name] = evaluate_into(root / name, "latent_tts", ["latent_arith"], model_args=model_args, **extra)
+    finally:
+        if previous is None:
+            os.environ.pop("LATENT_TTS_DATA_ARITH")
+        else:
+            os.environ["LATENT_TTS_DATA_ARITH"] = previous
     return found, model
 
 

@@ -239,3 +239,30 @@ def test_second_run_into_a_folder_in_use_is_refused(annotation, tmp_path):
             train_rm(_config(annotation, out, resume=True))
         assert _snapshot(out) == before
     assert train_rm(_config(annotation, out, resume=True))["optimizer_steps"] == 2
+
+
+def test_damaged_checkpoints_name_the_file_and_what_to_do(annotation, tmp_path):
+    """Issue 21, item 11: a truncated training_state.pt gave a bare OSError, a well-formed state of other tensors
+    a raw load_state_dict error, and a damaged trainer_state.json was called a checkpoint "the run did not write"."""
+    import torch
+
+    out = tmp_path / "rm"
+    train_rm(_config(annotation, out, max_steps=2, save_every=1))
+    step = out / "checkpoints" / "step-2"
+    state = step / "training_state.pt"
+    whole = state.read_bytes()
+    state.write_bytes(whole[: len(whole) // 2])  # cut mid-way (a full disk, a killed copy)
+    with pytest.raises(ValueError) as err:
+        train_rm(_config(annotation, out, max_steps=2, save_every=1, resume=True))
+    assert str(state) in str(err.value) and "damaged" in str(err.value) and "--overwrite" in str(err.value)
+    torch.save({"model": {"transformer.wte.weight": torch.zeros(3, 3)}, "optimizer": {}, "scheduler": {}}, state)
+    with pytest.raises(ValueError) as err:
+        train_rm(_config(annotation, out, max_steps=2, save_every=1, resume=True))
+    assert str(state) in str(err.value) and "does not fit this run" in str(err.value)
+    state.write_bytes(whole)
+    (step / "trainer_state.json").write_text('{"run_id": ')
+    with pytest.raises(ValueError) as err:
+        train_rm(_config(annotation, out, max_steps=2, save_every=1, resume=True))
+    message = str(err.value)
+    assert str(step / "trainer_state.json") in message and "is damaged" in message and "did not write" not in message
+    assert f"Delete {step}" in message

@@ -1,5 +1,6 @@
 """LatentRM losses and training on tiny random checkpoints (no Hub, no network)."""
 
+import hashlib
 import json
 import math
 import os
@@ -102,9 +103,13 @@ def _write_annotation(folder, backbone_dir, questions=8, n=4, steps=3, hidden=HI
             "answers": ["1" if c else "2" for c in recorded], "answer_texts": [""] * n, "num_continuations": 4,
         })
     folder.mkdir(parents=True, exist_ok=True)
+    data = folder.parent / f"{folder.name}-questions.json"  # the data file an annotate run records, complete
+    data.write_text(json.dumps([{"question": r["question"], "answer": r["gold"]} for r in rows]))
     (folder / ann.CONFIG_FILE).write_text(json.dumps({"model": str(backbone_dir), "num_trajectories": n,
                                                       "num_continuations": 4, "sampling": "dropout",
-                                                      "dropout_p": 0.1, "data": "synthetic"}))
+                                                      "dropout_p": 0.1, "data": str(data),
+                                                      "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+                                                      "limit": None, "skip_bad_rows": False}))
     ann.write_shard(folder, 0, rows, list(range(questions)), [])
     return folder
 
@@ -307,3 +312,121 @@ def test_bad_inputs(backbone_dir, tmp_path):
         train_rm(TrainConfig(annotations=str(wide), output_dir=str(tmp_path / "o"), progress=False))
     with pytest.raises(ValueError, match="loss"):
         TrainConfig(annotations="x", output_dir="y", loss="mse").validate()
+
+
+def test_no_dropout_training_is_the_eval_mode_gradient(backbone_dir, tmp_path):
+    """--no-dropout (the reference's disable_dropout): the first step's loss is the eval-mode loss of the initial
+    RM (no dropout mask at all), and the recorded setting refuses a resume with dropout."""
+    from lm_eval_latenttts.training.rm_objective import compute_loss
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=4)
+    cfg = dict(annotations=str(folder), output_dir=str(tmp_path / "rm"), init=str(backbone_dir), max_steps=1,
+               batch_size=4, eval_fraction=0.0, progress=False, seed=3)
+    summary = train_rm(TrainConfig(**cfg, dropout=False))
+    ds = ann.load_annotations(folder)
+    torch.manual_seed(3)  # the head's init (set_seed(cfg.seed) in train_rm)
+    rm, _, _ = load_rm(str(backbone_dir))
+    rm.eval()
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id)([question_example(r) for r in ds])
+    with torch.no_grad():
+        expected = compute_loss("contrastive", step_scores(rm, batch), batch["values"], batch["mask"])
+    assert summary["first_loss"] == pytest.approx(float(expected), rel=1e-5)
+    with_dropout = train_rm(TrainConfig(**{**cfg, "output_dir": str(tmp_path / "rm2")}))
+    assert with_dropout["first_loss"] != pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError):
+        train_rm(TrainConfig(**cfg, resume=True))  # the run in rm/ was trained without dropout
+
+
+def test_rm_reading_the_answer(backbone_dir, tmp_path):
+    """--rm-input latents+answer: each row goes on with the end marker and the answer's tokens; one more step
+    (the outcome) is scored at the answer's last token and labelled with the trajectory's correctness."""
+    from transformers import AutoTokenizer
+
+    from lm_eval_latenttts.training.rm_data import answer_tokenizer
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=3, n=4, steps=2)
+    ds = ann.load_annotations(folder)
+    tok = AutoTokenizer.from_pretrained(str(backbone_dir))
+    encode = answer_tokenizer(tok)
+    rm, _, _ = load_rm(str(backbone_dir))
+    end = rm.config.latent_end_id
+    examples = [question_example(r, lambda text: encode("### 12" if text == "" else text)) for r in ds]
+    plain = RMCollator(rm.config.latent_id, rm.config.pad_token_id)(examples)
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id, end)(examples)
+    q, n, t = plain["values"].shape
+    assert batch["values"].shape == (q, n, t + 1) and batch["slot_index"].shape == (q * n, t + 1)
+    assert torch.equal(batch["values"][..., :t], plain["values"])
+    assert torch.equal(batch["values"][..., t], plain["correct"].float())
+    answer = encode("### 12")
+    for r in range(q * n):
+        p = int(plain["attention_mask"][r].sum())
+        assert batch["input_ids"][r, p:p + 1 + len(answer)].tolist() == [end] + answer
+        assert int(batch["slot_index"][r, t]) == p + len(answer)  # the EOS of the answer
+        assert torch.equal(batch["slot_index"][r, :t], plain["slot_index"][r])
+    cfg = TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm"), init=str(backbone_dir), max_steps=2,
+                      batch_size=2, eval_fraction=0.0, progress=False, rm_input="latents+answer")
+    train_rm(cfg)
+    assert json.loads((tmp_path / "rm" / "config.json").read_text())["rm_input"] == "latents+answer"
+    with pytest.raises(ValueError, match="rm-input"):
+        TrainConfig(annotations="a", output_dir="o", rm_input="answer").validate()
+
+
+def test_reinit_replaces_the_backbone_weights(backbone_dir, tmp_path):
+    from lm_eval_latenttts.training.rm_training import reinitialise
+
+    rm, _, _ = load_rm(str(backbone_dir))
+    before = {k: v.clone() for k, v in rm.state_dict().items()}
+    torch.manual_seed(0)
+    reinitialise(rm)
+    after = rm.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(".mlp.c_fc.weight" in k for k in changed) and any("wte" in k for k in changed)
+    assert float(after["transformer.h.0.mlp.c_fc.weight"].std()) == pytest.approx(0.02, rel=0.2)
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=2)
+    summary = train_rm(TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm"), init=str(backbone_dir),
+                                   max_steps=1, batch_size=2, eval_fraction=0.0, progress=False, reinit=True))
+    assert summary["config"]["reinit"] is True
+
+
+def test_an_incomplete_annotation_run_is_refused(backbone_dir, tmp_path, caplog):
+    """Issue 21, item 8: train-rm trained on 1 of 16 shards without a word.  annotation_config.json records the
+    data file and its sha256, so the questions the run must cover are known: fewer is refused unless asked for."""
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=6)
+    data = Path(json.loads((folder / ann.CONFIG_FILE).read_text())["data"])
+    rows = json.loads(data.read_text())
+    settings = dict(output_dir=str(tmp_path / "rm"), max_steps=1, batch_size=2, eval_fraction=0.0, progress=False)
+    data.write_text(json.dumps(rows + [{"question": "q6", "answer": "1"}, {"question": "q7", "answer": "2"}]))
+    config = json.loads((folder / ann.CONFIG_FILE).read_text())
+    (folder / ann.CONFIG_FILE).write_text(json.dumps({**config, "data_sha256": hashlib.sha256(
+        data.read_bytes()).hexdigest()}))  # as a run over 8 questions that wrote the shard of the first 6
+    with pytest.raises(ValueError, match="6 of the 8 questions .* are annotated \\(2 missing, from question id 6\\)"):
+        train_rm(TrainConfig(annotations=str(folder), **settings))
+    assert not (tmp_path / "rm").exists()
+    summary = train_rm(TrainConfig(annotations=str(folder), allow_incomplete_annotations=True, **settings))
+    assert summary["optimizer_steps"] == 1 and "--allow-incomplete-annotations" in caplog.text
+    data.write_text(json.dumps(rows))  # the data file changed since: the count cannot be known
+    with pytest.raises(ValueError, match="changed since"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm2")}))
+    (folder / ann.CONFIG_FILE).write_text(json.dumps({k: v for k, v in config.items() if k != "data_sha256"}))
+    with pytest.raises(ValueError, match="not written by annotate"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm3")}))
+    (folder / ann.CONFIG_FILE).write_text("{")
+    with pytest.raises(ValueError, match="annotation_config.json is damaged"):
+        train_rm(TrainConfig(annotations=str(folder), **{**settings, "output_dir": str(tmp_path / "rm4")}))
+
+
+def test_an_error_in_the_held_out_loss_is_raised_not_dropped(backbone_dir, tmp_path, monkeypatch):
+    """Sweep of issue 21 (an exception turned into a score): evaluate() dropped any ValueError of the held-out loss,
+    so eval_loss silently averaged fewer batches; only a batch without two trajectories to compare has no loss."""
+    from lm_eval_latenttts.training import rm_objective
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=2)
+    ds = ann.load_annotations(folder)
+    rm, _, _ = load_rm(str(backbone_dir))
+    batch = RMCollator(rm.config.latent_id, rm.config.pad_token_id)([question_example(r) for r in ds])
+    assert rm_objective.evaluate(rm, [batch], "contrastive")["eval_loss"] > 0
+    monkeypatch.setattr(rm_objective, "compute_loss", lambda *a, **k: (_ for _ in ()).throw(ValueError("shape bug")))
+    with pytest.raises(ValueError, match="shape bug"):
+        rm_objective.evaluate(rm, [batch], "contrastive")
+    one, two = torch.ones(1, 1, 3, dtype=torch.bool), torch.ones(1, 2, 3, dtype=torch.bool)
+    assert not rm_objective.comparable(one.float(), one) and rm_objective.comparable(two.float(), two)

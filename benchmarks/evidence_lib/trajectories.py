@@ -17,7 +17,8 @@ import torch
 
 from hf_modeling.answers import answers_equal, extract_answer
 from evidence_lib.accounting import generated_lengths
-from lm_eval_latenttts.scaling.rollouts import sample
+from lm_eval_latenttts.scaling.engine import Engine, Job
+from lm_eval_latenttts.scaling.rollouts import Recorder
 
 COT_SUFFIX = "\n<|start-latent|><|end-latent|>"  # the backbone recipe's stage-0 (chain of thought) prompt
 
@@ -44,25 +45,28 @@ def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024
     """N rollouts per question -> answers, correctness, latents, generated lengths, prompt lengths, RM step and
     trajectory scores (``scores``: per question, the N RM trajectory scores the scaling report aggregates).
 
-    The rollouts are the ones lm-eval and the scaling report draw (``lm_eval_latenttts.scaling.rollouts.sample``,
-    with the model's own prompt and answer formats); this only lays them out as (Q, N, ...) tensors.
+    The rollouts are the ones lm-eval and the scaling report draw (``lm_eval_latenttts.scaling.engine``, with the
+    model's own prompt and answer formats; a ``Recorder`` keeps the latents, answer tokens and step scores); this
+    only lays them out as (Q, N, ...) tensors.
     """
-    bq = max(1, batch_rows // n)
     config = model.latent_generation_config(num_return_sequences=n, seed=seed, max_new_tokens=max_new_tokens,
                                             **sampling)
+    engine = Engine(model, tok, rm, batch_size=max(1, batch_rows // n))
+    plan = engine.plan(config, payload=False)
+    prompts = [model.encode_prompt(tok, e["question"]) for e in examples]
+    recorder = Recorder()
+    draws = engine.draws([Job(i, p, plan) for i, p in enumerate(prompts)], recorder)
     answers, correct, latents, gen, plen, steps_scores, scores = [], [], [], [], [], [], []
-    for b in range(0, len(examples), bq):
-        chunk = examples[b:b + bq]
-        prompts = [model.encode_prompt(tok, e["question"]) for e in chunk]
-        for e, p, c in zip(chunk, prompts, sample(model, tok, prompts, config, rm, keep_latents=True)):
-            answers.append(c.answers)
-            correct.append([answers_equal(x, e["answer"]) for x in c.answers])
-            plen.append(len(p))
-            latents.append(c.latents)
-            gen.append(c.answer_tokens)
-            if c.step_scores is not None:
-                steps_scores.append(c.step_scores)
-                scores.append(c.scores)
+    for i, (e, p, (c, _, _)) in enumerate(zip(examples, prompts, draws)):
+        trace = recorder[i]
+        answers.append(c.answers)
+        correct.append([answers_equal(x, e["answer"]) for x in c.answers])
+        plen.append(len(p))
+        latents.append(trace.latents)
+        gen.append(trace.answer_tokens)
+        if trace.step_scores is not None:
+            steps_scores.append(trace.step_scores)
+            scores.append(c.scores)
     return {
         "answers": answers,
         "correct": torch.tensor(correct, dtype=torch.bool),

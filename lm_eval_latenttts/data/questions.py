@@ -32,7 +32,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from numbers import Integral, Real
 from pathlib import Path
@@ -80,6 +80,9 @@ class Question:
     index: int
     question: str
     answer: str
+    # gold reasoning steps when the row has them (GSM8K-Aug "steps": ["<<47+8=55>>", ...]); extra information for
+    # exact step labels (annotate --labels decoded), not part of what identifies the question
+    steps: tuple[str, ...] = field(default=(), compare=False)
 
     def as_doc(self) -> dict[str, str]:
         """The ``{"question", "answer"}`` document the tasks and benchmarks work on."""
@@ -145,7 +148,9 @@ def parse_row(row: Any, index: int) -> Question:
     if not question.strip():
         raise ValueError("the question is empty")
     answer = gold_answer(_first_field(row, ANSWER_KEYS, "gold answer"))
-    return Question(index=index, question=question, answer=answer)
+    steps = row.get("steps")
+    steps = tuple(steps) if isinstance(steps, list) and all(isinstance(x, str) for x in steps) else ()
+    return Question(index=index, question=question, answer=answer, steps=steps)
 
 
 def validate_rows(

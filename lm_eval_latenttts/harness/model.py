@@ -2,52 +2,44 @@
 
 ``lm_eval --model latent_tts --model_args n=8,sampling=dropout --tasks latent_arith``
 
-Every ``generate_until`` request is one question, and goes one way:
-``_setting`` resolves its ``gen_kwargs`` (after the run's ``model_args``) into a
-``batching.Setting`` once per distinct setting (``_resolve``: the one
-validation; equal settings share one); ``BatchRunner`` groups the jobs
-(lm-eval's ``Collator``) and draws them, in rounds with adaptive sampling
-(``scaling.adaptive``), through ``Rollouts``, the runner's answerer: it draws
-candidates (``scaling.rollouts``), chooses the answer (``scaling.aggregation``)
-and writes the response.  Batches group questions by setting and padded prompt width
-(see ``batching``).
+An lm-eval adapter around the test-time-scaling engine (``scaling.engine``).
+Every ``generate_until`` request is one question, and goes one way: its
+``gen_kwargs`` become a ``scaling.plan.Plan`` (``harness.settings``: resolved
+once per distinct setting, after the run's ``model_args``), its context the
+bare question (``harness.context``), both a ``scaling.engine.Job``; the engine
+answers every job with a typed ``scaling.result.QuestionResult``, which is the
+response as JSON (``to_json``) for the ``latent_*`` tasks
+(``generation_kwargs: latent_tts_payload: true``), whose ``process_results``
+reads it back (``from_json``) into metric rows; any other generation task
+(e.g. the built-in ``gsm8k`` with ``--num_fewshot 0``) gets ``"#### <answer>"``.
 
-What a request gets back depends on the task: the ``latent_*`` tasks
-(``generation_kwargs: latent_tts_payload: true``) get a ``scaling.result.QuestionResult``
-as JSON: every candidate's extracted answer, RM score and which one was chosen,
-the greedy decode's answer, the rollouts and latent forward steps spent and why
-sampling stopped, which their ``process_results`` turns into metric rows; any other
-generation task (e.g. the built-in ``gsm8k`` with ``--num_fewshot 0``) gets
-``"#### <answer>"``.
-The model gets the bare question (``harness.context``: the document's
-question, its template's labels such as ``"Question: ...\\nAnswer:"`` dropped);
-a context with more (few-shot examples, ``--system_instruction``, a
-description) is an error: latent reasoning models are evaluated zero-shot.
-A task's ``repeats: K`` hands the model K copies of a request: copy r draws
-samples r*N .. r*N+N-1 of the question (N = n), so the K responses are
-disjoint samples, each a function of (seed, question, settings, r); the greedy
-row is the same in every copy.  ``--use_cache`` is refused (``set_cache_hook``).
-See :mod:`lm_eval_latenttts.harness.arguments`.
+The model gets the bare question (the document's question, its template's
+labels such as ``"Question: ...\nAnswer:"`` dropped, known from what lm-eval
+says it built the context from); a context with more (few-shot examples,
+``--system_instruction``, a description, an instruction in ``doc_to_text``) is
+an error: latent reasoning models are evaluated zero-shot.  A task's
+``repeats: K`` hands the model K copies of a request: copy r draws samples
+r*N .. r*N+N-1 of the question (N = n), so the K responses are disjoint
+samples, each a function of (seed, question, settings, r); the greedy row is
+the same in every copy.  ``--use_cache`` is refused (``set_cache_hook``).
+Documents that cannot run for a named reason (``scaling.engine.DocError``) are
+scored wrong and counted per task (``latent_tts.failed_documents``); a task
+none of whose documents can run is refused before any compute.
+See :mod:`lm_eval_latenttts.keys` for the settings.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 
-from hf_modeling.answers import normalize_number, number_text
-from hf_modeling.generation_config import SettingError
-from lm_eval_latenttts.harness.arguments import (
-    LatentTTSArgumentError,
-    SHORT_NAMES,
-    parse_model_args,
-    request_overrides,
-)
-from lm_eval_latenttts.harness.batching import BatchRunner, DocError, Job, Setting
+from lm_eval_latenttts.harness.arguments import LatentTTSArgumentError, parse_model_args
 from lm_eval_latenttts.harness.context import bare_question
+from lm_eval_latenttts.harness.settings import Settings
 from lm_eval_latenttts.harness.setup import (
     load_models,
     pick_batch_size,
@@ -56,91 +48,30 @@ from lm_eval_latenttts.harness.setup import (
     process_group,
     shipped_defaults,
 )
-from lm_eval_latenttts.publishing.model_info import scaling_settings
-from lm_eval_latenttts.scaling import rollouts
-from lm_eval_latenttts.scaling.adaptive import round_size, rounds_apply
-from lm_eval_latenttts.scaling.aggregation import AGGREGATIONS, select
-from lm_eval_latenttts.scaling.result import FAILED, CandidateRow, QuestionResult
+from lm_eval_latenttts.publishing.model_info import checkpoint_info, data_overrides
+from lm_eval_latenttts.scaling.engine import Engine, Job
+from lm_eval_latenttts.scaling.memory import memory_sizer
+from lm_eval_latenttts.scaling.strategies import DrawMode
 
 # under lm-eval's logger, so that INFO lines show at the harness's default verbosity
 logger = logging.getLogger("lm_eval.latent_tts")
 
 HARNESS_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's EvaluatorConfig passes when no --device is given
 HARNESS_DEFAULT_BATCH_SIZE = 1  # ... and when no --batch_size is given (an int; the CLI's own value is a str)
+DRAWN_SEEDS = 2**31 - 1  # seed=none draws a seed in 1 .. 2**31 - 1 (never 0, the default seed; short to type)
 
 
-def canonical_answer(answer) -> str | None:
-    """An extracted answer in canonical text form (numbers as exact numbers: '1,234.0' -> '1234')."""
-    if answer is None:
-        return None
-    number = normalize_number(answer)
-    return str(answer) if number is None else number_text(number)
-
-
-class Rollouts:
-    """The runner's ``Answerer``: draws a batch's candidates with the backbone (and scores them with the
-    LatentRM), and turns a question's candidates into its response."""
-
-    def __init__(self, model, tokenizer, rm) -> None:
-        self.model, self.tokenizer, self.rm = model, tokenizer, rm
-
-    def check(self, job: Job) -> None:
-        if not job.question.strip():
-            raise DocError("the question is empty")
-        try:
-            self.model.context_room(torch.tensor([len(job.prompt)]), self.model.latent_steps_of(job.config))
-        except ValueError as err:
-            raise DocError(str(err)) from None
-
-    def candidates(self, setting: Setting, prompts: list[list[int]], offset: int, count: int) -> list:
-        if setting.aggregation.search:
-            return rollouts.beam(self.model, self.tokenizer, prompts, setting.config, self.rm)
-        return rollouts.sample(self.model, self.tokenizer, prompts, setting.config, self.rm, sample_offset=offset,
-                               count=count)
-
-    def greedy(self, setting: Setting, prompts: list[list[int]]) -> list:
-        return rollouts.sample(self.model, self.tokenizer, prompts, setting.greedy, None)
-
-    def respond(self, job: Job, candidates, greedy=None) -> str:
-        """The response to one request: its ``QuestionResult`` as JSON, or ``#### <answer>``."""
-        answers = [canonical_answer(a) for a in candidates.answers]
-        chosen = select(answers, candidates.scores, job.setting.aggregation, candidates.chosen)
-        if not job.setting.payload:
-            if chosen.answer is not None:
-                return f"#### {chosen.answer}"
-            return candidates.texts[chosen.chosen] if chosen.chosen is not None else candidates.texts[0]
-        scores = candidates.scores or [None] * len(answers)
-        result = self._result(job, has_rm=candidates.scores is not None)
-        result.candidates = [CandidateRow(answer, None if score is None else round(float(score), 6), text,
-                                          int(steps))
-                             for text, answer, score, steps in zip(candidates.texts, answers, scores,
-                                                                   candidates.latent_steps)]
-        result.selection = chosen
-        result.rollouts = candidates.drawn + (greedy.drawn if greedy is not None else 0)
-        result.latent_forwards = candidates.latent_forwards + (greedy.latent_forwards if greedy is not None else 0)
-        result.stopped = candidates.stopped
-        if result.has_greedy:
-            result.greedy = canonical_answer((greedy or candidates).answers[0])  # sampling off: the rollout
+def response(result, payload: bool) -> str:
+    """A request's response: the typed result as JSON, or ``#### <answer>`` (the chosen candidate's text when no
+    answer could be extracted; "" for a document that could not run)."""
+    if payload:
         return result.to_json()
-
-    def failed(self, job: Job, reason: str) -> str:
-        """The response to a document that could not run (logged): no answer, scored wrong."""
-        logger.warning("latent_tts: %s; the document is scored as wrong. Question: %.80r", reason, job.question)
-        if not job.setting.payload:
-            return ""
-        result = self._result(job, has_rm=self.rm is not None)
-        result.rollouts, result.latent_forwards, result.stopped, result.error = 0, 0, FAILED, reason
-        return result.to_json()
-
-    @staticmethod
-    def _result(job: Job, has_rm: bool) -> QuestionResult:
-        """A result with the fields that depend only on the settings, the same for answered and failed
-        documents: ``n`` (N rollouts, or the B beams of beam search) and ``first_round``."""
-        config, how = job.config, job.setting.aggregation
-        return QuestionResult(
-            aggregate=how.name, n=config.latent_beams if how.search else config.num_return_sequences,
-            has_rm=has_rm, first_round=round_size(config, how) if rounds_apply(config, how) else None,
-            has_greedy=bool(config.greedy_baseline))
+    if result.error is not None:
+        return ""
+    if result.selection.answer is not None:
+        return f"#### {result.selection.answer}"
+    chosen = result.selection.chosen
+    return result.texts[chosen if chosen is not None else 0]
 
 
 class LatentTTSModel(LM):
@@ -151,19 +82,28 @@ class LatentTTSModel(LM):
         self.load_options, overrides = parse_model_args(shipped_defaults(dict(kwargs)))
         self._warned: set[str] = set()
         self._task_settings: dict[str, dict] = {}
-        self._settings: dict = {}  # a request's gen_kwargs -> its Setting (resolved once)
-        self._distinct: dict = {}  # (settings JSON, payload) -> Setting: equal settings share one
+        self._failed: dict[str, int] = {}  # task -> documents answered as failed (all processes), see generate_until
         self.accelerator, self._rank, self._world_size = process_group()
         device = self.accelerator.device if self.accelerator is not None else pick_device(
             self.load_options["device"], harness_default=_harness_device)
         self._device = device
         self._create_model(pick_dtype(self.load_options["dtype"], device))
-        # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here)
-        self.run_config = self._resolve(self.base_config, overrides, "model_args")
-        sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device)
+        # the run's settings: the checkpoint's recommended ones, then model_args (checked once, here); the seed
+        # of seed=none (model_args or gen_kwargs) is drawn once, the same on every process
+        drawn = self._all_processes(secrets.randbelow(DRAWN_SEEDS) + 1)[0]
+        self.settings = Settings(self.model, self.tokenizer, self.rm is not None, self.base_config, overrides, drawn,
+                                 self._warn_once)
+        sizes = pick_batch_size(self.load_options["batch_size"], self.load_options["max_batch_size"], device,
+                                self.run_config.num_return_sequences)
         self.load_options["batch_size"], self.load_options["max_batch_size"] = sizes
-        self.batches = BatchRunner(*sizes, device)
-        self.answerer = Rollouts(self.model, self.tokenizer, self.rm)
+        # on CUDA, batch_size=auto is sized per group by the memory model of a call (scaling.memory)
+        sizer = memory_sizer(self.model, self.rm, device) if device.type == "cuda" else None
+        self.engine = Engine(self.model, self.tokenizer, self.rm, *sizes, sizer=sizer)
+
+    @property
+    def run_config(self):
+        """The run's resolved settings (the checkpoint's, then model_args)."""
+        return self.settings.run_config
 
     # ------------------------------------------------------------------ hooks
     def _create_model(self, dtype) -> None:
@@ -172,80 +112,73 @@ class LatentTTSModel(LM):
         self.model, self.tokenizer, self.rm, self.base_config = load_models(
             self.pretrained, self.load_options["rm"], self.load_options["revision"], dtype, self._device)
 
-    def _resolve(self, base, overrides: dict, source: str):
-        """``base`` updated with ``overrides``: validated and resolved for the backbone (the one validation of
-        a distinct setting); errors name ``source`` and the keys of ``source``.
-
-        Warns (once) about settings that run but do not do what their names promise; sampling of strength 0
-        runs as sampling=none, since its N rollouts are identical.
-        """
-        try:
-            config = self.model.latent_generation_config(
-                base, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                return_dict_in_generate=True, **overrides)
-            config.check_rm(has_rm=self.rm is not None)
-        except ValueError as err:
-            message = err.named(SHORT_NAMES) if isinstance(err, SettingError) else str(err)
-            raise LatentTTSArgumentError(f"latent_tts {source}: {message}") from None
-        for key, message in config.idle_settings(SHORT_NAMES):
-            self._warn_once(key, "latent_tts: %s", message)
-        if config.latent_sampling is not None and not config.samples:  # as for_backbone leaves sampling=none:
-            config.latent_sampling = config.dropout_p = config.noise_std = None  # valid, so not validated again
-        return config
-
-    def _setting(self, gen_kwargs: dict) -> Setting:
-        """The resolved ``Setting`` of a request's ``gen_kwargs`` (the run's, then its overrides): resolved
-        the first time these ``gen_kwargs`` are seen, then looked up."""
-        key = repr(sorted((k, repr(v)) for k, v in gen_kwargs.items()))
-        if key in self._settings:
-            return self._settings[key]
-        overrides, ignored, payload = request_overrides(gen_kwargs)
-        for name in ignored:
-            value = gen_kwargs.get(name)
-            greedy_anyway = value is False or value is None or (not isinstance(value, bool) and value in (0, 1))
-            if name in ("until", "max_gen_toks", "max_length", "stop") or greedy_anyway:
-                continue  # task boilerplate, or a value that means greedy anyway (do_sample=True is not: True == 1)
-            self._warn_once(f"ignored:{name}", "latent_tts ignores the generation setting %r (answers are decoded "
-                            "greedily after the latent phase).", name)
-        changes = {k: v for k, v in overrides.items() if getattr(self.run_config, k) != v}
-        config = self._resolve(self.run_config, overrides, "gen_kwargs") if changes else self.run_config
-        distinct = (config.to_json_string(use_diff=False), payload)
-        if distinct not in self._distinct:
-            how = AGGREGATIONS[config.selection(self.rm is not None)]
-            greedy = config.greedy() if payload and config.greedy_baseline and (config.samples or how.search) \
-                else None  # the greedy row (a metric of the latent_* tasks); sampling off: the rollout is it
-            self._distinct[distinct] = Setting(len(self._distinct), config, how, payload, greedy)
-        self._settings[key] = self._distinct[distinct]
-        return self._settings[key]
-
     # ------------------------------------------------------------------ requests
     def _job(self, index: int, request, repeat: int = 0) -> Job:
         """The job of a request; ``repeat`` r (lm-eval's r-th copy of it) draws samples r*N .. r*N+N-1."""
         context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {}) or {}
-        setting = self._setting(gen_kwargs)
-        config = setting.config
+        plan = self.settings.plan_of(gen_kwargs)
         where = f"document {getattr(request, 'doc_id', None)} of task {getattr(request, 'task_name', None)}"
         question = bare_question(context, getattr(request, "doc", None), where)
-        if repeat and config.samples and setting.aggregation.search:
+        if repeat and plan.mode is DrawMode.SEARCH and plan.config.samples:
             raise LatentTTSArgumentError(
-                "latent_tts: the task repeats each request (repeats > 1), but aggregate=beam has no sample index "
-                "to give each repeat samples of its own (every repeat would be the same search). Use repeats: 1 "
-                "with beam search, or n=<K> with another aggregate instead of repeats.")
-        if repeat and not config.samples:
+                f"latent_tts: the task repeats each request (repeats > 1), but aggregate={plan.strategy.name} has no "
+                "sample index to give each repeat samples of its own (every repeat would be the same search). Use "
+                "repeats: 1 with it, or n=<K> with another aggregate instead of repeats.")
+        if repeat and not plan.config.samples:
             self._warn_once("deterministic_repeats", "latent_tts: the task repeats each request, but with "
                             "sampling=none every repeat is the same deterministic answer.")
-        return Job(index, question, self.model.encode_prompt(self.tokenizer, question), setting,
-                   sample_offset=repeat * config.num_return_sequences)
+        return Job(index, self.model.encode_prompt(self.tokenizer, question), plan,
+                   sample_offset=repeat * plan.config.num_return_sequences, question=question)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        # every request is parsed first: bad gen_kwargs or a few-shot context fail before any compute
+        # every request is parsed and checked first: bad gen_kwargs, a few-shot context or a task that no
+        # document of can run fail before any compute
         jobs = [self._job(i, request, repeat) for i, (request, repeat) in
                 enumerate(zip(requests, repeat_indices(requests)))]
+        failed = self.engine.failures(jobs)
+        self._count_failed(requests, failed)
         self._note_task_settings(requests, jobs)
-        results = self.batches.run(jobs, self.answerer, disable_tqdm=disable_tqdm or self.rank != 0)
-        for request, text in zip(requests, results):
+        results = self.engine.run(jobs, failed, progress=not (disable_tqdm or self.rank != 0))
+        responses = [response(result, job.plan.payload) for job, result in zip(jobs, results)]
+        for request, text in zip(requests, responses):
             self.cache_hook.add_partial("generate_until", request.args, text)
-        return results
+        return responses
+
+    def _count_failed(self, requests, failed: dict[int, str]) -> None:
+        """Count each task's documents that cannot run (over all processes; ``failed_documents`` in the results),
+        and refuse a task none of whose documents can run: that is a setting, not a score of 0."""
+        tally: dict[str, list] = {}  # task -> [documents, failed documents]
+        for index, request in enumerate(requests):
+            task, doc = getattr(request, "task_name", None), getattr(request, "doc_id", None)
+            counts = tally.setdefault(str(task), [set(), set(), None])
+            counts[0].add((doc, index) if doc is None else doc)
+            if index in failed:
+                counts[1].add((doc, index) if doc is None else doc)
+                counts[2] = counts[2] or failed[index]
+        totals: dict[str, list] = {}
+        for part in self._all_processes({task: (len(docs), len(bad), reason) for task, (docs, bad, reason)
+                                         in tally.items()}):
+            for task, (docs, bad, reason) in part.items():
+                total = totals.setdefault(task, [0, 0, None])
+                total[0], total[1], total[2] = total[0] + docs, total[1] + bad, total[2] or reason
+        for task, (docs, bad, reason) in sorted(totals.items()):
+            if docs and bad == docs:
+                raise LatentTTSArgumentError(
+                    f"latent_tts: no document of task {task} can run with these settings ({reason}); all {docs} "
+                    "would be scored wrong. Lower latent_length, or use a model with a longer context window.")
+            if bad:
+                logger.warning("latent_tts: %d of %d documents of task %s cannot run (%s, ...); they are scored "
+                               "wrong and counted in the results (latent_tts.failed_documents).", bad, docs, task,
+                               reason)
+            self._failed[task] = self._failed.get(task, 0) + bad
+
+    def _all_processes(self, obj) -> list:
+        """``obj`` of every process (each process gets all of them)."""
+        if self.world_size <= 1:
+            return [obj]
+        gathered = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
 
     # ------------------------------------------------------------------ lm-eval plumbing
     def set_cache_hook(self, cache_hook) -> None:
@@ -290,7 +223,7 @@ class LatentTTSModel(LM):
 
     @property
     def batch_sizes(self) -> dict:
-        return self.batches.batch_sizes
+        return self.engine.batch_sizes
 
     @property
     def tokenizer_name(self) -> str:
@@ -315,7 +248,7 @@ class LatentTTSModel(LM):
         for request, job in zip(requests, jobs):
             task = getattr(request, "task_name", None)
             if task is not None and task not in self._task_settings:
-                self._task_settings[task] = scaling_settings(job.config, self.rm is not None)
+                self._task_settings[task] = job.plan.settings()
 
     def get_model_info(self) -> dict:
         """What lm-eval writes into the results' ``config``: the keys ``HFLM`` writes for the backbone
@@ -323,8 +256,6 @@ class LatentTTSModel(LM):
         LatentRM (``rm_*``), read by leaderboard back-ends, plus the ``latent_tts`` block: the checkpoints,
         their weights' sha256 (``export-results`` matches a model folder by it), the run's settings, each
         task's settings and the local data files the tasks were pointed at."""
-        from lm_eval_latenttts.publishing.model_info import checkpoint_info, data_overrides
-
         backbone = checkpoint_info(self.model, self.pretrained, self.load_options["revision"])
         info = {
             "pretrained": str(self.pretrained),
@@ -335,9 +266,13 @@ class LatentTTSModel(LM):
             "weights_sha256": backbone["weights_sha256"],
             "rm": self.load_options["rm"],
             "rm_class": type(self.rm).__name__ if self.rm is not None else None,
-            **scaling_settings(self.run_config, self.rm is not None),
+            **self.settings.plan(self.run_config).settings(),
+            "seed_drawn": self.settings.seed_drawn,  # seed=none: a seed (the one recorded) was drawn for the run
             "batch_size": self.load_options["batch_size"],
             "tasks": dict(sorted(self._task_settings.items())),
+            # per task, documents that could not run (a named reason, e.g. a prompt too long for the context
+            # window), scored wrong; export-results refuses a task with any
+            "failed_documents": dict(sorted(self._failed.items())),
             "data_files": data_overrides(),
         }
         top = {f"model_{k}": backbone[k] for k in ("num_parameters", "dtype", "revision", "sha")}
@@ -408,10 +343,14 @@ def _is_harness_default_batch_size(value) -> bool:
 
 
 def _register() -> None:
-    """Registering on import covers processes without the .pth hook (e.g. running from a source tree)."""
+    """Registering on import covers processes without the .pth hook (e.g. running from a source tree); the
+    contexts of lm-eval's tasks carry what they were built from from now on (``harness.context.install``): the
+    model is created before any task builds its requests."""
+    from lm_eval_latenttts.harness.context import install
     from lm_eval_latenttts.harness.plugin import register_model
 
     register_model()
+    install()
 
 
 _register()

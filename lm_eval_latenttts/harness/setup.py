@@ -19,15 +19,18 @@ TINY_MODEL_PARAMETERS = 20_000_000
 
 
 def shipped_defaults(arg_dict: dict) -> dict:
-    """No ``pretrained``: the shipped model, and the shipped LatentRM unless ``rm`` is given.
+    """No ``pretrained`` key: the shipped model, and the shipped LatentRM unless an ``rm`` key is given.
 
-    The paths are written into ``arg_dict`` (the dict lm-eval logs and names its
-    output folder after).  Their recommended settings come from the
-    checkpoints' own ``generation_config.json``.
+    ``rm=none`` (the CLI's text, or the ``None`` that lm-eval's parser makes of it
+    in ``simple_evaluate``) is given: no LatentRM, as its value says; only a
+    missing key means the shipped one.  ``pretrained=none`` is refused when the
+    options are parsed.  The paths are written into ``arg_dict`` (the dict lm-eval
+    logs and names its output folder after).  Their recommended settings come
+    from the checkpoints' own ``generation_config.json``.
     """
     from lm_eval_latenttts.checkpoints import shipped_model, shipped_rm
 
-    if arg_dict.get("pretrained") not in (None, ""):
+    if "pretrained" in arg_dict:
         return arg_dict
     try:
         arg_dict["pretrained"] = str(shipped_model())
@@ -35,7 +38,7 @@ def shipped_defaults(arg_dict: dict) -> dict:
         raise FileNotFoundError(
             f"{err} Or pass model_args pretrained=<Hub id or folder>, e.g. pretrained=ModalityDance/latent-tts-coconut."
         ) from None
-    if arg_dict.get("rm") in (None, "") and shipped_rm() is not None:
+    if "rm" not in arg_dict and shipped_rm() is not None:
         arg_dict["rm"] = str(shipped_rm())
     return arg_dict
 
@@ -75,25 +78,33 @@ def pick_device(device: str | None, harness_default: bool = False) -> torch.devi
 
 CUDA_MAX_BATCH_SIZE = 512  # questions per call; on an H200 all 500 shipped questions in one call were fastest
 CPU_MAX_BATCH_SIZE = 64
+CPU_ROWS_PER_CALL = 128  # the CPU default: about this many rollouts per call
 
 
-def pick_batch_size(batch_size, max_batch_size: int | None, device: torch.device) -> tuple:
-    """(batch_size, max_batch_size) for ``device`` when they were not given (``None``).
+def pick_batch_size(batch_size, max_batch_size: int | None, device: torch.device, n: int = 1) -> tuple:
+    """(batch_size, max_batch_size) for ``device`` when they were not given (``None``); ``n``: the run's
+    rollouts per question.
 
     On a GPU more questions per call is faster: the shipped model's 500 test
     questions x 16 rollouts took 2.11 s at 8 questions per call, 0.27 s at 64
     and 0.09 s at 500 (one H200, fp32; measured for the issue, not in this
     project, which has no GPU).  So on CUDA, with no ``batch_size``, it is
-    ``auto`` up to 512 questions per call, i.e. all 500 in one call, halving on
-    out-of-memory.  On a CPU the shipped model was fastest per rollout at 16
-    rows per call (one question at N=16; ``latent_state.MIN_ROWS``), so the
-    default stays 1.  Results do not depend on the choice.
+    ``auto`` up to 512 questions per call: the memory model
+    (``harness.memory``) sizes each group's calls to the free device memory,
+    and a call that still runs out of memory is halved.  On a CPU the
+    per-call overhead (Python, small matrix products, the LatentRM's pass)
+    is amortised over about ``CPU_ROWS_PER_CALL`` rollouts per call
+    (``max(1, 128 // n)`` questions, at most ``CPU_MAX_BATCH_SIZE``): for the
+    shipped model at N=16, 8 questions per call took the rollout phase about
+    1.9x less CPU time than 1 (benchmarks in the issue-25 note), while 64
+    questions per call were slower again (the prompt pass's activations
+    leave the caches).  Results do not depend on the choice.
     """
     cuda = torch.device(device).type == "cuda"
     if max_batch_size is None:
         max_batch_size = CUDA_MAX_BATCH_SIZE if cuda else CPU_MAX_BATCH_SIZE
     if batch_size is None:
-        batch_size = "auto" if cuda else 1
+        batch_size = "auto" if cuda else max(1, min(max_batch_size, CPU_ROWS_PER_CALL // max(1, n)))
     return batch_size, max_batch_size
 
 
@@ -140,6 +151,11 @@ def load_models(pretrained: str, rm_path: str | None, revision: str | None, dtyp
     from hf_modeling.modeling_latent_rm import LatentRMMixin
 
     model = AutoLatentModel.from_pretrained(pretrained, revision=revision, dtype=dtype)
+    if isinstance(model, LatentRMMixin):
+        raise LatentTTSArgumentError(
+            f"latent_tts model_args: pretrained={pretrained!r} is a LatentRM ({type(model).__name__}), which scores "
+            "latent steps but cannot answer: pass it as rm=<it> and a latent backbone (COCONUT, CODI, CoLaR) as "
+            "pretrained=, or leave pretrained out for the shipped model.")
     model.to(device).eval()
     single_thread_for_tiny_cpu_models(model, device)
     tokenizer = load_latent_tokenizer(pretrained, model.config, revision=revision)

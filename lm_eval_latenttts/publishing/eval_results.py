@@ -23,26 +23,35 @@ there do not overwrite each other.
 Refused: results of another model than the folder's (compared by the sha256
 of the weights that the run recorded, see ``publishing.model_info``), results
 not produced by ``latent_tts``, runs with ``--limit`` / ``--samples`` (fewer
-documents than the task has), ``--predict_only`` runs (no scores), a card
-whose ``model-index`` cannot be read (before anything is written), and tasks
-whose questions came from a local file unless ``--benchmark TASK=DATASET``
-says which Hub benchmark they are.
+documents than the task has), ``--predict_only`` runs (no scores), tasks with
+documents that could not run and were scored wrong (the run's
+``failed_documents``, e.g. prompts too long for the context window) unless
+``--allow-failed-documents`` (then the notes give the count), a card whose
+``model-index`` cannot be read (before anything is written), and tasks whose
+questions came from a local file unless ``--benchmark TASK=DATASET`` says which
+Hub benchmark they are.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from lm_eval_latenttts.harness.arguments import GENERATION_KEYS
-from lm_eval_latenttts.publishing.identity import weights_sha256
-from lm_eval_latenttts.publishing.model_info import DATA_ENV_PREFIX, SETTING_KEYS
+from lm_eval_latenttts.keys import GENERATION_KEYS, SCORE_KEYS
+from lm_eval_latenttts.publishing.results_file import (  # noqa: F401  (export-results' reading, one import)
+    Benchmark,
+    ExportError,
+    check_results,
+    failed_documents,
+    find_results_file,
+    load_results,
+    parse_benchmarks,
+    task_benchmark,
+)
+from lm_eval_latenttts.publishing.results_file import _date, _metrics
 
 RESULTS_DIR = ".eval_results"
-TASK_PREFIX = "latent_"
 METRIC_MEANING = {
     "acc": "accuracy of the aggregated answer ({aggregate})",
     "single_acc": "mean accuracy of a single rollout",
@@ -54,122 +63,6 @@ METRIC_MEANING = {
 }
 # cost rows of a result, not scores: they go into every score's notes instead of entries of their own
 COST_METRICS = {"rollouts": "rollouts", "latent_forwards": "latent forward steps"}
-
-
-class ExportError(ValueError):
-    """The results cannot be exported as asked (another model, a partial run, an unknown benchmark...)."""
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """A Hub benchmark dataset and the task id its ``eval.yaml`` gives the scores' task."""
-
-    dataset_id: str
-    task_id: str
-    split: str | None = None
-
-
-def _default_benchmarks() -> dict[str, Benchmark]:
-    """The Hub datasets the ``latent_*`` tasks read when no local file is given (``tasks/utils.py``)."""
-    from lm_eval_latenttts.tasks.utils import HUB_SOURCES
-
-    return {f"{TASK_PREFIX}{name}": Benchmark(repo, repo.split("/")[-1], split)
-            for name, (repo, _config, split) in HUB_SOURCES.items()}
-
-
-def parse_benchmarks(items: list[str]) -> dict[str, Benchmark]:
-    """``["TASK=DATASET[:TASK_ID]", ...]`` (``--benchmark``) -> {task: Benchmark}."""
-    found = {}
-    for item in items:
-        task, _, target = item.partition("=")
-        dataset, _, task_id = target.partition(":")
-        if not task or "/" not in dataset:
-            raise ExportError(f"--benchmark {item!r}: expected TASK=DATASET[:TASK_ID] with a Hub dataset id "
-                              "such as openai/gsm8k, e.g. --benchmark latent_gsm8k=openai/gsm8k:gsm8k.")
-        found[task.strip()] = Benchmark(dataset.strip(), (task_id or dataset.split("/")[-1]).strip())
-    return found
-
-
-# ------------------------------------------------------------------------------------ reading
-def find_results_file(path) -> Path:
-    """``path`` itself, or the newest ``results_*.json`` under an ``--output_path`` folder (one model only)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise ExportError(f"{path} is neither an lm-eval results file nor an --output_path folder.")
-    found = sorted(path.rglob("results_*.json"))
-    if not found:
-        raise ExportError(f"{path} holds no lm-eval results_*.json file; run lm_eval with --output_path {path}.")
-    models = sorted({p.parent for p in found})
-    if len(models) > 1:
-        raise ExportError(f"{path} holds results of several models ({', '.join(m.name for m in models)}); "
-                          "pass the results file itself.")
-    return max(found, key=lambda p: p.name)  # the names carry the ISO date
-
-
-def load_results(path) -> tuple[dict, Path]:
-    file = find_results_file(path)
-    try:
-        results = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ExportError(f"{file} is not a readable lm-eval results file ({err}).") from err
-    if not isinstance(results, dict) or "results" not in results or "config" not in results:
-        raise ExportError(f"{file} is not an lm-eval results file (no 'results' / 'config').")
-    return results, file
-
-
-def check_results(results: dict, file: Path, model_dir: Path) -> dict:
-    """Refuse results that are not a complete ``latent_tts`` run of the model in ``model_dir``; its info block."""
-    config = results["config"]
-    info = config.get("latent_tts")
-    if config.get("model") != "latent_tts" or not isinstance(info, dict):
-        raise ExportError(f"{file} was not produced by `lm_eval --model latent_tts` (model={config.get('model')!r}).")
-    if config.get("limit") is not None:
-        raise ExportError(f"{file} comes from a run with --limit {config['limit']}: a score on part of a task is "
-                          "not the task's score. Rerun without --limit.")
-    placeholder = sorted(task for task, scores in results["results"].items()
-                         if any(key.partition(",")[0] == "bypass" for key in scores))
-    if placeholder:
-        raise ExportError(f"{file} comes from a --predict_only run: task {placeholder[0]} holds lm-eval's placeholder "
-                          "metric 'bypass' (999), not scores. Rerun without --predict_only to export scores.")
-    for task, counts in (results.get("n-samples") or {}).items():
-        if counts.get("effective") != counts.get("original"):
-            raise ExportError(f"{file}: task {task} scored {counts.get('effective')} of its {counts.get('original')} "
-                              "documents (--limit or --samples). Rerun on the whole task.")
-    recorded = info.get("weights_sha256")
-    if not recorded:
-        raise ExportError(f"{file} does not record the evaluated weights' sha256 (an older lm-eval-latenttts?); "
-                          "rerun the evaluation with this version.")
-    try:
-        mine = weights_sha256(model_dir)
-    except FileNotFoundError as err:
-        raise ExportError(str(err)) from None
-    if mine != recorded:
-        raise ExportError(f"{file} evaluated {info.get('pretrained')!r} (weights sha256 {recorded[:12]}...), but "
-                          f"{model_dir} holds other weights ({mine[:12]}...): export results into the folder of "
-                          "the model that was evaluated.")
-    if info.get("rm") and not info.get("rm_weights_sha256"):
-        raise ExportError(f"{file} does not record the weights sha256 of its LatentRM {info['rm']!r} (no safetensors "
-                          "weights?), so its scores cannot be told from another LatentRM's; save the RM with "
-                          "safetensors weights and rerun the evaluation.")
-    return info
-
-
-def task_benchmark(results: dict, info: dict, task: str, given: dict[str, Benchmark]) -> Benchmark:
-    """The Hub benchmark of ``task``'s scores: ``--benchmark``, else the Hub dataset the task read."""
-    if task in given:
-        return given[task]
-    metadata = (results.get("configs") or {}).get(task, {}).get("metadata") or {}
-    name = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
-    local = metadata.get(f"{TASK_PREFIX}{name}_data") or (info.get("data_files") or {}).get(
-        f"{DATA_ENV_PREFIX}{name.upper()}")
-    default = _default_benchmarks().get(task)
-    if default is not None and not local:
-        return default
-    source = f"the local file {local}" if local else "data that is not a known Hub benchmark"
-    raise ExportError(f"Task {task} read {source}, so its scores belong to no Hub benchmark by default. Name the "
-                      f"benchmark dataset they are for: --benchmark {task}=<org/dataset>[:<task id>].")
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -201,11 +94,18 @@ def slug_defaults(model_dir=None) -> dict:
 
 
 def _json(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when there is no such file); a damaged one is an error (read as {}, it gave
+    the library's defaults, and the slug named settings the run did not use)."""
+    if not path.is_file():
+        return {}
     try:
-        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        found = {}
-    return found if isinstance(found, dict) else {}
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ExportError(f"{path} is damaged ({type(err).__name__}: {err}); the export reads the checkpoint's own "
+                          "settings from it. Restore it from the checkpoint.") from None
+    if not isinstance(found, dict):
+        raise ExportError(f"{path} is not a JSON object; restore it from the checkpoint.")
+    return found
 
 
 def dtype_name(dtype) -> str | None:
@@ -222,8 +122,8 @@ def settings_slug(settings: dict, rm_sha256: str | None, defaults: dict | None =
     runs that differ in any setting that changes scores get different slugs.
     """
     sampling, n = settings.get("sampling") or "none", settings.get("n") or 1
-    if settings.get("aggregate") == "beam":
-        parts = [f"beam{settings.get('beams')}x{settings.get('candidates')}"]
+    if settings.get("beams") is not None:  # recorded only when a search ran (scaling.plan.Plan.settings)
+        parts = [f"{settings.get('aggregate')}{settings.get('beams')}x{settings.get('candidates')}"]
         parts += [sampling if sampling == "none" else _strength(settings)]
     elif sampling == "none" and n == 1:
         parts = ["greedy"]
@@ -233,7 +133,8 @@ def settings_slug(settings: dict, rm_sha256: str | None, defaults: dict | None =
         parts += [f"adaptive-{settings['adaptive_rule']}{settings.get('adaptive_threshold')}"
                   f"-k{settings.get('adaptive_round')}"]
     parts += [f"rm{rm_sha256[:8]}"] if rm_sha256 else []
-    parts += [f"seed{settings['seed']}"] if settings.get("seed") not in (None, 0) else []
+    seed = settings.get("seed", 0)  # every seed but the default 0 is named; a seed=none run's is its drawn seed
+    parts += [f"seed{'none' if seed is None else seed}"] if seed != 0 else []
     defaults = slug_defaults() if defaults is None else defaults
     for key, tag in SLUG_EXTRAS.items():
         value = settings.get(key)
@@ -249,16 +150,17 @@ def _strength(settings: dict) -> str:
 
 
 def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] | None = None,
-          dtype: str | None = None) -> str:
-    """Human-readable test-time-scaling settings, what ``metric`` measures and what the run cost per question."""
+          dtype: str | None = None, drawn: bool = False) -> str:
+    """Human-readable test-time-scaling settings, what ``metric`` measures and what the run cost per question;
+    ``drawn``: the seed was drawn at random for the run (``seed=none``)."""
     aggregate = settings.get("aggregate")
     meaning = METRIC_MEANING.get(metric, metric).format(aggregate=aggregate)
     if metric.startswith("pass@"):
         meaning = f"{metric}: chance that one of {metric[5:]} of the N rollouts is right (unbiased estimator)"
     sampling = settings.get("sampling") or "none"
     strength = {"dropout": f" p={settings.get('dropout_p')}", "noise": f" sigma={settings.get('noise_std')}"}
-    how = f"RM-guided beam search {settings.get('beams')}x{settings.get('candidates')}" if aggregate == "beam" \
-        else aggregate
+    how = f"RM-guided beam search {settings.get('beams')}x{settings.get('candidates')}" \
+        if settings.get("beams") is not None else aggregate  # beams are recorded only when a search ran
     budget = f"N={settings.get('n')}"
     if settings.get("adaptive_rule"):
         budget = (f"at most N={settings.get('n')} drawn adaptively (rule {settings['adaptive_rule']}, rounds of "
@@ -269,7 +171,8 @@ def notes(settings: dict, metric: str, rm: str | None, costs: dict[str, float] |
     weights = f", weights {dtype}" if dtype else ""
     return (f"lm-eval-latenttts test-time scaling, zero-shot: {meaning}. Latent sampling {sampling}"
             f"{strength.get(sampling, '')}, {budget}, aggregation {how}, LatentRM "
-            f"{rm or 'none'}, seed {settings.get('seed')}{weights}.{spent}")
+            f"{rm or 'none'}, seed {settings.get('seed')}{' (drawn at random for the run)' if drawn else ''}"
+            f"{weights}.{spent}")
 
 
 def relevant(settings: dict) -> dict:
@@ -290,61 +193,38 @@ def rm_label(info: dict) -> str | None:
     return hub_repo_id(rm) or f"{Path(str(rm)).name} (weights sha256 {str(info.get('rm_weights_sha256'))[:12]})"
 
 
-def _metrics(task_results: dict):
-    """(metric, filter, value) of a task's numeric scores (no stderr)."""
-    for key, value in sorted(task_results.items()):
-        metric, _, filt = key.partition(",")
-        if filt and "_stderr" not in metric and isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield metric, filt, float(value)
-
-
 # ------------------------------------------------------------------------------------ writing
 def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] | None = None,
                    repo_id: str | None = None, source_url: str | None = None,
-                   source_name: str | None = None) -> list[Path]:
+                   source_name: str | None = None, allow_failed_documents: bool = False) -> list[Path]:
     """Write ``.eval_results/*.yaml`` and the card's ``model-index`` for every task of the results file.
 
     Everything is checked before anything is written; returns the files written (the card last).
+    ``allow_failed_documents``: export tasks with documents that could not run, the count in the notes.
     """
-    import yaml
-    from huggingface_hub import EvalResult, EvalResultEntry, eval_result_entries_to_yaml
-
     from hf_modeling.hub import card_metadata, render_card
+    from lm_eval_latenttts.publishing.identity import check_repo_id
     from lm_eval_latenttts.publishing.model_card import read_card, update_model_index
 
     model_dir = Path(model_dir)
+    if repo_id is not None:
+        try:
+            check_repo_id(repo_id, "--repo-id")
+        except ValueError as err:
+            raise ExportError(str(err)) from None
     results, file = load_results(results_path)
     info = check_results(results, file, model_dir)
     groups = set(results.get("group_subtasks") or {})
     tasks = [t for t in sorted(results["results"]) if t not in groups]
+    unknown = sorted(set(benchmarks or {}) - set(tasks))
+    if unknown:
+        raise ExportError(f"--benchmark names {', '.join(unknown)}, which {file} has no scores of (its tasks: "
+                          f"{', '.join(tasks)}).")
+    failed = failed_documents(results, info, file, tasks, allow_failed_documents)
     chosen = {task: task_benchmark(results, info, task, benchmarks or {}) for task in tasks}
     url = source_url or (f"https://huggingface.co/{repo_id}" if repo_id else None)
-    name = source_name or ("lm-eval-harness results (lm-eval-latenttts)" if url else None)
-    date = datetime.fromtimestamp(float(results.get("date") or 0), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    rm = rm_label(info)
-    rm_sha256 = info.get("rm_weights_sha256") if info.get("rm") else None
-    dtype = dtype_name(info.get("dtype"))
-    defaults = slug_defaults(model_dir)  # the checkpoint's own settings: what a run without model_args used
-    files, index = {}, []
-    for task in tasks:
-        settings = relevant((info.get("tasks") or {}).get(task) or {k: info.get(k) for k in SETTING_KEYS})
-        slug, bench = settings_slug({**settings, "dtype": dtype}, rm_sha256, defaults), chosen[task]
-        scores = list(_metrics(results["results"][task]))
-        costs = {metric: value for metric, filt, value in scores if metric in COST_METRICS and filt == "none"}
-        for metric, filt, value in scores:
-            if metric in COST_METRICS:
-                continue
-            variant = metric if filt == "none" else f"{metric}-{filt}"
-            text = notes(settings, metric, rm, costs, dtype)
-            entry = EvalResultEntry(dataset_id=bench.dataset_id, task_id=bench.task_id, value=value, date=date,
-                                    source_url=url, source_name=name, notes=text)
-            stem = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{task}_{variant.replace('@', '-at-')}_{slug}")
-            files[stem] = yaml.safe_dump(eval_result_entries_to_yaml([entry]), sort_keys=False)
-            index.append(EvalResult(
-                task_type="text-generation", task_name=task, dataset_type=bench.dataset_id,
-                dataset_name=bench.dataset_id, dataset_split=bench.split, metric_type=variant, metric_value=value,
-                metric_name=f"{variant} ({slug})", metric_config=slug, source_name=name, source_url=url,
-                metric_args={**settings, "rm": rm, "rm_weights_sha256": rm_sha256, "dtype": dtype, "notes": text}))
+    source = (url, source_name or ("lm-eval-harness results (lm-eval-latenttts)" if url else None))
+    files, index = _entries(results, file, info, tasks, chosen, failed, source, slug_defaults(model_dir))
     if not files:
         raise ExportError(f"{file} holds no task scores to export.")
     card = render_card(card_metadata(pipeline_tag="text-generation", tags=[str(info.get("backbone"))]),
@@ -362,6 +242,39 @@ def export_results(results_path, model_dir, *, benchmarks: dict[str, Benchmark] 
         written.append(tmp.replace(out / f"{stem}.yaml"))
     written.append(update_model_index(model_dir, index, repo_id or model_dir.name, card=card))
     return written
+
+
+def _entries(results: dict, file: Path, info: dict, tasks: list[str], chosen: dict, failed: dict,
+             source: tuple, defaults: dict) -> tuple[dict, list]:
+    """({file stem: eval-results YAML}, model-index entries) of every task's scores; ``source``: (url, name);
+    ``defaults``: the checkpoint's own settings (``slug_defaults``), what a run without model_args used."""
+    import yaml
+    from huggingface_hub import EvalResult, EvalResultEntry, eval_result_entries_to_yaml
+
+    url, name = source
+    date, rm, dtype = _date(results, file), rm_label(info), dtype_name(info.get("dtype"))
+    rm_sha256 = info.get("rm_weights_sha256") if info.get("rm") else None
+    files, index = {}, []
+    for task in tasks:
+        settings = relevant((info.get("tasks") or {}).get(task) or {k: info.get(k) for k in SCORE_KEYS})
+        slug, bench = settings_slug({**settings, "dtype": dtype}, rm_sha256, defaults), chosen[task]
+        scores = list(_metrics(results["results"][task]))
+        costs = {metric: value for metric, filt, value in scores if metric in COST_METRICS and filt == "none"}
+        for metric, filt, value in scores:
+            if metric in COST_METRICS:
+                continue
+            variant = metric if filt == "none" else f"{metric}-{filt}"
+            text = notes(settings, metric, rm, costs, dtype, drawn=bool(info.get("seed_drawn"))) + failed[task]
+            entry = EvalResultEntry(dataset_id=bench.dataset_id, task_id=bench.task_id, value=value, date=date,
+                                    source_url=url, source_name=name, notes=text)
+            stem = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{task}_{variant.replace('@', '-at-')}_{slug}")
+            files[stem] = yaml.safe_dump(eval_result_entries_to_yaml([entry]), sort_keys=False)
+            index.append(EvalResult(
+                task_type="text-generation", task_name=task, dataset_type=bench.dataset_id,
+                dataset_name=bench.dataset_id, dataset_split=bench.split, metric_type=variant, metric_value=value,
+                metric_name=f"{variant} ({slug})", metric_config=slug, source_name=name, source_url=url,
+                metric_args={**settings, "rm": rm, "rm_weights_sha256": rm_sha256, "dtype": dtype, "notes": text}))
+    return files, index
 
 
 __all__ = ["Benchmark", "ExportError", "dtype_name", "export_results", "find_results_file", "load_results", "notes",

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm_eval_latenttts.training.run_record import LOCK_FILE
-
-UPLOAD_IGNORE = ["checkpoints/*", ".tmp-*", "**/.tmp-*", LOCK_FILE]  # LOCK_FILE: a run's lock
+RUN_LOCK_FILE = ".run.lock"  # a training run's lock in its output folder (training.run_record holds it)
+UPLOAD_IGNORE = ["checkpoints/*", ".tmp-*", "**/.tmp-*", RUN_LOCK_FILE]
 
 
 def push_to_hub(folder, repo_id: str, *, private: bool = False, token: str | None = None,
@@ -22,6 +21,9 @@ def push_to_hub(folder, repo_id: str, *, private: bool = False, token: str | Non
     """Create ``repo_id`` (if needed) and upload ``folder``; returns the commit URL."""
     import huggingface_hub
 
+    from lm_eval_latenttts.publishing.identity import check_repo_id
+
+    check_repo_id(repo_id, "the repo id")
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} has no config.json: it is not a saved checkpoint folder to upload.")
@@ -31,4 +33,4 @@ def push_to_hub(folder, repo_id: str, *, private: bool = False, token: str | Non
                              ignore_patterns=UPLOAD_IGNORE)
 
 
-__all__ = ["UPLOAD_IGNORE", "push_to_hub"]
+__all__ = ["RUN_LOCK_FILE", "UPLOAD_IGNORE", "push_to_hub"]

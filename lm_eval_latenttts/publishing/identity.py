@@ -17,7 +17,7 @@ from pathlib import Path
 
 _SNAPSHOT = re.compile(r"^(models|datasets)--(?P<repo>.+)$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # an eval.yaml task id: one name, no path
 
 
 def weights_sha256(folder) -> str:
@@ -52,6 +52,40 @@ def hub_commit(folder) -> str:
     return _cache_parts(Path(folder))[1] or ""
 
 
+def repo_id_problem(repo_id, namespace: bool = False) -> str | None:
+    """Why ``repo_id`` is not a Hub repo id as the Hub validates it (``huggingface_hub``'s ``validate_repo_id``:
+    ``name`` or ``namespace/name`` of letters, digits, ``-``, ``_``, ``.``, no ``--`` or ``..``, at most 96
+    characters), or None; ``namespace``: the ``namespace/`` part is required."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(repo_id, str):
+        return f"{repo_id!r} is not text"
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        return str(err).splitlines()[0]
+    if namespace and "/" not in repo_id:
+        return f"{repo_id!r} has no namespace: expected namespace/name, e.g. openai/gsm8k"
+    return None
+
+
+def check_repo_id(repo_id, option: str, namespace: bool = False) -> str:
+    """``repo_id``, or a ``ValueError`` naming ``option`` when the Hub would refuse it."""
+    problem = repo_id_problem(repo_id, namespace)
+    if problem:
+        raise ValueError(f"{option} {repo_id!r} is not a Hugging Face Hub repo id: {problem}.")
+    return repo_id
+
+
+def check_task_id(task_id, option: str) -> str:
+    """``task_id`` (an eval.yaml task id: letters, digits, ``_``, ``.``, ``-``, no ``..``), or a ``ValueError``."""
+    if not isinstance(task_id, str) or not _TASK_ID.match(task_id) or ".." in task_id:
+        raise ValueError(f"{option}: the task id {task_id!r} is not a task id (letters, digits, '_', '.', '-'; no "
+                         "path).")
+    return task_id
+
+
 def hub_repo_id(path_or_id) -> str | None:
     """The Hub repo id behind ``path_or_id``: a cache snapshot's repo, an id that is not a local path, else None."""
     if path_or_id is None:
@@ -59,7 +93,7 @@ def hub_repo_id(path_or_id) -> str | None:
     text = str(path_or_id)
     if Path(text).expanduser().exists():
         return _cache_parts(Path(text).expanduser())[0]
-    return text if _REPO_ID.match(text) and "/" in text else None
+    return text if repo_id_problem(text, namespace=True) is None else None
 
 
-__all__ = ["hub_commit", "hub_repo_id", "weights_sha256"]
+__all__ = ["check_repo_id", "check_task_id", "hub_commit", "hub_repo_id", "repo_id_problem", "weights_sha256"]

@@ -68,6 +68,19 @@ def _training_section(summary: dict, backbone: str, n, strength: str) -> list:
     ann = summary.get("annotation_config") or {}
     cfg = summary.get("config") or {}
     loss = cfg.get("loss", "contrastive")
+    dropped = ("; questions whose N trajectories were all right or all wrong dropped"
+               + (" (kept here)" if ann.get("keep_all") else ""))
+    if ann.get("labels") == "decoded":
+        labels = (f"- Labels: exact step labels, N = {n} trajectories per question, sampling: {strength}: latent "
+                  "step t is right when the explicit step the backbone writes after the trajectory's latents 0..t "
+                  "(clean prompt, greedy) has the gold next step's expression; the last step: the trajectory's "
+                  "final correctness" + dropped)
+    else:
+        labels = (f"- Labels: step-wise Monte Carlo values, N = {n} trajectories per question, M = "
+                  f"{ann.get('num_continuations', 'n/a')} continuations per step, sampling: {strength}" + dropped)
+    reads = ([f"- Input: the prompt, the latent steps, then the end marker and the decoded answer; the answer's "
+              "last token is scored as one more (outcome) step, labelled with final correctness"]
+             if cfg.get("rm_input") == "latents+answer" else [])
     return [
         "## Training",
         "",
@@ -75,15 +88,18 @@ def _training_section(summary: dict, backbone: str, n, strength: str) -> list:
         f"- Backbone whose latents it scores: `{backbone}`",
         f"- Data: `{ann.get('data', summary.get('annotations'))}`; {summary.get('train_questions')} training "
         f"questions, {summary.get('eval_questions')} held out",
-        f"- Labels: step-wise Monte Carlo values, N = {n} trajectories per question, M = "
-        f"{ann.get('num_continuations', 'n/a')} continuations per step, sampling: {strength}; questions whose "
-        "N trajectories were all right or all wrong dropped" + (" (kept here)" if ann.get("keep_all") else ""),
-        f"- Loss: {_LOSSES['contrastive' if loss == 'contrastive' else 'bce']}",
+        labels,
+        *reads,
+        f"- Loss: {_LOSSES['contrastive' if loss == 'contrastive' else 'bce']}".replace(
+            "the Monte Carlo step value", "the step label" if ann.get("labels") == "decoded" else
+            "the Monte Carlo step value"),
         f"- Optimisation: lr {cfg.get('lr')}, cosine schedule, warm-up {cfg.get('warmup_ratio')}, "
         f"{summary.get('optimizer_steps')} optimizer steps of {summary.get('global_batch', cfg.get('batch_size'))} "
         f"questions ({summary.get('num_processes', 1)} processes x {cfg.get('batch_size')} questions x "
         f"{cfg.get('grad_accum')} accumulation), precision {cfg.get('precision')}"
-        + (f", LoRA r={cfg.get('lora_r')} (merged)" if cfg.get("lora_r") else ", full fine-tuning"),
+        + (f", LoRA r={cfg.get('lora_r')} (merged)" if cfg.get("lora_r") else ", full fine-tuning")
+        + (", no dropout" if cfg.get("dropout") is False else "")
+        + (", weights re-initialised" if cfg.get("reinit") else ""),
         f"- Training loss: {_fmt(summary.get('first_loss'))} -> {_fmt(summary.get('last_loss'))}",
     ]
 

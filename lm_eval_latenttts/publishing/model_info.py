@@ -13,26 +13,9 @@ from __future__ import annotations
 
 import os
 
-from lm_eval_latenttts.harness.arguments import GENERATION_KEYS
 from lm_eval_latenttts.publishing.identity import hub_commit, weights_sha256
 
 DATA_ENV_PREFIX = "LATENT_TTS_DATA_"
-# what a score depends on besides the checkpoints and the questions, in model_args names (GENERATION_KEYS)
-SETTING_KEYS = tuple(key for key in GENERATION_KEYS if key not in ("adaptive", "greedy"))
-BEAM_KEYS = ("beams", "candidates")  # only with aggregate=beam
-ADAPTIVE_KEYS = ("adaptive_rule", "adaptive_round", "adaptive_threshold", "adaptive_votes")  # only when adaptive
-
-
-def scaling_settings(config, has_rm: bool) -> dict:
-    """The test-time-scaling settings of a ``LatentGenerationConfig`` in ``model_args`` names (``SETTING_KEYS``):
-    what a score depends on besides the checkpoints and the questions."""
-    how = config.selection(has_rm)
-    adaptive = bool(config.adaptive) and how != "beam" and config.samples  # N is then a budget, not a count
-    settings = {key: getattr(config, GENERATION_KEYS[key]) for key in SETTING_KEYS}
-    settings.update(sampling=config.latent_sampling or "none", aggregate=how)
-    for key in (*(BEAM_KEYS if how != "beam" else ()), *(ADAPTIVE_KEYS if not adaptive else ())):
-        settings[key] = None
-    return settings
 
 
 def checkpoint_info(model, path_or_id, revision: str | None = None) -> dict:
@@ -58,4 +41,4 @@ def data_overrides() -> dict:
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith(DATA_ENV_PREFIX) and v}
 
 
-__all__ = ["DATA_ENV_PREFIX", "SETTING_KEYS", "checkpoint_info", "data_overrides", "scaling_settings"]
+__all__ = ["DATA_ENV_PREFIX", "checkpoint_info", "data_overrides"]

@@ -1,3 +1,4 @@
-"""Test-time scaling stage: N rollouts per question and their candidates (``rollouts``), choosing one
-answer (``aggregation``: majority, best-of-N, RM-weighted vote), RM-guided beam search (``beam``) and the
-per-question metrics and intervals (``metrics``)."""
+"""Test-time scaling stage: the engine that answers a batch of questions (``engine``), the plan of a request
+decided once (``plan``), selection strategies as plug-ins (``strategies``; the votes behind them in
+``aggregation``), one call's rollouts and candidates (``rollouts``), RM-guided beam search (``beam``), adaptive
+rounds (``adaptive``), the typed result of a question (``result``) and its metric rows (``metrics``)."""

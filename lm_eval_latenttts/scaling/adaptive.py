@@ -45,34 +45,11 @@ import math
 from typing import Callable
 
 from hf_modeling.answers import answer_key
-from lm_eval_latenttts.scaling.aggregation import Aggregation, aggregation, answer_weights, vote_totals
-from lm_eval_latenttts.scaling.rollouts import Candidates
+from lm_eval_latenttts.scaling.aggregation import tally
+from lm_eval_latenttts.scaling.strategies import DrawMode, Schedule
 
-# draw(question indices, sample offset, count) -> per question its Candidates, or a failure reason
+# draw(question indices, sample offset, count) -> per question its QuestionDraw of the call
 Draw = Callable[[list[int], int, int], list]
-
-
-def rounds_apply(config, how: str | Aggregation) -> bool:
-    """Whether ``config`` draws in rounds: adaptive sampling on, rollouts that differ, no search (beam)."""
-    return bool(config.adaptive) and config.samples and not aggregation(how).search
-
-
-def round_size(config, how: str | Aggregation) -> int:
-    """Rollouts per question and round: ``adaptive_round`` (at most N) when adaptive, else all N at once."""
-    n = config.num_return_sequences
-    return min(config.adaptive_round, n) if rounds_apply(config, how) else n
-
-
-def tally(answers: list, scores: list | None = None) -> list[tuple[float, int, str]]:
-    """Votes per answer as ``(votes, first index, answer)``, leader first (ties: earliest first occurrence).
-
-    Counts, or with ``scores`` RM-weighted votes that add up to the number of answered rollouts.
-    """
-    totals = vote_totals(answers, None if scores is None else answer_weights(scores)).values()
-    mass = sum(votes for votes, _, _ in totals)
-    answered = sum(1 for a in answers if answer_key(a) is not None)
-    scale = answered / mass if scores is not None and mass > 0 else 1.0
-    return sorted(((votes * scale, first, answer) for votes, first, answer in totals), key=lambda v: (-v[0], v[1]))
 
 
 def exact_settled(votes: list[tuple[float, int, str]], left: int) -> bool:
@@ -116,51 +93,56 @@ def regularized_beta(x: float, a: float, b: float) -> float:
     return math.exp(log_front) * fraction / a
 
 
-def stop_reason(candidates: Candidates, config, how: str | Aggregation) -> str | None:
-    """Why the question stops drawing after its rollouts so far (``None``: it goes on)."""
-    n, drawn = config.num_return_sequences, len(candidates.answers)
-    if not rounds_apply(config, how):
-        if aggregation(how).search:
-            return "beam search: one search per question"
-        return f"fixed: all {n} rollouts" if config.samples else "deterministic: one rollout stands for all"
+def stop_reason(draw, schedule: Schedule, config) -> str | None:
+    """Why the question stops drawing after its rollouts so far (``draw``, a ``QuestionDraw``; ``None``: it
+    goes on), under the plan's ``schedule`` and the rule of ``config``."""
+    n, drawn, mode = schedule.n, len(draw.answers), schedule.mode
+    if mode is not DrawMode.ROUNDS:
+        return {DrawMode.SEARCH: "beam search: one search per question", DrawMode.SAMPLES: f"fixed: all {n} rollouts",
+                DrawMode.ONE: "deterministic: one rollout stands for all"}[mode]
     if drawn >= n:
         return f"budget: all {n} rollouts drawn"
     rule, left = config.adaptive_rule, n - drawn
     if rule == "exact":
-        votes = tally(candidates.answers)
+        votes = tally(draw.answers)
         if exact_settled(votes, left):
             leader = f"{votes[0][2]!r} with {votes[0][0]:g} of {drawn} votes" if votes else "no answer"
             return f"exact: leader {leader} cannot be overtaken by the {left} rollouts left"
         return None
     if rule == "confidence":
-        votes = tally(candidates.answers, candidates.scores if config.adaptive_votes == "rm" else None)
-        if not votes:
-            return None
-        v1, v2 = votes[0][0], votes[1][0] if len(votes) > 1 else 0.0
-        chance = leader_probability(v1, v2)
-        if chance >= config.adaptive_threshold:
-            return (f"confidence: P(leader {votes[0][2]!r} beats the runner-up) = {chance:.4f} >= "
-                    f"{config.adaptive_threshold:g} after {drawn} rollouts ({v1:.3g} vs {v2:.3g} votes)")
-        return None
-    window = candidates.answers[-round_size(config, how):]
+        return _confident(tally(draw.answers, draw.scores if config.adaptive_votes == "rm" else None), drawn,
+                          config.adaptive_threshold)
+    window = draw.answers[-schedule.round:]
     keys = {answer_key(a) for a in window}
     if len(keys) == 1 and None not in keys:
         return f"esc: the last {len(window)} answers agree after {drawn} rollouts"
     return None
 
 
-def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw,
+def _confident(votes: list, drawn: int, threshold: float) -> str | None:
+    """The confidence rule's reason to stop (None: go on)."""
+    if not votes:
+        return None
+    v1, v2 = votes[0][0], votes[1][0] if len(votes) > 1 else 0.0
+    chance = leader_probability(v1, v2)
+    if chance >= threshold:
+        return (f"confidence: P(leader {votes[0][2]!r} beats the runner-up) = {chance:.4f} >= {threshold:g} after "
+                f"{drawn} rollouts ({v1:.3g} vs {v2:.3g} votes)")
+    return None
+
+
+def draw_in_rounds(questions: int, schedule: Schedule, config, draw: Draw,
                    rows_per_call: Callable[[], int]) -> list:
-    """Every question's candidates, drawn in level-synchronous rounds; see the module docstring.
+    """Every question's ``QuestionDraw``, drawn in level-synchronous rounds of the plan's ``schedule``; see the
+    module docstring.
 
     ``draw(indices, offset, count)`` draws samples ``offset .. offset+count-1``
     of the questions ``indices`` in one call and returns, per question, its
-    ``Candidates`` or a failure reason (``str``: the question stops, failed).
+    ``QuestionDraw`` (an error in a draw is raised, never a question's result).
     ``rows_per_call()`` is the current row budget of a call (it may shrink
-    after an out-of-memory error).  Returns, per question, its ``Candidates``
-    (``stopped`` says why it stopped) or its failure reason.
+    after an out-of-memory error).  Each draw's ``stopped`` says why it stopped.
     """
-    n, k = config.num_return_sequences, round_size(config, how)
+    n, k = schedule.n, schedule.round
     found: list = [None] * questions
     undecided, offset = list(range(questions)), 0
     while undecided:
@@ -169,7 +151,7 @@ def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw,
         while start < len(undecided):
             part = undecided[start:start + max(1, rows_per_call() // count)]
             for q, got in zip(part, draw(part, offset, count)):
-                if found[q] is None or isinstance(got, str):
+                if found[q] is None:
                     found[q] = got
                 else:
                     found[q].extend(got)
@@ -177,22 +159,11 @@ def draw_in_rounds(questions: int, config, how: str | Aggregation, draw: Draw,
         offset += count
         still = []
         for q in undecided:
-            if isinstance(found[q], str):
-                continue
-            found[q].stopped = stop_reason(found[q], config, how)
+            found[q].stopped = stop_reason(found[q], schedule, config)
             if found[q].stopped is None:
                 still.append(q)
         undecided = still
     return found
 
 
-__all__ = [
-    "draw_in_rounds",
-    "exact_settled",
-    "leader_probability",
-    "regularized_beta",
-    "round_size",
-    "rounds_apply",
-    "stop_reason",
-    "tally",
-]
+__all__ = ["draw_in_rounds", "exact_settled", "leader_probability", "regularized_beta", "stop_reason", "tally"]

@@ -1,19 +1,17 @@
-"""Choosing one answer among a question's N: majority vote, best-of-N, RM-weighted vote.
+"""The votes behind a choice among a question's N answers: majority vote, best-of-N, RM-weighted vote, tallies.
 
 Pure Python.  Answers are compared with ``hf_modeling.answers`` (numbers as
 numbers; ``None`` never wins).  Ties go to the earliest first occurrence among
 the N answers, for every rule here, so a choice never depends on dict order.
-:func:`select` is the one place that applies the rule a run asked for; the
-lm-eval model and the scaling report both call it.
+The strategies that apply them are ``scaling.strategies``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from hf_modeling.answers import answer_key
+
 
 def _check_scores(answers, scores):
     answers, scores = list(answers), [float(s) for s in scores]
@@ -89,98 +87,17 @@ def weighted_vote(answers, scores):
     return _leader(vote_totals(answers, answer_weights(scores)))
 
 
-@dataclass(frozen=True)
-class Selection:
-    """One question's choice: ``answer`` (by the run's rule), the index of a candidate that gives it
-    (``chosen``; None if no candidate does), and every rule's answer for the metric rows."""
+def tally(answers: list, scores: list | None = None) -> list[tuple[float, int, str]]:
+    """Votes per answer as ``(votes, first index, answer)``, leader first (ties: earliest first occurrence).
 
-    answer: str | None
-    chosen: int | None
-    majority: str | None
-    best_of_n: str | None
-    weighted: str | None
-
-
-@dataclass(frozen=True)
-class Aggregation:
-    """One way of choosing a question's answer: an entry of ``AGGREGATIONS``.
-
-    ``choose(answers, scores, chosen, rules)`` returns ``(answer, index of a candidate giving it)``;
-    ``rules`` holds every rule's answer (``majority``, ``best_of_n``, ``weighted``).  ``search``: the
-    candidates come from one RM-guided search per question (beam search), not from N samples, so there
-    are no rounds of samples to draw or split.  Which names need a LatentRM is the config's fact
-    (``hf_modeling.generation_config.RM_AGGREGATES``).
+    Counts, or with ``scores`` RM-weighted votes (``answer_weights``) that add up to the number of answered
+    candidates, so a flat RM gives the counts.
     """
-
-    name: str
-    choose: Callable[[list, list | None, int | None, dict], tuple]
-    search: bool = False
-
-
-def _first_giving(answers: list, answer) -> int | None:
-    key = answer_key(answer)
-    return next((i for i, a in enumerate(answers) if key is not None and answer_key(a) == key), None)
+    totals = vote_totals(answers, None if scores is None else answer_weights(scores)).values()
+    mass = sum(votes for votes, _, _ in totals)
+    answered = sum(1 for a in answers if answer_key(a) is not None)
+    scale = answered / mass if scores is not None and mass > 0 else 1.0
+    return sorted(((votes * scale, first, answer) for votes, first, answer in totals), key=lambda v: (-v[0], v[1]))
 
 
-def _by_rule(rule: str):
-    def choose(answers, scores, chosen, rules):
-        return rules[rule], _first_giving(answers, rules[rule])
-    return choose
-
-
-def _best_of_n(answers, scores, chosen, rules):
-    return rules["best_of_n"], (best_of_n_index(scores) if answers else None)
-
-
-def _searched(answers, scores, chosen, rules):
-    return (answers[chosen] if answers and chosen is not None else None), chosen
-
-
-# the aggregations a run can ask for (``aggregate``): adding one is an entry here and its name in
-# hf_modeling.generation_config.AGGREGATES (and RM_AGGREGATES when it needs a LatentRM)
-AGGREGATIONS = {
-    "majority": Aggregation("majority", _by_rule("majority")),
-    "best_of_n": Aggregation("best_of_n", _best_of_n),
-    "weighted": Aggregation("weighted", _by_rule("weighted")),
-    "beam": Aggregation("beam", _searched, search=True),
-}
-
-
-def aggregation(how: str | Aggregation) -> Aggregation:
-    """The table entry of ``how`` (a name or an entry)."""
-    if isinstance(how, Aggregation):
-        return how
-    if how not in AGGREGATIONS:
-        raise ValueError(f"aggregate must be one of {', '.join(map(repr, AGGREGATIONS))}; got {how!r}.")
-    return AGGREGATIONS[how]
-
-
-def select(answers: list, scores: list | None, how: str | Aggregation, chosen: int | None = None) -> Selection:
-    """Apply the aggregation ``how`` (a name or an ``AGGREGATIONS`` entry) to N candidates.
-
-    ``scores`` are the RM trajectory scores (None without an RM); for ``beam``
-    the search already chose the candidate ``chosen``.
-    """
-    rule = aggregation(how)
-    if scores is not None:
-        answers, scores = _check_scores(answers, scores)
-    rules = {"majority": majority_vote(answers), "best_of_n": None, "weighted": None}
-    if scores is not None and answers:
-        rules["best_of_n"] = answers[best_of_n_index(scores)]
-        rules["weighted"] = weighted_vote(answers, scores)
-    answer, chosen = rule.choose(answers, scores, chosen, rules)
-    return Selection(answer=answer, chosen=chosen, **rules)
-
-
-__all__ = [
-    "AGGREGATIONS",
-    "Aggregation",
-    "Selection",
-    "aggregation",
-    "answer_weights",
-    "best_of_n_index",
-    "majority_vote",
-    "select",
-    "vote_totals",
-    "weighted_vote",
-]
+__all__ = ["answer_weights", "best_of_n_index", "majority_vote", "tally", "vote_totals", "weighted_vote"]

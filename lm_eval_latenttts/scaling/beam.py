@@ -135,7 +135,7 @@ def _prompt(backbone, rm, setup: RolloutSetup, width: int, real: int) -> _Beams:
     With dropout on the prompt each row runs its own prompt pass; else the question's is shared.
     """
     state = backbone.start_samples(setup, width, _candidate_keys(setup, 0, width), real)
-    rm_state = rm.rm_prefill(setup.input_ids, setup.attention_mask).repeat_interleave(width)
+    rm_state = rm.rm_prefill(setup.input_ids, setup.attention_mask, setup.steps).repeat_interleave(width)
     rm_device = rm_state.positions.device
     rows = state.rows
     return _Beams(state=state, rm_state=rm_state, latent=None, active=None,

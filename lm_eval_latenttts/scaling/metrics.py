@@ -1,11 +1,11 @@
 """Per-question metrics of test-time scaling, and their intervals: one definition for lm-eval and the report.
 
-``question_metrics`` turns one question's N candidate answers and selection
+``question_metrics`` turns one question's typed result (``scaling.result``)
 into the rows that the ``latent_*`` tasks report (``acc``, ``single_acc``,
-``majority``, ``best_of_n``, ``weighted``, ``coverage``, ``pass@k``, and from
-the run's record ``greedy``, ``rollouts``, ``latent_forwards``); the
-benchmarks call the same function, so the reports and ``lm_eval`` cannot
-disagree.
+``majority``, ``best_of_n``, ``weighted``, ``greedy``, ``coverage``,
+``pass@k``, ``rollouts``, ``latent_forwards``); the benchmarks call the same
+function on the results the same engine builds, so the reports and ``lm_eval``
+cannot disagree.
 
 With adaptive sampling a question draws a number of rollouts that depends on
 its answers, and an average over such a stopped sample is biased (the draws
@@ -16,7 +16,6 @@ rollout.
 """
 
 from __future__ import annotations
-
 
 from hf_modeling.answers import answers_equal
 
@@ -59,37 +58,32 @@ def pass_at_k(n, c, k):
 RUN_ROWS = ("rollouts", "latent_forwards")  # compute per question, reported as is
 
 
-def question_metrics(gold, answers: list, selection, has_rm: bool, n: int | None = None,
-                     run: dict | None = None) -> dict[str, float]:
-    """The metric rows of one question from its candidate answers and ``Selection``.
+def question_metrics(gold, result) -> dict[str, float]:
+    """The metric rows of one question from its typed result (``scaling.result.QuestionResult``).
 
-    ``run`` is what the run recorded beside the candidates (the payload of
-    ``latent_tts``): ``greedy`` (the answer of the deterministic decode; a
-    ``greedy`` row only when the key is there), ``rollouts`` and
-    ``latent_forwards`` (compute rows) and ``first_round`` (adaptive sampling,
-    see the module docstring).
+    ``acc`` (the strategy's answer), ``single_acc``, the answer of every strategy with a row of its own
+    (``scaling.strategies``: ``majority``; ``best_of_n`` and ``weighted`` with a LatentRM), ``greedy`` (when
+    the run reports the greedy decode), ``coverage``, ``pass@k`` (adaptive sampling: on the first round only,
+    see the module docstring) and the compute rows ``rollouts`` and ``latent_forwards``.
     """
-    run = run or {}
-    correct = [answers_equal(a, gold) for a in answers]
-    first = run.get("first_round")
+    from lm_eval_latenttts.scaling.strategies import STRATEGIES
+
+    correct = [answers_equal(a, gold) for a in result.answers]
+    first = result.first_round
     sampled = correct[:first] if first else correct  # the rollouts every question drew, whatever its answers
     c, drawn = sum(sampled), len(sampled)
-    out = {
-        "acc": float(answers_equal(selection.answer, gold)),
-        "single_acc": c / drawn if drawn else 0.0,
-        "majority": float(answers_equal(selection.majority, gold)),
-    }
-    if has_rm:
-        out["best_of_n"] = float(answers_equal(selection.best_of_n, gold))
-        out["weighted"] = float(answers_equal(selection.weighted, gold))
-    if "greedy" in run:
-        out["greedy"] = float(answers_equal(run["greedy"], gold))
+    out = {"acc": float(answers_equal(result.selection.answer, gold)), "single_acc": c / drawn if drawn else 0.0}
+    for rule in STRATEGIES.values():
+        if rule.row and (result.has_rm or not rule.needs_rm) and (result.has_greedy or not rule.needs_greedy):
+            out[rule.row] = float(answers_equal(result.selection.rows.get(rule.row), gold))
+    if result.has_greedy:
+        out["greedy"] = float(answers_equal(result.greedy, gold))
     out["coverage"] = coverage(correct)
-    for k in pass_ks(first or n or drawn or 1):
+    for k in pass_ks(first or result.n or drawn or 1):
         out[f"pass@{k}"] = pass_at_k(drawn, c, k) if drawn >= k else 0.0
     for key in RUN_ROWS:
-        if run.get(key) is not None:
-            out[key] = float(run[key])
+        if getattr(result, key) is not None:
+            out[key] = float(getattr(result, key))
     return out
 
 

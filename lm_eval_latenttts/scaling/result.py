@@ -1,10 +1,13 @@
-"""One question's result, typed: what ``latent_tts`` answers a ``latent_*`` task's request with.
+"""One question's result, typed: what the engine answers a question with, and what a ``latent_*`` task scores.
 
-lm-eval hands a model's response to the task as a string, so the result
-crosses that boundary as JSON, in one pair: ``QuestionResult.to_json`` (the
-model's response) and ``QuestionResult.from_json`` (the task's
-``process_results``).  Everything on either side works on the typed object.
-Pure Python.
+``QuestionResult.answered(plan, draw, greedy)`` builds it from the candidates a
+question drew: its strategy chooses (``scaling.strategies``), every strategy
+with a metric row gives its answer too, the answers are put in canonical form
+and the RM scores rounded as reported.  lm-eval hands a model's response to the
+task as a string, so the result crosses that boundary as JSON, in one pair:
+``to_json`` (the model's response) and ``from_json`` (the task's
+``process_results``, which passes the typed result to
+``scaling.metrics.question_metrics``).  Pure Python.
 """
 
 from __future__ import annotations
@@ -12,36 +15,47 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from lm_eval_latenttts.scaling.aggregation import Selection
+from hf_modeling.answers import normalize_number, number_text
+from lm_eval_latenttts.scaling.rollouts import Candidate, QuestionDraw
+from lm_eval_latenttts.scaling.strategies import DrawMode, QuestionView, row_names, rows
 
 FAILED = "failed"  # ``stopped`` of a document that could not run
+SCORE_DIGITS = 6  # RM scores as reported
 
 
-@dataclass
-class CandidateRow:
-    """One candidate as reported: extracted answer, RM trajectory score (None without an RM), decoded text,
-    latent steps taken."""
+def canonical_answer(answer) -> str | None:
+    """An extracted answer in canonical text form (numbers as exact numbers: '1,234.0' -> '1234')."""
+    if answer is None:
+        return None
+    number = normalize_number(answer)
+    return str(answer) if number is None else number_text(number)
 
-    answer: str | None
-    score: float | None = None
-    text: str | None = None
-    latent_steps: int | None = None
+
+@dataclass(frozen=True)
+class Selection:
+    """One question's choice: ``answer`` (by the run's strategy), the index of a candidate giving it
+    (``chosen``; None if no candidate does), and ``rows``: the answer of every strategy with a metric row
+    (``scaling.strategies.rows``; None where it does not apply)."""
+
+    answer: str | None = None
+    chosen: int | None = None
+    rows: dict = field(default_factory=dict)
 
 
 @dataclass
 class QuestionResult:
     """A question's candidates, the choice among them and what they cost.
 
-    ``n``: N rollouts (the B beams of beam search); ``first_round``: the round every question draws
-    with adaptive sampling (``single_acc`` and ``pass@k`` use it), else None; ``greedy``: the answer of
-    the deterministic decode when the run reports it (``has_greedy``); ``error``: why a document
-    failed (``stopped == "failed"``).
+    ``aggregate``: the strategy's name; ``n``: N rollouts (the B beams of beam search); ``has_rm``: scored by a
+    LatentRM; ``first_round``: the rollouts every question draws with adaptive sampling (``single_acc`` and
+    ``pass@k`` use them), else None; ``has_greedy``: the run reports the greedy decode, whose answer is
+    ``greedy``; ``error``: why a document failed (``stopped == "failed"``).
     """
 
     aggregate: str | None
     n: int
-    candidates: list[CandidateRow] = field(default_factory=list)
-    selection: Selection = Selection(None, None, None, None, None)
+    candidates: list[Candidate] = field(default_factory=list)
+    selection: Selection = field(default_factory=Selection)
     has_rm: bool = False
     rollouts: int | None = None
     latent_forwards: int | None = None
@@ -56,25 +70,48 @@ class QuestionResult:
         return [c.answer for c in self.candidates]
 
     @property
-    def run(self) -> dict:
-        """What ``scaling.metrics.question_metrics`` reads beside the candidates (its ``run``)."""
-        run = {"rollouts": self.rollouts, "latent_forwards": self.latent_forwards}
-        if self.first_round is not None:
-            run["first_round"] = self.first_round
-        if self.has_greedy:
-            run["greedy"] = self.greedy
-        return run
+    def texts(self) -> list:
+        return [c.text for c in self.candidates]
+
+    @classmethod
+    def answered(cls, plan, draw: QuestionDraw, greedy: QuestionDraw | None = None,
+                 step_scores: list | None = None) -> QuestionResult:
+        """The result of a question that ``plan`` drew ``draw`` for (and the greedy decode ``greedy``)."""
+        answers = tuple(canonical_answer(a) for a in draw.answers)
+        scores = draw.scores
+        baseline = greedy if greedy is not None else (draw if plan.mode is DrawMode.ONE else None)
+        greedy_answer = canonical_answer(baseline.answers[0]) if baseline is not None else None
+        view = QuestionView(answers, None if scores is None else tuple(float(s) for s in scores),
+                            None if step_scores is None else tuple(step_scores), draw.searched, greedy_answer,
+                            baseline is not None)
+        choice = plan.strategy.choose(view)
+        spent = greedy if greedy is not None else QuestionDraw()
+        return cls(
+            aggregate=plan.strategy.name, n=plan.n, selection=Selection(choice.answer, choice.index, rows(view)),
+            candidates=[Candidate(answer, None if c.score is None else round(float(c.score), SCORE_DIGITS), c.text,
+                                  int(c.latent_steps)) for answer, c in zip(answers, draw.candidates)],
+            has_rm=scores is not None, rollouts=draw.drawn + spent.drawn,
+            latent_forwards=draw.latent_forwards + spent.latent_forwards, stopped=draw.stopped,
+            first_round=plan.first_round, has_greedy=plan.reports_greedy,
+            greedy=greedy_answer if plan.reports_greedy else None)
+
+    @classmethod
+    def failed(cls, plan, reason: str) -> QuestionResult:
+        """The result of a document that could not run (a named reason): no candidates, scored wrong; the fields
+        that depend only on the settings are an answered document's, so that it reports the same rows."""
+        return cls(aggregate=plan.strategy.name, n=plan.n, selection=Selection(rows=dict.fromkeys(row_names())),
+                   has_rm=plan.has_rm, rollouts=0, latent_forwards=0, stopped=FAILED, first_round=plan.first_round,
+                   has_greedy=plan.reports_greedy, error=reason)
 
     def to_json(self) -> str:
         """The response string of a ``latent_*`` request."""
         record = {"answer": self.selection.answer, "aggregate": self.aggregate, "n": self.n}
         if self.first_round is not None:
             record["first_round"] = self.first_round
-        record.update({
-            "chosen": self.selection.chosen, "majority": self.selection.majority,
-            "best_of_n": self.selection.best_of_n, "weighted": self.selection.weighted, "has_rm": self.has_rm,
-            "rollouts": self.rollouts, "latent_forwards": self.latent_forwards, "stopped": self.stopped,
-        })
+        record["chosen"] = self.selection.chosen
+        record.update({name: self.selection.rows.get(name) for name in row_names()})
+        record.update({"has_rm": self.has_rm, "rollouts": self.rollouts, "latent_forwards": self.latent_forwards,
+                       "stopped": self.stopped})
         if self.has_greedy:
             record["greedy"] = self.greedy
         if self.error is not None:
@@ -87,8 +124,6 @@ class QuestionResult:
     def from_json(cls, response) -> QuestionResult:
         """The result in a response: ``to_json``'s string, or any other text (e.g. a model other than
         ``latent_tts`` run on a ``latent_*`` task) as one candidate, its last number."""
-        from hf_modeling.answers import last_number
-
         if isinstance(response, (list, tuple)):
             response = response[0] if response else ""
         record = None
@@ -98,20 +133,27 @@ class QuestionResult:
             except (json.JSONDecodeError, ValueError):
                 record = None
         if not (isinstance(record, dict) and "candidates" in record):
-            answer = last_number(response)
-            return cls(aggregate=None, n=1, candidates=[CandidateRow(answer)],
-                       selection=Selection(answer, None, answer, None, None))
-        rows = [CandidateRow(c.get("answer"), c.get("score"), c.get("text"), c.get("latent_steps"))
-                for c in record["candidates"] or []]
+            return cls._plain(response)
+        found = [Candidate(c.get("answer"), c.get("score"), c.get("text"), c.get("latent_steps"))
+                 for c in record["candidates"] or []]
         return cls(
-            aggregate=record.get("aggregate"), n=int(record.get("n") or len(rows) or 1), candidates=rows,
-            selection=Selection(record.get("answer"), record.get("chosen"), record.get("majority"),
-                                record.get("best_of_n"), record.get("weighted")),
+            aggregate=record.get("aggregate"), n=int(record.get("n") or len(found) or 1), candidates=found,
+            selection=Selection(record.get("answer"), record.get("chosen"),
+                                {name: record.get(name) for name in row_names()}),
             has_rm=bool(record.get("has_rm")), rollouts=record.get("rollouts"),
             latent_forwards=record.get("latent_forwards"), stopped=record.get("stopped"),
             first_round=record.get("first_round"), has_greedy="greedy" in record, greedy=record.get("greedy"),
             error=record.get("error"),
         )
 
+    @classmethod
+    def _plain(cls, response) -> QuestionResult:
+        """Another model's text as one candidate: its last number, chosen by every rule that needs no RM."""
+        from hf_modeling.answers import last_number
 
-__all__ = ["FAILED", "CandidateRow", "QuestionResult"]
+        answer = last_number(response)
+        return cls(aggregate=None, n=1, candidates=[Candidate(answer)],
+                   selection=Selection(answer, None, rows(QuestionView((answer,)))))
+
+
+__all__ = ["FAILED", "QuestionResult", "SCORE_DIGITS", "Selection", "canonical_answer"]

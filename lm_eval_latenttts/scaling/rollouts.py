@@ -1,14 +1,21 @@
-"""From prompts to candidates: N latent rollouts per question, their answers and LatentRM scores.
+"""From prompts to candidates: one call's latent rollouts of a batch of questions, their answers and LatentRM scores.
 
-The lm-eval model and ``benchmarks/scaling.py`` both get a question's
-candidates here, so they see the same rollouts (sample j of a question is a
-function of (seed, question, j), see ``hf_modeling.latent_sampling``) and the
-same answers (the backbone's ``extract_answer``).
+``sample`` draws keyed samples (sample j of a question is a function of
+(seed, question, j), see ``hf_modeling.latent_sampling``) and ``beam`` runs
+RM-guided beam search; both return, per question, a ``QuestionDraw``: its
+``Candidate`` list (decoded text, extracted answer, RM trajectory score, latent
+steps) and what it cost.  The engine (``scaling.engine``) calls them for every
+call it plans, so lm-eval and the benchmarks see the same rollouts and answers.
+
+What only the research scripts read (the latent vectors, the answer tokens
+generated, the RM's per-step scores) stays out of the candidates: pass
+``record`` (a ``Recorder``'s callback, through ``Engine.run``) to get them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,44 +23,95 @@ from hf_modeling.generation_config import LatentGenerationConfig
 
 
 @dataclass
-class Candidates:
-    """One question's candidates: decoded answer texts, extracted answers, RM trajectory scores (None
-    without an RM), latent steps taken; ``chosen`` is set by beam search, ``latents`` on request.
+class Candidate:
+    """One candidate: its extracted ``answer`` (None: none could be extracted), RM trajectory ``score`` (None
+    without a LatentRM), decoded ``text`` and the ``latent_steps`` it took.  As drawn, the answer is the
+    backbone's extraction and the score unrounded; in a ``QuestionResult`` they are canonical and rounded."""
 
-    What they cost: ``drawn`` rollouts (1 with sampling off, where one stands for all N; B*C for beam
-    search) and ``latent_forwards`` latent forward steps (rows x steps, the unit beam search is compared
-    in); ``stopped`` says why no more were drawn (``scaling.adaptive``).  With ``keep_latents`` a sample
-    also keeps what the evidence report measures: ``answer_tokens`` (tokens generated, up to and including
-    the first EOS) and ``step_scores`` (the RM's per latent step)."""
+    answer: str | None
+    score: float | None = None
+    text: str | None = None
+    latent_steps: int | None = None
 
-    texts: list[str]
-    answers: list[str | None]
-    scores: list[float] | None
-    latent_steps: list[int]
-    drawn: int
-    latent_forwards: int
-    chosen: int | None = None
-    latents: torch.Tensor | None = None
+
+@dataclass
+class QuestionDraw:
+    """What one question drew: its ``candidates`` in sample order, ``drawn`` rollouts (1 with sampling off, where
+    one stands for all N; B*C for beam search) and ``latent_forwards`` latent forward steps (rows x steps, the
+    unit beam search is compared in); ``searched``: the candidate a search chose; ``stopped``: why no more were
+    drawn (``scaling.adaptive``)."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    drawn: int = 0
+    latent_forwards: int = 0
+    searched: int | None = None
     stopped: str | None = None
-    answer_tokens: list[int] | None = None
-    step_scores: list[list[float]] | None = None
 
-    def extend(self, other: Candidates) -> None:
-        """Append the candidates of a later call (samples ``offset..``) for the same question."""
-        self.texts += other.texts
-        self.answers += other.answers
-        self.latent_steps += other.latent_steps
+    @property
+    def answers(self) -> list:
+        return [c.answer for c in self.candidates]
+
+    @property
+    def scores(self) -> list | None:
+        """The RM trajectory scores, or None without a LatentRM."""
+        if not self.candidates or self.candidates[0].score is None:
+            return None
+        return [c.score for c in self.candidates]
+
+    @property
+    def texts(self) -> list:
+        return [c.text for c in self.candidates]
+
+    def extend(self, other: QuestionDraw) -> None:
+        """Append the candidates of a later call (samples ``offset..``) of the same question."""
+        self.candidates += other.candidates
         self.drawn += other.drawn
         self.latent_forwards += other.latent_forwards
-        if self.scores is not None:
-            self.scores += other.scores
+
+    def first(self, k: int) -> QuestionDraw:
+        """The first ``k`` samples: what N = k draws (sample j does not depend on N)."""
+        kept = self.candidates[:k]
+        return QuestionDraw(kept, len(kept), sum(c.latent_steps for c in kept), self.searched)
+
+
+@dataclass
+class Trace:
+    """What the research scripts measure of a question's rollouts (``Recorder``), in sample order: ``latents``
+    (samples, steps, hidden; float32, CPU), ``answer_tokens`` (tokens each generated, up to and including its
+    first EOS) and ``step_scores`` (the RM's per latent step; None without a LatentRM)."""
+
+    latents: torch.Tensor | None
+    answer_tokens: list[int]
+    step_scores: list | None
+
+    def extend(self, other: Trace) -> None:
         if self.latents is not None:
             self.latents = torch.cat([self.latents, other.latents])
-        if self.answer_tokens is not None:
-            self.answer_tokens += other.answer_tokens
+        self.answer_tokens += other.answer_tokens
         if self.step_scores is not None:
             self.step_scores += other.step_scores
 
+
+class Recorder:
+    """An opt-in record of every question's ``Trace``, keyed by the question's index (``Engine.run``'s jobs).
+
+    ``latents=False`` keeps the answer tokens and step scores only (no copy of the latent vectors)."""
+
+    def __init__(self, latents: bool = True) -> None:
+        self.latents = latents
+        self.traces: dict[int, Trace] = {}
+
+    def add(self, question: int, trace: Trace) -> None:
+        if question in self.traces:
+            self.traces[question].extend(trace)
+        else:
+            self.traces[question] = trace
+
+    def __getitem__(self, question: int) -> Trace:
+        return self.traces[question]
+
+
+Record = Callable[[int, Trace], None]  # (question's position in the call, its trace of the call)
 
 EXACT_UP_TO = 64  # prompts up to this many tokens are not padded (they are cheap; the shipped task's are 30)
 
@@ -65,7 +123,7 @@ def padded_length(length: int) -> int:
     reductions run over the padded keys), so a row must get the same padding
     whatever it is batched with: its width is its length rounded up to a
     bucket, never to a neighbour's length.  Prompts of one bucket share a call
-    (``harness.batching`` groups by this width).  Up to ``EXACT_UP_TO`` tokens
+    (the engine groups by this width).  Up to ``EXACT_UP_TO`` tokens
     the width is the length; above, a step of 1/8 of the next power of two
     (65..128 -> multiples of 16, ..., 513..1024 -> of 128): at most 1/8 of the
     row is padding on average, and GSM8K's 362 distinct lengths fall into 15 buckets.
@@ -105,69 +163,86 @@ def answer_lengths(tokenizer, answer_ids: torch.Tensor) -> list[int]:
             for row in answer_ids.tolist()]
 
 
-def _candidates(model, tokenizer, answer_ids, rows_per_question, scores, steps, latents=None,
-                step_scores=None) -> list[Candidates]:
-    texts = decode_answers(tokenizer, answer_ids)
-    lengths = answer_lengths(tokenizer, answer_ids) if latents is not None else None
+def _draws(model, texts, scores, steps, per_question: int) -> list[QuestionDraw]:
+    """Per question, the draw of ``per_question`` consecutive rows."""
     out = []
-    for start in range(0, len(texts), rows_per_question):
-        rows = slice(start, start + rows_per_question)
-        out.append(Candidates(
-            texts=texts[rows], answers=[model.extract_answer(t) for t in texts[rows]],
-            scores=None if scores is None else scores[rows], latent_steps=steps[rows],
-            drawn=rows_per_question, latent_forwards=sum(steps[rows]),
-            latents=None if latents is None else latents[rows].float().cpu(),
-            answer_tokens=None if lengths is None else lengths[rows],
-            step_scores=None if step_scores is None else step_scores[rows],
-        ))
+    for start in range(0, len(texts), per_question):
+        rows = range(start, start + per_question)
+        out.append(QuestionDraw([Candidate(model.extract_answer(texts[i]), None if scores is None else scores[i],
+                                           texts[i], steps[i]) for i in rows],
+                                drawn=per_question, latent_forwards=sum(steps[i] for i in rows)))
     return out
+
+
+def _record(record: Record, recorder_latents: bool, latents, lengths, step_scores, per_question: int,
+            copies: int = 1) -> None:
+    """Each question's trace of the call (``copies``: sampling off, one rollout stands for that many)."""
+    for q, start in enumerate(range(0, len(lengths), per_question)):
+        rows = slice(start, start + per_question)
+        kept = latents[rows].float().cpu() if recorder_latents else None
+        record(q, Trace(None if kept is None else kept.repeat(copies, *([1] * (kept.dim() - 1))),
+                        lengths[rows] * copies, None if step_scores is None else step_scores[rows] * copies))
+
+
+def _check_seed(config) -> None:
+    """Refuse ``seed=None`` here: it draws a seed per call (``generate``'s semantics), so a question's samples would
+    depend on the batch it is drawn in; the caller fixes the seed first (the harness draws one per run)."""
+    if config.seed is None:
+        raise ValueError("scaling.rollouts draws questions a batch at a time, and seed=None would draw a new seed "
+                         "for every batch: pass an int seed (the lm-eval harness draws one per run for seed=none).")
+
+
+def _resolved(model, tokenizer, config):
+    """``config`` as is when ``model.latent_generation_config`` resolved it with the tokenizer's EOS and pad ids,
+    else resolved here."""
+    if config.resolved_for(model.latent_kind) and config.eos_token_id == tokenizer.eos_token_id \
+            and config.pad_token_id == tokenizer.pad_token_id:
+        return config
+    return model.latent_generation_config(config, eos_token_id=tokenizer.eos_token_id,
+                                          pad_token_id=tokenizer.pad_token_id)
 
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[list[int]], config: LatentGenerationConfig, rm=None,
-           sample_offset: int = 0, keep_latents: bool = False, count: int | None = None) -> list[Candidates]:
+           sample_offset: int = 0, count: int | None = None, record: Record | None = None,
+           record_latents: bool = True) -> list[QuestionDraw]:
     """Samples ``sample_offset .. sample_offset + count - 1`` of each prompt (``count``: default N) in one
-    batched rollout (``model.rollout``; a ``config`` resolved by ``model.latent_generation_config`` is used as
-    is, else resolved here with the tokenizer's EOS and pad ids).
+    batched rollout (``model.rollout``, with ``config`` resolved once, see ``_resolved``).
 
     With sampling off one rollout is drawn and stands for all ``count`` (they
     would be identical).  With ``rm`` every candidate gets its trajectory score.
+    ``record(q, trace)`` receives each question's ``Trace`` (opt-in: research).
     """
+    _check_seed(config)
     count = config.num_return_sequences if count is None else count
     draws = count if config.samples else 1
-    if not (config.resolved_for(model.latent_kind) and config.eos_token_id == tokenizer.eos_token_id
-            and config.pad_token_id == tokenizer.pad_token_id):
-        config = model.latent_generation_config(config, eos_token_id=tokenizer.eos_token_id,
-                                                pad_token_id=tokenizer.pad_token_id)
+    config = _resolved(model, tokenizer, config)
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
     out = model.rollout(ids, mask, config, draws, sample_offset=sample_offset)
-    scores = step_scores = None
+    scores = rated = None
     if rm is not None:
         rated = rm.score_rollouts(out, reduction=config.reduction)
         scores = rated.trajectory_scores.float().cpu().tolist()
-        step_scores = rated.step_scores.float().cpu().tolist() if keep_latents else None
-    found = _candidates(model, tokenizer, out.answer_ids, draws, scores, out.latent_lengths.cpu().tolist(),
-                        out.latents if keep_latents else None, step_scores)
+    found = _draws(model, decode_answers(tokenizer, out.answer_ids), scores, out.latent_lengths.cpu().tolist(), draws)
     if draws != count:
-        for c in found:  # deterministic: the N rollouts are the same rollout
-            n = count
-            c.texts, c.answers, c.latent_steps = c.texts * n, c.answers * n, c.latent_steps * n
-            c.scores = None if c.scores is None else c.scores * n
-            if keep_latents:
-                c.latents = c.latents.repeat(n, *([1] * (c.latents.dim() - 1)))
-                c.answer_tokens = c.answer_tokens * n
-                c.step_scores = None if c.step_scores is None else c.step_scores * n
+        for draw in found:  # deterministic: the N rollouts are the same rollout
+            draw.candidates = draw.candidates * count
+    if record is not None:
+        step_scores = None if rated is None else rated.step_scores.float().cpu().tolist()
+        _record(record, record_latents, out.latents, answer_lengths(tokenizer, out.answer_ids), step_scores, draws,
+                copies=count // draws)
     return found
 
 
 @torch.no_grad()
 def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationConfig, rm,
-         keep_latents: bool = False) -> list[Candidates]:
-    """RM-guided beam search: the B final beams are the candidates, ``chosen`` the beam it picked.
+         record: Record | None = None, record_latents: bool = True) -> list[QuestionDraw]:
+    """RM-guided beam search: the B final beams are the candidates, ``searched`` the beam it picked.
 
     ``drawn`` counts the B*C candidates of a latent step, ``latent_forwards`` the forwards the search ran."""
     from lm_eval_latenttts.scaling.beam import rm_beam_search
 
+    _check_seed(config)
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, model.device)
     tokens = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     same = config.resolved_for(model.latent_kind) and all(getattr(config, k) == v for k, v in tokens.items())
@@ -176,13 +251,16 @@ def beam(model, tokenizer, prompts: list[list[int]], config: LatentGenerationCon
     for q in range(len(prompts)):
         texts = decode_answers(tokenizer, out.beam_answer_ids[q])
         steps = out.beam_step_mask[q].sum(-1).cpu().tolist()
-        found.append(Candidates(
-            texts=texts, answers=[model.extract_answer(t) for t in texts],
-            scores=out.beam_scores[q].float().cpu().tolist(), latent_steps=steps,
-            drawn=config.latent_beams * config.latent_candidates, latent_forwards=int(out.latent_forwards[q]),
-            chosen=int(out.chosen[q]), latents=out.beam_latents[q].float().cpu() if keep_latents else None,
-        ))
+        scores = out.beam_scores[q].float().cpu().tolist()
+        found.append(QuestionDraw([Candidate(model.extract_answer(t), s, t, k) for t, s, k in zip(texts, scores, steps)],
+                                  drawn=config.latent_beams * config.latent_candidates,
+                                  latent_forwards=int(out.latent_forwards[q]), searched=int(out.chosen[q])))
+        if record is not None:
+            record(q, Trace(out.beam_latents[q].float().cpu() if record_latents else None,
+                            answer_lengths(tokenizer, out.beam_answer_ids[q]),
+                            out.beam_step_scores[q].float().cpu().tolist()))
     return found
 
 
-__all__ = ["Candidates", "EXACT_UP_TO", "beam", "decode_answers", "left_pad", "padded_length", "sample"]
+__all__ = ["Candidate", "EXACT_UP_TO", "QuestionDraw", "Recorder", "Trace", "beam", "decode_answers", "left_pad",
+           "padded_length", "sample"]

@@ -43,26 +43,28 @@ from pathlib import Path
 
 import torch
 
-from hf_modeling.latent_sampling import fold, key_from_ints
-from hf_modeling.latent_state import batch_invariant_attention, eval_mode, sample_keys
+from hf_modeling.latent_sampling import key_from_ints
 from lm_eval_latenttts.data.questions import read_questions
-from lm_eval_latenttts.scaling.rollouts import decode_answers
 from lm_eval_latenttts.training import annotation_store as store
+from lm_eval_latenttts.training.step_values import _finish, annotate_question  # noqa: F401  (one question's values)
 from lm_eval_latenttts.training.run_record import check_or_write, exclusive_run, require_folder
 
 SKIP_OPTION = "--skip-bad-rows (AnnotateConfig(skip_bad_rows=True))"
+LABELS = ("monte_carlo", "decoded")  # step labels: Monte Carlo values, or exact read-back labels (exact_labels.py)
 ANNOTATION_TRAJECTORIES = 8  # SPEC, released recipe: N = 8 trajectories per question
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 def load_questions(path, limit: int | None = None, skip_bad_rows: bool = False) -> list[dict]:
-    """``{question_id, question, gold}`` per question of a file read by :mod:`lm_eval_latenttts.data.questions`.
+    """``{question_id, question, gold[, steps]}`` per question of a file read by
+    :mod:`lm_eval_latenttts.data.questions` (``steps``: the row's gold steps, when it has them).
 
     ``question_id`` is the row's index in the file (stable when bad rows are
     skipped); ``limit`` keeps the first ``limit`` questions.
     """
     questions = read_questions(path, skip_bad_rows=skip_bad_rows, skip_option=SKIP_OPTION)
-    out = [{"question_id": q.index, "question": q.question, "gold": q.answer} for q in questions]
+    out = [{"question_id": q.index, "question": q.question, "gold": q.answer,
+            **({"steps": list(q.steps)} if q.steps else {})} for q in questions]
     return out if limit is None else out[: int(limit)]
 
 
@@ -84,7 +86,9 @@ class AnnotateConfig:
     data: str
     output_dir: str
     generation: dict = field(default_factory=dict)
-    num_continuations: int = 16  # M
+    num_continuations: int = 16  # M (Monte Carlo labels only)
+    labels: str = "monte_carlo"  # or "decoded": exact labels read back from each latent prefix (no continuations)
+    latents_per_step: int = 1  # decoded labels: latents per gold reasoning step (the backbone's curriculum)
     limit: int | None = None  # first `limit` questions of the file
     keep_all: bool = False  # keep questions whose N trajectories are all right / all wrong
     skip_bad_rows: bool = False  # drop (and count) rows without a question or a numeric gold answer
@@ -100,8 +104,17 @@ class AnnotateConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        if self.labels not in LABELS:
+            raise ValueError(f"labels must be one of {', '.join(LABELS)}; got {self.labels!r}.")
+        if isinstance(self.latents_per_step, bool) or not isinstance(self.latents_per_step, int) \
+                or self.latents_per_step < 1:
+            raise ValueError(f"latents_per_step must be an integer >= 1; got {self.latents_per_step!r}.")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}.")
+        for name in ("limit", "threads"):  # --limit -1 dropped the last question, --threads 0 meant all threads
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 (or left out); got {value!r}.")
 
     def resolve(self, model):
         """The run's ``LatentGenerationConfig``: the backbone's recommended settings, then ``generation``."""
@@ -111,6 +124,10 @@ class AnnotateConfig:
             recommended = model.latent_generation_config().latent_sampling
             overrides["latent_sampling"] = given[0] if len(given) == 1 else recommended or "dropout"
         config = model.latent_generation_config(None, **overrides)
+        if config.seed is None:  # a seed per call would differ on resume and between ranks
+            raise ValueError("annotation needs a fixed seed (its questions are seeded from (seed, question id), so "
+                             "that a resumed or multi-process run draws the same trajectories); the checkpoint's "
+                             "generation_config.json says seed=null: pass --seed <int>.")
         if not config.samples:
             raise ValueError("annotation needs stochastic trajectories: pass --sampling dropout or noise with a "
                              "strength > 0 (--dropout-p / --noise-std).")
@@ -129,9 +146,36 @@ class AnnotateConfig:
             "model": os.path.abspath(self.model) if os.path.exists(self.model) else self.model,
             "data": os.path.abspath(self.data), "data_sha256": _file_sha256(self.data),
             "generation": settings, "num_continuations": self.num_continuations, "limit": self.limit,
+            **({"labels": self.labels, "latents_per_step": self.latents_per_step} if self.labels != "monte_carlo"
+               else {}),
             "keep_all": self.keep_all, "skip_bad_rows": self.skip_bad_rows, "max_batch_rows": self.max_batch_rows,
             "dtype": self.dtype, "format_version": store.FORMAT_VERSION,
         }
+
+
+def incomplete(folder, recorded: dict) -> str | None:
+    """Why the annotation run in ``folder`` (its ``annotation_config.json``: ``recorded``) is not known to be
+    complete, or None when its shards cover every question of its data file (kept or dropped).
+
+    The expected questions are those of the recorded data file (checked by its sha256), ``limit`` and
+    ``skip_bad_rows``, as the run read them; a run killed or still running has fewer.
+    """
+    data, digest = recorded.get("data"), recorded.get("data_sha256")
+    if not data or not digest:
+        return (f"{Path(folder) / store.CONFIG_FILE} does not record its data file and the file's sha256 (it was "
+                "not written by annotate), so whether every question was annotated cannot be told")
+    if not Path(data).is_file():
+        return f"its data file {data} is gone, so whether every question was annotated cannot be told"
+    if _file_sha256(data) != digest:
+        return f"its data file {data} changed since (sha256), so whether every question was annotated cannot be told"
+    expected = {q["question_id"] for q in load_questions(data, recorded.get("limit"),
+                                                         skip_bad_rows=bool(recorded.get("skip_bad_rows")))}
+    missing = sorted(expected - store.done_question_ids(folder))
+    if missing:
+        return (f"{len(expected) - len(missing)} of the {len(expected)} questions of {data} are annotated "
+                f"({len(missing)} missing, from question id {missing[0]}): the annotate run was interrupted or is "
+                "still running; rerun the same annotate command to finish it")
+    return None
 
 
 def _file_sha256(path) -> str:
@@ -142,86 +186,18 @@ def _file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _finish(model, state, sampler, steps_left, setup):
-    """Run the remaining latent steps and the greedy answer on ``state`` (modified in place)."""
-    for _ in model.latent_loop(steps_left, lambda: state.stopped):
-        model.latent_step(state, sampler)
-    return model.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
-                               setup.answer_room)
-
-
-@torch.no_grad()
-def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config, num_continuations: int,
-                      max_batch_rows: int = 1024) -> tuple[dict, int]:
-    """Annotate one question with the settings ``config`` (N = ``num_return_sequences``). Returns (record, runs).
-
-    ``record`` has ``latents`` (N, steps, hidden), ``step_values`` (N, steps), ``num_steps`` (N,),
-    ``correct`` (N,) bool, ``answers`` and ``answer_texts``; runs = continuations decoded.
-    """
-    n, m = config.num_return_sequences, num_continuations
-    setup = model.prepare_rollout(torch.tensor([list(prompt_ids)], dtype=torch.long), None, config)
-    ids, sampler, steps = setup.input_ids, setup.sampler, setup.steps
-
-    def correct(answer_ids):
-        return [model.is_correct(t, gold) for t in decode_answers(tokenizer, answer_ids, setup.eos_token_id)]
-
-    # trajectory j is keyed by (question key, j); continuation c from step t of trajectory j by (j's key, t, c)
-    trajectory_keys = sample_keys(setup.question_keys, n)
-    continuation_index = torch.arange(m, device=ids.device)
-    values, continuations = [], 0  # per step: (N,) float, NaN where a dynamic row is inactive / filled later
-    with eval_mode(model), sampler.attached(model), batch_invariant_attention(ids.device):
-        state = model.start_samples(setup, n, trajectory_keys)
-        for t in model.latent_loop(steps, lambda: state.stopped):
-            model.latent_step(state, sampler)
-            step_value = torch.full((n,), float("nan"))
-            rows = state.latent_active[-1].nonzero().flatten()
-            left = steps - t - 1
-            if left > 0 and rows.numel():
-                index = rows.repeat_interleave(m)
-                keys = fold(fold(state.row_keys[index], t), continuation_index.repeat(rows.numel()))
-                hits = []
-                for chunk, chunk_keys in zip(index.split(max_batch_rows), keys.split(max_batch_rows)):
-                    branch = state.select(chunk)
-                    branch.row_keys = chunk_keys
-                    hits += correct(_finish(model, branch, sampler, left, setup))
-                continuations += index.numel()
-                step_value[rows.cpu()] = torch.tensor(hits, dtype=torch.float32).view(-1, m).mean(1)
-            values.append(step_value)
-        # the trajectories themselves: nothing random is left, so this is also the last step's value
-        answer_ids = model.decode_answer(state, setup.max_new_tokens, setup.eos_token_id, setup.pad_token_id,
-                                         setup.answer_room)
-        continuations += n
-    texts = decode_answers(tokenizer, answer_ids, setup.eos_token_id)
-    answers = [model.extract_answer(t) for t in texts]
-    right = torch.tensor([model.is_correct(t, gold) for t in texts], dtype=torch.bool)
-    if values:
-        num_steps = torch.stack(state.latent_active, 1).cpu().sum(1)
-        step_values = torch.stack(values, 1)
-        # the last step each row took has value = its final correctness
-        last = (num_steps - 1).clamp(min=0)
-        fill = torch.isnan(step_values.gather(1, last[:, None]))[:, 0] & (num_steps > 0)
-        step_values[fill, last[fill]] = right[fill].float()
-        latents = torch.stack(state.latents, 1).float().cpu()
-    else:
-        num_steps = torch.zeros(n, dtype=torch.long)
-        step_values = torch.zeros(n, 0)
-        latents = torch.zeros(n, 0, state.hidden.shape[-1])
-    record = {"latents": latents, "step_values": step_values, "num_steps": num_steps, "correct": right,
-              "answers": answers, "answer_texts": texts}
-    return record, continuations
-
-
 def _dist_state():
+    """(rank, world size, device, barrier): accelerate's; without accelerate installed, one process.  Any other
+    error is raised: a process of a multi-process run that went on alone would annotate every question."""
     try:
         from accelerate import PartialState
         from accelerate.utils import parse_flag_from_env
-
-        # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself: without cpu=True two CPU
-        # processes of `accelerate launch --multi_gpu` each see a world of one and annotate every question
-        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-        return state.process_index, state.num_processes, state.device, state.wait_for_everyone
-    except Exception:  # pragma: no cover - accelerate unusable: single process
+    except ImportError:  # pragma: no cover - accelerate is a dependency
         return 0, 1, torch.device("cpu"), lambda: None
+    # PartialState, unlike Accelerator, does not read ACCELERATE_USE_CPU itself: without cpu=True two CPU
+    # processes of `accelerate launch --multi_gpu` each see a world of one and annotate every question
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    return state.process_index, state.num_processes, state.device, state.wait_for_everyone
 
 
 def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_done=None) -> dict:
@@ -238,6 +214,8 @@ def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_
         if config.threads:
             torch.set_num_threads(int(config.threads))
         questions = load_questions(config.data, config.limit, skip_bad_rows=config.skip_bad_rows)
+        if config.labels == "decoded":
+            _require_gold_steps(questions, config.data)
         model, tokenizer = _backbone(config, model, tokenizer, device)
         generation = config.resolve(model)
         check_or_write(out_dir / store.CONFIG_FILE, config.recorded(generation), rank == 0, wait,
@@ -253,6 +231,19 @@ def annotate(config: AnnotateConfig, *, model=None, tokenizer=None, on_question_
         _annotate_questions(config, model, tokenizer, generation, mine, shards, on_question_done)
         wait()
     return stats
+
+
+def _require_gold_steps(questions: list[dict], data) -> None:
+    """Decoded labels compare with each question's gold steps: refuse, before any compute, questions without."""
+    from lm_eval_latenttts.training.exact_labels import gold_expressions
+
+    bad = [q["question_id"] for q in questions
+           if not q.get("steps") or any(e is None for e in gold_expressions(q["steps"]))]
+    if bad:
+        raise ValueError(
+            f"--labels decoded needs every question's gold reasoning steps ('steps': ['<<47+8=55>>', ...]); "
+            f"{len(bad)} question(s) of {data} have none or unreadable ones (first row {bad[0]}). Use --labels "
+            "monte_carlo for such data.")
 
 
 def _backbone(config: AnnotateConfig, model, tokenizer, device):
@@ -309,12 +300,13 @@ def _annotate_questions(config: AnnotateConfig, model, tokenizer, generation, mi
             question_config = model.latent_generation_config(
                 generation, seed=question_seed(generation.seed, q["question_id"]))
             record, cont = annotate_question(model, tokenizer, prompt_ids, q["gold"], question_config,
-                                             config.num_continuations, config.max_batch_rows)
+                                             config.num_continuations, config.max_batch_rows, config.labels,
+                                             q.get("steps"), config.latents_per_step)
             stats["continuations"] += cont
             n_right = int(record["correct"].sum())
             keep = config.keep_all or 0 < n_right < n
-            shards.add(q["question_id"],
-                       store.record_to_row(q, prompt_ids, record, config.num_continuations) if keep else None)
+            m = config.num_continuations if config.labels == "monte_carlo" else 0
+            shards.add(q["question_id"], store.record_to_row(q, prompt_ids, record, m) if keep else None)
             bar.update(1)
             elapsed = max(time.perf_counter() - start, 1e-9)
             bar.set_postfix(cont_per_s=f"{stats['continuations'] / elapsed:.1f}", kept=stats["kept"],
@@ -328,4 +320,4 @@ def _annotate_questions(config: AnnotateConfig, model, tokenizer, generation, mi
     stats["continuations_per_s"] = stats["continuations"] / max(stats["seconds"], 1e-9)
 
 
-__all__ = ["AnnotateConfig", "annotate", "annotate_question", "load_questions", "question_seed"]
+__all__ = ["AnnotateConfig", "annotate", "annotate_question", "incomplete", "load_questions", "question_seed"]

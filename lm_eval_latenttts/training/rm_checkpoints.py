@@ -28,7 +28,9 @@ from lm_eval_latenttts.training.annotation_store import CONFIG_FILE
 from lm_eval_latenttts.training.run_record import (
     changed_settings,
     load_resume_state,
+    read_json_record,
     require_output_folder,
+    restore_state,
     write_json_atomic,
 )
 
@@ -40,17 +42,25 @@ SUMMARY_FILE = "training_summary.json"  # in OUT, next to the final RM: marks a 
 
 
 def annotation_settings(annotations):
+    """The annotation run's recorded settings (``annotation_config.json``), ``{}`` when the folder has none."""
     path = Path(annotations) / CONFIG_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {}
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); it records the annotation run's settings: "
+                         "restore it, or annotate again into a new folder.") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path} is not a JSON object; restore it, or annotate again into a new folder.")
+    return settings
 
 
 # Not recorded: where the run writes or publishes, how fast it runs, and when it checkpoints (resume continues
 # exactly from any checkpoint, so --save-every changes neither the weights nor the history); ``extra`` is
 # never read by training.
 _UNRECORDED = {"output_dir", "resume", "overwrite", "push_to_hub", "hub_private", "threads", "progress", "extra",
-               "save_every", "base_model", "license"}
+               "save_every", "base_model", "license", "allow_incomplete_annotations"}
 
 
 def _local_path(path):
@@ -87,10 +97,27 @@ def _step_dirs(ckpt_root):
 
 
 def _checkpoint_run_id(path):
-    try:
-        return json.loads((Path(path) / STATE_FILE).read_text()).get("run_id")
-    except (OSError, json.JSONDecodeError):
+    """The run id a checkpoint records (None: it has no ``trainer_state.json``, as an older format's); a damaged one
+    is an error naming the file (it passed for a checkpoint of another run)."""
+    state = Path(path) / STATE_FILE
+    if not state.is_file():
         return None
+    return read_json_record(state, f"the state of checkpoint {Path(path).name}", _damaged_remedy(path)).get("run_id")
+
+
+def _damaged_remedy(path) -> str:
+    return (f"Delete {path} to resume from the checkpoint before it, or pass --overwrite (without --resume) to start "
+            "the run again.")
+
+
+def checkpoint_progress(path) -> dict:
+    """``trainer_state.json`` of checkpoint ``path`` (step, epoch, micro-batch, history), checked."""
+    state = read_json_record(Path(path) / STATE_FILE, f"the state of checkpoint {Path(path).name}",
+                             _damaged_remedy(path))
+    missing = [key for key in ("step", "epoch", "batch", "history") if key not in state]
+    if missing:
+        raise ValueError(f"{Path(path) / STATE_FILE} lacks {', '.join(missing)}. {_damaged_remedy(path)}")
+    return state
 
 
 def run_checkpoints(ckpt_root, run_id):
@@ -123,7 +150,12 @@ def open_run(cfg, ckpt_root: Path, settings: dict, accelerator) -> tuple[str, Pa
     """
     ckpt_root = Path(ckpt_root)
     record_path = ckpt_root / RUN_FILE
-    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    record = read_json_record(record_path, "the run record of its checkpoints", "Pass --overwrite (without "
+                              "--resume) to start the run again, or choose a new --output-dir.") \
+        if record_path.is_file() else None
+    if record is not None and not isinstance(record.get("run_id"), str):
+        raise ValueError(f"{record_path} records no run id. Pass --overwrite (without --resume) to start the run "
+                         "again, or choose a new --output-dir.")
     steps = _step_dirs(ckpt_root)
     start_again = ("choose a new --output-dir, or pass --overwrite (without --resume) to delete those checkpoints "
                    "and start again.")
@@ -180,11 +212,11 @@ def load_training_state(folder: Path, model, optimizer, scheduler) -> None:
     if not isinstance(state, dict) or not {"model", "optimizer", "scheduler"} <= set(state):
         raise ValueError(f"{path} is not a train-rm training state (it needs model, optimizer and scheduler). "
                          f"{remedy}")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    restore_state(path, remedy, lambda: (model.load_state_dict(state["model"]),
+                                         optimizer.load_state_dict(state["optimizer"]),
+                                         scheduler.load_state_dict(state["scheduler"])))
 
 
 __all__ = ["CHECKPOINTS_DIR", "RUN_FILE", "STATE_FILE", "SUMMARY_FILE", "TRAINING_STATE_FILE", "annotation_settings",
-           "check_output_dir", "load_training_state", "open_run", "run_checkpoints", "run_settings",
+           "check_output_dir", "checkpoint_progress", "load_training_state", "open_run", "run_checkpoints", "run_settings",
            "save_training_state"]

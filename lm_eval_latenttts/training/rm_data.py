@@ -19,8 +19,11 @@ import random
 import torch
 
 
-def question_example(row):
-    """Tensors of one annotated question (a row of ``load_annotations``)."""
+def question_example(row, answer_ids=None):
+    """Tensors of one annotated question (a row of ``load_annotations``).
+
+    ``answer_ids(text) -> list[int]``: also the token ids of each trajectory's decoded answer (``answer_ids``),
+    for an RM that reads the answer after the latents (``RM_INPUTS``)."""
     n = len(row["latents"])
     steps = [len(v) for v in row["step_values"]]
     hidden = next((len(lat[0]) for lat in row["latents"] if lat), None)
@@ -38,7 +41,7 @@ def question_example(row):
             latents[i, : len(lat)] = tens
             values[i, : len(val)] = torch.tensor(val, dtype=torch.float32)
             mask[i, : len(val)] = True
-    return {
+    out = {
         "question_id": int(row["question_id"]),
         "prompt_ids": torch.tensor(row["prompt_ids"], dtype=torch.long),
         "latents": latents,
@@ -46,6 +49,22 @@ def question_example(row):
         "mask": mask,
         "correct": torch.tensor(row["correct"], dtype=torch.bool),
     }
+    if answer_ids is not None:
+        out["answer_ids"] = [torch.tensor(answer_ids(text), dtype=torch.long) for text in row["answer_texts"]]
+    return out
+
+
+RM_INPUTS = ("latents", "latents+answer")  # what the RM reads after the prompt (TrainConfig.rm_input)
+
+
+def answer_tokenizer(tokenizer):
+    """``text -> ids`` of a decoded answer as the backbone wrote it: its tokens, then EOS."""
+    eos = tokenizer.eos_token_id
+
+    def encode(text):
+        return list(tokenizer(text or "", add_special_tokens=False)["input_ids"]) + [eos]
+
+    return encode
 
 
 class RMCollator:
@@ -53,13 +72,21 @@ class RMCollator:
 
     Returns input_ids / attention_mask / position_ids (rows, L), latents (rows, T, H), slot_index
     (rows, T) positions of the latent slots, and values / mask (Q, N, T), traj_mask (Q, N), correct (Q, N).
+
+    With ``end_id`` (an RM that reads the answer, ``rm_input="latents+answer"``) each row goes on after its
+    latents with the end marker and the trajectory's answer tokens (``answer_ids`` of the examples), and an
+    outcome step is added after the T latent steps: its score is read at the answer's last token and its
+    label is the trajectory's final correctness (so values / mask / slot_index have T + 1 steps).
     """
 
-    def __init__(self, latent_id, pad_token_id):
+    def __init__(self, latent_id, pad_token_id, end_id=None):
         self.latent_id = int(latent_id)
         self.pad_token_id = int(pad_token_id)
+        self.end_id = None if end_id is None else int(end_id)
 
     def __call__(self, examples):
+        if self.end_id is not None:
+            return self._with_answers(examples)
         q = len(examples)
         n = max(e["latents"].shape[0] for e in examples)
         t = max(e["latents"].shape[1] for e in examples)
@@ -106,6 +133,39 @@ class RMCollator:
         }
 
 
+    def _with_answers(self, examples):
+        end_id = self.end_id
+        self.end_id = None
+        try:
+            batch = self(examples)  # the latent part, then the answers appended to each row
+        finally:
+            self.end_id = end_id
+        q, n, t = batch["values"].shape
+        answers = [[e["answer_ids"][j] if j < len(e["answer_ids"]) else torch.zeros(0, dtype=torch.long)
+                    for j in range(n)] for e in examples]
+        extra = 1 + max(a.numel() for row in answers for a in row)
+        rows, length = batch["input_ids"].shape
+        input_ids = torch.cat([batch["input_ids"], torch.full((rows, extra), self.pad_token_id)], 1)
+        attention = torch.cat([batch["attention_mask"], torch.zeros(rows, extra, dtype=torch.long)], 1)
+        outcome = torch.zeros(rows, 1, dtype=torch.long)
+        for i in range(q):
+            for j in range(n):
+                r = i * n + j
+                if not batch["traj_mask"][i, j]:
+                    continue
+                start = int(batch["attention_mask"][r].sum())
+                tokens = torch.cat([torch.tensor([end_id]), answers[i][j]])
+                input_ids[r, start:start + tokens.numel()] = tokens
+                attention[r, start:start + tokens.numel()] = 1
+                outcome[r, 0] = start + tokens.numel() - 1
+        mask = torch.cat([batch["mask"], batch["traj_mask"][..., None]], -1)
+        values = torch.cat([batch["values"], batch["correct"].float()[..., None]], -1)
+        return {**batch, "input_ids": input_ids, "attention_mask": attention,
+                "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
+                "latents": batch["latents"], "slot_index": torch.cat([batch["slot_index"], outcome], 1),
+                "values": values, "mask": mask}
+
+
 def split_questions(ids, fraction, seed):
     """Deterministic train / held-out split of question ids."""
     ids = sorted(ids)
@@ -139,15 +199,15 @@ def rank_share(batch: list[int], rank: int, processes: int) -> list[int]:
 class QuestionExamples(torch.utils.data.Dataset):
     """The annotated questions ``indices`` of ``ds`` as training examples."""
 
-    def __init__(self, ds, indices):
-        self.ds, self.indices = ds, list(indices)
+    def __init__(self, ds, indices, answer_ids=None):
+        self.ds, self.indices, self.answer_ids = ds, list(indices), answer_ids
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, i):
-        return question_example(self.ds[self.indices[i]])
+        return question_example(self.ds[self.indices[i]], self.answer_ids)
 
 
-__all__ = ["QuestionExamples", "RMCollator", "epoch_order", "global_batches", "question_example", "rank_share",
+__all__ = ["QuestionExamples", "RM_INPUTS", "RMCollator", "answer_tokenizer", "epoch_order", "global_batches", "question_example", "rank_share",
            "split_questions"]

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hf_modeling.latent_sampling import fold, key_from_ints, keyed_uniform
+from hf_modeling.latent_state import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +55,10 @@ class KeyedTrainingDropout:
         """Run ``model`` in eval mode with the keyed masks of rows ``row_keys`` (rows,) at ``positions`` (rows, L)."""
         self._keys = fold(row_keys.to(positions.device)[:, None], positions)
         handles = [module.register_forward_hook(self._hook(i, module.p)) for i, (_, module) in enumerate(self.sites)]
-        was_training = model.training
-        model.eval()
         try:
-            yield
+            with eval_mode(model):  # torch's dropout off; the model gets its mode back
+                yield
         finally:
-            model.train(was_training)
             for handle in handles:
                 handle.remove()
             self._keys = None

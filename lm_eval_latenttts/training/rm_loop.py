@@ -36,8 +36,10 @@ from pathlib import Path
 
 import torch
 
+from hf_modeling.latent_state import eval_mode
 from lm_eval_latenttts.training.rm_checkpoints import (
     STATE_FILE,
+    checkpoint_progress,
     load_training_state,
     run_checkpoints,
     save_training_state,
@@ -67,7 +69,7 @@ class RMTrainingLoop:
         self.train_set, self.eval_set = train_set, eval_set
         self.total, self.ckpt_root, self.run_id = total_steps, Path(ckpt_root), run_id
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
-        self.dropout = KeyedTrainingDropout(accelerator.unwrap_model(model))
+        self.dropout = KeyedTrainingDropout(accelerator.unwrap_model(model)) if cfg.dropout else None
         self.progress = Progress()
 
     # ------------------------------------------------------------------------------ pieces
@@ -99,7 +101,9 @@ class RMTrainingLoop:
         keys = row_keys(question_keys(self.cfg.seed, epoch, batch["question_id"]), trajectories)
         no_sync = contextlib.nullcontext() if sync else self.acc.no_sync(self.model)
         with no_sync:
-            with self.dropout.applied(self.model, keys, batch["position_ids"]), self.acc.autocast():
+            dropout = self.dropout.applied(self.model, keys, batch["position_ids"]) if self.dropout is not None \
+                else eval_mode(self.model)  # TrainConfig.dropout=False: no dropout at all
+            with dropout, self.acc.autocast():
                 scores = step_scores(self.model, batch)
             loss = compute_loss(self.cfg.loss, scores.float(), batch["values"], batch["mask"], reduction="sum")
             self.acc.backward(loss * weight)
@@ -122,8 +126,8 @@ class RMTrainingLoop:
     # ------------------------------------------------------------------------------ checkpoints
     def resume(self, latest: Path) -> None:
         """Continue from checkpoint ``latest``: weights, optimizer and schedule (tensors and plain data only)."""
+        state = checkpoint_progress(latest)
         load_training_state(latest, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
-        state = json.loads((Path(latest) / STATE_FILE).read_text())
         self.progress = Progress(state["step"], state["epoch"], state["batch"], state["history"])
 
     def save_checkpoint(self) -> None:

@@ -37,6 +37,12 @@ def _check_scores(scores, labels, mask):
     return mask.bool()
 
 
+def comparable(scores, mask) -> bool:
+    """Whether some question of a (Q, N, T) batch has the 2 valid trajectories the contrastive loss compares."""
+    trajectories = mask.bool().any(-1).sum(-1)
+    return scores.shape[1] >= 2 and trajectories.numel() > 0 and int(trajectories.max()) >= 2
+
+
 def stepwise_contrastive_loss(scores, labels, mask=None, reduction="mean"):
     """SPEC's step-wise contrastive loss (``reduction="sum"``: summed over the questions instead).
 
@@ -126,11 +132,9 @@ def evaluate(model, batches, loss_kind, reduce=None):
             totals[0] += float(correct.gather(1, top[:, None]).float().sum())
             totals[1] += float((correct.float().sum(-1) / batch["traj_mask"].float().sum(-1)).sum())
             totals[2] += correct.shape[0]
-            try:
+            if loss_kind != "contrastive" or comparable(scores, mask):  # else no loss is defined for the batch
                 totals[3] += float(compute_loss(loss_kind, scores, batch["values"], mask, reduction="sum"))
                 totals[4] += loss_units(loss_kind, mask)
-            except ValueError:
-                pass
     finally:
         model.train(was_training)
     if reduce is not None:

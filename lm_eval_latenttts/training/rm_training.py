@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,46 +35,26 @@ from lm_eval_latenttts.publishing.hub import push_to_hub
 from lm_eval_latenttts.training.annotation_store import load_annotations
 from lm_eval_latenttts.training.rm_checkpoints import (
     CHECKPOINTS_DIR,
-    SUMMARY_FILE,
     annotation_settings,
     check_output_dir,
     open_run,
     run_settings,
 )
-from lm_eval_latenttts.training.rm_data import QuestionExamples, RMCollator, split_questions
+from lm_eval_latenttts.training.rm_data import RM_INPUTS, QuestionExamples, RMCollator, answer_tokenizer, split_questions
 from lm_eval_latenttts.training.rm_loop import RMTrainingLoop
+from lm_eval_latenttts.training.rm_model import (
+    _lora,
+    _unwrap_rm,
+    check_rm_against_data,
+    load_rm,
+    reinitialise,
+    rm_config,
+    save_rm,
+)
 from lm_eval_latenttts.training.rm_objective import LOSSES
 from lm_eval_latenttts.training.run_record import exclusive_run
 
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------ the model
-def load_rm(init, dtype=torch.float32):
-    """(rm, tokenizer or None, source kind 'rm' | 'backbone'): an existing RM, or a new head on a backbone."""
-    from hf_modeling import AutoLatentModel, load_latent_tokenizer
-
-    rm, source = AutoLatentModel.rm_from_pretrained(init, dtype=dtype)
-    try:
-        tokenizer = load_latent_tokenizer(init)
-    except Exception:  # noqa: BLE001 - an RM folder without tokenizer files: the annotation's backbone has one
-        tokenizer = None
-    return rm, tokenizer, source
-
-
-def check_rm_against_data(rm, hidden_size, backbone_config=None):
-    """Clear errors when the annotated latents (or the annotating backbone) do not fit the RM."""
-    size = rm.get_input_embeddings().weight.shape[1]
-    if hidden_size != size:
-        raise ValueError(
-            f"The annotation's latent vectors have {hidden_size} dimensions but the LatentRM's hidden size is "
-            f"{size}: the RM must be initialised from the backbone that produced the annotation (or an RM of "
-            "the same size)."
-        )
-    if rm.config.latent_id is None:
-        raise ValueError("The LatentRM config has no latent_id; initialise it from a latent backbone checkpoint.")
-    if backbone_config is not None:
-        rm.check_backbone(backbone_config)
 
 
 # -------------------------------------------------------------------------------- settings
@@ -94,6 +73,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # fp32 | bf16
+    rm_input: str = "latents"  # or "latents+answer": the RM also reads the decoded answer (an outcome step)
+    reinit: bool = False  # re-initialise every weight (the backbone's architecture, not its training)
+    dropout: bool = True  # keyed dropout at the RM's dropout sites while training (False: off, as the reference)
     lora_r: int = 0
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -108,6 +90,7 @@ class TrainConfig:
     hub_private: bool = False
     base_model: str | None = None  # model card: Hub id of the initial checkpoint (default: derived from init)
     license: str | None = None  # model card license
+    allow_incomplete_annotations: bool = False  # train on an annotation run that did not annotate every question
     threads: int | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)  # informational (e.g. the recipe): recorded in the summary as is
@@ -119,6 +102,8 @@ class TrainConfig:
 
         if self.loss not in LOSSES:
             raise bad("--loss", f"one of {', '.join(LOSSES)}", self.loss)
+        if self.rm_input not in RM_INPUTS:
+            raise bad("--rm-input", f"one of {', '.join(RM_INPUTS)}", self.rm_input)
         if self.precision not in ("fp32", "bf16"):
             raise bad("--precision", "fp32 or bf16", self.precision)
         if not (math.isfinite(self.epochs) and self.epochs > 0):
@@ -145,28 +130,16 @@ class TrainConfig:
             raise bad("--eval-fraction", "in [0, 1)", self.eval_fraction)
         if self.threads is not None and self.threads < 1:
             raise bad("--threads", ">= 1", self.threads)
+        if self.init is not None and not str(self.init).strip():
+            raise bad("--init", "a checkpoint folder or Hub id (or left out for the annotation's backbone)", self.init)
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one.")
+        from lm_eval_latenttts.publishing.identity import check_repo_id
 
-
-def _lora(model, cfg):
-    from peft import LoraConfig, get_peft_model
-
-    if model.config.model_type.endswith("gpt2") or hasattr(model, "transformer"):
-        targets, head, fan = ["c_attn", "c_proj", "c_fc"], ["classifier"], True
-    else:
-        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        head, fan = ["score"], False
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=targets, modules_to_save=head, fan_in_fan_out=fan)
-    return get_peft_model(model, config)
-
-
-def _unwrap_rm(model):
-    """The plain RM (LoRA merged) to save."""
-    if hasattr(model, "merge_and_unload"):
-        return model.merge_and_unload()
-    return model
+        if self.push_to_hub is not None:  # refused before training, not after it
+            check_repo_id(self.push_to_hub, "--push-to-hub")
+        if self.base_model is not None:  # the card's base_model names a Hub model
+            check_repo_id(self.base_model, "--base-model")
 
 
 def train_rm(cfg: TrainConfig) -> dict:
@@ -201,7 +174,15 @@ def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max
     run_id, latest = open_run(cfg, ckpt_root, settings, accelerator)
     set_seed(cfg.seed)
     rm, tokenizer, source = _checked_rm(init, ds, ann_config)
-    train_set, eval_set = _datasets(cfg, ds)
+    if cfg.reinit:
+        reinitialise(rm)
+    answers = None
+    if cfg.rm_input == "latents+answer":
+        if tokenizer is None:
+            raise ValueError("--rm-input latents+answer tokenizes the decoded answers: the RM's init folder or the "
+                             "annotation's backbone needs its tokenizer.")
+        answers = answer_tokenizer(tokenizer)
+    train_set, eval_set = _datasets(cfg, ds, answers)
     loop = _training_loop(cfg, accelerator, rm, train_set, eval_set, ckpt_root, run_id)
     if cfg.resume and latest is None:
         logger.warning("--resume: no checkpoint under %s; starting from scratch.", ckpt_root)
@@ -214,6 +195,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max
                        progress, seconds)
     if accelerator.is_main_process:
         final = _unwrap_rm(accelerator.unwrap_model(loop.model))
+        if cfg.rm_input != "latents":  # what the RM reads, for whoever scores with it
+            final.config.rm_input = cfg.rm_input
         save_rm(final, tokenizer, out, summary)
         if cfg.push_to_hub:
             summary["hub_url"] = push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private,
@@ -226,16 +209,32 @@ def _annotation(cfg: TrainConfig):
     """(annotation settings, annotated dataset, N, init checkpoint), checked for this loss."""
     ann_config = annotation_settings(cfg.annotations)
     ds = load_annotations(cfg.annotations)
+    for folder in filter(None, (cfg.annotations, cfg.eval_annotations)):
+        _check_complete(folder, cfg.allow_incomplete_annotations)
     n_max = max(len(c) for c in ds["correct"])
     if cfg.loss == "contrastive" and n_max < 2:
         raise ValueError(
             "The step-wise contrastive loss needs N >= 2 trajectories per question, but the annotation has "
             f"N = {n_max}. Annotate with --num-trajectories >= 2, or use --loss bce."
         )
-    init = cfg.init or ann_config.get("model")
+    init = cfg.init if cfg.init is not None else ann_config.get("model")
     if not init:
         raise ValueError("No --init checkpoint given and the annotation folder does not name its backbone.")
     return ann_config, ds, n_max, init
+
+
+def _check_complete(folder, allow: bool) -> None:
+    """Refuse an annotation run that is not known to be complete (``annotate.incomplete``) unless ``allow``."""
+    from lm_eval_latenttts.training.annotate import incomplete
+
+    reason = incomplete(folder, annotation_settings(folder))
+    if reason is None:
+        return
+    if not allow:
+        raise ValueError(f"Annotation folder {folder}: {reason}. Pass --allow-incomplete-annotations to train on "
+                         "the questions it holds anyway.")
+    logger.warning("Annotation folder %s: %s; training on the questions it holds (--allow-incomplete-annotations).",
+                   folder, reason)
 
 
 def _checked_rm(init, ds, ann_config: dict):
@@ -248,8 +247,9 @@ def _checked_rm(init, ds, ann_config: dict):
 
         try:
             backbone_config, _ = latent_config(ann_config["model"])
-        except Exception:
-            backbone_config = None
+        except (OSError, ValueError) as err:  # the RM is checked against it: an unreadable backbone is no pass
+            raise ValueError(f"The annotation's backbone {ann_config['model']} cannot be read to check the LatentRM "
+                             f"against it ({type(err).__name__}: {err}); restore it, or annotate again.") from err
         if tokenizer is None:
             from hf_modeling import load_latent_tokenizer
 
@@ -261,7 +261,7 @@ def _checked_rm(init, ds, ann_config: dict):
     return rm, tokenizer, source
 
 
-def _datasets(cfg: TrainConfig, ds):
+def _datasets(cfg: TrainConfig, ds, answer_ids=None):
     """(training questions, held-out questions or None): every process walks the same global batches."""
     if cfg.eval_annotations:
         eval_ds = load_annotations(cfg.eval_annotations)
@@ -274,7 +274,8 @@ def _datasets(cfg: TrainConfig, ds):
         train_idx, eval_idx = [pos[i] for i in train_ids], [pos[i] for i in held_ids]
     if not train_idx:
         raise ValueError(f"{cfg.annotations}: no training questions are left after holding out {len(eval_idx)}.")
-    return QuestionExamples(ds, train_idx), QuestionExamples(eval_ds, eval_idx) if eval_idx else None
+    return (QuestionExamples(ds, train_idx, answer_ids),
+            QuestionExamples(eval_ds, eval_idx, answer_ids) if eval_idx else None)
 
 
 def _training_loop(cfg: TrainConfig, accelerator, rm, train_set, eval_set, ckpt_root: Path,
@@ -295,7 +296,9 @@ def _training_loop(cfg: TrainConfig, accelerator, rm, train_set, eval_set, ckpt_
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total)), total)
     rm, optimizer = accelerator.prepare(rm, optimizer)
     return RMTrainingLoop(accelerator, rm, optimizer, scheduler, params, cfg, train_set, eval_set,
-                          RMCollator(rm_config(rm).latent_id, pad), total, ckpt_root, run_id)
+                          RMCollator(rm_config(rm).latent_id, pad,
+                                     rm_config(rm).latent_end_id if cfg.rm_input == "latents+answer" else None),
+                          total, ckpt_root, run_id)
 
 
 def _run(loop: RMTrainingLoop, cfg: TrainConfig, accelerator):
@@ -345,27 +348,6 @@ def _summary(cfg: TrainConfig, run_id: str, init, source: str, ann_config: dict,
         "eval_after": {k: v for k, v in final_metrics.items() if k.startswith("eval_")},
         "history": history,
     }
-
-
-def rm_config(model):
-    """The config of a (possibly DDP- or peft-wrapped) RM."""
-    while not hasattr(model, "config") and hasattr(model, "module"):
-        model = model.module
-    return model.config
-
-
-def save_rm(rm, tokenizer, out, summary):
-    """save_pretrained (safetensors, modeling code, auto_map, model card) + tokenizer + summary."""
-    from lm_eval_latenttts.publishing.model_card import rm_model_card
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rm.config.architectures = [type(rm).__name__]
-    rm.save_pretrained(str(out), safe_serialization=True, model_card=rm_model_card(summary, rm))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(out))
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-    return out
 
 
 __all__ = [

@@ -15,7 +15,9 @@ import json
 import os
 from pathlib import Path
 
-LOCK_FILE = ".run.lock"  # in the output folder of a run: held (flock) for the run's lifetime
+from lm_eval_latenttts.publishing.hub import RUN_LOCK_FILE
+
+LOCK_FILE = RUN_LOCK_FILE  # in the output folder of a run: held (flock) for the run's lifetime; never uploaded
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:
@@ -73,9 +75,35 @@ def load_resume_state(path: Path, remedy: str):
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path} holds more than tensors and plain data, so it is not read (loading it could run "
                          f"code). {remedy} ({str(err).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, KeyError) as err:  # truncated, empty or not a torch.save file
+    except (RuntimeError, EOFError, KeyError, OSError) as err:  # truncated (OSError 22 when cut mid-way), empty,
+        # or not a torch.save file
         raise ValueError(f"{path} is damaged or not a saved training state ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else 'empty'}). {remedy}") from None
+                         f"{_first_line(err)}). {remedy}") from None
+
+
+def restore_state(path: Path, remedy: str, restore) -> None:
+    """Run ``restore()`` (``load_state_dict`` calls with the state read from ``path``); a state that does not fit
+    (other weights' names or shapes, another optimizer, a missing entry) is an error naming ``path``."""
+    try:
+        restore()
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise ValueError(f"{path} does not fit this run: it holds the state of another model or optimizer "
+                         f"({type(err).__name__}: {_first_line(err)}). {remedy}") from None
+
+
+def read_json_record(path: Path, what: str, remedy: str) -> dict:
+    """The JSON object in ``path`` (a run's record), or an error naming the file, ``what`` it is and ``remedy``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} ({what}) is damaged ({type(err).__name__}: {_first_line(err)}). {remedy}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} ({what}) is not a JSON object. {remedy}")
+    return data
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else "empty"
 
 
 @contextlib.contextmanager
@@ -145,4 +173,5 @@ def require_output_folder(path, option: str, marker: str, writer: str) -> Path:
 
 
 __all__ = ["LOCK_FILE", "MODEL_FILES", "changed_settings", "check_or_write", "exclusive_run", "flatten",
-           "foreign_model_files", "load_resume_state", "require_folder", "require_output_folder", "write_json_atomic"]
+           "foreign_model_files", "load_resume_state", "read_json_record", "require_folder", "require_output_folder",
+           "restore_state", "write_json_atomic"]

@@ -46,212 +46,45 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
-import string
 import sys
 import time
-import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 
 from lm_eval_latenttts.data import arith
+from lm_eval_latenttts.training.recipes.backbone_curriculum import (  # noqa: F401  (the recipe's parts, one import)
+    encode_batch,
+    evaluate,
+    evaluate_stage,
+    lr_at,
+    stage_at,
+    stage_bounds,
+    train_loss,
+)
+from lm_eval_latenttts.training.recipes.backbone_model import (  # noqa: F401
+    END_LATENT,
+    EOS,
+    LATENT,
+    RECOMMENDED_GENERATION,
+    START_LATENT,
+    build_model,
+    build_tokenizer,
+    export,
+    latent_ids,
+)
 from lm_eval_latenttts.training.run_record import (
     changed_settings,
     load_resume_state,
+    read_json_record,
+    restore_state,
     require_output_folder,
 )
 
-START_LATENT = "<|start-latent|>"
-LATENT = "<|latent|>"
-END_LATENT = "<|end-latent|>"
-EOS = "<|endoftext|>"
-UNK = "<|unk|>"
 INFO_FILE = "training_info.json"  # in --out: the recipe's record of its run (marks a folder it wrote)
 STATE_FILE = "train_state.pt"  # in --out while training: tensors and plain data only (read with weights_only=True)
-
-WORDS = ["Start", "at", "plus", "minus", "times", "then", "Answer", "mod",
-         "What", "is", "the", "result", "answer", "and", "of", "by"]
-PRE_TOKENIZE_PATTERN = r"<<|>>|###|[A-Za-z]+|\d|\s|[^\sA-Za-z\d]"
-
-
-# --------------------------------------------------------------------------- tokenizer
-def build_tokenizer():
-    """Small word/char-level tokenizer (``PreTrainedTokenizerFast``), built offline.
-
-    Digits, punctuation, ``" "`` and ``"\\n"`` are single tokens; the few words of
-    the task are word tokens; anything else maps to ``<|unk|>``. Decoding
-    concatenates tokens (so ``"### 65"`` round-trips).
-    """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    pieces: List[str] = [EOS, UNK]
-    pieces += list(string.digits) + [" ", "\n"] + list(string.punctuation)
-    pieces += ["<<", ">>", "###"] + WORDS
-    vocab = {}
-    for p in pieces:
-        if p not in vocab:
-            vocab[p] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(PRE_TOKENIZE_PATTERN), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for t in (EOS, UNK, START_LATENT, LATENT, END_LATENT)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS, unk_token=UNK,
-        clean_up_tokenization_spaces=False, padding_side="left", model_max_length=128)
-    return fast
-
-
-def latent_ids(tok) -> Dict[str, int]:
-    return {
-        "latent_id": tok.convert_tokens_to_ids(LATENT),
-        "latent_start_id": tok.convert_tokens_to_ids(START_LATENT),
-        "latent_end_id": tok.convert_tokens_to_ids(END_LATENT),
-        "target_id": tok.convert_tokens_to_ids(">>"),
-    }
-
-
-# --------------------------------------------------------------------------- model
-# test-time settings recommended with the exported model (valid split; adaptive: benchmarks/adaptive.py, README)
-RECOMMENDED_GENERATION = {"latent_sampling": "dropout", "dropout_p": 0.2, "num_return_sequences": 16,
-                          "max_new_tokens": 8, "seed": 0}
-
-
-def build_model(tok, n_layer: int, n_embd: int, n_head: int, resid_pdrop: float, seed: int, latent_length: int):
-    """A fresh ``COCONUTGPT2`` (GPT-2 with a tied head) sized for the task, with the tokenizer's latent ids."""
-    from hf_modeling import COCONUTGPT2, CoconutConfig
-
-    eos = tok.convert_tokens_to_ids(EOS)
-    cfg = CoconutConfig(
-        vocab_size=len(tok), n_positions=128, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        resid_pdrop=resid_pdrop, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eos, eos_token_id=eos,
-        pad_token_id=eos, tie_word_embeddings=True, latent_length=latent_length, **latent_ids(tok))
-    torch.manual_seed(seed)
-    return COCONUTGPT2(cfg)
-
-
-def export(model, tok, out_dir: str, latent_length: int, extra: Optional[Dict] = None) -> None:
-    """Write the model in the released COCONUT layout into ``out_dir``.
-
-    That is a plain ``gpt2`` config.json naming ``COCONUTGPT2`` in
-    ``architectures`` with the latent fields, GPT-2 weight names, the
-    tokenizer, and the recommended test-time settings in generation_config.json.
-    """
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from hf_modeling import LatentGenerationConfig
-
-    os.makedirs(out_dir, exist_ok=True)
-    fields = {k: v for k, v in model.config.to_dict().items() if k in GPT2Config().to_dict()}
-    plain = GPT2LMHeadModel(GPT2Config(**{k: v for k, v in fields.items() if k not in ("model_type", "architectures")}))
-    plain.load_state_dict(model.state_dict())
-    plain.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    path = os.path.join(out_dir, "config.json")
-    with open(path) as f:
-        cfg = json.load(f)
-    eos = tok.convert_tokens_to_ids(EOS)
-    cfg["architectures"] = ["COCONUTGPT2"]
-    cfg.update(latent_ids(tok))
-    cfg.update({"eos_token_id": eos, "pad_token_id": eos, "bos_token_id": eos, "latent_length": latent_length})
-    _write_json(path, cfg)
-    LatentGenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-                           **RECOMMENDED_GENERATION).save_pretrained(out_dir)
-    if extra is not None:
-        _write_json(os.path.join(out_dir, INFO_FILE), extra)
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------- data
-def encode_batch(tok, examples: Sequence[Dict], stage: int, n_latent: int):
-    """(input_ids, attention_mask, labels) of a curriculum stage: the prompt (left padded), ``n_latent`` latent
-    slots, then ``<|end-latent|>`` + the remaining steps + ``### answer`` + eos (right padded).
-
-    Labels are the tokens after ``<|end-latent|>`` (the causal LM loss predicts
-    each from the position before it); prompt, slots and padding are -100.
-    """
-    eos, end, slot = tok.eos_token_id, tok.convert_tokens_to_ids(END_LATENT), tok.convert_tokens_to_ids(LATENT)
-    prefixes = [ex["question"] + "\n" + START_LATENT for ex in examples]
-    suffixes = ["".join(s + "\n" for s in ex["steps"][stage:]) + "### " + ex["answer"] for ex in examples]
-    pre = tok(prefixes, padding=True, return_tensors="pt", add_special_tokens=False)
-    suf_ids = [[end] + tok(s, add_special_tokens=False)["input_ids"] + [eos] for s in suffixes]
-    width = max(len(s) for s in suf_ids)
-    rows = len(examples)
-    suf = torch.full((rows, width), eos, dtype=torch.long)
-    suf_mask = torch.zeros((rows, width), dtype=torch.long)
-    suf_labels = torch.full((rows, width), -100, dtype=torch.long)
-    for i, ids in enumerate(suf_ids):
-        suf[i, :len(ids)] = torch.tensor(ids)
-        suf_mask[i, :len(ids)] = 1
-        suf_labels[i, 1:len(ids)] = torch.tensor(ids[1:])
-    slots = torch.full((rows, n_latent), slot, dtype=torch.long)
-    input_ids = torch.cat([pre["input_ids"], slots, suf], dim=1)
-    attention_mask = torch.cat([pre["attention_mask"], torch.ones_like(slots), suf_mask], dim=1)
-    labels = torch.cat([torch.full_like(pre["input_ids"], -100), torch.full_like(slots, -100), suf_labels], dim=1)
-    return input_ids, attention_mask, labels
-
-
-def train_loss(model, tok, examples, stage: int, latents_per_step: int, noise: float):
-    """The curriculum loss of a batch: the model's own latent-aware forward (no private latent loop)."""
-    input_ids, attention_mask, labels = encode_batch(tok, examples, stage, stage * latents_per_step)
-    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, latent_noise_std=noise).loss
-
-
-# --------------------------------------------------------------------------- inference
-@torch.no_grad()
-def evaluate(model, tok, examples, n_latent: int, max_new_tokens: int = 8, batch_size: int = 512) -> float:
-    """Greedy accuracy with ``n_latent`` latent steps (the rest of the chain, if any, decoded as text): the
-    rollout the exported checkpoint gets at test time."""
-    from lm_eval_latenttts.scaling.rollouts import decode_answers
-
-    was_training = model.training
-    correct = 0
-    try:
-        for b0 in range(0, len(examples), batch_size):
-            chunk = examples[b0:b0 + batch_size]
-            enc = tok([model.format_prompt(e["question"]) for e in chunk], padding=True, return_tensors="pt",
-                      add_special_tokens=False)
-            out = model.generate(**enc, latent_sampling=None, num_return_sequences=1, latent_length=n_latent,
-                                 max_new_tokens=max_new_tokens, return_dict_in_generate=True)
-            texts = decode_answers(tok, out.answer_ids)
-            correct += sum(model.is_correct(t, e["answer"]) for t, e in zip(texts, chunk))
-    finally:
-        model.train(was_training)
-    return correct / max(1, len(examples))
-
-
-# --------------------------------------------------------------------------- schedule
-def stage_bounds(stage_steps: List[int]) -> List[int]:
-    out, acc = [], 0
-    for s in stage_steps:
-        acc += s
-        out.append(acc)
-    return out
-
-
-def stage_at(step: int, bounds: List[int]) -> int:
-    for i, b in enumerate(bounds):
-        if step < b:
-            return i
-    return len(bounds) - 1
-
-
-def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float = 0.1) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
 # --------------------------------------------------------------------------- main
@@ -384,11 +217,16 @@ class Run:
         if changed:
             raise SystemExit(f"error: {self.args.out} holds a training run with different settings ({changed}). "
                              f"Resume with the same arguments, or choose another --out.")
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["opt"])
-        torch.set_rng_state(st["torch_rng"])
-        self.step, self.history, self.elapsed_prev = st["step"], st["history"], st.get("elapsed", 0.0)
-        self.loss_ema = st["loss_ema"]
+        try:
+            restore_state(self.state_path, remedy, lambda: (
+                self.model.load_state_dict(st["model"]), self.opt.load_state_dict(st["opt"]),
+                torch.set_rng_state(st["torch_rng"])))
+            self.step, self.history, self.elapsed_prev = st["step"], st["history"], st.get("elapsed", 0.0)
+            self.loss_ema = st["loss_ema"]
+        except KeyError as err:
+            raise SystemExit(f"error: {self.state_path} lacks {err}. {remedy}") from None
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
         print(f"resumed from step {self.step}", file=sys.stderr)
         self.t0 = time.time()
 
@@ -398,8 +236,11 @@ class Run:
         path = os.path.join(self.args.out, INFO_FILE)
         if not os.path.isfile(path):
             return
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
+        try:
+            info = read_json_record(path, "the record of a finished run", "Delete it (or choose another --out) to "
+                                    "train there again.")
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
         was = recorded_settings(argparse.Namespace(**info.get("args", {})), info.get("stage_steps", []))
         changed = changed_settings(was, self.settings)
         if changed:
@@ -413,7 +254,7 @@ class Run:
         self.info.update({"step": self.step, "history": self.history, "train_seconds": round(elapsed, 1),
                           "complete": final})
         with torch.random.fork_rng():  # building the exported model draws from torch's generator: not the run's
-            export(self.model, self.tok, self.args.out, self.latent_length, extra=self.info)
+            export(self.model, self.tok, self.args.out, self.latent_length, extra=self.info, info_file=INFO_FILE)
         if not final or self.args.keep_state:
             tmp = self.state_path + ".tmp"
             torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
@@ -496,13 +337,6 @@ def main(argv=None):
         return
     print(json.dumps({"done": run.step, "train_seconds": run.info["train_seconds"],
                       "last": run.history[-1] if run.history else None}))
-
-
-def evaluate_stage(model, tok, examples, stage: int, latents_per_step: int) -> float:
-    """Accuracy with ``stage`` latent steps and the remaining steps generated as text."""
-    with warnings.catch_warnings():  # stage 0 is the chain of thought in text, on purpose: no latent step
-        warnings.filterwarnings("ignore", message="latent_length=0", category=UserWarning)
-        return evaluate(model, tok, examples, stage * latents_per_step, max_new_tokens=40)
 
 
 if __name__ == "__main__":

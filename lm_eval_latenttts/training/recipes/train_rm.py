@@ -44,12 +44,18 @@ def build_parser():
     p.add_argument("--train-questions", type=int, default=5000, help="training questions to annotate")
     p.add_argument("--num-trajectories", "-N", type=int, default=8, help="trajectories per question")
     p.add_argument("--num-continuations", "-M", type=int, default=16, help="continuations per latent step")
+    p.add_argument("--labels", choices=["monte_carlo", "decoded"], default="monte_carlo",
+                   help="step labels: Monte Carlo values, or exact labels read back from each latent prefix")
     p.add_argument("--sampling", choices=["dropout", "noise"], default=None,
                    help="how trajectories and continuations are sampled (default: the backbone's recommended)")
     p.add_argument("--dropout-p", type=float, default=None, help="default: the backbone's recommended")
     p.add_argument("--noise-std", type=float, default=None, help="default: the backbone's recommended")
     p.add_argument("--keep-all", action="store_true",
                    help="keep questions whose N trajectories are all right or all wrong (dropped by default)")
+    p.add_argument("--loss", choices=["contrastive", "bce"], default="contrastive", help="RM objective")
+    p.add_argument("--rm-input", choices=["latents", "latents+answer"], default="latents",
+                   help="what the RM reads after the prompt (latents+answer: also the decoded answer)")
+    p.add_argument("--no-dropout", dest="dropout", action="store_false", help="train the RM without dropout")
     p.add_argument("--epochs", type=float, default=6.0, help="RM training epochs")
     p.add_argument("--max-steps", type=int, default=None, help="cap on RM optimizer steps (tests use a few)")
     p.add_argument("--batch-size", type=int, default=16, help="questions (each with its N trajectories) per process and micro-batch")
@@ -115,12 +121,14 @@ def main(argv=None):
     try:  # their refusals (another run's settings in the work folder, ...) name the CLI's flags: say the recipe's
         ann = annotate(AnnotateConfig(
             model=args.backbone, data=train_file, output_dir=str(ann_dir), generation=generation,
-            num_continuations=args.num_continuations, keep_all=args.keep_all, threads=args.threads,
+            num_continuations=args.num_continuations, labels=args.labels, keep_all=args.keep_all,
+            threads=args.threads,
             progress=not args.no_progress,
         ))
         annotated = time.time()
         summary = train_rm(TrainConfig(
             annotations=str(ann_dir), output_dir=str(work / "rm"), init=args.backbone, epochs=args.epochs,
+            loss=args.loss, rm_input=args.rm_input, dropout=args.dropout,
             max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=True,
             threads=args.threads, progress=not args.no_progress,
             extra={"recipe": "python -m lm_eval_latenttts.training.recipes.train_rm",
