@@ -307,6 +307,10 @@ def section3(cot_arrays, cot_meta, arrays, meta, test, greedy, resamples):
     ratios["first_reach_over_cot"] = ratios["latent_first_positions_at_best"] / cheapest_cot
     ratios["n16_over_cot"] = ratios["latent_n16_positions"] / cheapest_cot
     ratios["latent_greedy_over_cot"] = ratios["latent_greedy_positions"] / cheapest_cot
+    # the earlier "43x" divided the latent model's most expensive point (N=64) by the CoT's cheapest
+    ratios["latent_n64_positions"] = lat_pts[64]["positions_per_question"]
+    ratios["n64_over_cot"] = ratios["latent_n64_positions"] / cheapest_cot
+    ratios["latent_n64_minus_n16"] = _paired(lat_pts[64]["per_question"], lat_pts[16]["per_question"], resamples)
     vg = cot_arrays["cot/valid/greedy/answer"].astype(np.int64)
     return {
         "cot_sha256": cot_meta["cot_sha256"], "cot_model": cot_meta["cot_model"], "parameters": cot_meta["parameters"],
@@ -399,6 +403,10 @@ def compute(data_dir: Path, resamples: int | None = None):
     cot_arrays, cot_meta = load_npz(data_dir / "evidence_cot.npz")
     report["cot_meta"] = cot_meta
     report["cot"] = section3(cot_arrays, cot_meta, arrays, meta, test, greedy, resamples) if cot_arrays else None
+    # the RM the data were scored with, against the shipped checkpoint at this commit
+    from evidence_cot import file_sha256
+
+    report["shipped_rm_sha256"] = file_sha256(REPO / meta["rm"] / "model.safetensors")
     h_arrays, h_meta = load_npz(data_dir / "evidence_heldout.npz")
     report["heldout"] = heldout_section(h_arrays, h_meta, resamples) if h_arrays else None
     return report

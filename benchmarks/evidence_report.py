@@ -12,6 +12,15 @@ import os
 from pathlib import Path
 
 
+# Where the runs that the committed data lack stood when this page was last generated (read from their
+# training_info.json; a section replaces its line once its .npz is committed).
+PENDING = {
+    "cot": "on 2026-12-07 at 17:40 UTC its training stood at step 2,500 of 3,600",
+    "heldout": "on 2026-12-07 at 17:45 UTC: latent at step 1,250 of 3,600, chain of thought at step 1,000 of 3,600, "
+               "both resumed at the lowest CPU priority on the shared 2-core box",
+}
+
+
 # --------------------------------------------------------------------------- formatting
 def pct(x, digits=1):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
@@ -136,7 +145,12 @@ def header(r, doc, plots):
         "**To rerun the RM sections against another LatentRM** (e.g. a retrained `arith-rm`): "
         "`python benchmarks/evidence.py --part rm --rm PATH` draws the same rollouts again (checked equal to the "
         "stored ones), replaces their RM scores and the RM's sha256 in `evidence_data.npz`, and rewrites this page "
-        "(sections 3 and 4, and every sentence that depends on them).",
+        "(sections 3 and 4, and every sentence that depends on them). "
+        + ("The shipped `arith-rm` at this commit has that sha256 (checked by the recompute): issue 23 did not "
+           "change the shipped LatentRM (its phase 2 ships a selector, not an RM), so sections 3 and 4 stand."
+           if r.get("shipped_rm_sha256") == m["rm_sha256"] else
+           "**The shipped `arith-rm` at this commit has another sha256** "
+           f"(`{sha(r.get('shipped_rm_sha256'))}…`): sections 3 and 4 describe the RM named above; rerun `--part rm`."),
         "",
     ]
     return lines
@@ -169,8 +183,8 @@ def summary(r):
     lines.append(
         "1. **Read-outs of sampled latents (correlational):** "
         + ("no setting is \"distinct\" under either probe. " if not n_distinct else "")
-        + "Verdicts " + ". Verdicts ".join(parts) + f". The probes disagree at {len(disagree)} of the "
-        f"{len(sem['settings'])} settings (section 1).")
+        + "Verdicts " + ". Verdicts ".join(parts) + f". The two probes' verdicts differ at {len(disagree)} of the "
+        f"{len(sem['settings'])} settings" + contradiction(sem) + " (section 1).")
     # causal
     impl = c["greedy"]["implants"]
     sw = impl["swap"]
@@ -219,7 +233,7 @@ def summary(r):
             f"5. **Token chain of thought** (same size, same recipe and budget) reaches {pct(g['cot']['accuracy'])}% "
             f"greedy at {g['cot']['positions_per_question']:.0f} forward positions per question; the latent model's "
             f"greedy reaches {pct(g['latent']['accuracy'])}% at {g['latent']['positions_per_question']:.0f}. "
-            + truncated_sentence(cot) + " (section 5).")
+            + compute_sentence(cot) + " " + truncated_sentence(cot) + " (section 5).")
     h = r.get("heldout")
     if h:
         s = h["sets"]
@@ -231,6 +245,38 @@ def summary(r):
             f"{pct(s['seen']['cot_greedy']['mean'])}%, {pct(s['unseen_step2']['cot_greedy']['mean'])}% and "
             f"{pct(s['unseen_step1']['cot_greedy']['mean'])}% (section 5).")
     return lines + [""]
+
+
+def contradiction(sem):
+    """Whether the probes ever contradict each other (one says distinct, the other not distinct), and where the
+    ones-digit probe reaches a verdict at all."""
+    from evidence_readout import VERDICT_PROBES
+
+    probes = list(VERDICT_PROBES)
+    both = [n for n, st in sem["settings"].items()
+            if {st["verdicts"][q]["label"] for q in probes} == {"distinct", "not distinct"}]
+    firm = [n for n, st in sem["settings"].items()
+            if st["verdicts"][probes[0]]["label"] in ("distinct", "not distinct")]
+    text = (f"; they contradict each other (one \"distinct\", the other \"not distinct\") at {names(both)}" if both else
+            "; they never contradict each other (no setting is \"distinct\" under one and \"not distinct\" under "
+            "the other)")
+    one = VERDICT_PROBES[probes[0]].split(" (")[0]
+    return text + (f"; the {one} says \"distinct\" or \"not distinct\" only at {names(firm)}" if firm else
+                   f": the {one} says neither \"distinct\" nor \"not distinct\" at any setting, and the value "
+                   "probe's \"not distinct\" rests on changes the ones-digit probe does not see")
+
+
+def compute_sentence(cot):
+    """The compute ratio stated against the latent model's N=64, N=16 and greedy points."""
+    cr, lat, g = cot["compute_ratios"], cot["latent_dropout_p0.2"], cot["greedy"]
+    d = cr["latent_n64_minus_n16"]
+    return (f"Against the CoT model's cheapest full chain ({cr['cot_cheapest_positions']:.0f} positions), the latent "
+            f"model's most expensive point (majority at N=64, {cr['latent_n64_positions']:,.0f} positions) costs "
+            f"{cr['n64_over_cot']:.0f}× as much; N=16 ({cr['latent_n16_positions']:,.0f} positions, majority "
+            f"{pct(lat[16]['majority_accuracy'])}%; N=64 − N=16 {spct(d['mean'])} points {ci(d['ci95'], 1, True)}, "
+            f"paired) {cr['n16_over_cot']:.1f}×; latent greedy ({pct(g['latent']['accuracy'])}%, "
+            f"{cr['latent_greedy_positions']:.0f} positions) {cr['latent_greedy_over_cot']:.2f}×, fewer positions "
+            "than any full chain.")
 
 
 def truncated_sentence(cot):
@@ -615,7 +661,9 @@ def literature_section(r):
         "",
         f"{p['source']} ({p['model']}, {p['task']}, MC dropout), as issue 24 quotes it: pass@1 {p['pass_at_1']}, "
         f"pass@32 {p['pass_at_32']}; its best reranker ({p['best_reranker']}) reaches {p['best_reranker_accuracy']}, "
-        f"{p['recovered_share_quoted']}% of the headroom. (The paper could not be read from this box; "
+        f"{p['recovered_share_quoted']}% of the headroom. (The paper's full text could not be read from this box; a "
+        "public summary of it (en.papernotes.org, AAAI 2026 notes on arXiv 2510.12167) gives the same shape: Pass@32 "
+        "44.43%, about 13 points of headroom, and under 2.3 points gained by PRM or ORM reranking. "
         f"(33.4 − 31.1) / (44.4 − 31.1) is {pct(lit['paper_recovered_of_pass32'])}%, so its 19.8% uses another "
         "denominator, probably pass@16 − pass@1, which the quote does not give.) The same shape here, dropout p=0.2, "
         f"N=16 selectors against pass@1 = a single sample ({pct(lit['pass_at_1'])}%), pass@16 "
@@ -647,7 +695,9 @@ def cot_section(r, plots, doc):
     cot, h = r.get("cot"), r.get("heldout")
     lines = ["## 5. Token chain of thought at equal compute", ""]
     if not cot:
-        lines += ["Not measured: `benchmarks/results/evidence_cot.npz` is absent (`python benchmarks/evidence.py --part cot`).", ""]
+        lines += ["Not measured: `benchmarks/results/evidence_cot.npz` is absent. To draw it: `python benchmarks/evidence.py "
+                  "--part cot` (it resumes or trains the chain-of-thought model in `runs/arith-cot` first; "
+                  + PENDING["cot"] + ").", ""]
     else:
         tr = cot["cot_training"]
         temp = cot["temperature"]
@@ -665,10 +715,13 @@ def cot_section(r, plots, doc):
             "- **Compute**: forward token positions per question. Latent: every sample runs its own prompt pass "
             "(`dropout_scope=\"all\"`), then 2 latent steps, the end marker and its answer tokens. CoT: the prompt once "
             "(its KV cache shared by the samples), then each sample's fed tokens. Approximate GFLOPs beside them.",
-            "- **Truncated chains** (below 55 positions): the CoT model greedy, with `### ` fed after 0 written steps (it "
-            "must answer at once) or after its first step (it has written x1), then decoding the answer greedily.",
+            "- **Truncated chains** (points below a full chain's positions): the CoT model greedy, with `### ` fed "
+            "after 0 written steps (it must answer at once) or after its first step (it has written x1), then the "
+            "answer decoded greedily among the digit tokens and end-of-text (at most 3 tokens). Left free after the "
+            "marker, the model ignores it and writes its chain anyway (`### 2+5=20>>` …), which costs what a full "
+            "chain costs; constrained, the point costs the positions shown.",
             "",
-            f"Majority vote, {cot['seeds']} seeds, {cot['questions']} test questions:",
+            f"Majority vote, {cot['seeds']} seed{'s' if cot['seeds'] != 1 else ''}, {cot['questions']} test questions:",
             "",
             "| N | token CoT [95% CI] | CoT positions / GFLOP | latent, dropout p=0.2 [95% CI] | latent positions / GFLOP |",
             "| ---: | ---: | ---: | ---: | ---: |",
@@ -694,14 +747,9 @@ def cot_section(r, plots, doc):
         lines += [
             "At the latent model's own budgets, with the CoT curve interpolated in log positions, latent minus CoT is "
             + ("; ".join(at) if at else "not defined (no CoT point at or below those budgets)") + " (paired). "
-            f"Compute, stated three ways: the latent model's best majority ({pct(cot['latent_dropout_p0.2'][cr['latent_best_n']]['majority_accuracy'])}%, "
-            f"N={cr['latent_best_n']}) costs {cr['latent_best_positions']:,.0f} positions, {cr['best_over_cot']:.0f}× the CoT model's "
-            f"cheapest point ({cr['cot_cheapest_positions']:.0f} positions); the same accuracy is first reached at "
-            f"N={cr['latent_first_n_at_best']} ({cr['latent_first_positions_at_best']:,.0f} positions, "
-            f"{cr['first_reach_over_cot']:.1f}×); N=16 costs {cr['latent_n16_positions']:,.0f} positions "
-            f"({cr['n16_over_cot']:.1f}×); and latent greedy ({pct(g['latent']['accuracy'])}%) costs "
-            f"{cr['latent_greedy_positions']:.0f} positions, {cr['latent_greedy_over_cot']:.2f}× the CoT model's "
-            "cheapest point: fewer than any full chain. " + truncated_sentence(cot),
+            f"The latent model's best majority is {pct(cot['latent_dropout_p0.2'][cr['latent_best_n']]['majority_accuracy'])}% "
+            f"(first reached at N={cr['latent_first_n_at_best']}, {cr['latent_first_positions_at_best']:,.0f} positions). "
+            + compute_sentence(cot) + " " + truncated_sentence(cot),
             "",
             "What this does not show: the latent positions charge every sample its own prompt pass; latent-only "
             "sampling shares one pass over the 30-token prompt ("
@@ -714,6 +762,15 @@ def cot_section(r, plots, doc):
         ]
     if h:
         lines += heldout_section(h)
+    else:
+        lines += ["### Held-out step facts", "",
+                  "Not measured: `benchmarks/results/evidence_heldout.npz` is absent. The split is built "
+                  "(`evidence_lib/heldout.py`: 104 of the 2,600 step facts held out, every training question that uses "
+                  "one removed) and both models are retrained on what remains, but neither run had finished when this "
+                  "page was generated (" + PENDING["heldout"] + "). To finish: `python benchmarks/evidence_heldout.py "
+                  "train --kind latent --out runs/heldout-latent` and `python benchmarks/evidence_heldout.py train "
+                  "--kind cot --out runs/heldout-cot` (each resumes its run), then `python benchmarks/evidence_heldout.py "
+                  "evaluate` and `python benchmarks/evidence_recompute.py`.", ""]
     return lines
 
 

@@ -623,25 +623,35 @@ def test_difficulty_and_pair_types_by_hand():
 
 
 def test_truncated_chain_forces_the_answer_marker(tiny_arith_models):
-    from evidence_cot import cot_truncated
+    from evidence_cot import ANSWER_TOKENS, cot_truncated
     from lm_eval_latenttts.data import arith
 
     tok, base, _ = tiny_arith_models
-    qs = arith.load_split("test")[:2]
+    qs = arith.load_split("test")[:3]
     fed = []
     handle = base.transformer.register_forward_pre_hook(
         lambda m, args, kwargs: fed.append((kwargs.get("input_ids") if kwargs.get("input_ids") is not None
                                             else args[0])[0].tolist()), with_kwargs=True)
     try:
-        _, positions = cot_truncated(base, tok, qs, 0, max_new_tokens=3)
+        answers, positions = cot_truncated(base, tok, qs, 0, max_new_tokens=3)
     finally:
         handle.remove()
     prompt = tok(qs[0]["question"] + ev.COT_SUFFIX, add_special_tokens=False)["input_ids"]
     forced = tok("### ", add_special_tokens=False)["input_ids"]
-    assert fed[0] == prompt + forced  # no chain: the answer marker follows the prompt
-    own = [f for f in fed if f[:len(prompt)] == prompt]  # the first question's forwards (no KV cache: whole)
-    # every token but the last generated one is fed: the positions a cached decode processes
-    assert positions[0] == len(own[-1]) and len(own) <= 3
+    digits = {tok.convert_tokens_to_ids(str(d)) for d in range(10)}
+    stream = [t for call in fed for t in call]  # the first row's tokens, in the order they were fed (KV cache)
+    assert stream[:len(prompt) + len(forced)] == prompt + forced  # no chain: the answer marker follows the prompt
+    # then only digits, at most ANSWER_TOKENS generated; every token but the last generated one is fed
+    answer_fed = stream[len(prompt) + len(forced):positions[0]]
+    assert set(answer_fed) <= digits and len(answer_fed) <= ANSWER_TOKENS - 1
+    assert answers[0] is None or answers[0].isdigit()
+    # rows decoded together give what each gives alone
+    alone = [cot_truncated(base, tok, [q], k, max_new_tokens=3) for q in qs for k in (0, 1)]
+    together = {k: cot_truncated(base, tok, qs, k, max_new_tokens=3, batch_rows=2) for k in (0, 1)}
+    for i in range(len(qs)):
+        for j, k in enumerate((0, 1)):
+            a, pos = alone[2 * i + j]
+            assert (a[0], pos[0]) == (together[k][0][i], together[k][1][i])
 
 
 def test_plots_draw_from_the_committed_json(tmp_path):
