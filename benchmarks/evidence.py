@@ -268,7 +268,7 @@ def part_cot(args, model, tok, out_dir, t_start, load_start):
     arrays, info = collect_cot(args, cot_path, model, test, valid)
     meta = base_meta(args, t_start, load_start)
     meta.update(info)
-    meta.update({"cot_trained_by_this_run": trained_here, "questions": len(test), "valid_questions": len(valid),
+    meta.update({"cot_model": shown(cot_path), "cot_trained_by_this_run": trained_here, "questions": len(test), "valid_questions": len(valid),
                  "seeds": args.seeds, "ns": NS, "sampling_seconds": round(time.time() - t0, 1),
                  "cot_training": {"stage_steps": cot_info.get("stage_steps"),
                                   "train_seconds": cot_info.get("train_seconds"),

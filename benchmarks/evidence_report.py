@@ -233,7 +233,7 @@ def summary(r):
             f"5. **Token chain of thought** (same size, same recipe and budget) reaches {pct(g['cot']['accuracy'])}% "
             f"greedy at {g['cot']['positions_per_question']:.0f} forward positions per question; the latent model's "
             f"greedy reaches {pct(g['latent']['accuracy'])}% at {g['latent']['positions_per_question']:.0f}. "
-            + compute_sentence(cot) + " " + truncated_sentence(cot) + " (section 5).")
+            + compute_sentence(cot) + " " + truncated_sentence(cot)[:-1] + " (section 5).")
     h = r.get("heldout")
     if h:
         s = h["sets"]
@@ -757,7 +757,10 @@ def cot_section(r, plots, doc):
                         for n in cot["latent_dropout_p0.2"])
             + " positions), but it is a different sampler, whose accuracy this table does not show. The CoT model "
             "writes the intermediate it then uses; at this task's ceiling that measures how far the latent model "
-            "falls short, not how CoT scales.",
+            "falls short, not how CoT scales. The truncated chains feed the answer marker where this model never saw "
+            "it (it was trained to write it after both steps only), so their accuracy (against 1% for a guess among "
+            "the 100 answers) says that this CoT model needs its whole chain, not what a chain-of-thought model "
+            "trained to answer early could do below 55 positions.",
             "",
         ]
     if h:
