@@ -6,7 +6,7 @@ minute) and writes the report, ``evidence.json`` and the plots.  For the shipped
 its LatentRM (``arith-rm``) and the shipped arithmetic task's 500 test questions::
 
     python benchmarks/evidence.py --part latent       # sections 1, 2, causal, headroom -> evidence_data.npz
-    python benchmarks/evidence.py --part cot          # section 3's chain of thought -> evidence_cot.npz
+    python benchmarks/evidence.py --part cot          # section 5: chain of thought -> evidence_cot.npz
                                                       #   (trains runs/arith-cot first when it is absent)
     python benchmarks/evidence.py --part rm --rm DIR  # the RM sections again with another LatentRM: the same
                                                       #   rollouts (checked), new RM scores -> evidence_data.npz

@@ -1,4 +1,4 @@
-"""Section 3 of the evidence: token chain of thought against the latent model at equal compute.
+"""Section 5 of the evidence: token chain of thought against the latent model at equal compute.
 
 The baseline is a model of the same size trained by the backbone recipe's chain-of-thought stage for the
 whole budget (:func:`ensure_cot_model` reuses or trains it).  :func:`collect_cot` draws what the report

@@ -236,7 +236,7 @@ def headroom(arrays, meta, test, greedy, resamples):
     return table(rolls, test, greedy["correct"][:, 0], meta["latent_length"], HEADROOM_NS, resamples)
 
 
-# --------------------------------------------------------------------------- section 3
+# --------------------------------------------------------------------------- section 5 (chain of thought)
 def choose_temperature(arrays, valid):
     """The CoT temperature: highest majority@16 on the valid grid (seed 0), ties -> higher single-sample
     accuracy, then the lower T.  Returns (T, grid)."""

@@ -15,9 +15,9 @@ from pathlib import Path
 # Where the runs that the committed data lack stood when this page was last generated (read from their
 # training_info.json; a section replaces its line once its .npz is committed).
 PENDING = {
-    "cot": "on 2026-12-07 at 17:40 UTC its training stood at step 2,500 of 3,600",
-    "heldout": "on 2026-12-07 at 17:45 UTC: latent at step 1,250 of 3,600, chain of thought at step 1,000 of 3,600, "
-               "both resumed at the lowest CPU priority on the shared 2-core box",
+    "cot": "the run committed here finished on 2026-12-07: 3,600 steps, 222.3 min, sha256 5acde04402d1…",
+    "heldout": "on 2026-12-07 at 18:42 UTC: latent at step 2,000 of 3,600 (checkpoint 18:36), chain of thought at "
+               "step 1,750 of 3,600 (checkpoint 18:41), both resumed at the lowest CPU priority on the shared 2-core box",
 }
 
 
