@@ -131,7 +131,7 @@ def header(r, doc, plots):
         hm = h["meta"]
         lines.append("| `evidence_heldout.npz` | `python benchmarks/evidence_heldout.py train --kind latent` and `--kind cot`, "
                      f"then `evaluate` | {hm['latent_training']['train_seconds'] / 60:.0f} + "
-                     f"{hm['cot_training']['train_seconds'] / 60:.0f} min training (CPU time of the runs) |")
+                     f"{hm['cot_training']['train_seconds'] / 60:.0f} min of training (wall time, summed over resumes) |")
     lines += [
         "",
         f"Models: the shipped latent model `{m['model']}` (weights sha256 `{sha(m['model_sha256'])}…`) and LatentRM "
