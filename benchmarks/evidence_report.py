@@ -811,7 +811,9 @@ def heldout_section(h):
         f"(step 2), {spct(h['cot_unseen_step1_minus_seen']['mean'])} {ci(h['cot_unseen_step1_minus_seen']['ci95'], 1, True)} "
         f"(step 1). Models: latent sha256 `{sha(hm['latent_sha256'])}…` ({hm['latent_training']['train_seconds'] / 60:.0f} "
         f"min), CoT `{sha(hm['cot_sha256'])}…` ({hm['cot_training']['train_seconds'] / 60:.0f} min); neither is shipped. "
-        "The held-out latent model has no LatentRM: this split measures the backbones.",
+        "The held-out latent model has no LatentRM: this split measures the backbones. Each held-out model is "
+        "its own retraining (a different training set and run), so compare unseen with seen within a model, not "
+        "with the shipped model's numbers above.",
         "",
     ]
     return lines
