@@ -129,6 +129,10 @@ def cmd_tables(args):
     test_n = test["answers"].shape[-1]
     ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= test_n]
     report["test"]["scaling"] = an.scaling_table(test, ns, args.scaling_rms or [])
+    if args.rm_rows:  # the RM table (learning curve, levers): AUROC paired with the reference RM, vs majority
+        for split, d in (("valid", valid),) + ((("test", test),) if not args.valid_only else ()):
+            report[split]["rms"] = an.rm_rows(d, args.n, args.rm_rows, args.rm_reference)
+        report["rm_reference"] = args.rm_reference
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=float))
     for split in ("valid",) if args.valid_only else ("valid", "test"):
@@ -143,12 +147,42 @@ def cmd_tables(args):
         print(f"\nwithin-question AUROC ({split}, N={args.n}):")
         for name, row in report[split]["auroc"].items():
             print(f"  {name}: {fmt(row, 1, 3)} ({row['questions']} questions)")
+    for split in ("valid",) if args.valid_only else ("valid", "test"):
+        if "rms" in report[split]:
+            _print_rm_rows(split, report[split]["rms"], args.n, args.rm_reference)
     if args.scaling_rms and not args.valid_only:
         print("\n### test: best-of-N vs majority\n")
         for n, row in report["test"]["scaling"].items():
             print(f"N={n}: majority {fmt(row['majority'])}, " + ", ".join(
                 f"{k} {fmt(v)}" for k, v in row.items() if k.startswith("best-of-N")))
     print(f"\n({time.time() - started:.0f} s)")
+
+
+def cmd_rms(args):
+    """The RM rows (learning curve, levers): within-question AUROC and its paired difference with ``--reference``,
+    best-of-N and RM-weighted minus majority; valid only (choosing), or valid and test (``--test``)."""
+    from selection_lib import analysis as an
+    from selection_lib.tables import load_npz
+
+    splits = {"valid": load_npz(args.valid), **({"test": load_npz(args.test)} if args.test else {})}
+    report = {split: an.rm_rows(d, args.n, args.rms, args.reference) for split, d in splits.items()}
+    if args.out:
+        Path(args.out).write_text(json.dumps({"n": args.n, "reference": args.reference, **report}, indent=1,
+                                             default=float))
+    for split, rows in report.items():
+        _print_rm_rows(split, rows, args.n, args.reference)
+
+
+def _print_rm_rows(split, rows, n, reference):
+    from selection_lib.tables import fmt
+
+    print(f"\n### {split}, N={n}: RMs (paired differences over questions; reference {reference})\n")
+    print("| RM | AUROC | minus reference | best-of-N minus majority | RM-weighted minus majority |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, row in rows.items():
+        ref = fmt(row["auroc_minus_reference"], 1, 3) if "auroc_minus_reference" in row else ""
+        print(f"| {name} | {fmt(row['auroc'], 1, 3)} | {ref} | {fmt(row['best_of_n_minus_majority'])} | "
+              f"{fmt(row['weighted_minus_majority'])} |")
 
 
 def cmd_derive(args):
@@ -209,11 +243,21 @@ def main(argv=None):
     p.add_argument("--questions", type=int, default=0, help="keep question ids below this (0: all)")
     p.add_argument("--labels", choices=["same", "outcome"], default="same")
     p.set_defaults(fn=cmd_derive)
+    p = sub.add_parser("rms", help="one row per RM: AUROC (paired with a reference RM), best-of-N / weighted vs majority")
+    p.add_argument("--valid", default="benchmarks/results/selection_valid.npz")
+    p.add_argument("--test", default=None, help="also the test split (once, at the end)")
+    p.add_argument("--rms", nargs="+", required=True)
+    p.add_argument("--reference", default="shipped")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--out", default=None, help="also write the rows as JSON")
+    p.set_defaults(fn=cmd_rms)
     p = sub.add_parser("tables", help="recompute every table from the committed arrays")
     p.add_argument("--valid", default="benchmarks/results/selection_valid.npz")
     p.add_argument("--test", default="benchmarks/results/selection_test.npz")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--scaling-rms", nargs="*", default=None, help="RMs of the best-of-N vs majority rows")
+    p.add_argument("--rm-rows", nargs="*", default=None, help="RMs of the RM table (as the rms subcommand)")
+    p.add_argument("--rm-reference", default="shipped", help="the RM the RM table's AUROC is paired with")
     p.add_argument("--out", default=None, help="also write the report as JSON")
     p.add_argument("--valid-only", action="store_true", help="only the valid split (while choosing)")
     p.set_defaults(fn=cmd_tables)
