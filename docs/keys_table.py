@@ -39,6 +39,21 @@ def _first_line(doc: str | None) -> str:
     return first[:1].lower() + first[1:] if first[1:2].islower() else first
 
 
+def _shipped_overrides(keys):
+    """(label, "`key=value`, ...") of each shipped checkpoint whose generation_config.json sets a key otherwise."""
+    import json
+
+    from lm_eval_latenttts.checkpoints import DEFAULT_MODEL_DIR, DEFAULT_RM_DIR
+
+    found = []
+    for label, folder in (("the model (arith-coconut)", DEFAULT_MODEL_DIR), ("its LatentRM (arith-rm)", DEFAULT_RM_DIR)):
+        saved = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+        changed = [f"`{key.name}={_text(saved[key.field])}`" for key in keys
+                   if key.field is not None and key.field in saved and saved[key.field] != key.default_value()]
+        found.append((label, ", ".join(changed) or "nothing"))
+    return found
+
+
 def table() -> str:
     """The Markdown table: one row per key of ``KEYS``, then the built-in strategies ``aggregate`` names and the
     ignored token-generation keys."""
@@ -53,6 +68,8 @@ def table() -> str:
                     f"{'yes' if key.field is not None else 'no'} |")
     silent = [k for k, kind in IGNORED_GEN_KEYS.items() if kind == BOILERPLATE]
     warned = [k for k, kind in IGNORED_GEN_KEYS.items() if kind != BOILERPLATE]
+    rows += ["", "The shipped checkpoints' `generation_config.json` override these defaults: "
+             + "; ".join(f"{label}: {shipped}" for label, shipped in _shipped_overrides(KEYS)) + "."]
     strategies = "; ".join(f"`{name}`: {_first_line(type(s).__doc__)}" for name, s in STRATEGIES.items())
     rows += ["", f"`aggregate` (`lm_eval_latenttts/scaling/strategies.py`; [add your own](docs/design.md#adding-a-selector)): "
              f"{strategies}."]

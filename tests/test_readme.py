@@ -56,6 +56,24 @@ def test_the_table_has_one_row_per_key_with_its_default():
     assert by_name["pretrained"][-1] == "no |" and by_name["n"][-1] == "yes |"
 
 
+def test_the_table_says_what_the_shipped_checkpoints_override(tmp_path, monkeypatch):
+    """The shipped generation_config.json values that differ from the defaults are listed; a change to them changes
+    the table (so the README check catches it)."""
+    import json
+
+    import lm_eval_latenttts.checkpoints as checkpoints
+
+    tool = _keys_table()
+    line = next(line for line in tool["table"]().splitlines() if "generation_config.json` override" in line)
+    saved = json.loads((checkpoints.DEFAULT_MODEL_DIR / "generation_config.json").read_text())
+    assert f"`n={saved['num_return_sequences']}`" in line and "`seed=" not in line  # seed 0 is the default
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "generation_config.json").write_text(json.dumps({**saved, "seed": 7}))
+    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", model)
+    assert "`seed=7`" in tool["table"]()
+
+
 def test_the_check_fails_when_the_readme_drifts(tmp_path, monkeypatch):
     tool = _keys_table()
     text = README.read_text(encoding="utf-8")
