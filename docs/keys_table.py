@@ -33,9 +33,14 @@ def _cell(text: str) -> str:
 
 
 def _first_line(doc: str | None) -> str:
-    """The first sentence of a docstring, without its final period."""
+    """The summary of a docstring: its first sentence, up to a colon outside parentheses."""
     text = " ".join((doc or "").split()).replace("``", "`")
-    first = text.split(". ")[0].rstrip(".")
+    first, depth = text.split(". ")[0].rstrip("."), 0
+    for i, char in enumerate(first):  # up to the first ": " outside parentheses (the summary before the details)
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and first.startswith(": ", i):
+            first = first[:i]
+            break
     return first[:1].lower() + first[1:] if first[1:2].islower() else first
 
 
