@@ -51,7 +51,8 @@ def _shipped_overrides(keys):
     from lm_eval_latenttts.checkpoints import DEFAULT_MODEL_DIR, DEFAULT_RM_DIR
 
     found = []
-    for label, folder in (("the model (arith-coconut)", DEFAULT_MODEL_DIR), ("its LatentRM (arith-rm)", DEFAULT_RM_DIR)):
+    shipped = (("the model (arith-coconut)", DEFAULT_MODEL_DIR), ("its LatentRM (arith-rm)", DEFAULT_RM_DIR))
+    for label, folder in shipped:
         saved = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
         changed = [f"`{key.name}={_text(saved[key.field])}`" for key in keys
                    if key.field is not None and key.field in saved and saved[key.field] != key.default_value()]
@@ -76,8 +77,8 @@ def table() -> str:
     rows += ["", "The shipped checkpoints' `generation_config.json` override these defaults: "
              + "; ".join(f"{label}: {shipped}" for label, shipped in _shipped_overrides(KEYS)) + "."]
     strategies = "; ".join(f"`{name}`: {_first_line(type(s).__doc__)}" for name, s in STRATEGIES.items())
-    rows += ["", f"`aggregate` (`lm_eval_latenttts/scaling/strategies.py`; [add your own](docs/design.md#adding-a-selector)): "
-             f"{strategies}."]
+    rows += ["", "`aggregate` (`lm_eval_latenttts/scaling/strategies.py`; "
+             f"[add your own](docs/design.md#adding-a-selector)): {strategies}."]
     rows += ["", "Ignored in `gen_kwargs` (the answer is decoded greedily after the latent phase): "
              + ", ".join(f"`{k}`" for k in silent) + " silently; " + ", ".join(f"`{k}`" for k in warned)
              + " with a warning unless the value means greedy anyway. Any other key is an error that lists the "
