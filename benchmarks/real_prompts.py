@@ -25,8 +25,8 @@ up to ``--batch`` questions per call:
   column, run once per repeat between them).
 
 Each cell is the minimum over ``--repeats`` timed runs (after a warm-up), interleaved per (size, N) so that
-load on the machine hits every column alike; calls and questions per call beside it.  Example (the README
-table): ``python benchmarks/real_prompts.py --threads 1 --lm-eval --reference /path/to/LatentTTS
+load on the machine hits every column alike; calls and questions per call beside it.  Example (the table of
+docs/speed.md): ``python benchmarks/real_prompts.py --threads 1 --lm-eval --reference /path/to/LatentTTS
 --reference-python /path/to/venv/bin/python``.
 """
 

@@ -1,5 +1,5 @@
 """Selection strategies as plug-ins (``scaling.strategies``), the plan that decides a request's mode once
-(``scaling.plan``) and the engine that runs it (``scaling.engine``), tested without lm-eval; then the README's
+(``scaling.plan``) and the engine that runs it (``scaling.engine``), tested without lm-eval; then docs/design.md's
 worked example: a selector of one class and one registration, run through lm-eval."""
 
 import json
@@ -244,10 +244,11 @@ def test_a_strategy_gets_the_greedy_decode_and_step_scores_when_it_asks(models, 
     assert result.selection.answer == result.answers[max(range(4), key=lambda i: steps[i][-1])]
 
 
-# ----------------------------------------------------------------------------- the README's worked example
+# ----------------------------------------------------------------------------- docs/design.md's worked example
 def test_a_selector_of_one_class_and_one_registration_runs_through_lm_eval(registered, monkeypatch):
-    """The README's example: ``Consensus`` (the answer more than half of the candidates give, else none), registered,
-    then ``lm_eval --model latent_tts --model_args aggregate=consensus`` on the shipped task: ``acc`` is its answer."""
+    """docs/design.md's example (Adding a selector; tests/test_readme.py checks that it is this class): ``Consensus``
+    (the answer more than half of the candidates give, else none), registered, then ``lm_eval --model latent_tts
+    --model_args aggregate=consensus`` on the shipped task: ``acc`` is its answer."""
     from harness_runs import evaluate, samples_of
 
     from hf_modeling.answers import answers_equal
