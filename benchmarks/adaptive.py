@@ -70,7 +70,7 @@ def draw_all(model, tok, rm, prompts, config, rows_per_call):
     plan = engine.plan(config, payload=False)
     jobs = [Job(i, prompt, plan) for i, prompt in enumerate(prompts)]
     wall, cpu = time.perf_counter(), time.process_time()
-    found = [draw for draw, _, _ in engine.draws(jobs)]
+    found = [drawn.draw for drawn in engine.draws(jobs)]
     return plan, found, time.perf_counter() - wall, time.process_time() - cpu
 
 

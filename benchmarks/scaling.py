@@ -72,7 +72,7 @@ def draw(engine, questions, config, keep_latents=False):
     plan = engine.plan(config, payload=False)
     jobs = [Job(i, engine.model.encode_prompt(engine.tokenizer, q["question"]), plan) for i, q in enumerate(questions)]
     recorder = Recorder() if keep_latents else None
-    return [found for found, _, _ in engine.draws(jobs, recorder)], recorder
+    return [drawn.draw for drawn in engine.draws(jobs, recorder)], recorder
 
 
 def metrics_at(draws, questions, n, has_rm):

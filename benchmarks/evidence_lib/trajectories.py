@@ -57,7 +57,7 @@ def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024
     recorder = Recorder()
     draws = engine.draws([Job(i, p, plan) for i, p in enumerate(prompts)], recorder)
     answers, correct, latents, gen, plen, steps_scores, scores = [], [], [], [], [], [], []
-    for i, (e, p, (c, _, _)) in enumerate(zip(examples, prompts, draws)):
+    for i, (e, p, (c, _, _, _)) in enumerate(zip(examples, prompts, draws)):
         trace = recorder[i]
         answers.append(c.answers)
         correct.append([answers_equal(x, e["answer"]) for x in c.answers])

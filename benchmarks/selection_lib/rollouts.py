@@ -71,7 +71,7 @@ def _draw(model, tok, prompts, config, batch_questions, offset: int = 0):
     plan = engine.plan(config, payload=False)
     recorder = Recorder()
     found = engine.draws([Job(i, p, plan, sample_offset=offset) for i, p in enumerate(prompts)], recorder)
-    return [draw for draw, _, _ in found], [recorder[i].latents for i in range(len(prompts))]
+    return [drawn.draw for drawn in found], [recorder[i].latents for i in range(len(prompts))]
 
 
 @torch.no_grad()
