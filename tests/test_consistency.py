@@ -196,3 +196,13 @@ def test_it_runs_through_lm_eval_with_its_compute_counted(shipped):
         assert s["acc"] == float(answers_equal(want.selection.answer, s["doc"]["answer"]))
     assert out["config"]["latent_tts"]["aggregate"] == "consistency"
     assert out["results"]["latent_arith"]["extra_positions,none"] > 0
+
+
+def test_sampling_off_reads_its_one_rollout_back_once(shipped, questions):
+    """With sampling off one rollout stands for all N: it is read back once, and its cost counted once."""
+    model, tok = shipped
+    engine, jobs = _run(model, tok, questions[:3], 2, latent_sampling=None, num_return_sequences=4)
+    single, single_jobs = _run(model, tok, questions[:3], 2, latent_sampling=None, num_return_sequences=1)
+    for four, one in zip(engine.run(jobs), single.run(single_jobs)):
+        assert four.selection.answer == one.selection.answer == four.greedy
+        assert four.extra_positions == one.extra_positions and four.rollouts == one.rollouts == 1

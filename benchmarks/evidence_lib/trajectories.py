@@ -50,7 +50,7 @@ def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024
     only lays them out as (Q, N, ...) tensors.
     """
     config = model.latent_generation_config(num_return_sequences=n, seed=seed, max_new_tokens=max_new_tokens,
-                                            **sampling)
+                                            aggregate=None, **sampling)  # draws only: no strategy's own work
     engine = Engine(model, tok, rm, batch_size=max(1, batch_rows // n))
     plan = engine.plan(config, payload=False)
     prompts = [model.encode_prompt(tok, e["question"]) for e in examples]

@@ -200,9 +200,13 @@ class Engine:
 
     def _work(self, jobs: list[Job], plan: Plan, own: Recorder) -> list[Work]:
         """The strategy's ``candidate_work`` of a group's questions, in calls of ``batch_size`` questions."""
+        one = plan.mode is DrawMode.ONE  # sampling off: one rollout stands for all N, so is its work
+
         def fn(chunk: list[Job], offset: int, count: int) -> list[Work]:
-            return plan.strategy.candidate_work(self.model, self.tokenizer, [job.prompt for job in chunk],
-                                                [own[job.index].latents for job in chunk], plan.config)
+            found = plan.strategy.candidate_work(self.model, self.tokenizer, [job.prompt for job in chunk],
+                                                 [own[job.index].latents[:1 if one else None] for job in chunk],
+                                                 plan.config)
+            return [Work(work.values * count, work.positions) for work in found] if one else found
 
         found, start, n = [], 0, plan.config.num_return_sequences
         while start < len(jobs):

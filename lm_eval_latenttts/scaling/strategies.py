@@ -359,6 +359,9 @@ class Consistency(Strategy):
         return [Work(tuple(model.extract_answer(text) for text in texts), positions) for texts, positions in found]
 
     def choose(self, view):
+        if view.work is None:
+            raise ValueError("aggregate=consistency chooses with its read-backs (candidate_work), which the engine "
+                             "computes (Engine.run); this question has none.")
         answer = consistency_vote(view.answers, view.work, self.epsilon)
         return Choice(answer, view.first_giving(answer))
 
