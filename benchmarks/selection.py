@@ -179,6 +179,10 @@ def cmd_tables(args):
     report["test"]["scaling"] = an.scaling_table(per_n, ns, rms, params["consistency_epsilon"])
     if args.scaling_data:
         report["test"]["scaling_data"] = str(args.scaling_data)
+    if args.rm_rows:  # the RM table (learning curve, levers): AUROC paired with the reference RM, vs majority
+        for split, d in (("valid", valid),) + ((("test", test),) if not args.valid_only else ()):
+            report[split]["rms"] = an.rm_rows(d, args.n, args.rm_rows, args.rm_reference)
+        report["rm_reference"] = args.rm_reference
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=float))
     for split in ("valid",) if args.valid_only else ("valid", "test"):
@@ -195,6 +199,9 @@ def cmd_tables(args):
             print(f"  {name}: {fmt(row, 1, 3)} ({row['questions']} questions)")
     if not args.valid_only:
         print(headroom_markdown(report["test"]["scaling"]))
+    for split in ("valid",) if args.valid_only else ("valid", "test"):
+        if "rms" in report[split]:
+            _print_rm_rows(split, report[split]["rms"], args.n, args.rm_reference)
     if args.scaling_rms and not args.valid_only:
         print("\n### test: best-of-N vs majority\n")
         for n, row in report["test"]["scaling"].items():
@@ -225,6 +232,33 @@ def headroom_markdown(scaling: dict) -> str:
         f"N={n} {fmt(row['consistency']['minus_majority'])}, {fmt(row['consistency']['minus_greedy'])}"
         for n, row in scaling.items() if "consistency" in row))
     return "\n".join(lines)
+
+
+def cmd_rms(args):
+    """The RM rows (learning curve, levers): within-question AUROC and its paired difference with ``--reference``,
+    best-of-N and RM-weighted minus majority; valid only (choosing), or valid and test (``--test``)."""
+    from selection_lib import analysis as an
+    from selection_lib.tables import load_npz
+
+    splits = {"valid": load_npz(args.valid), **({"test": load_npz(args.test)} if args.test else {})}
+    report = {split: an.rm_rows(d, args.n, args.rms, args.reference) for split, d in splits.items()}
+    if args.out:
+        Path(args.out).write_text(json.dumps({"n": args.n, "reference": args.reference, **report}, indent=1,
+                                             default=float))
+    for split, rows in report.items():
+        _print_rm_rows(split, rows, args.n, args.reference)
+
+
+def _print_rm_rows(split, rows, n, reference):
+    from selection_lib.tables import fmt
+
+    print(f"\n### {split}, N={n}: RMs (paired differences over questions; reference {reference})\n")
+    print("| RM | AUROC | minus reference | best-of-N minus majority | RM-weighted minus majority |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, row in rows.items():
+        ref = fmt(row["auroc_minus_reference"], 1, 3) if "auroc_minus_reference" in row else ""
+        print(f"| {name} | {fmt(row['auroc'], 1, 3)} | {ref} | {fmt(row['best_of_n_minus_majority'])} | "
+              f"{fmt(row['weighted_minus_majority'])} |")
 
 
 def cmd_derive(args):
@@ -294,6 +328,14 @@ def main(argv=None):
     p.add_argument("--questions", type=int, default=0, help="keep question ids below this (0: all)")
     p.add_argument("--labels", choices=["same", "outcome"], default="same")
     p.set_defaults(fn=cmd_derive)
+    p = sub.add_parser("rms", help="one row per RM: AUROC (paired with a reference RM), best-of-N / weighted vs majority")
+    p.add_argument("--valid", default="benchmarks/results/selection_valid.npz")
+    p.add_argument("--test", default=None, help="also the test split (once, at the end)")
+    p.add_argument("--rms", nargs="+", required=True)
+    p.add_argument("--reference", default="shipped")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--out", default=None, help="also write the rows as JSON")
+    p.set_defaults(fn=cmd_rms)
     p = sub.add_parser("tables", help="recompute every table from the committed arrays")
     p.add_argument("--valid", default="benchmarks/results/selection_valid.npz")
     p.add_argument("--test", default="benchmarks/results/selection_test.npz")
@@ -301,6 +343,8 @@ def main(argv=None):
     p.add_argument("--scaling-rms", nargs="*", default=None, help="RMs of the best-of-N vs majority rows")
     p.add_argument("--scaling-data", default=None, help="the per-N table's arrays (default: --test), e.g. the "
                    "N=64 arrays of `engine`")
+    p.add_argument("--rm-rows", nargs="*", default=None, help="RMs of the RM table (as the rms subcommand)")
+    p.add_argument("--rm-reference", default="shipped", help="the RM the RM table's AUROC is paired with")
     p.add_argument("--out", default=None, help="also write the report as JSON")
     p.add_argument("--valid-only", action="store_true", help="only the valid split (while choosing)")
     p.set_defaults(fn=cmd_tables)

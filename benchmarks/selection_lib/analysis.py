@@ -16,7 +16,7 @@ import numpy as np
 
 from selection_lib import selectors as sel
 from selection_lib.tables import (accuracy_per_question, coverage_per_question, headroom_recovered, mean_ci,
-                                  paired, rm_names, trajectory_scores, within_auroc)
+                                  paired, paired_auroc, rm_names, trajectory_scores, within_auroc)
 
 TEMPERATURES = (0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 GREEDY_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -167,4 +167,23 @@ def scaling_table(d: dict, ns, rms, epsilon: float = 0.001, shipped: str = "ship
             row[f"best-of-N [{rm}]"] = mean_ci(bon)
             row[f"best-of-N [{rm}] - majority"] = paired(bon, maj)
         out[n] = row
+    return out
+
+
+def rm_rows(d: dict, n: int, rms, reference: str | None = None) -> dict:
+    """One row per RM (the learning-curve and lever tables) on one split at N=n: within-question AUROC, its paired
+    difference with the ``reference`` RM's on the same trajectories, and best-of-N and the RM-weighted vote
+    (temperature 1) minus majority, paired over questions."""
+    a = d["answers"][..., :n].astype(np.int64)
+    correct = d["correct"][..., :n]
+    majority = accuracy_per_question(sel.majority(a), d["gold"])
+    out = {}
+    for rm in rms:
+        traj = trajectory_scores(d, rm, n)
+        row = {"auroc": within_auroc(traj, correct)}
+        if reference and rm != reference:
+            row["auroc_minus_reference"] = paired_auroc(traj, trajectory_scores(d, reference, n), correct)
+        row["best_of_n_minus_majority"] = paired(accuracy_per_question(sel.best_of_n(a, traj), d["gold"]), majority)
+        row["weighted_minus_majority"] = paired(accuracy_per_question(sel.weighted(a, traj, 1.0), d["gold"]), majority)
+        out[rm] = row
     return out
