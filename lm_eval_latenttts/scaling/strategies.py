@@ -330,8 +330,8 @@ class Consistency(Strategy):
     instead = "draw all N rollouts (adaptive=false), or choose another aggregate for adaptive sampling"
 
     def why_ignored(self, config) -> str:
-        return ("adaptive rounds stop when the plain vote is settled, and the consistency vote weighs the votes by "
-                "read-backs of every drawn sample, which a settled count does not settle")
+        return ("adaptive rounds stop when a question's plain (or RM-weighted) vote is settled, and the consistency "
+                "vote weighs each vote by the sample's read-back, which a settled count does not settle")
 
     def schedule(self, config) -> Schedule:
         n = config.num_return_sequences
