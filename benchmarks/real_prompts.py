@@ -102,7 +102,7 @@ def run_harness(model, tok, prompts, n, batch):
 
     engine = Engine(model, tok, None, batch, batch)
     plan = engine.plan(settings(model, n), payload=False)
-    return [draw.texts for draw, _, _ in engine.draws([Job(i, p, plan) for i, p in enumerate(prompts)])]
+    return [drawn.draw.texts for drawn in engine.draws([Job(i, p, plan) for i, p in enumerate(prompts)])]
 
 
 def run_padded(model, tok, prompts, n, batch):

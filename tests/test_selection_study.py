@@ -108,6 +108,14 @@ def test_committed_tables_recompute():
         report["test"]["selectors"][name]["accuracy"]["mean"])
     assert float((sel.majority(a) == test["gold"][None]).mean()) == pytest.approx(
         report["test"]["selectors"]["majority"]["accuracy"]["mean"])
+    # the per-N table (docs/scaling.md): the same selector at N=16, its headroom recovered, and at N=4
+    at16 = report["test"]["scaling"]["16"]["consistency"]
+    assert at16["mean"] == pytest.approx(report["test"]["selectors"][name]["accuracy"]["mean"])
+    assert at16["headroom_recovered"]["mean"] == pytest.approx(
+        report["test"]["selectors"][name]["headroom_recovered"]["mean"])
+    four = sel.consistency_vote(a[..., :4], test["readback_answer"].astype(np.int64)[..., :4],
+                                params["consistency_epsilon"])
+    assert float((four == test["gold"][None]).mean()) == pytest.approx(report["test"]["scaling"]["4"]["consistency"]["mean"])
 
 
 def test_rm_rows_by_hand():

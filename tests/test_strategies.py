@@ -190,7 +190,7 @@ def test_the_engine_draws_what_the_rollouts_draw_and_records_traces_on_request(m
     finally:
         del model.rollout
     assert "out of memory" in calls and {c for c in calls if c != "out of memory"} == {2}  # pieces of 2 samples
-    for job, (draw, greedy, steps) in zip(jobs, draws):
+    for job, (draw, greedy, steps, _) in zip(jobs, draws):
         trace = {}
         (alone,) = sample(model, tok, [job.prompt], plan.config, rm, record=lambda q, t: trace.setdefault(q, t))
         assert draw.answers == alone.answers and draw.scores == alone.scores and greedy is None and steps is None

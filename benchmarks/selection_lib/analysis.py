@@ -138,13 +138,30 @@ def auroc_table(d: dict, n: int) -> dict:
     return out
 
 
-def scaling_table(d: dict, ns, rms) -> dict:
-    """best-of-N by each RM and majority vote at each N (paired difference), coverage, greedy."""
+def scaling_table(d: dict, ns, rms, epsilon: float = 0.001, shipped: str = "shipped") -> dict:
+    """Per N: greedy, single sample, majority, the ``shipped`` RM's weighted vote and best-of-N, the read-back
+    consistency vote (``epsilon``: chosen on valid at N=16) and coverage; per selector its difference with
+    greedy and with majority (paired) and the headroom it recovers, (selector - greedy) / (coverage - greedy),
+    with a paired interval; best-of-N by each of ``rms`` against majority."""
     out = {}
+    greedy = accuracy_per_question(_greedy(d, d["answers"].shape[:2]), d["gold"])
     for n in ns:
         a = d["answers"][..., :n].astype(np.int64)
         maj = accuracy_per_question(sel.majority(a), d["gold"])
-        row = {"majority": mean_ci(maj), "coverage": mean_ci(coverage_per_question(d["correct"][..., :n]))}
+        cov = coverage_per_question(d["correct"][..., :n])
+        row = {"greedy": mean_ci(greedy), "single": mean_ci(np.asarray(d["correct"][..., :n]).mean((0, 2))),
+               "majority": mean_ci(maj), "coverage": mean_ci(cov)}
+        picked = {"majority": maj}
+        if shipped in rm_names(d):
+            traj = trajectory_scores(d, shipped, n)
+            picked["RM-weighted"] = accuracy_per_question(sel.weighted(a, traj, 1.0), d["gold"])
+            picked["best-of-N (RM)"] = accuracy_per_question(sel.best_of_n(a, traj), d["gold"])
+        if d["readback_answer"].shape[-1] >= n:
+            r = d["readback_answer"].astype(np.int64)[..., :n]
+            picked["consistency"] = accuracy_per_question(sel.consistency_vote(a, r, epsilon), d["gold"])
+        for name, acc in picked.items():
+            row[name] = {**mean_ci(acc), "minus_greedy": paired(acc, greedy), "minus_majority": paired(acc, maj),
+                         "headroom_recovered": headroom_recovered(acc, greedy, cov)}
         for rm in rms:
             bon = accuracy_per_question(sel.best_of_n(a, trajectory_scores(d, rm, n)), d["gold"])
             row[f"best-of-N [{rm}]"] = mean_ci(bon)
