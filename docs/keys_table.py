@@ -75,7 +75,8 @@ def table() -> str:
     silent = [k for k, kind in IGNORED_GEN_KEYS.items() if kind == BOILERPLATE]
     warned = [k for k, kind in IGNORED_GEN_KEYS.items() if kind != BOILERPLATE]
     rows += ["", "The shipped checkpoints' `generation_config.json` override these defaults: "
-             + "; ".join(f"{label}: {shipped}" for label, shipped in _shipped_overrides(KEYS)) + "."]
+             + "; ".join(f"{label}: {shipped}" for label, shipped in _shipped_overrides(KEYS))
+             + " (an RM's `aggregate` applies only when the model's `generation_config.json` names none)."]
     strategies = "; ".join(f"`{name}`: {_first_line(type(s).__doc__)}" for name, s in STRATEGIES.items())
     rows += ["", "`aggregate` (`lm_eval_latenttts/scaling/strategies.py`; "
              f"[add your own](docs/design.md#adding-a-selector)): {strategies}."]
