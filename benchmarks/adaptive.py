@@ -70,7 +70,7 @@ def draw_all(model, tok, rm, prompts, config, rows_per_call):
     plan = engine.plan(config, payload=False)
     jobs = [Job(i, prompt, plan) for i, prompt in enumerate(prompts)]
     wall, cpu = time.perf_counter(), time.process_time()
-    found = [draw for draw, _, _ in engine.draws(jobs)]
+    found = [drawn.draw for drawn in engine.draws(jobs)]
     return plan, found, time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -134,7 +134,9 @@ def main():
     questions = [q.as_doc() for q in read_questions(args.data or ARITH_TEST)]
     questions = questions[: args.limit] if args.limit else questions
     prompts = [model.encode_prompt(tok, q["question"]) for q in questions]
-    base = model.latent_generation_config()  # the checkpoint's recommended settings
+    # the checkpoint's recommended settings; the aggregate the plan's default (best-of-N with the RM; every row is
+    # computed anyway): the shipped backbone's consistency vote reads samples back and refuses adaptive rounds
+    base = model.latent_generation_config(aggregate=None)
     n = base.num_return_sequences
     _, greedy, _, _ = draw_all(model, tok, None, prompts, model.latent_generation_config(
         base, latent_sampling=None, num_return_sequences=1), args.rows_per_call)

@@ -25,8 +25,8 @@ up to ``--batch`` questions per call:
   column, run once per repeat between them).
 
 Each cell is the minimum over ``--repeats`` timed runs (after a warm-up), interleaved per (size, N) so that
-load on the machine hits every column alike; calls and questions per call beside it.  Example (the README
-table): ``python benchmarks/real_prompts.py --threads 1 --lm-eval --reference /path/to/LatentTTS
+load on the machine hits every column alike; calls and questions per call beside it.  Example (the table of
+docs/speed.md): ``python benchmarks/real_prompts.py --threads 1 --lm-eval --reference /path/to/LatentTTS
 --reference-python /path/to/venv/bin/python``.
 """
 
@@ -102,7 +102,7 @@ def run_harness(model, tok, prompts, n, batch):
 
     engine = Engine(model, tok, None, batch, batch)
     plan = engine.plan(settings(model, n), payload=False)
-    return [draw.texts for draw, _, _ in engine.draws([Job(i, p, plan) for i, p in enumerate(prompts)])]
+    return [drawn.draw.texts for drawn in engine.draws([Job(i, p, plan) for i, p in enumerate(prompts)])]
 
 
 def run_padded(model, tok, prompts, n, batch):

@@ -72,7 +72,7 @@ def draw(engine, questions, config, keep_latents=False):
     plan = engine.plan(config, payload=False)
     jobs = [Job(i, engine.model.encode_prompt(engine.tokenizer, q["question"]), plan) for i, q in enumerate(questions)]
     recorder = Recorder() if keep_latents else None
-    return [found for found, _, _ in engine.draws(jobs, recorder)], recorder
+    return [drawn.draw for drawn in engine.draws(jobs, recorder)], recorder
 
 
 def metrics_at(draws, questions, n, has_rm):
@@ -148,8 +148,9 @@ def main():
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the checkpoint's recommended settings (the shipped model: dropout p=0.2, N=16, 8 answer tokens)
-    base = model.latent_generation_config(max_new_tokens=args.max_new_tokens) if args.max_new_tokens else \
-        model.latent_generation_config()
+    # (the selectors are computed from the draws: no aggregate, so no strategy's own work such as read-backs)
+    base = model.latent_generation_config(aggregate=None, **(
+        {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}))
 
     report = {"model": shown_path(model_path), "rm": shown_path(rm_path), "data": shown_path(data_path), "questions": len(questions),
               "seeds": args.seeds, "n": args.n, "methods": {}}

@@ -9,7 +9,11 @@ Research code (not shipped in the package).  Subcommands::
     python benchmarks/selection.py score --rollouts runs/sel/valid.pt --rm lm_eval_latenttts/checkpoints/arith-rm --name shipped
     # 3. the per-question arrays (committed) and the tables from them
     python benchmarks/selection.py export --rollouts runs/sel/test.pt --out benchmarks/results/selection_test.npz
-    python benchmarks/selection.py tables --data benchmarks/results/selection_test.npz
+    python benchmarks/selection.py tables --scaling-rms shipped dec_answer ours_out --out benchmarks/results/selection.json
+    # 4. N up to 64 through the engine as lm_eval runs aggregate=consistency (no latents stored), and the per-N
+    #    table from it (docs/scaling.md)
+    python benchmarks/selection.py engine --n 64 --out benchmarks/results/selection_test64.npz
+    python benchmarks/selection.py tables --scaling-data benchmarks/results/selection_test64.npz --out ...
 
 Every selector sees the same rollouts; sample j of a question is keyed by (seed, question, j), so the first n
 samples are the N=n samples.  Intervals: the project's bootstrap (``benchmarks/evidence_lib/bootstrap.py``),
@@ -55,6 +59,49 @@ def cmd_rollouts(args):
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     torch.save(data, args.out)
     print(f"wrote {args.out} ({time.time() - started:.0f} s)")
+
+
+def cmd_engine(args):
+    """A split drawn through the engine as ``lm_eval`` draws it with ``aggregate=consistency`` (the read-backs are
+    the strategy's own work) and the shipped LatentRM's scores, at N up to ``--n``: the per-question arrays of the
+    per-N table (``tables --scaling-data``) without storing latents.  Sample j is keyed by (seed, question, j), so
+    its first 16 samples and read-backs are those of ``selection_test.npz``."""
+    import numpy as np
+
+    from hf_modeling import AutoLatentModel, load_latent_tokenizer
+    from lm_eval_latenttts.checkpoints import shipped_model
+    from lm_eval_latenttts.data import arith
+    from lm_eval_latenttts.scaling.engine import Engine, Job
+    from selection_lib.rollouts import answer_code
+
+    _threads(args)
+    path = shipped_model()
+    model = AutoLatentModel.from_pretrained(path).eval()
+    tok = load_latent_tokenizer(path, model.config)
+    rm = AutoLatentModel.from_pretrained(Path(path).parent / "arith-rm").eval()
+    examples = arith.load_split(args.split)[: args.limit or None]
+    engine = Engine(model, tok, rm, batch_size=args.batch_questions)
+    arrays = {k: [] for k in ("answers", "correct", "readback_answer", "scores__shipped")}
+    for seed in range(args.seeds):
+        started = time.time()
+        plan = engine.plan(model.latent_generation_config(num_return_sequences=args.n, seed=seed,
+                                                          aggregate="consistency", eos_token_id=tok.eos_token_id,
+                                                          pad_token_id=tok.pad_token_id))
+        drawn = engine.draws([Job(i, model.encode_prompt(tok, e["question"]), plan) for i, e in enumerate(examples)])
+        arrays["answers"].append([[answer_code(a) for a in d.draw.answers] for d in drawn])
+        arrays["correct"].append([[model.is_correct(t, e["answer"]) for t in d.draw.texts]
+                                  for d, e in zip(drawn, examples)])
+        arrays["readback_answer"].append([[answer_code(a) for a in d.work.values] for d in drawn])
+        arrays["scores__shipped"].append([[[s] for s in d.draw.scores] for d in drawn])
+        greedy = [d.greedy for d in drawn]
+        print(f"seed {seed}: {len(examples)} questions x {args.n} in {time.time() - started:.0f} s", flush=True)
+    out = {"gold": np.asarray([int(e["answer"]) for e in examples], dtype=np.int16),
+           "greedy_answer": np.asarray([answer_code(g.answers[0]) for g in greedy], dtype=np.int16),
+           "answers": np.asarray(arrays["answers"], dtype=np.int16), "correct": np.asarray(arrays["correct"]),
+           "readback_answer": np.asarray(arrays["readback_answer"], dtype=np.int16),
+           "scores__shipped": np.asarray(arrays["scores__shipped"], dtype=np.float32)}
+    np.savez_compressed(args.out, **out)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)")
 
 
 def cmd_extend(args):
@@ -126,9 +173,16 @@ def cmd_tables(args):
               "valid": {"selectors": an.selector_table(valid, args.n, params),
                         "auroc": an.auroc_table(valid, args.n)},
               "test": {"selectors": an.selector_table(test, args.n, params), "auroc": an.auroc_table(test, args.n)}}
-    test_n = test["answers"].shape[-1]
-    ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= test_n]
-    report["test"]["scaling"] = an.scaling_table(test, ns, args.scaling_rms or [])
+    per_n = load_npz(args.scaling_data) if args.scaling_data else test  # e.g. `engine`'s N=64 arrays
+    ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= per_n["answers"].shape[-1]]
+    rms = [rm for rm in args.scaling_rms or [] if f"scores__{rm}" in per_n]
+    report["test"]["scaling"] = an.scaling_table(per_n, ns, rms, params["consistency_epsilon"])
+    if args.scaling_data:
+        report["test"]["scaling_data"] = str(args.scaling_data)
+    if args.rm_rows:  # the RM table (learning curve, levers): AUROC paired with the reference RM, vs majority
+        for split, d in (("valid", valid),) + ((("test", test),) if not args.valid_only else ()):
+            report[split]["rms"] = an.rm_rows(d, args.n, args.rm_rows, args.rm_reference)
+        report["rm_reference"] = args.rm_reference
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=float))
     for split in ("valid",) if args.valid_only else ("valid", "test"):
@@ -143,12 +197,68 @@ def cmd_tables(args):
         print(f"\nwithin-question AUROC ({split}, N={args.n}):")
         for name, row in report[split]["auroc"].items():
             print(f"  {name}: {fmt(row, 1, 3)} ({row['questions']} questions)")
+    if not args.valid_only:
+        print(headroom_markdown(report["test"]["scaling"]))
+    for split in ("valid",) if args.valid_only else ("valid", "test"):
+        if "rms" in report[split]:
+            _print_rm_rows(split, report[split]["rms"], args.n, args.rm_reference)
     if args.scaling_rms and not args.valid_only:
         print("\n### test: best-of-N vs majority\n")
         for n, row in report["test"]["scaling"].items():
             print(f"N={n}: majority {fmt(row['majority'])}, " + ", ".join(
-                f"{k} {fmt(v)}" for k, v in row.items() if k.startswith("best-of-N")))
+                f"{k} {fmt(v)}" for k, v in row.items() if k.startswith("best-of-N [")))
     print(f"\n({time.time() - started:.0f} s)")
+
+
+HEADROOM_ROWS = ("majority", "RM-weighted", "best-of-N (RM)", "consistency")
+
+
+def headroom_markdown(scaling: dict) -> str:
+    """The per-N table of ``analysis.scaling_table``: accuracies, and per selector the headroom it recovers."""
+    from selection_lib.tables import fmt
+
+    lines = ["\n### test: per N, headroom recovered = (selector - greedy) / (coverage - greedy)\n",
+             "| N | greedy | single | coverage | " + " | ".join(HEADROOM_ROWS) + " | "
+             + " | ".join(f"headroom: {name}" for name in HEADROOM_ROWS) + " |",
+             "| ---: " * (4 + 2 * len(HEADROOM_ROWS)) + "|"]
+    for n, row in scaling.items():
+        cells = [str(n), fmt(row["greedy"]), fmt(row["single"]), fmt(row["coverage"])]
+        cells += [fmt(row[name]) if name in row else "" for name in HEADROOM_ROWS]
+        cells += [("–" if row[name]["headroom_recovered"]["mean"] != row[name]["headroom_recovered"]["mean"]
+                   else fmt(row[name]["headroom_recovered"], 100, 0) + " %") if name in row else ""
+                  for name in HEADROOM_ROWS]  # NaN: coverage is not above greedy
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("\nconsistency - majority and - greedy (paired): " + "; ".join(
+        f"N={n} {fmt(row['consistency']['minus_majority'])}, {fmt(row['consistency']['minus_greedy'])}"
+        for n, row in scaling.items() if "consistency" in row))
+    return "\n".join(lines)
+
+
+def cmd_rms(args):
+    """The RM rows (learning curve, levers): within-question AUROC and its paired difference with ``--reference``,
+    best-of-N and RM-weighted minus majority; valid only (choosing), or valid and test (``--test``)."""
+    from selection_lib import analysis as an
+    from selection_lib.tables import load_npz
+
+    splits = {"valid": load_npz(args.valid), **({"test": load_npz(args.test)} if args.test else {})}
+    report = {split: an.rm_rows(d, args.n, args.rms, args.reference) for split, d in splits.items()}
+    if args.out:
+        Path(args.out).write_text(json.dumps({"n": args.n, "reference": args.reference, **report}, indent=1,
+                                             default=float))
+    for split, rows in report.items():
+        _print_rm_rows(split, rows, args.n, args.reference)
+
+
+def _print_rm_rows(split, rows, n, reference):
+    from selection_lib.tables import fmt
+
+    print(f"\n### {split}, N={n}: RMs (paired differences over questions; reference {reference})\n")
+    print("| RM | AUROC | minus reference | best-of-N minus majority | RM-weighted minus majority |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, row in rows.items():
+        ref = fmt(row["auroc_minus_reference"], 1, 3) if "auroc_minus_reference" in row else ""
+        print(f"| {name} | {fmt(row['auroc'], 1, 3)} | {ref} | {fmt(row['best_of_n_minus_majority'])} | "
+              f"{fmt(row['weighted_minus_majority'])} |")
 
 
 def cmd_derive(args):
@@ -187,6 +297,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_rollouts)
+    p = sub.add_parser("engine", help="draw a split through the engine with aggregate=consistency and the RM")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--batch-questions", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_engine)
     p = sub.add_parser("extend", help="draw more samples per question (same keys: = drawing N from the start)")
     p.add_argument("--rollouts", required=True)
     p.add_argument("--n", type=int, required=True)
@@ -209,11 +328,23 @@ def main(argv=None):
     p.add_argument("--questions", type=int, default=0, help="keep question ids below this (0: all)")
     p.add_argument("--labels", choices=["same", "outcome"], default="same")
     p.set_defaults(fn=cmd_derive)
+    p = sub.add_parser("rms", help="one row per RM: AUROC (paired with a reference RM), best-of-N / weighted vs majority")
+    p.add_argument("--valid", default="benchmarks/results/selection_valid.npz")
+    p.add_argument("--test", default=None, help="also the test split (once, at the end)")
+    p.add_argument("--rms", nargs="+", required=True)
+    p.add_argument("--reference", default="shipped")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--out", default=None, help="also write the rows as JSON")
+    p.set_defaults(fn=cmd_rms)
     p = sub.add_parser("tables", help="recompute every table from the committed arrays")
     p.add_argument("--valid", default="benchmarks/results/selection_valid.npz")
     p.add_argument("--test", default="benchmarks/results/selection_test.npz")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--scaling-rms", nargs="*", default=None, help="RMs of the best-of-N vs majority rows")
+    p.add_argument("--scaling-data", default=None, help="the per-N table's arrays (default: --test), e.g. the "
+                   "N=64 arrays of `engine`")
+    p.add_argument("--rm-rows", nargs="*", default=None, help="RMs of the RM table (as the rms subcommand)")
+    p.add_argument("--rm-reference", default="shipped", help="the RM the RM table's AUROC is paired with")
     p.add_argument("--out", default=None, help="also write the report as JSON")
     p.add_argument("--valid-only", action="store_true", help="only the valid split (while choosing)")
     p.set_defaults(fn=cmd_tables)

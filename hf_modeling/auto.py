@@ -58,7 +58,7 @@ def resolve_checkpoint(path_or_id: str | os.PathLike, revision: str | None = Non
         raise OSError(
             f"Could not get checkpoint {path_or_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}). "
             "If you are offline (HF_HUB_OFFLINE=1 or no network), download it beforehand with "
-            f"`huggingface-cli download {path_or_id}` or pass the path of a local copy."
+            f"`hf download {path_or_id} --local-dir <folder>` and pass the path of that local copy."
         ) from err
 
 

@@ -49,7 +49,7 @@ LATENT_DEFAULTS = {
     "reduction": "sum",
 }
 # how many of the N rollouts a question gets (adaptive sampling) and the greedy baseline beside them; the
-# defaults are the setting measured to meet the targets in benchmarks/adaptive.py (see the README)
+# defaults are the setting measured to meet the targets in benchmarks/adaptive.py (docs/adaptive.md)
 ADAPTIVE_DEFAULTS = {
     "adaptive": False,
     "adaptive_rule": "confidence",

@@ -70,6 +70,9 @@ class LatentGenerationMixin:
     """
 
     dynamic_latent_length = False
+    # trained to write in tokens the reasoning steps after a latent prefix and its end marker (COCONUT's curriculum
+    # stages); what a read-back (``lm_eval_latenttts.scaling.readback``) needs
+    explicit_continuation = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):

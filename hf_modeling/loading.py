@@ -78,7 +78,7 @@ def check_config_json(path: str | os.PathLike) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointLoadError(
             f"{config} is not valid JSON ({err}). The file is damaged: download the checkpoint again "
-            "(huggingface-cli download <repo> --force-download) or restore config.json."
+            "(hf download <repo> --force-download) or restore config.json."
         ) from None
 
 
@@ -147,7 +147,7 @@ def _translate(err: Exception, cls, path, weights: str) -> Exception:
     if name == "SafetensorError" or "safetensor" in text.lower() or "header" in text.lower():
         return CheckpointLoadError(
             f"{weights} could not be read ({text}); the file is truncated or damaged. Download the checkpoint "
-            "again (huggingface-cli download <repo> --force-download) or save it again."
+            "again (hf download <repo> --force-download) or save it again."
         )
     if isinstance(err, json.JSONDecodeError):
         return CheckpointLoadError(f"A JSON file of the checkpoint {path} is damaged ({text}); download it again.")

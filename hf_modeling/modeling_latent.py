@@ -52,6 +52,7 @@ class COCONUTGPT2(_GPT2LatentMixin, GPT2LMHeadModel):
     config_class = CoconutConfig
     latent_kind = "coconut"
     prompt_template = "{question}\n<|start-latent|>"
+    explicit_continuation = True  # its curriculum's stage s writes the steps after s latent steps in tokens
 
 
 class CODIGPT2(_GPT2LatentMixin, GPT2LMHeadModel):

@@ -39,9 +39,10 @@ def _configure_annotate(p):
                    help="stochastic trajectories per question (default 8)")
     p.add_argument("-M", "--num-continuations", type=int, default=16,
                    help="Monte Carlo continuations from each latent step's prefix (--labels monte_carlo)")
-    p.add_argument("--labels", choices=("monte_carlo", "decoded"), default="monte_carlo",
-                   help="step labels: Monte Carlo values (M continuations per step), or exact labels read back "
-                        "from each latent prefix against the rows' gold 'steps' (no continuations)")
+    p.add_argument("--labels", choices=("monte_carlo", "decoded", "outcome"), default="monte_carlo",
+                   help="step labels: Monte Carlo values (M continuations per step), exact labels read back "
+                        "from each latent prefix against the rows' gold 'steps', or the outcome (every step labelled "
+                        "with the trajectory's final correctness); the last two run no continuations")
     p.add_argument("--latents-per-step", type=int, default=1,
                    help="--labels decoded: latents per gold reasoning step in the backbone's curriculum")
     p.add_argument("--sampling", choices=("dropout", "noise"), default=None,
@@ -119,6 +120,9 @@ def _configure_train_rm(p):
     p.add_argument("--rm-input", choices=("latents", "latents+answer"), default="latents",
                    help="what the RM reads after the prompt: the latent steps (SPEC), or also the end marker and "
                         "the decoded answer, scored as one more (outcome) step labelled with final correctness")
+    p.add_argument("--rm-layers", type=int, default=None,
+                   help="transformer blocks of the RM (default: the init's); fewer keep the init's first blocks, "
+                        "more add new, freshly initialised ones (the hidden size stays the latents')")
     p.add_argument("--reinit", action="store_true",
                    help="re-initialise every weight of the RM (the backbone's architecture without its training)")
     p.add_argument("--no-dropout", dest="dropout", action="store_false",
@@ -127,6 +131,11 @@ def _configure_train_rm(p):
     p.add_argument("--lora-r", type=int, default=0, help="LoRA rank via peft (0: full fine-tuning); merged on save")
     p.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha")
     p.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout")
+    _configure_train_rm_run(p)
+
+
+def _configure_train_rm_run(p):
+    """train-rm's held-out evaluation, early stopping, checkpoints, publishing and process options."""
     p.add_argument("--eval-fraction", type=float, default=0.1,
                    help="fraction of annotated questions held out for recall@1 evaluation")
     p.add_argument("--eval-annotations", default=None,
@@ -135,6 +144,11 @@ def _configure_train_rm(p):
                    help="train on an annotation run that did not annotate every question of its data file "
                         "(interrupted or still running); refused by default")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every K optimizer steps (0: each epoch)")
+    p.add_argument("--keep-best", action="store_true",
+                   help="save the weights of the evaluation (after step 0) with the lowest held-out loss, not the "
+                        "last step's (early stopping; the summary's selected_step)")
+    p.add_argument("--patience", type=int, default=0,
+                   help="end training after this many evaluations in a row without a lower held-out loss (0: never)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every K optimizer steps (0: each epoch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head init, shuffling and the eval split")
     p.add_argument("--resume", action="store_true",

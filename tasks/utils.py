@@ -38,7 +38,8 @@ one) and reports, per document: ``acc`` (the aggregated answer), ``single_acc``
 ``weighted`` (only with an RM), ``greedy`` (the deterministic decode, unless
 ``greedy=false``), ``coverage`` (pass@N), ``pass@k`` for k = 1, 2, 4, ... <= N
 (unbiased estimator), and the compute spent: ``rollouts`` (rollouts drawn,
-the greedy decode included) and ``latent_forwards`` (latent forward steps).
+the greedy decode included), ``latent_forwards`` (latent forward steps) and, for a selector with work of its
+own per candidate (``aggregate=consistency``: the read-backs), ``extra_positions`` (its forward positions).
 With adaptive sampling ``single_acc`` and ``pass@k`` use the first round only
 (see ``lm_eval_latenttts.scaling.metrics``).
 """

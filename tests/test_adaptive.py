@@ -124,9 +124,10 @@ def _ask(lm, questions, **gen):
 
 
 def _model(**kw):
-    """The shipped model and LatentRM with their settings (dropout p=0.2, RM-weighted vote), a budget of 8 drawn
-    at once (requests turn adaptive sampling on)."""
-    return LatentTTSModel(**{"device": "cpu", "n": 8, "seed": 5, "adaptive": False, **kw})
+    """The shipped model and LatentRM with their settings (dropout p=0.2) and the RM-weighted vote (adaptive rounds
+    settle a vote; the backbone's recommended consistency vote refuses them), a budget of 8 drawn at once
+    (requests turn adaptive sampling on)."""
+    return LatentTTSModel(**{"device": "cpu", "n": 8, "seed": 5, "adaptive": False, "aggregate": "weighted", **kw})
 
 
 def _rollouts(payload):

@@ -97,6 +97,26 @@ def test_labels_reach_gold_answer(backbone, questions, tmp_path, monkeypatch):
     assert torch.tensor(rows[2]["step_values"]).eq(0).all() and not any(rows[2]["correct"])
 
 
+def test_outcome_labels_are_the_trajectories_correctness_without_continuations(backbone, questions, tmp_path,
+                                                                             monkeypatch):
+    mc = _rows(load_annotations(_run_and_path(backbone, questions, tmp_path / "mc")))
+    calls = iter(range(10**6))  # every third answer "right", so that the labels are not all 0
+    monkeypatch.setattr(type(backbone[1]), "is_correct", lambda self, text, gold: next(calls) % 3 == 0)
+    stats = _run(backbone, _config(backbone, questions, tmp_path / "out", labels="outcome"))
+    assert stats["continuations"] == 5 * N  # the trajectories' own answers only
+    recorded = json.loads((tmp_path / "out" / "annotation_config.json").read_text())
+    assert recorded["labels"] == "outcome"
+    for qid, row in _rows(load_annotations(tmp_path / "out")).items():
+        # the same trajectories as the Monte Carlo run (same keys); every step labelled with the outcome
+        assert row["latents"] == mc[qid]["latents"] and row["answer_texts"] == mc[qid]["answer_texts"]
+        assert row["step_values"] == [[float(c)] * 3 for c in row["correct"]]
+        assert row["num_continuations"] == 0
+        assert any(row["correct"]) and not all(row["correct"])
+    # the run records its labels: a Monte Carlo rerun into the folder is refused
+    with pytest.raises(ValueError, match="different settings"):
+        _run(backbone, _config(backbone, questions, tmp_path / "out"))
+
+
 def test_all_right_or_all_wrong_dropped(backbone, questions, tmp_path):
     stats = _run(backbone, _config(backbone, questions, tmp_path / "out", keep_all=False))
     assert stats["kept"] == 0 and stats["dropped"] == 5  # random model: always wrong

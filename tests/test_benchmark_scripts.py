@@ -1,6 +1,6 @@
 """Smoke tests: the speed benchmarks still run against the current API (tiny models; the numbers are not looked at).
 
-They print the README's speed numbers and no other test calls them, so an API change would otherwise
+They print the numbers of docs/speed.md and no other test calls them, so an API change would otherwise
 break them silently.  Each runs as ``python benchmarks/<script> ...`` would, in this process (``runpy``, the
 script's folder on ``sys.path``; ``memory_model.py`` and ``main_job.py`` then start a process per measurement
 themselves, ``rollouts.py`` measures in this process with ``--in-process``).

@@ -346,14 +346,18 @@ def test_shipped_arith_and_default_checkpoint():
         pytest.skip("shipped checkpoint not built yet")
     lm = LatentTTSModel(device="cpu")
     assert lm.pretrained == str(folder) and lm.model.latent_kind == "coconut" and lm.rm is not None
-    # the checkpoints' own generation_config.json: dropout p=0.2, N=16 (backbone), the RM-weighted vote (RM)
+    # the backbone's own generation_config.json: dropout p=0.2, N=16, the read-back consistency vote (issue 23;
+    # the RM's file recommends the RM-weighted vote, used only when the backbone's names none)
     info = lm.get_model_info()["latent_tts"]
-    assert (info["sampling"], info["dropout_p"], info["n"], info["aggregate"]) == ("dropout", 0.2, 16, "weighted")
+    assert (info["sampling"], info["dropout_p"], info["n"], info["aggregate"]) == ("dropout", 0.2, 16, "consistency")
     assert not lm.run_config.adaptive and info["adaptive_rule"] is None  # fixed N by default
     out = json.loads(lm.generate_until([payload_req(docs[0]["question"])])[0])
-    assert len(out["candidates"]) == 16 and out["aggregate"] == "weighted" and out["n"] == 16
-    assert out["rollouts"] == 17  # and the greedy decode
-    adaptive = LatentTTSModel(device="cpu", adaptive=True)  # one flag away: the confidence rule, rounds of 3
+    assert len(out["candidates"]) == 16 and out["aggregate"] == "consistency" and out["n"] == 16
+    assert out["rollouts"] == 17 and out["extra_positions"] > 0  # and the greedy decode; the read-backs
+    with pytest.raises(LatentTTSArgumentError, match="adaptive=true cannot apply with aggregate=consistency"):
+        LatentTTSModel(device="cpu", adaptive=True)
+    # adaptive sampling is a vote's: the confidence rule, rounds of 3
+    adaptive = LatentTTSModel(device="cpu", adaptive=True, aggregate="weighted")
     out = json.loads(adaptive.generate_until([payload_req(docs[0]["question"])])[0])
     assert 3 <= len(out["candidates"]) <= 16 and out["rollouts"] == len(out["candidates"]) + 1 and out["stopped"]
     assert adaptive.get_model_info()["latent_tts"]["adaptive_rule"] == "confidence"

@@ -160,8 +160,8 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
     assert code == 0
     scores = {k.split(",")[0]: v for k, v in results["results"]["latent_arith"].items()
               if k.endswith(",none") and "_stderr" not in k and isinstance(v, float)}
-    costs = {k: scores.pop(k) for k in ("rollouts", "latent_forwards")}  # costs, not scores: in the notes
-    assert costs == {"rollouts": 17.0, "latent_forwards": 34.0}
+    costs = {k: scores.pop(k) for k in ("rollouts", "latent_forwards", "extra_positions")}  # costs: in the notes
+    assert (costs["rollouts"], costs["latent_forwards"]) == (17.0, 34.0) and costs["extra_positions"] > 0
     files = sorted((folder / ".eval_results").glob("*.yaml"))
     assert len(files) == len(scores) == 12  # acc, single_acc, majority, best_of_n, weighted, coverage, greedy, pass@1..16
     seen = {}
@@ -172,9 +172,9 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
         assert (entry.dataset_id, entry.task_id) == ("me/arith", "arith_test")
         assert entry.source_url == "https://huggingface.co/me/arith-coconut" and entry.date.endswith("Z")
         assert "N=16" in entry.notes and "dropout p=0.2" in entry.notes and "arith-rm" in entry.notes
-        assert "aggregation weighted" in entry.notes and path.stem.endswith(f"dropout0.2-n16-weighted-{RM_TAG}")
-        assert "17 rollouts, 34 latent forward steps" in entry.notes
-        metric = path.stem[len("latent_arith_"):-len(f"_dropout0.2-n16-weighted-{RM_TAG}")].replace("-at-", "@")
+        assert "aggregation consistency" in entry.notes and path.stem.endswith(f"dropout0.2-n16-consistency-{RM_TAG}")
+        assert "17 rollouts, 34 latent forward steps, " in entry.notes and "(read-backs)" in entry.notes
+        metric = path.stem[len("latent_arith_"):-len(f"_dropout0.2-n16-consistency-{RM_TAG}")].replace("-at-", "@")
         seen[metric] = entry.value
     assert seen == scores
 
@@ -183,8 +183,8 @@ def test_export_results_writes_eval_results_and_model_index(evaluated, tmp_path)
     index = {r.metric_type: r for r in card.data.eval_results}
     assert {k: r.metric_value for k, r in index.items()} == scores
     assert {(r.dataset_type, r.task_name, r.metric_config) for r in index.values()} == {
-        ("me/arith", "latent_arith", f"dropout0.2-n16-weighted-{RM_TAG}")}
-    assert index["majority"].metric_args["n"] == 16 and index["majority"].metric_args["aggregate"] == "weighted"
+        ("me/arith", "latent_arith", f"dropout0.2-n16-consistency-{RM_TAG}")}
+    assert index["majority"].metric_args["n"] == 16 and index["majority"].metric_args["aggregate"] == "consistency"
     assert card.data.model_name == "me/arith-coconut"
     # exporting again replaces, never duplicates
     export_results(file, folder, benchmarks={"latent_arith": Benchmark("me/arith", "arith_test")},

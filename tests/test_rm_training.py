@@ -430,3 +430,103 @@ def test_an_error_in_the_held_out_loss_is_raised_not_dropped(backbone_dir, tmp_p
         rm_objective.evaluate(rm, [batch], "contrastive")
     one, two = torch.ones(1, 1, 3, dtype=torch.bool), torch.ones(1, 2, 3, dtype=torch.bool)
     assert not rm_objective.comparable(one.float(), one) and rm_objective.comparable(two.float(), two)
+
+
+def _saved_state(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_keep_best_installs_the_lowest_held_out_loss_and_patience_ends_the_run(backbone_dir, tmp_path, monkeypatch):
+    """With scripted held-out losses: the installed weights are those of the lowest-loss evaluation after step 0,
+    patience ends the run, and a run resumed from a checkpoint keeps the same best weights."""
+    from lm_eval_latenttts.training import rm_loop
+
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=10)
+    losses = {0: 1.0, 1: 5.0, 2: 3.0, 3: 2.0, 4: 2.5, 5: 2.0, 6: 4.0, 7: 0.5, 8: 0.1}  # step 0 is never chosen
+    states = {}
+
+    def scripted(self):
+        step = self.progress.step
+        states[step] = {k: v.detach().clone() for k, v in self.acc.unwrap_model(self.model).state_dict().items()}
+        return {"eval_loss": losses[step], "eval_recall_at_1": 0.5, "eval_random_pick": 0.5, "eval_questions": 2}
+
+    monkeypatch.setattr(rm_loop.RMTrainingLoop, "evaluate", scripted)
+    cfg = TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm"), max_steps=8, batch_size=2, lr=1e-2,
+                      eval_fraction=0.2, eval_every=1, save_every=1, keep_best=True, patience=3, progress=False)
+    summary = train_rm(cfg)
+    # best after step 0: step 3 (2.0; step 5 ties it later); 3 evaluations without a lower loss end the run
+    assert summary["selected_step"] == 3 and summary["optimizer_steps"] == 6 and summary["stopped_early"]
+    assert summary["eval_after"]["eval_loss"] == 2.0
+    saved = _saved_state(tmp_path / "rm")
+    assert all(torch.equal(saved[k], states[3][k]) for k in saved)
+    assert not all(torch.equal(saved[k], states[6][k]) for k in saved)  # not the last step's
+    card = (tmp_path / "rm" / "README.md").read_text()
+    assert "the weights of step 3 (lowest held-out loss)" in card and "the kept weights: step 3" in card
+
+    # resumed from the checkpoint of step 5 (the best's weights travel in it): the same run and the same RM
+    import shutil
+
+    shutil.rmtree(tmp_path / "rm" / "checkpoints" / "step-6")
+    assert (tmp_path / "rm" / "checkpoints" / "step-5").is_dir()
+    cfg.resume = True
+    resumed = train_rm(cfg)
+    assert resumed["history"] == summary["history"] and resumed["selected_step"] == 3
+    assert all(torch.equal(v, saved[k]) for k, v in _saved_state(tmp_path / "rm").items())
+
+    # without patience the run goes to the end and keeps step 8's weights (the lowest)
+    cfg2 = TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm2"), max_steps=8, batch_size=2,
+                       lr=1e-2, eval_fraction=0.2, eval_every=1, keep_best=True, progress=False)
+    whole = train_rm(cfg2)
+    assert whole["optimizer_steps"] == 8 and whole["selected_step"] == 8 and "stopped_early" not in whole
+    # they need held-out questions
+    with pytest.raises(ValueError, match="--keep-best and --patience"):
+        TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm3"), eval_fraction=0.0,
+                    keep_best=True).validate()
+    with pytest.raises(ValueError, match="--patience must be"):
+        TrainConfig(annotations=str(folder), output_dir=str(tmp_path / "rm3"), patience=-1).validate()
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_rm_layers_resizes_the_rm_and_it_loads_exactly(backbone_dir, tmp_path, layers):
+    from hf_modeling import AutoLatentModel
+
+    backbone, _, _ = load_rm(str(backbone_dir))
+    assert backbone.config.n_layer == 2
+    folder = _write_annotation(tmp_path / "ann", backbone_dir, questions=4)
+    out = tmp_path / "rm"
+    summary = train_rm(TrainConfig(annotations=str(folder), output_dir=str(out), max_steps=1, batch_size=2,
+                                   lr=1e-12, eval_fraction=0.0, progress=False, rm_layers=layers))
+    assert summary["config"]["rm_layers"] == layers
+    rm = AutoLatentModel.from_pretrained(str(out))
+    assert rm.config.n_layer == layers and len(rm.transformer.h) == layers
+    saved = _saved_state(out)
+    assert set(saved) <= set(rm.state_dict())
+    assert all(torch.equal(rm.state_dict()[k], v) for k, v in saved.items())  # loads exactly
+    # the blocks the backbone has are its own (lr ~ 0: unchanged by the one step); a new block is fresh
+    base = backbone.state_dict()
+    for i in range(min(layers, 2)):
+        key = f"transformer.h.{i}.mlp.c_fc.weight"
+        assert torch.allclose(saved[key], base[key], atol=1e-6)
+    if layers > 2:
+        new = saved["transformer.h.2.mlp.c_fc.weight"]
+        assert not torch.allclose(new, base["transformer.h.1.mlp.c_fc.weight"])
+        assert float(new.std()) == pytest.approx(0.02, rel=0.3)
+        assert torch.equal(saved["transformer.h.2.ln_1.weight"], torch.ones_like(saved["transformer.h.2.ln_1.weight"]))
+    with pytest.raises(ValueError, match="--rm-layers must be"):
+        TrainConfig(annotations=str(folder), output_dir=str(out), rm_layers=0).validate()
+
+
+def test_rm_layers_on_a_llama_rm(tmp_path):
+    from lm_eval_latenttts.training.rm_model import resize_layers
+
+    rm, _, _ = load_rm(str(make_checkpoint(tmp_path / "colar", "colar", seed=0)))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    resize_layers(rm, 3)
+    assert rm.config.num_hidden_layers == 3 and len(rm.model.layers) == 3
+    assert rm.model.layers[2].self_attn.layer_idx == 2
+    assert torch.equal(rm.model.layers[2].input_layernorm.weight, torch.ones_like(rm.model.layers[2].input_layernorm.weight))
+    assert rm(input_ids=ids).logits.shape == (1, 4, 1)
+    resize_layers(rm, 1)
+    assert rm.config.num_hidden_layers == 1 and len(rm.model.layers) == 1

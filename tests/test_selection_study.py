@@ -108,3 +108,38 @@ def test_committed_tables_recompute():
         report["test"]["selectors"][name]["accuracy"]["mean"])
     assert float((sel.majority(a) == test["gold"][None]).mean()) == pytest.approx(
         report["test"]["selectors"]["majority"]["accuracy"]["mean"])
+    # the per-N table (docs/scaling.md): the same selector at N=16, its headroom recovered, and at N=4
+    at16 = report["test"]["scaling"]["16"]["consistency"]
+    assert at16["mean"] == pytest.approx(report["test"]["selectors"][name]["accuracy"]["mean"])
+    assert at16["headroom_recovered"]["mean"] == pytest.approx(
+        report["test"]["selectors"][name]["headroom_recovered"]["mean"])
+    four = sel.consistency_vote(a[..., :4], test["readback_answer"].astype(np.int64)[..., :4],
+                                params["consistency_epsilon"])
+    assert float((four == test["gold"][None]).mean()) == pytest.approx(report["test"]["scaling"]["4"]["consistency"]["mean"])
+
+
+def test_rm_rows_by_hand():
+    """The RM table's rows (learning curve, levers): AUROC as the AUROC table's, the paired AUROC difference as the
+    difference of per-question AUROCs, best-of-N and the RM-weighted vote minus majority on the same questions."""
+    from selection_lib import analysis as an
+    from selection_lib.tables import per_question_auroc
+
+    rng = np.random.default_rng(3)
+    answers = rng.integers(0, 4, size=(2, 30, 8))
+    gold = rng.integers(0, 4, size=30)
+    d = {"answers": answers, "gold": gold, "correct": answers == gold[None, :, None],
+         "readback_answer": answers[..., :0], "scores__a": rng.normal(size=(2, 30, 8, 2)),
+         "scores__b": rng.normal(size=(2, 30, 8, 2))}
+    rows = an.rm_rows(d, 8, ["a", "b"], "a")
+    assert rows["a"]["auroc"]["mean"] == pytest.approx(an.auroc_table(d, 8)["a"]["mean"])
+    assert "auroc_minus_reference" not in rows["a"]
+    pa, pb = (per_question_auroc(d[f"scores__{k}"].sum(-1), d["correct"]) for k in "ab")
+    ok = ~np.isnan(pb)
+    assert rows["b"]["auroc_minus_reference"]["mean"] == pytest.approx(float((pb[ok] - pa[ok]).mean()))
+    traj = d["scores__b"].sum(-1)
+    bon = (sel.best_of_n(answers, traj) == gold).mean(0) - (sel.majority(answers) == gold).mean(0)
+    assert rows["b"]["best_of_n_minus_majority"]["mean"] == pytest.approx(float(bon.mean()))
+    lo, hi = rows["b"]["best_of_n_minus_majority"]["ci95"]
+    assert lo <= bon.mean() <= hi
+    wtd = (sel.weighted(answers, traj, 1.0) == gold).mean(0) - (sel.majority(answers) == gold).mean(0)
+    assert rows["b"]["weighted_minus_majority"]["mean"] == pytest.approx(float(wtd.mean()))

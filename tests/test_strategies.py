@@ -1,5 +1,5 @@
 """Selection strategies as plug-ins (``scaling.strategies``), the plan that decides a request's mode once
-(``scaling.plan``) and the engine that runs it (``scaling.engine``), tested without lm-eval; then the README's
+(``scaling.plan``) and the engine that runs it (``scaling.engine``), tested without lm-eval; then docs/design.md's
 worked example: a selector of one class and one registration, run through lm-eval."""
 
 import json
@@ -190,7 +190,7 @@ def test_the_engine_draws_what_the_rollouts_draw_and_records_traces_on_request(m
     finally:
         del model.rollout
     assert "out of memory" in calls and {c for c in calls if c != "out of memory"} == {2}  # pieces of 2 samples
-    for job, (draw, greedy, steps) in zip(jobs, draws):
+    for job, (draw, greedy, steps, _) in zip(jobs, draws):
         trace = {}
         (alone,) = sample(model, tok, [job.prompt], plan.config, rm, record=lambda q, t: trace.setdefault(q, t))
         assert draw.answers == alone.answers and draw.scores == alone.scores and greedy is None and steps is None
@@ -244,10 +244,11 @@ def test_a_strategy_gets_the_greedy_decode_and_step_scores_when_it_asks(models, 
     assert result.selection.answer == result.answers[max(range(4), key=lambda i: steps[i][-1])]
 
 
-# ----------------------------------------------------------------------------- the README's worked example
+# ----------------------------------------------------------------------------- docs/design.md's worked example
 def test_a_selector_of_one_class_and_one_registration_runs_through_lm_eval(registered, monkeypatch):
-    """The README's example: ``Consensus`` (the answer more than half of the candidates give, else none), registered,
-    then ``lm_eval --model latent_tts --model_args aggregate=consensus`` on the shipped task: ``acc`` is its answer."""
+    """docs/design.md's example (Adding a selector; tests/test_readme.py checks that it is this class): ``Consensus``
+    (the answer more than half of the candidates give, else none), registered, then ``lm_eval --model latent_tts
+    --model_args aggregate=consensus`` on the shipped task: ``acc`` is its answer."""
     from harness_runs import evaluate, samples_of
 
     from hf_modeling.answers import answers_equal

@@ -13,7 +13,8 @@ TASKS = REPO / "tasks"
 TEMPLATE = "_default_template_yaml"
 TASK_NAMES = ["latent_arith", "latent_gsm8k", "latent_gsm_hard", "latent_multiarith"]
 METRICS = ["acc", "single_acc", "majority", "best_of_n", "weighted", "greedy", "coverage",
-           *(f"pass@{2 ** i}" for i in range(9)), "rollouts", "latent_forwards"]
+           *(f"pass@{2 ** i}" for i in range(9)), "rollouts", "latent_forwards",
+           "extra_positions"]
 
 
 def test_the_settings_are_written_once_in_the_template():
@@ -33,7 +34,7 @@ def test_lm_evals_index_holds_the_tasks_with_the_templates_settings_and_not_the_
         cfg = index[name].cfg
         assert cfg["task"] == name and cfg["custom_dataset"].endswith(f"load_{name.removeprefix('latent_')}")
         assert [m["metric"] for m in cfg["metric_list"]] == METRICS
-        assert [m["higher_is_better"] for m in cfg["metric_list"]] == [True] * 16 + [False] * 2
+        assert [m["higher_is_better"] for m in cfg["metric_list"]] == [True] * 16 + [False] * 3
         assert cfg["generation_kwargs"] == {"latent_tts_payload": True, "until": [], "do_sample": False}
         assert (cfg["output_type"], cfg["repeats"], cfg["num_fewshot"], cfg["test_split"]) == (
             "generate_until", 1, 0, "test")

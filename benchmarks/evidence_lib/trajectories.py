@@ -50,14 +50,14 @@ def latent_rollouts(model, tok, rm, examples, n, sampling, seed, batch_rows=1024
     only lays them out as (Q, N, ...) tensors.
     """
     config = model.latent_generation_config(num_return_sequences=n, seed=seed, max_new_tokens=max_new_tokens,
-                                            **sampling)
+                                            aggregate=None, **sampling)  # draws only: no strategy's own work
     engine = Engine(model, tok, rm, batch_size=max(1, batch_rows // n))
     plan = engine.plan(config, payload=False)
     prompts = [model.encode_prompt(tok, e["question"]) for e in examples]
     recorder = Recorder()
     draws = engine.draws([Job(i, p, plan) for i, p in enumerate(prompts)], recorder)
     answers, correct, latents, gen, plen, steps_scores, scores = [], [], [], [], [], [], []
-    for i, (e, p, (c, _, _)) in enumerate(zip(examples, prompts, draws)):
+    for i, (e, p, (c, _, _, _)) in enumerate(zip(examples, prompts, draws)):
         trace = recorder[i]
         answers.append(c.answers)
         correct.append([answers_equal(x, e["answer"]) for x in c.answers])

@@ -16,7 +16,7 @@ import numpy as np
 
 from selection_lib import selectors as sel
 from selection_lib.tables import (accuracy_per_question, coverage_per_question, headroom_recovered, mean_ci,
-                                  paired, rm_names, trajectory_scores, within_auroc)
+                                  paired, paired_auroc, rm_names, trajectory_scores, within_auroc)
 
 TEMPERATURES = (0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 GREEDY_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -138,16 +138,52 @@ def auroc_table(d: dict, n: int) -> dict:
     return out
 
 
-def scaling_table(d: dict, ns, rms) -> dict:
-    """best-of-N by each RM and majority vote at each N (paired difference), coverage, greedy."""
+def scaling_table(d: dict, ns, rms, epsilon: float = 0.001, shipped: str = "shipped") -> dict:
+    """Per N: greedy, single sample, majority, the ``shipped`` RM's weighted vote and best-of-N, the read-back
+    consistency vote (``epsilon``: chosen on valid at N=16) and coverage; per selector its difference with
+    greedy and with majority (paired) and the headroom it recovers, (selector - greedy) / (coverage - greedy),
+    with a paired interval; best-of-N by each of ``rms`` against majority."""
     out = {}
+    greedy = accuracy_per_question(_greedy(d, d["answers"].shape[:2]), d["gold"])
     for n in ns:
         a = d["answers"][..., :n].astype(np.int64)
         maj = accuracy_per_question(sel.majority(a), d["gold"])
-        row = {"majority": mean_ci(maj), "coverage": mean_ci(coverage_per_question(d["correct"][..., :n]))}
+        cov = coverage_per_question(d["correct"][..., :n])
+        row = {"greedy": mean_ci(greedy), "single": mean_ci(np.asarray(d["correct"][..., :n]).mean((0, 2))),
+               "majority": mean_ci(maj), "coverage": mean_ci(cov)}
+        picked = {"majority": maj}
+        if shipped in rm_names(d):
+            traj = trajectory_scores(d, shipped, n)
+            picked["RM-weighted"] = accuracy_per_question(sel.weighted(a, traj, 1.0), d["gold"])
+            picked["best-of-N (RM)"] = accuracy_per_question(sel.best_of_n(a, traj), d["gold"])
+        if d["readback_answer"].shape[-1] >= n:
+            r = d["readback_answer"].astype(np.int64)[..., :n]
+            picked["consistency"] = accuracy_per_question(sel.consistency_vote(a, r, epsilon), d["gold"])
+        for name, acc in picked.items():
+            row[name] = {**mean_ci(acc), "minus_greedy": paired(acc, greedy), "minus_majority": paired(acc, maj),
+                         "headroom_recovered": headroom_recovered(acc, greedy, cov)}
         for rm in rms:
             bon = accuracy_per_question(sel.best_of_n(a, trajectory_scores(d, rm, n)), d["gold"])
             row[f"best-of-N [{rm}]"] = mean_ci(bon)
             row[f"best-of-N [{rm}] - majority"] = paired(bon, maj)
         out[n] = row
+    return out
+
+
+def rm_rows(d: dict, n: int, rms, reference: str | None = None) -> dict:
+    """One row per RM (the learning-curve and lever tables) on one split at N=n: within-question AUROC, its paired
+    difference with the ``reference`` RM's on the same trajectories, and best-of-N and the RM-weighted vote
+    (temperature 1) minus majority, paired over questions."""
+    a = d["answers"][..., :n].astype(np.int64)
+    correct = d["correct"][..., :n]
+    majority = accuracy_per_question(sel.majority(a), d["gold"])
+    out = {}
+    for rm in rms:
+        traj = trajectory_scores(d, rm, n)
+        row = {"auroc": within_auroc(traj, correct)}
+        if reference and rm != reference:
+            row["auroc_minus_reference"] = paired_auroc(traj, trajectory_scores(d, reference, n), correct)
+        row["best_of_n_minus_majority"] = paired(accuracy_per_question(sel.best_of_n(a, traj), d["gold"]), majority)
+        row["weighted_minus_majority"] = paired(accuracy_per_question(sel.weighted(a, traj, 1.0), d["gold"]), majority)
+        out[rm] = row
     return out

@@ -71,7 +71,7 @@ def _draw(model, tok, prompts, config, batch_questions, offset: int = 0):
     plan = engine.plan(config, payload=False)
     recorder = Recorder()
     found = engine.draws([Job(i, p, plan, sample_offset=offset) for i, p in enumerate(prompts)], recorder)
-    return [draw for draw, _, _ in found], [recorder[i].latents for i in range(len(prompts))]
+    return [drawn.draw for drawn in found], [recorder[i].latents for i in range(len(prompts))]
 
 
 @torch.no_grad()
@@ -83,7 +83,7 @@ def draw_split(model, tok, examples, n: int, seeds: list[int], batch_questions: 
     out = {"n": n, "seeds": list(seeds), "questions": [e["question"] for e in examples],
            "gold": [int(e["answer"]) for e in examples], "prompts": prompts,
            "steps": [list(e.get("steps", [])) for e in examples]}
-    greedy_cfg = model.latent_generation_config(latent_sampling=None, num_return_sequences=1)
+    greedy_cfg = model.latent_generation_config(latent_sampling=None, num_return_sequences=1, aggregate=None)
     greedy, greedy_latents = _draw(model, tok, prompts, greedy_cfg, batch_questions)
     out["greedy_answer"] = torch.tensor([answer_code(c.answers[0]) for c in greedy])
     out["greedy_correct"] = torch.tensor([model.is_correct(c.texts[0], e["answer"]) for c, e in zip(greedy, examples)])
@@ -91,7 +91,7 @@ def draw_split(model, tok, examples, n: int, seeds: list[int], batch_questions: 
     out["greedy_answer_tokens"] = torch.stack([_answer_tokens(tok, c.texts[:1], answer_width)[0] for c in greedy])
     answers, correct, latents, tokens = [], [], [], []
     for seed in seeds:
-        config = model.latent_generation_config(num_return_sequences=n, seed=seed)
+        config = model.latent_generation_config(num_return_sequences=n, seed=seed, aggregate=None)  # draws only
         started = time.time()
         found, found_latents = _draw(model, tok, prompts, config, batch_questions)
         answers.append(torch.tensor([[answer_code(a) for a in c.answers] for c in found]))
@@ -142,7 +142,7 @@ def extend_split(model, tok, data: dict, n_new: int, batch_questions: int = 32, 
     examples = [{"answer": str(g)} for g in data["gold"]]
     parts = {k: [] for k in ("answers", "correct", "latents", "answer_tokens")}
     for s, seed in enumerate(data["seeds"]):
-        config = model.latent_generation_config(num_return_sequences=n_new - n, seed=seed)
+        config = model.latent_generation_config(num_return_sequences=n_new - n, seed=seed, aggregate=None)
         started = time.time()
         found, found_latents = _draw(model, tok, data["prompts"], config, batch_questions, offset=n)
         parts["answers"].append(torch.tensor([[answer_code(a) for a in c.answers] for c in found]))

@@ -52,6 +52,7 @@ class Settings:
                 return_dict_in_generate=True, **overrides)
             chosen = self.plan(config).strategy
             check_window(self.model, self.tokenizer, config)
+            chosen.check_backbone(self.model, config)
         except ValueError as err:
             message = err.named(SHORT_NAMES) if isinstance(err, SettingError) else str(err)
             raise LatentTTSArgumentError(f"latent_tts {source}: {message}") from None

@@ -9,7 +9,7 @@ Writes, into the evaluated backbone's folder:
   ``huggingface_hub.eval_result_entries_to_yaml``).  ``notes`` names the
   test-time-scaling settings (sampling, N, aggregation, LatentRM, seed), what
   the metric is, since a majority@16 score is not a greedy score, and what the
-  run cost per question (the ``rollouts`` and ``latent_forwards`` rows, which
+  run cost per question (the ``rollouts``, ``latent_forwards`` and ``extra_positions`` rows, which
   are costs and get no entry of their own);
 * the same results in the ``model-index`` of its ``README.md`` card (metric
   ``config`` = the settings, ``args`` = every setting), replacing older
@@ -62,7 +62,8 @@ METRIC_MEANING = {
     "greedy": "accuracy of the deterministic decode (sampling off, one rollout), run beside the sampled ones",
 }
 # cost rows of a result, not scores: they go into every score's notes instead of entries of their own
-COST_METRICS = {"rollouts": "rollouts", "latent_forwards": "latent forward steps"}
+COST_METRICS = {"rollouts": "rollouts", "latent_forwards": "latent forward steps",
+                "extra_positions": "forward positions of the selector's own work (read-backs)"}
 
 
 # ------------------------------------------------------------------------------------ settings

@@ -75,6 +75,9 @@ def _training_section(summary: dict, backbone: str, n, strength: str) -> list:
                   "step t is right when the explicit step the backbone writes after the trajectory's latents 0..t "
                   "(clean prompt, greedy) has the gold next step's expression; the last step: the trajectory's "
                   "final correctness" + dropped)
+    elif ann.get("labels") == "outcome":
+        labels = (f"- Labels: outcome labels, N = {n} trajectories per question, sampling: {strength}: every latent "
+                  "step is labelled with the trajectory's final correctness (no continuations)" + dropped)
     else:
         labels = (f"- Labels: step-wise Monte Carlo values, N = {n} trajectories per question, M = "
                   f"{ann.get('num_continuations', 'n/a')} continuations per step, sampling: {strength}" + dropped)
@@ -91,7 +94,7 @@ def _training_section(summary: dict, backbone: str, n, strength: str) -> list:
         labels,
         *reads,
         f"- Loss: {_LOSSES['contrastive' if loss == 'contrastive' else 'bce']}".replace(
-            "the Monte Carlo step value", "the step label" if ann.get("labels") == "decoded" else
+            "the Monte Carlo step value", "the step label" if ann.get("labels") in ("decoded", "outcome") else
             "the Monte Carlo step value"),
         f"- Optimisation: lr {cfg.get('lr')}, cosine schedule, warm-up {cfg.get('warmup_ratio')}, "
         f"{summary.get('optimizer_steps')} optimizer steps of {summary.get('global_batch', cfg.get('batch_size'))} "
@@ -99,7 +102,12 @@ def _training_section(summary: dict, backbone: str, n, strength: str) -> list:
         f"{cfg.get('grad_accum')} accumulation), precision {cfg.get('precision')}"
         + (f", LoRA r={cfg.get('lora_r')} (merged)" if cfg.get("lora_r") else ", full fine-tuning")
         + (", no dropout" if cfg.get("dropout") is False else "")
-        + (", weights re-initialised" if cfg.get("reinit") else ""),
+        + (", weights re-initialised" if cfg.get("reinit") else "")
+        + (f", {cfg.get('rm_layers')} transformer blocks" if cfg.get("rm_layers") else "")
+        + (f", weight decay {cfg.get('weight_decay')}" if cfg.get("weight_decay") else "")
+        + (f"; early stopping: the weights of step {summary.get('selected_step')} (lowest held-out loss)"
+           if cfg.get("keep_best") else "")
+        + (f", patience {cfg.get('patience')} evaluations" if cfg.get("patience") else ""),
         f"- Training loss: {_fmt(summary.get('first_loss'))} -> {_fmt(summary.get('last_loss'))}",
     ]
 
@@ -113,7 +121,8 @@ def _evaluation_section(summary: dict) -> list:
     return [
         "## Evaluation (held-out annotated questions)",
         "",
-        "| metric | before training | after training |",
+        "| metric | before training | after training |" if summary.get("selected_step") is None else
+        f"| metric | before training | after training (the kept weights: step {summary['selected_step']}) |",
         "| --- | --- | --- |",
         *(f"| {label} | {_fmt(before.get(key))} | {_fmt(after.get(key))} |" for label, key in rows),
         "",

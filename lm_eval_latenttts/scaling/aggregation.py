@@ -1,4 +1,5 @@
-"""The votes behind a choice among a question's N answers: majority vote, best-of-N, RM-weighted vote, tallies.
+"""The votes behind a choice among a question's N answers: majority vote, best-of-N, RM-weighted vote, the
+read-back consistency vote, tallies.
 
 Pure Python.  Answers are compared with ``hf_modeling.answers`` (numbers as
 numbers; ``None`` never wins).  Ties go to the earliest first occurrence among
@@ -9,6 +10,7 @@ The strategies that apply them are ``scaling.strategies``.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 from hf_modeling.answers import answer_key
 
@@ -87,6 +89,23 @@ def weighted_vote(answers, scores):
     return _leader(vote_totals(answers, answer_weights(scores)))
 
 
+def consistency_vote(answers, readbacks, epsilon):
+    """The read-back consistency vote: a majority vote in which answer i votes with weight 1 when it equals
+    ``readbacks[i]`` (what the backbone writes after that candidate's latent prefix) and with ``epsilon``
+    otherwise; ties -> earliest first occurrence; None if no answer could be extracted.
+
+    Weights are summed exactly (``epsilon`` as a ``Fraction``), so ties are ties whatever the order.  With every
+    weight ``epsilon`` (no consistent candidate) it is the majority vote.
+    """
+    answers, readbacks = list(answers), list(readbacks)
+    if len(answers) != len(readbacks):
+        raise ValueError(f"{len(answers)} answers but {len(readbacks)} read-backs; give one read-back per answer.")
+    low = Fraction(epsilon).limit_denominator(10**9)
+    weights = [Fraction(1) if answer_key(a) is not None and answer_key(a) == answer_key(r) else low
+               for a, r in zip(answers, readbacks)]
+    return _leader(vote_totals(answers, weights))
+
+
 def tally(answers: list, scores: list | None = None) -> list[tuple[float, int, str]]:
     """Votes per answer as ``(votes, first index, answer)``, leader first (ties: earliest first occurrence).
 
@@ -100,4 +119,4 @@ def tally(answers: list, scores: list | None = None) -> list[tuple[float, int, s
     return sorted(((votes * scale, first, answer) for votes, first, answer in totals), key=lambda v: (-v[0], v[1]))
 
 
-__all__ = ["answer_weights", "best_of_n_index", "majority_vote", "tally", "vote_totals", "weighted_vote"]
+__all__ = ["answer_weights", "best_of_n_index", "consistency_vote", "majority_vote", "tally", "vote_totals", "weighted_vote"]

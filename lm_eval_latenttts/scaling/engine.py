@@ -16,7 +16,9 @@
 3. **Rounds**: a group is drawn by ``adaptive.draw_in_rounds`` under its plan's
    schedule: one search per question, one round of N samples, or adaptive
    rounds of k where only the undecided questions go on; then the greedy decode
-   of every question when the plan has one.
+   of every question when the plan has one, and the strategy's own work per
+   candidate when it has some (``Strategy.candidate_work``: the read-backs of
+   the consistency vote), in calls of ``batch_size`` questions.
 4. **Calls and out-of-memory back-off**: a call is sized by a budget of
    ``batch_size * N`` rows (``batch_size`` questions at N rollouts,
    ``batch_size * N / k`` at k, ``batch_size * N`` greedy decodes, with beam
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -46,7 +48,7 @@ from lm_eval_latenttts.scaling.adaptive import draw_in_rounds
 from lm_eval_latenttts.scaling.plan import GREEDY, Plan, make_plan
 from lm_eval_latenttts.scaling.result import QuestionResult
 from lm_eval_latenttts.scaling.rollouts import QuestionDraw, Recorder, Trace, padded_length, sample
-from lm_eval_latenttts.scaling.strategies import DrawMode
+from lm_eval_latenttts.scaling.strategies import DrawMode, Work
 
 logger = logging.getLogger("lm_eval.latent_tts")
 
@@ -75,6 +77,16 @@ class Job:
     plan: Plan
     sample_offset: int = 0
     question: str | None = None
+
+
+class Drawn(NamedTuple):
+    """What the engine drew for one question: its ``draw``, its greedy decode's (or None), its RM ``step_scores``
+    (only for a strategy that needs them, else None) and its strategy's ``work`` (``candidate_work``, else None)."""
+
+    draw: QuestionDraw
+    greedy: QuestionDraw | None
+    step_scores: list | None
+    work: Work | None
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -106,6 +118,7 @@ class Engine:
         under it (``check_window``)."""
         plan = make_plan(config, self.rm is not None, payload)
         check_window(self.model, self.tokenizer, config)
+        plan.strategy.check_backbone(self.model, config)
         return plan
 
     def check(self, job: Job) -> None:
@@ -142,14 +155,13 @@ class Engine:
                                failed[job.index], job.question)
                 results[job.index] = QuestionResult.failed(job.plan, failed[job.index])
         ready = [job for job in jobs if job.index not in failed]
-        for job, (draw, greedy, steps) in zip(ready, self.draws(ready, recorder, progress, done=len(failed))):
-            results[job.index] = QuestionResult.answered(job.plan, draw, greedy, steps)
+        for job, drawn in zip(ready, self.draws(ready, recorder, progress, done=len(failed))):
+            results[job.index] = QuestionResult.answered(job.plan, *drawn)
         return results
 
     def draws(self, jobs: list[Job], recorder: Recorder | None = None, progress: bool = False,
-              done: int = 0) -> list[tuple]:
-        """Per job (in job order): its ``QuestionDraw``, its greedy decode's (or None) and its RM step scores
-        (only for a strategy that needs them, else None)."""
+              done: int = 0) -> list[Drawn]:
+        """Per job (in job order): what was drawn for it (``Drawn``)."""
         from tqdm import tqdm
 
         found: dict[int, tuple] = {}
@@ -163,8 +175,8 @@ class Engine:
         bar.close()
         return [found[id(job)] for job in jobs]
 
-    def _group(self, jobs: list[Job], recorder: Recorder | None) -> list[tuple]:
-        """(draw, greedy draw, step scores) of each question of a group (one plan, width and first sample)."""
+    def _group(self, jobs: list[Job], recorder: Recorder | None) -> list[Drawn]:
+        """What was drawn for each question of a group (one plan, width and first sample)."""
         plan = jobs[0].plan
         n = plan.config.num_return_sequences
         if self.auto and self.sizer is not None:
@@ -174,15 +186,34 @@ class Engine:
         def budget() -> int:
             return max(1, int(self.current)) * n
 
-        own = Recorder(latents=False) if plan.strategy.needs_step_scores else None
+        works = plan.strategy.candidate_work is not None
+        own = Recorder(latents=works) if plan.strategy.needs_step_scores or works else None
         draw = self._drawer(jobs, self._candidates(plan, [recorder, own]), plan.schedule.splittable)
         found = draw_in_rounds(len(jobs), plan.schedule, plan.config, draw, budget)
         greedy = [None] * len(jobs)
         if plan.greedy is not None:
             draw = self._drawer(jobs, self._greedy(plan), GREEDY.splittable)
             greedy = draw_in_rounds(len(jobs), GREEDY, plan.greedy, draw, budget)
-        steps = [own[job.index].step_scores if own is not None else None for job in jobs]
-        return list(zip(found, greedy, steps))
+        steps = [own[job.index].step_scores if plan.strategy.needs_step_scores else None for job in jobs]
+        work = self._work(jobs, plan, own) if works else [None] * len(jobs)
+        return [Drawn(*drawn) for drawn in zip(found, greedy, steps, work)]
+
+    def _work(self, jobs: list[Job], plan: Plan, own: Recorder) -> list[Work]:
+        """The strategy's ``candidate_work`` of a group's questions, in calls of ``batch_size`` questions."""
+        one = plan.mode is DrawMode.ONE  # sampling off: one rollout stands for all N, so is its work
+
+        def fn(chunk: list[Job], offset: int, count: int) -> list[Work]:
+            found = plan.strategy.candidate_work(self.model, self.tokenizer, [job.prompt for job in chunk],
+                                                 [own[job.index].latents[:1 if one else None] for job in chunk],
+                                                 plan.config)
+            return [Work(work.values * count, work.positions) for work in found] if one else found
+
+        found, start, n = [], 0, plan.config.num_return_sequences
+        while start < len(jobs):
+            chunk = jobs[start:start + max(1, int(self.current))]
+            found += self._draw(chunk, 0, n, fn, False)
+            start += len(chunk)
+        return found
 
     def _candidates(self, plan: Plan, recorders: list) -> Callable:
         """``fn(chunk, offset, count)``: the candidates of one call under ``plan`` (its mode's draw)."""
@@ -299,5 +330,5 @@ def _fan_out(chunk: list[Job], recorders: list[Recorder]) -> Callable:
     return record
 
 
-__all__ = ["CPU_ALLOCATOR_ERRORS", "DocError", "Engine", "Job", "SettingRefused", "check_window", "groups",
+__all__ = ["CPU_ALLOCATOR_ERRORS", "DocError", "Drawn", "Engine", "Job", "SettingRefused", "check_window", "groups",
            "is_out_of_memory"]

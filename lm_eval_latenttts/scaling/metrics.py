@@ -3,7 +3,8 @@
 ``question_metrics`` turns one question's typed result (``scaling.result``)
 into the rows that the ``latent_*`` tasks report (``acc``, ``single_acc``,
 ``majority``, ``best_of_n``, ``weighted``, ``greedy``, ``coverage``,
-``pass@k``, ``rollouts``, ``latent_forwards``); the benchmarks call the same
+``pass@k``, ``rollouts``, ``latent_forwards``, and ``extra_positions`` for a strategy with work of its own
+per candidate); the benchmarks call the same
 function on the results the same engine builds, so the reports and ``lm_eval``
 cannot disagree.
 
@@ -55,7 +56,7 @@ def pass_at_k(n, c, k):
     return 1.0 - prod
 
 
-RUN_ROWS = ("rollouts", "latent_forwards")  # compute per question, reported as is
+RUN_ROWS = ("rollouts", "latent_forwards", "extra_positions")  # compute per question, reported as is (when set)
 
 
 def question_metrics(gold, result) -> dict[str, float]:
@@ -64,7 +65,8 @@ def question_metrics(gold, result) -> dict[str, float]:
     ``acc`` (the strategy's answer), ``single_acc``, the answer of every strategy with a row of its own
     (``scaling.strategies``: ``majority``; ``best_of_n`` and ``weighted`` with a LatentRM), ``greedy`` (when
     the run reports the greedy decode), ``coverage``, ``pass@k`` (adaptive sampling: on the first round only,
-    see the module docstring) and the compute rows ``rollouts`` and ``latent_forwards``.
+    see the module docstring) and the compute rows ``rollouts``, ``latent_forwards`` and (a strategy with work of
+    its own per candidate, e.g. the consistency vote's read-backs) ``extra_positions``.
     """
     from lm_eval_latenttts.scaling.strategies import STRATEGIES
 

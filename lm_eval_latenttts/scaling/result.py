@@ -49,7 +49,9 @@ class QuestionResult:
     ``aggregate``: the strategy's name; ``n``: N rollouts (the B beams of beam search); ``has_rm``: scored by a
     LatentRM; ``first_round``: the rollouts every question draws with adaptive sampling (``single_acc`` and
     ``pass@k`` use them), else None; ``has_greedy``: the run reports the greedy decode, whose answer is
-    ``greedy``; ``error``: why a document failed (``stopped == "failed"``).
+    ``greedy``; ``extra_positions``: the forward positions of the strategy's own work per candidate (the
+    read-backs of ``aggregate=consistency``; None: it has none); ``error``: why a document failed
+    (``stopped == "failed"``).
     """
 
     aggregate: str | None
@@ -59,6 +61,7 @@ class QuestionResult:
     has_rm: bool = False
     rollouts: int | None = None
     latent_forwards: int | None = None
+    extra_positions: int | None = None
     stopped: str | None = None
     first_round: int | None = None
     has_greedy: bool = False
@@ -75,15 +78,16 @@ class QuestionResult:
 
     @classmethod
     def answered(cls, plan, draw: QuestionDraw, greedy: QuestionDraw | None = None,
-                 step_scores: list | None = None) -> QuestionResult:
-        """The result of a question that ``plan`` drew ``draw`` for (and the greedy decode ``greedy``)."""
+                 step_scores: list | None = None, work=None) -> QuestionResult:
+        """The result of a question that ``plan`` drew ``draw`` for (and the greedy decode ``greedy``, the RM's
+        ``step_scores`` and the strategy's ``work``, a ``strategies.Work``, where it has them)."""
         answers = tuple(canonical_answer(a) for a in draw.answers)
         scores = draw.scores
         baseline = greedy if greedy is not None else (draw if plan.mode is DrawMode.ONE else None)
         greedy_answer = canonical_answer(baseline.answers[0]) if baseline is not None else None
         view = QuestionView(answers, None if scores is None else tuple(float(s) for s in scores),
                             None if step_scores is None else tuple(step_scores), draw.searched, greedy_answer,
-                            baseline is not None)
+                            baseline is not None, None if work is None else tuple(work.values))
         choice = plan.strategy.choose(view)
         spent = greedy if greedy is not None else QuestionDraw()
         return cls(
@@ -91,7 +95,8 @@ class QuestionResult:
             candidates=[Candidate(answer, None if c.score is None else round(float(c.score), SCORE_DIGITS), c.text,
                                   int(c.latent_steps)) for answer, c in zip(answers, draw.candidates)],
             has_rm=scores is not None, rollouts=draw.drawn + spent.drawn,
-            latent_forwards=draw.latent_forwards + spent.latent_forwards, stopped=draw.stopped,
+            latent_forwards=draw.latent_forwards + spent.latent_forwards,
+            extra_positions=None if work is None else int(work.positions), stopped=draw.stopped,
             first_round=plan.first_round, has_greedy=plan.reports_greedy,
             greedy=greedy_answer if plan.reports_greedy else None)
 
@@ -100,7 +105,9 @@ class QuestionResult:
         """The result of a document that could not run (a named reason): no candidates, scored wrong; the fields
         that depend only on the settings are an answered document's, so that it reports the same rows."""
         return cls(aggregate=plan.strategy.name, n=plan.n, selection=Selection(rows=dict.fromkeys(row_names())),
-                   has_rm=plan.has_rm, rollouts=0, latent_forwards=0, stopped=FAILED, first_round=plan.first_round,
+                   has_rm=plan.has_rm, rollouts=0, latent_forwards=0,
+                   extra_positions=0 if plan.strategy.candidate_work is not None else None, stopped=FAILED,
+                   first_round=plan.first_round,
                    has_greedy=plan.reports_greedy, error=reason)
 
     def to_json(self) -> str:
@@ -110,8 +117,10 @@ class QuestionResult:
             record["first_round"] = self.first_round
         record["chosen"] = self.selection.chosen
         record.update({name: self.selection.rows.get(name) for name in row_names()})
-        record.update({"has_rm": self.has_rm, "rollouts": self.rollouts, "latent_forwards": self.latent_forwards,
-                       "stopped": self.stopped})
+        record.update({"has_rm": self.has_rm, "rollouts": self.rollouts, "latent_forwards": self.latent_forwards})
+        if self.extra_positions is not None:
+            record["extra_positions"] = self.extra_positions
+        record["stopped"] = self.stopped
         if self.has_greedy:
             record["greedy"] = self.greedy
         if self.error is not None:
@@ -141,7 +150,8 @@ class QuestionResult:
             selection=Selection(record.get("answer"), record.get("chosen"),
                                 {name: record.get(name) for name in row_names()}),
             has_rm=bool(record.get("has_rm")), rollouts=record.get("rollouts"),
-            latent_forwards=record.get("latent_forwards"), stopped=record.get("stopped"),
+            latent_forwards=record.get("latent_forwards"), extra_positions=record.get("extra_positions"),
+            stopped=record.get("stopped"),
             first_round=record.get("first_round"), has_greedy="greedy" in record, greedy=record.get("greedy"),
             error=record.get("error"),
         )

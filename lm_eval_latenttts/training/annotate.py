@@ -50,7 +50,10 @@ from lm_eval_latenttts.training.step_values import _finish, annotate_question  #
 from lm_eval_latenttts.training.run_record import check_or_write, exclusive_run, require_folder
 
 SKIP_OPTION = "--skip-bad-rows (AnnotateConfig(skip_bad_rows=True))"
-LABELS = ("monte_carlo", "decoded")  # step labels: Monte Carlo values, or exact read-back labels (exact_labels.py)
+# step labels: Monte Carlo values, exact read-back labels (exact_labels.py), or the outcome (every step labelled with
+# the trajectory's final correctness: no continuations, no read-backs -- the cheapest; for a backbone whose
+# continuations share the next latent with their trajectory, as COCONUT with 2 latents, close to the MC values)
+LABELS = ("monte_carlo", "decoded", "outcome")
 ANNOTATION_TRAJECTORIES = 8  # SPEC, released recipe: N = 8 trajectories per question
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -87,7 +90,8 @@ class AnnotateConfig:
     output_dir: str
     generation: dict = field(default_factory=dict)
     num_continuations: int = 16  # M (Monte Carlo labels only)
-    labels: str = "monte_carlo"  # or "decoded": exact labels read back from each latent prefix (no continuations)
+    labels: str = "monte_carlo"  # "decoded": exact labels read back from each latent prefix; "outcome": final
+    # correctness at every step (neither needs continuations)
     latents_per_step: int = 1  # decoded labels: latents per gold reasoning step (the backbone's curriculum)
     limit: int | None = None  # first `limit` questions of the file
     keep_all: bool = False  # keep questions whose N trajectories are all right / all wrong

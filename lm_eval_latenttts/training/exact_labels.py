@@ -35,11 +35,10 @@ import re
 
 import torch
 
-from hf_modeling.latent_state import batch_invariant_attention, eval_mode, sample_keys
-from lm_eval_latenttts.scaling.rollouts import decode_answers
+from lm_eval_latenttts.scaling.readback import READ_BACK_TOKENS
+from lm_eval_latenttts.scaling.readback import read_back as batch_read_back
 
 STEP_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
-READ_BACK_TOKENS = 24  # enough for one explicit step of GSM8K-Aug ("<<...=...>>") and more
 
 
 def step_expression(text: str | None) -> str | None:
@@ -50,31 +49,15 @@ def step_expression(text: str | None) -> str | None:
     return None if match is None else "".join(match.group(1).split())
 
 
-@torch.no_grad()
 def read_back(model, tokenizer, prompt_ids: list[int], prefixes: torch.Tensor,
               max_new_tokens: int = READ_BACK_TOKENS) -> list[str]:
-    """What the backbone writes after ``prompt + prefix + end marker``, greedily and without dropout.
+    """What the backbone writes after ``prompt + prefix + end marker``, greedily and without dropout
+    (``scaling.readback.read_back`` for one question).
 
     ``prefixes``: (rows, k, hidden) latent vectors fed as they are (not re-derived).  Returns one text per row.
     The prompt runs once (deterministic) and its cache is shared by the rows.
     """
-    rows, k = prefixes.shape[:2]
-    if rows == 0:
-        return []
-    config = model.latent_generation_config(latent_sampling=None, num_return_sequences=1, seed=0,
-                                            max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
-                                            pad_token_id=tokenizer.pad_token_id)
-    setup = model.prepare_rollout(torch.tensor([list(prompt_ids)], dtype=torch.long), None, config)
-    sampler, device = setup.sampler, setup.input_ids.device
-    with eval_mode(model), sampler.attached(model), batch_invariant_attention(device):
-        state = model.start_samples(setup, 1, sample_keys(setup.question_keys, 1))
-        state = state.select(torch.zeros(rows, dtype=torch.long, device=device))
-        active = torch.ones(rows, dtype=torch.bool, device=device)
-        dtype = model.get_input_embeddings().weight.dtype
-        for step in range(k):
-            model.feed_latent(state, prefixes[:, step].to(device=device, dtype=dtype), active, sampler)
-        ids = model.decode_answer(state, max_new_tokens, setup.eos_token_id, setup.pad_token_id)
-    return decode_answers(tokenizer, ids, setup.eos_token_id)
+    return batch_read_back(model, tokenizer, [list(prompt_ids)], [prefixes], max_new_tokens)[0][0]
 
 
 def gold_expressions(steps) -> list[str | None]:

@@ -193,16 +193,19 @@ def open_run(cfg, ckpt_root: Path, settings: dict, accelerator) -> tuple[str, Pa
     return json.loads(record_path.read_text())["run_id"], latest
 
 
-def save_training_state(folder: Path, model, optimizer, scheduler) -> None:
-    """Weights, optimizer and schedule of a run into ``folder`` (one ``torch.save`` of tensors and plain data)."""
+def save_training_state(folder: Path, model, optimizer, scheduler, best: dict | None = None) -> None:
+    """Weights, optimizer and schedule of a run into ``folder`` (one ``torch.save`` of tensors and plain data);
+    ``best``: the weights of the run's best evaluation so far (``--keep-best``)."""
     import torch
 
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict()}, Path(folder) / TRAINING_STATE_FILE)
+                "scheduler": scheduler.state_dict(), **({"best": best} if best is not None else {})},
+               Path(folder) / TRAINING_STATE_FILE)
 
 
-def load_training_state(folder: Path, model, optimizer, scheduler) -> None:
-    """Restore what :func:`save_training_state` wrote; a checkpoint of another format is refused, never unpickled."""
+def load_training_state(folder: Path, model, optimizer, scheduler) -> dict:
+    """Restore what :func:`save_training_state` wrote; a checkpoint of another format is refused, never unpickled.
+    Returns ``{"best": weights or None}``."""
     path = Path(folder) / TRAINING_STATE_FILE
     remedy = "Pass --overwrite (without --resume) to start the run again, or choose a new --output-dir."
     if not path.is_file():
@@ -215,6 +218,7 @@ def load_training_state(folder: Path, model, optimizer, scheduler) -> None:
     restore_state(path, remedy, lambda: (model.load_state_dict(state["model"]),
                                          optimizer.load_state_dict(state["optimizer"]),
                                          scheduler.load_state_dict(state["scheduler"])))
+    return {"best": state.get("best")}
 
 
 __all__ = ["CHECKPOINTS_DIR", "RUN_FILE", "STATE_FILE", "SUMMARY_FILE", "TRAINING_STATE_FILE", "annotation_settings",

@@ -17,6 +17,11 @@ rounding.  A process whose share of a (short, last) micro-batch is empty runs
 a zero-weight copy of a question so that every process takes part in each
 all-reduce.
 
+Early stopping (``keep_best``, ``patience``): the evaluation with the lowest held-out loss after at least one
+step is the run's best (:func:`best_evaluation`, from the history, so a resumed run agrees); with ``keep_best``
+its weights are kept (in memory and in every checkpoint) and are what the run installs; ``patience`` ends the run
+after that many evaluations without a lower loss.
+
 Evaluation (recall@1) scores each held-out question on exactly one process
 (positions r, r + K, ...) and sums the counts over processes.  Only the main
 process writes a checkpoint (the run's state is the same on every process);
@@ -49,6 +54,21 @@ from lm_eval_latenttts.training.rm_dropout import KeyedTrainingDropout, question
 from lm_eval_latenttts.training.rm_objective import compute_loss, evaluate, loss_units, step_scores
 
 
+def best_evaluation(history: list) -> dict | None:
+    """The record of the evaluation with the lowest held-out loss after at least one optimizer step (the earliest
+    on ties), or None when there is none."""
+    evals = [h for h in history if h.get("step", 0) >= 1 and "eval_loss" in h]
+    return min(evals, key=lambda h: h["eval_loss"]) if evals else None
+
+
+def evaluations_since_best(history: list) -> int:
+    """Evaluations after the best one (see :func:`best_evaluation`)."""
+    best = best_evaluation(history)
+    if best is None:
+        return 0
+    return sum(1 for h in history if h.get("step", 0) > best["step"] and "eval_loss" in h)
+
+
 @dataclass
 class Progress:
     """Where a run is: optimizer steps done, epoch, next micro-batch of the epoch, and the history."""
@@ -57,6 +77,7 @@ class Progress:
     epoch: int = 0
     batch: int = 0
     history: list = field(default_factory=list)
+    total: int = 0  # the run's planned optimizer steps (early stopping may end it before)
 
 
 class RMTrainingLoop:
@@ -70,7 +91,8 @@ class RMTrainingLoop:
         self.total, self.ckpt_root, self.run_id = total_steps, Path(ckpt_root), run_id
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.dropout = KeyedTrainingDropout(accelerator.unwrap_model(model)) if cfg.dropout else None
-        self.progress = Progress()
+        self.progress = Progress(total=total_steps)
+        self.best_state = None  # keep_best: the weights of the best evaluation so far (CPU tensors)
 
     # ------------------------------------------------------------------------------ pieces
     def _collate(self, dataset, indices):
@@ -127,8 +149,27 @@ class RMTrainingLoop:
     def resume(self, latest: Path) -> None:
         """Continue from checkpoint ``latest``: weights, optimizer and schedule (tensors and plain data only)."""
         state = checkpoint_progress(latest)
-        load_training_state(latest, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
-        self.progress = Progress(state["step"], state["epoch"], state["batch"], state["history"])
+        extra = load_training_state(latest, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
+        self.progress = Progress(state["step"], state["epoch"], state["batch"], state["history"], self.total)
+        if self.cfg.keep_best and best_evaluation(self.progress.history) is not None:
+            if extra.get("best") is None:
+                raise ValueError(f"Checkpoint {latest} holds no best weights although its run keeps them (damaged). "
+                                 "Delete it to resume from the one before, or pass --overwrite to start again.")
+            self.best_state = extra["best"]
+
+    def _note_evaluation(self) -> None:
+        """After an evaluation appended to the history: keep the weights when it is the best so far."""
+        if self.cfg.keep_best and best_evaluation(self.progress.history) is self.progress.history[-1]:
+            model = self.acc.unwrap_model(self.model)
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def restore_best(self) -> None:
+        """Load the best evaluation's weights into the model (``keep_best``; else nothing changes)."""
+        if self.cfg.keep_best and self.best_state is not None:
+            self.acc.unwrap_model(self.model).load_state_dict(self.best_state)
+
+    def _out_of_patience(self) -> bool:
+        return bool(self.cfg.patience) and evaluations_since_best(self.progress.history) >= self.cfg.patience
 
     def save_checkpoint(self) -> None:
         """``step-N`` written by the main process under a temporary name, renamed when complete."""
@@ -137,7 +178,8 @@ class RMTrainingLoop:
         if self.acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            save_training_state(tmp, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
+            save_training_state(tmp, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler,
+                                best=self.best_state if self.cfg.keep_best else None)
             (tmp / STATE_FILE).write_text(json.dumps({"run_id": self.run_id, "step": p.step, "epoch": p.epoch,
                                                       "batch": p.batch, "history": p.history}))
             shutil.rmtree(path, ignore_errors=True)
@@ -156,7 +198,7 @@ class RMTrainingLoop:
                 p.history.append({"step": 0, **before})
         self.model.train()
         accum = cfg.grad_accum
-        while p.step < self.total:
+        while p.step < self.total and not self._out_of_patience():
             batches = global_batches(epoch_order(len(self.train_set), cfg.seed, p.epoch), cfg.batch_size, self.world)
             loss_sum, units = 0.0, 0
             for b in range(p.batch, len(batches)):
@@ -175,12 +217,15 @@ class RMTrainingLoop:
                         or p.step == self.total:
                     record.update(self.evaluate())
                 p.history.append(record)
+                if "eval_loss" in record:
+                    self._note_evaluation()
+                stop = self._out_of_patience()
                 if on_step is not None:
                     on_step(record)
                 if (cfg.save_every and p.step % cfg.save_every == 0) or (not cfg.save_every and end_of_epoch) \
-                        or p.step == self.total:
+                        or p.step == self.total or stop:
                     self.save_checkpoint()
-                if p.step >= self.total:
+                if p.step >= self.total or stop:
                     break
             else:
                 continue
@@ -188,4 +233,4 @@ class RMTrainingLoop:
         return p
 
 
-__all__ = ["Progress", "RMTrainingLoop"]
+__all__ = ["Progress", "RMTrainingLoop", "best_evaluation", "evaluations_since_best"]

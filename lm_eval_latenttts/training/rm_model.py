@@ -24,7 +24,7 @@ def load_rm(init, dtype=torch.float32):
 
 def reinitialise(rm, std: float | None = None) -> None:
     """Fresh weights of the RM's architecture (GPT-2's scheme: N(0, initializer_range) for linear and embedding
-    weights, zero biases, unit LayerNorms): the lever "what does the backbone's training give the RM"."""
+    weights, zero biases, unit LayerNorms / RMSNorms): the lever "what does the backbone's training give the RM"."""
     from torch import nn
     from transformers.pytorch_utils import Conv1D
 
@@ -35,9 +35,39 @@ def reinitialise(rm, std: float | None = None) -> None:
                 module.weight.normal_(0.0, std)
                 if getattr(module, "bias", None) is not None:
                     module.bias.zero_()
-            elif isinstance(module, nn.LayerNorm):
+            elif isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
                 module.weight.fill_(1.0)
-                module.bias.zero_()
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+
+
+def _blocks(rm):
+    """(the RM's ModuleList of transformer blocks, the config field that counts them)."""
+    if hasattr(rm, "transformer"):  # GPT-2
+        return rm.transformer.h, "n_layer"
+    return rm.model.layers, "num_hidden_layers"  # Llama
+
+
+def resize_layers(rm, layers: int) -> None:
+    """Give the RM ``layers`` transformer blocks (the lever "RM size"; the hidden size is the latents' and stays):
+    fewer keep the init's first blocks, more append new blocks initialised as :func:`reinitialise` does."""
+    import copy
+
+    blocks, field = _blocks(rm)
+    have = len(blocks)
+    if layers < have:
+        del blocks[layers:]
+    for i in range(have, layers):
+        block = copy.deepcopy(blocks[-1])
+        for module in block.modules():  # the layer index a block's attention keeps for the KV cache
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = i
+        reinitialise(block, getattr(rm.config, "initializer_range", 0.02))
+        blocks.append(block)
+    setattr(rm.config, field, layers)
+    types = getattr(rm.config, "layer_types", None)  # per-layer attention kinds, where the config has them
+    if isinstance(types, list) and types:
+        rm.config.layer_types = (types + types[-1:] * layers)[:layers]
 
 
 def check_rm_against_data(rm, hidden_size, backbone_config=None):
@@ -96,4 +126,4 @@ def save_rm(rm, tokenizer, out, summary):
     return out
 
 
-__all__ = ["check_rm_against_data", "load_rm", "reinitialise", "rm_config", "save_rm"]
+__all__ = ["check_rm_against_data", "load_rm", "reinitialise", "resize_layers", "rm_config", "save_rm"]

@@ -41,13 +41,14 @@ from lm_eval_latenttts.training.rm_checkpoints import (
     run_settings,
 )
 from lm_eval_latenttts.training.rm_data import RM_INPUTS, QuestionExamples, RMCollator, answer_tokenizer, split_questions
-from lm_eval_latenttts.training.rm_loop import RMTrainingLoop
+from lm_eval_latenttts.training.rm_loop import RMTrainingLoop, best_evaluation
 from lm_eval_latenttts.training.rm_model import (
     _lora,
     _unwrap_rm,
     check_rm_against_data,
     load_rm,
     reinitialise,
+    resize_layers,
     rm_config,
     save_rm,
 )
@@ -82,6 +83,9 @@ class TrainConfig:
     eval_fraction: float = 0.1
     eval_annotations: str | None = None
     eval_every: int = 0  # optimizer steps; 0: at the end of each epoch
+    keep_best: bool = False  # save the weights of the evaluation with the lowest held-out loss (early stopping)
+    patience: int = 0  # stop after this many evaluations in a row without a lower held-out loss (0: never)
+    rm_layers: int | None = None  # transformer blocks of the RM (None: the init's; fewer: its first ones; more: new)
     save_every: int = 0  # optimizer steps; 0: at the end of each epoch
     seed: int = 0
     resume: bool = False
@@ -132,6 +136,13 @@ class TrainConfig:
             raise bad("--threads", ">= 1", self.threads)
         if self.init is not None and not str(self.init).strip():
             raise bad("--init", "a checkpoint folder or Hub id (or left out for the annotation's backbone)", self.init)
+        if self.patience < 0:
+            raise bad("--patience", ">= 0 (0: train to the end)", self.patience)
+        if self.rm_layers is not None and self.rm_layers < 1:
+            raise bad("--rm-layers", ">= 1 (or left out for the init's)", self.rm_layers)
+        if (self.keep_best or self.patience) and not (self.eval_fraction > 0 or self.eval_annotations):
+            raise ValueError("--keep-best and --patience choose by the held-out loss: hold questions out "
+                             "(--eval-fraction > 0) or pass --eval-annotations.")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one.")
         from lm_eval_latenttts.publishing.identity import check_repo_id
@@ -176,6 +187,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max
     rm, tokenizer, source = _checked_rm(init, ds, ann_config)
     if cfg.reinit:
         reinitialise(rm)
+    if cfg.rm_layers is not None:
+        resize_layers(rm, cfg.rm_layers)
     answers = None
     if cfg.rm_input == "latents+answer":
         if tokenizer is None:
@@ -194,6 +207,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, ann_config: dict, ds, n_max
     summary = _summary(cfg, run_id, init, source, ann_config, train_set, eval_set, n_max, accelerator.num_processes,
                        progress, seconds)
     if accelerator.is_main_process:
+        loop.restore_best()  # --keep-best: the weights of the lowest held-out loss (else nothing)
         final = _unwrap_rm(accelerator.unwrap_model(loop.model))
         if cfg.rm_input != "latents":  # what the RM reads, for whoever scores with it
             final.config.rm_input = cfg.rm_input
@@ -325,6 +339,9 @@ def _summary(cfg: TrainConfig, run_id: str, init, source: str, ann_config: dict,
     """What ``training_summary.json`` records: the run, its settings, and its losses and metrics."""
     history = progress.history
     final_metrics = next((h for h in reversed(history) if "eval_recall_at_1" in h), {})
+    best = best_evaluation(history) if cfg.keep_best else None
+    if best is not None:  # the installed weights are that evaluation's
+        final_metrics = best
     train_losses = [h["loss"] for h in history if "loss" in h]
     metrics_start = history[0] if history and history[0].get("step") == 0 and "loss" not in history[0] else {}
     return {
@@ -346,6 +363,8 @@ def _summary(cfg: TrainConfig, run_id: str, init, source: str, ann_config: dict,
         "last_loss": train_losses[-1] if train_losses else None,
         "eval_before": {k: v for k, v in metrics_start.items() if k.startswith("eval_")},
         "eval_after": {k: v for k, v in final_metrics.items() if k.startswith("eval_")},
+        **({"selected_step": best["step"] if best is not None else progress.step} if cfg.keep_best else {}),
+        **({"stopped_early": progress.step < progress.total} if cfg.patience else {}),
         "history": history,
     }
 
@@ -354,6 +373,7 @@ __all__ = [
     "TrainConfig",
     "check_rm_against_data",
     "load_rm",
+    "resize_layers",
     "push_to_hub",
     "run_settings",
     "save_rm",

@@ -4,6 +4,7 @@ The N trajectories advance one latent step at a time; after step t their state
 is branched into N*M continuation rows (``LatentState.select``) that finish the
 remaining latent steps and the greedy answer; a step's value is the share of
 its continuations that are right.  See ``annotate`` for the method and the keys.
+With ``labels="decoded"`` or ``"outcome"`` no continuations are run (read-back labels; final correctness).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config
     ``correct`` (N,) bool, ``answers`` and ``answer_texts``; runs = continuations (or read-backs) decoded.
     ``labels="decoded"``: no continuations; the step values are the exact labels of
     :func:`~lm_eval_latenttts.training.exact_labels.decoded_step_labels` (the question's ``gold_steps``).
+    ``labels="outcome"``: no continuations; every step the trajectory took is labelled with its final correctness.
     """
     n, m = config.num_return_sequences, (num_continuations if labels == "monte_carlo" else 0)
     setup = model.prepare_rollout(torch.tensor([list(prompt_ids)], dtype=torch.long), None, config)
@@ -62,7 +64,16 @@ def annotate_question(model, tokenizer, prompt_ids: list[int], gold: str, config
                                                        record["num_steps"], record["correct"], gold_steps,
                                                        latents_per_step)
         continuations += int(((record["num_steps"] - 1).clamp(min=0)).sum())
+    elif labels == "outcome":
+        record["step_values"] = _outcome_labels(record)
     return record, continuations
+
+
+def _outcome_labels(record: dict) -> torch.Tensor:
+    """(N, steps): every step a trajectory took labelled with its final correctness (the rest as they were)."""
+    step_values, num_steps = record["step_values"], record["num_steps"]
+    taken = torch.arange(step_values.shape[1])[None, :] < num_steps[:, None]
+    return torch.where(taken, record["correct"][:, None].float().expand_as(step_values), step_values)
 
 
 def _continuation_values(model, state, setup, t: int, m: int, max_batch_rows: int, correct) -> tuple:

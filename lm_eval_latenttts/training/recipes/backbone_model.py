@@ -60,7 +60,8 @@ def latent_ids(tok) -> Dict[str, int]:
 
 
 # --------------------------------------------------------------------------- model
-# test-time settings recommended with the exported model (valid split; adaptive: benchmarks/adaptive.py, README)
+# test-time settings recommended with the exported model (valid split; adaptive: benchmarks/adaptive.py,
+# docs/adaptive.md)
 RECOMMENDED_GENERATION = {"latent_sampling": "dropout", "dropout_p": 0.2, "num_return_sequences": 16,
                           "max_new_tokens": 8, "seed": 0}
 
